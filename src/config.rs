@@ -1,0 +1,406 @@
+//! The agent's configuration: `agent.toml` plus `agent.d/*.toml` drop-ins merged in name order.
+//!
+//! Owns parsing, merging, defaults and validation. It never reads anything but the config files and two
+//! environment variables (`JETSHIP_CONFIG`, `JETSHIP_STATE_DIR`); every path that tests must redirect (the host
+//! root, the state dir) lives here so no other module hard-codes `/sys` or `/var/lib`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the agent looks for its config when neither `--config` nor `JETSHIP_CONFIG` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/jetship/agent.toml";
+/// Where the agent keeps everything it writes unless `state_dir` or `JETSHIP_STATE_DIR` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/jetship";
+
+/// Errors loading or validating the config. Each names the file and, where there is one, the key path.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config {path}: key `{key}`: {message}")]
+    Schema {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("config is invalid:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One validation problem: the dotted key path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.key, self.message)
+    }
+}
+
+/// The whole agent config. Every field has a default, so an empty file (or none) is a valid config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This device's id in MQTT topics. Defaults to the hostname. Must match `[A-Za-z0-9_-]{1,64}`.
+    pub device_id: Option<String>,
+    /// Directory holding everything the agent writes. Defaults to `/var/lib/jetship`
+    /// (`JETSHIP_STATE_DIR` overrides the file).
+    pub state_dir: PathBuf,
+    /// Fleet groups this device belongs to; it follows `jetship/v1/groups/<group>/desired` for each.
+    /// Defaults to none.
+    pub groups: Vec<String>,
+    pub host: HostConfig,
+    pub telemetry: TelemetryConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            device_id: None,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            groups: Vec::new(),
+            host: HostConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Where the host's files are read from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Prefix under which /proc, /sys, /etc, /dev and /var/lib are read. Defaults to `/`; tests point it at
+    /// fixture trees, and a containerised agent at the host's root mounted e.g. on /host.
+    pub root: PathBuf,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self { root: PathBuf::from("/") }
+    }
+}
+
+/// Metrics sampling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Seconds between metrics samples. Defaults to 10.
+    pub interval_s: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { interval_s: 10 }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `jetship=debug`. Defaults to `info`; `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`. Defaults to `text` (journald adds its own timestamps).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The config file to read: the explicit path, else `JETSHIP_CONFIG`, else `/etc/jetship/agent.toml`.
+/// The returned flag says whether the file must exist (only the built-in default may be absent).
+pub fn resolve_path(explicit: Option<&Path>) -> (PathBuf, bool) {
+    if let Some(p) = explicit {
+        return (p.to_path_buf(), true);
+    }
+    match std::env::var_os("JETSHIP_CONFIG") {
+        Some(p) if !p.is_empty() => (PathBuf::from(p), true),
+        _ => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    }
+}
+
+/// The drop-in directory beside a config file: `agent.toml` -> `agent.d`.
+pub fn drop_in_dir(path: &Path) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{stem}.d"))
+}
+
+/// A loaded config and the files it came from, in the order they were merged.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub files: Vec<PathBuf>,
+}
+
+/// Loads the config from `explicit` (or `JETSHIP_CONFIG`, or the default path), merges its drop-ins, applies
+/// `JETSHIP_STATE_DIR`, and validates the result with [`Config::check`].
+pub fn load(explicit: Option<&Path>) -> Result<Loaded> {
+    let (path, required) = resolve_path(explicit);
+    let mut loaded = load_files(&path, required)?;
+    if let Some(dir) = std::env::var_os("JETSHIP_STATE_DIR").filter(|d| !d.is_empty()) {
+        loaded.config.state_dir = PathBuf::from(dir);
+    }
+    loaded.config.check()?;
+    Ok(loaded)
+}
+
+/// Reads `path` (absent is fine unless `required`) and `<stem>.d/*.toml` in name order, without env overrides
+/// or validation. Each file is checked on its own first so an error names the file it is in.
+pub fn load_files(path: &Path, required: bool) -> Result<Loaded> {
+    let mut files = Vec::new();
+    match std::fs::metadata(path) {
+        Ok(_) => files.push(path.to_path_buf()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
+        Err(source) => {
+            return Err(Error::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    }
+    let dir = drop_in_dir(path);
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => {
+            let mut drop_ins: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+                .collect();
+            drop_ins.sort();
+            files.extend(drop_ins);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(Error::Read { path: dir, source }),
+    }
+
+    let mut merged = toml::Table::new();
+    for file in &files {
+        let table = parse_file(file)?;
+        // Typed on its own first: an unknown key or a wrong type is reported against the file that has it.
+        from_table(table.clone(), file)?;
+        merge(&mut merged, table);
+    }
+    let config = from_table(merged, files.last().map(PathBuf::as_path).unwrap_or(path))?;
+    Ok(Loaded { config, files })
+}
+
+/// Parses config text as if it were the file `path` (used by tests and `check-config`).
+pub fn parse_str(text: &str, path: &Path) -> Result<Config> {
+    let table = toml::from_str::<toml::Table>(text).map_err(|e| Error::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().to_owned(),
+    })?;
+    from_table(table, path)
+}
+
+fn parse_file(path: &Path) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str::<toml::Table>(&text).map_err(|e| Error::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().to_owned(),
+    })
+}
+
+fn from_table(table: toml::Table, path: &Path) -> Result<Config> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        Error::Schema {
+            path: path.to_path_buf(),
+            key: if key == "." { "(top level)".into() } else { key },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+/// Later tables override earlier ones key by key; nested tables merge, arrays and scalars are replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+/// Whether `id` is a valid device or group id: `[A-Za-z0-9_-]{1,64}`. Ids become MQTT topic levels, so this
+/// also keeps `+`, `#` and `/` out of topics.
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Config {
+    /// Checks the rules serde cannot: every problem is reported with its key path, not just the first.
+    pub fn check(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.into(),
+                message,
+            })
+        };
+        if let Some(id) = &self.device_id {
+            if !valid_id(id) {
+                bad("device_id", format!("`{id}` must match [A-Za-z0-9_-]{{1,64}}"));
+            }
+        }
+        if !self.state_dir.is_absolute() {
+            bad("state_dir", format!("`{}` must be an absolute path", self.state_dir.display()));
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            if !valid_id(g) {
+                bad(&format!("groups[{i}]"), format!("`{g}` must match [A-Za-z0-9_-]{{1,64}}"));
+            }
+        }
+        if !self.host.root.is_absolute() {
+            bad("host.root", format!("`{}` must be an absolute path", self.host.root.display()));
+        }
+        if !(1..=86_400).contains(&self.telemetry.interval_s) {
+            bad(
+                "telemetry.interval_s",
+                format!("{} must be between 1 and 86400 seconds", self.telemetry.interval_s),
+            );
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            bad("log.level", format!("`{}` is not a tracing filter ({e}); use e.g. \"info\"", self.log.level));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(problems))
+        }
+    }
+
+    /// The device id: the configured one, else the hostname reduced to the allowed characters.
+    pub fn device_id(&self) -> String {
+        if let Some(id) = &self.device_id {
+            return id.clone();
+        }
+        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let cleaned: String = host
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+            .take(64)
+            .collect();
+        if cleaned.is_empty() {
+            "jetson".into()
+        } else {
+            cleaned
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        parse_str(text, Path::new("/etc/jetship/agent.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.state_dir, Path::new("/var/lib/jetship"));
+        assert_eq!(c.host.root, Path::new("/"));
+        assert_eq!(c.telemetry.interval_s, 10);
+    }
+
+    #[test]
+    fn unknown_key_names_key_path_and_file() {
+        let err = parse("[host]\nrooot = \"/x\"\n").unwrap_err().to_string();
+        assert!(err.contains("/etc/jetship/agent.toml"), "{err}");
+        assert!(err.contains("host.rooot"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_path() {
+        let err = parse("[telemetry]\ninterval_s = \"ten\"\n").unwrap_err().to_string();
+        assert!(err.contains("telemetry.interval_s"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let err = parse("state_dir = \n").unwrap_err().to_string();
+        assert!(err.contains("agent.toml") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn check_reports_every_problem() {
+        let c = parse("device_id = \"bad/id\"\nstate_dir = \"rel\"\ngroups = [\"ok\", \"#\"]\n[telemetry]\ninterval_s = 0\n").unwrap();
+        let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["device_id", "state_dir", "groups[1]", "telemetry.interval_s"]);
+    }
+
+    #[test]
+    fn drop_ins_merge_in_name_order_and_errors_name_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("agent.toml");
+        std::fs::write(&main, "groups = [\"lab\"]\n[telemetry]\ninterval_s = 5\n").unwrap();
+        std::fs::create_dir(dir.path().join("agent.d")).unwrap();
+        std::fs::write(dir.path().join("agent.d/20-b.toml"), "[telemetry]\ninterval_s = 7\n").unwrap();
+        std::fs::write(dir.path().join("agent.d/10-a.toml"), "[telemetry]\ninterval_s = 6\n[host]\nroot = \"/host\"\n").unwrap();
+        std::fs::write(dir.path().join("agent.d/notes.txt"), "ignored").unwrap();
+        let loaded = load_files(&main, true).unwrap();
+        assert_eq!(loaded.config.telemetry.interval_s, 7);
+        assert_eq!(loaded.config.host.root, Path::new("/host"));
+        assert_eq!(loaded.config.groups, ["lab"]);
+        assert_eq!(loaded.files.len(), 3);
+
+        std::fs::write(dir.path().join("agent.d/30-bad.toml"), "[telemetry]\nintervall = 1\n").unwrap();
+        let err = load_files(&main, true).unwrap_err().to_string();
+        assert!(err.contains("30-bad.toml") && err.contains("telemetry.intervall"), "{err}");
+    }
+
+    #[test]
+    fn missing_default_file_is_fine_but_missing_explicit_file_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("agent.toml");
+        assert_eq!(load_files(&absent, false).unwrap().config, Config::default());
+        let err = load_files(&absent, true).unwrap_err().to_string();
+        assert!(err.contains("cannot read config") && err.contains("agent.toml"), "{err}");
+    }
+
+    #[test]
+    fn ids_are_topic_safe() {
+        assert!(valid_id("orin-nano_01"));
+        for bad in ["", "a/b", "a+b", "a#", "a b", &"x".repeat(65)] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+    }
+}

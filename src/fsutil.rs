@@ -1,0 +1,75 @@
+//! Small file-system helpers shared by every module that persists state: crash-safe writes and bounded reads.
+//!
+//! Owns nothing but the mechanics; callers decide paths and formats.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+/// Writes `data` to `path` so that after a power cut the file holds either the old or the new content:
+/// write a temp file in the same directory, fsync it, rename it over `path`, fsync the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Fsyncs a directory so a rename or create inside it survives a power cut.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Reads at most `limit` bytes of a small text file (sysfs, procfs, /etc). Longer files are cut, which keeps a
+/// garbage or hostile file from costing memory. Invalid UTF-8 is replaced, not an error.
+pub fn read_small(path: &Path, limit: u64) -> io::Result<String> {
+    let mut buf = Vec::new();
+    File::open(path)?.take(limit).read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Joins an absolute host path such as `/sys/class/thermal` under a host root such as `/` or a fixture tree.
+pub fn under_root(root: &Path, abs: &str) -> std::path::PathBuf {
+    root.join(abs.trim_start_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        write_atomic(&p, b"old").unwrap();
+        write_atomic(&p, b"new content").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new content");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn read_small_cuts_long_files_and_tolerates_bad_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, [b'4', b'2', 0xff, b'x', b'y']).unwrap();
+        assert_eq!(read_small(&p, 3).unwrap(), "42\u{fffd}");
+    }
+
+    #[test]
+    fn under_root_keeps_paths_inside_root() {
+        assert_eq!(under_root(Path::new("/fx"), "/sys/class"), Path::new("/fx/sys/class"));
+        assert_eq!(under_root(Path::new("/"), "/sys/class"), Path::new("/sys/class"));
+    }
+}

@@ -1,0 +1,34 @@
+//! Shared test harness: free loopback ports, required external tools, fixture paths.
+//! Each integration test file includes it with `mod support;`; helpers for one component live in their own
+//! file here (e.g. `support/mosquitto.rs`) and are declared below.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The repository's fixture host tree `tests/fixtures/hosts/<name>`.
+pub fn fixture_host(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts").join(name)
+}
+
+/// The `jetship` binary built for this test run.
+pub fn jetship_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_jetship"))
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Path of an external program the test needs. Panics with the install hint when it is missing:
+/// such a test fails, it is never skipped.
+pub fn require_tool(program: &str, debian_package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]) {
+        let candidate = dir.join(program);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("`{program}` is needed by this test: install it with `apt-get install {debian_package}` (scripts/test does this)");
+}
