@@ -65,6 +65,8 @@ pub struct Config {
     pub host: HostConfig,
     pub telemetry: TelemetryConfig,
     pub log: LogConfig,
+    pub mqtt: MqttConfig,
+    pub spool: SpoolConfig,
 }
 
 impl Default for Config {
@@ -76,6 +78,8 @@ impl Default for Config {
             host: HostConfig::default(),
             telemetry: TelemetryConfig::default(),
             log: LogConfig::default(),
+            mqtt: MqttConfig::default(),
+            spool: SpoolConfig::default(),
         }
     }
 }
@@ -103,11 +107,87 @@ impl Default for HostConfig {
 pub struct TelemetryConfig {
     /// Seconds between metrics samples. Defaults to 10.
     pub interval_s: u64,
+    /// Seconds between host re-probes; the retained `host` topic is republished only when the facts changed
+    /// (e.g. a camera was plugged in). Defaults to 30.
+    pub host_interval_s: u64,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { interval_s: 10 }
+        Self {
+            interval_s: 10,
+            host_interval_s: 30,
+        }
+    }
+}
+
+/// The MQTT link to the fleet's broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker URL, `mqtt://HOST[:PORT]` (default port 1883) or `mqtts://HOST[:PORT]` (default port 8883).
+    /// Defaults to none: the agent then runs an embedded broker on `embedded_listen` and connects to it.
+    pub url: Option<String>,
+    /// PEM CA certificate(s) that sign the broker's certificate (mqtts). Defaults to none: the system roots
+    /// are not used, so mqtts needs it.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS. Defaults to none. Needs `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`. Defaults to none.
+    pub client_key: Option<PathBuf>,
+    /// Username for broker authentication. Defaults to none.
+    pub username: Option<String>,
+    /// File whose first line is the password (kept out of the config). Defaults to none. Needs `username`.
+    pub password_file: Option<PathBuf>,
+    /// MQTT client id. Defaults to the device id.
+    pub client_id: Option<String>,
+    /// Seconds between keep-alive pings; the broker declares the agent offline (will) after 1.5 times this.
+    /// Defaults to 30.
+    pub keep_alive_s: u64,
+    /// First reconnect delay in milliseconds; doubles per failed attempt, with random jitter. Defaults to 500.
+    pub reconnect_min_ms: u64,
+    /// Cap on the reconnect delay in milliseconds. Defaults to 30000.
+    pub reconnect_max_ms: u64,
+    /// Where the embedded broker listens when `url` is not set. Defaults to `127.0.0.1:1883`.
+    pub embedded_listen: std::net::SocketAddr,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            username: None,
+            password_file: None,
+            client_id: None,
+            keep_alive_s: 30,
+            reconnect_min_ms: 500,
+            reconnect_max_ms: 30_000,
+            embedded_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 1883)),
+        }
+    }
+}
+
+/// The on-disk outbox for telemetry and events (`<state_dir>/spool`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Bound on the spool's size in bytes; when full the oldest undelivered messages are dropped and counted
+    /// in the next telemetry (`dropped`). Defaults to 67108864 (64 MiB).
+    pub max_bytes: u64,
+    /// Milliseconds between fsyncs of the spool; 0 fsyncs every message. A power cut loses at most this much.
+    /// Defaults to 1000.
+    pub fsync_interval_ms: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            fsync_interval_ms: 1000,
+        }
     }
 }
 
@@ -320,6 +400,31 @@ impl Config {
                 ),
             );
         }
+        if !(1..=86_400).contains(&self.telemetry.host_interval_s) {
+            bad(
+                "telemetry.host_interval_s",
+                format!(
+                    "{} must be between 1 and 86400 seconds",
+                    self.telemetry.host_interval_s
+                ),
+            );
+        }
+        self.mqtt.check(&mut bad);
+        if self.spool.max_bytes < 4096 {
+            bad(
+                "spool.max_bytes",
+                format!("{} is too small: use at least 4096", self.spool.max_bytes),
+            );
+        }
+        if self.spool.fsync_interval_ms > 60_000 {
+            bad(
+                "spool.fsync_interval_ms",
+                format!(
+                    "{} is over 60000: a power cut would lose a minute of telemetry",
+                    self.spool.fsync_interval_ms
+                ),
+            );
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             bad(
                 "log.level",
@@ -334,6 +439,14 @@ impl Config {
         } else {
             Err(Error::Invalid(problems))
         }
+    }
+
+    /// The MQTT client id: `mqtt.client_id`, else the device id.
+    pub fn client_id(&self) -> String {
+        self.mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| self.device_id())
     }
 
     /// The device id: the configured one, else the hostname reduced to the allowed characters.
@@ -359,6 +472,84 @@ impl Config {
             "jetson".into()
         } else {
             cleaned
+        }
+    }
+}
+
+impl MqttConfig {
+    fn check(&self, bad: &mut impl FnMut(&str, String)) {
+        if let Some(url) = &self.url {
+            if let Err(e) = crate::mqtt::BrokerUrl::parse(url) {
+                bad("mqtt.url", e.to_string());
+            } else if url.starts_with("mqtt://")
+                && (self.ca_file.is_some() || self.client_cert.is_some())
+            {
+                bad(
+                    "mqtt.url",
+                    format!("`{url}` is plain MQTT but TLS files are set: use mqtts://"),
+                );
+            } else if url.starts_with("mqtts://") && self.ca_file.is_none() {
+                bad(
+                    "mqtt.ca_file",
+                    "mqtts needs the CA certificate that signs the broker's certificate".into(),
+                );
+            }
+        } else if self.username.is_some() || self.ca_file.is_some() || self.client_cert.is_some() {
+            bad(
+                "mqtt.url",
+                "credentials or TLS files are set but no url: the embedded broker takes neither"
+                    .into(),
+            );
+        }
+        for (key, path) in [
+            ("mqtt.ca_file", &self.ca_file),
+            ("mqtt.client_cert", &self.client_cert),
+            ("mqtt.client_key", &self.client_key),
+            ("mqtt.password_file", &self.password_file),
+        ] {
+            if let Some(p) = path {
+                if !p.is_file() {
+                    bad(
+                        key,
+                        format!("`{}` does not exist or is not a file", p.display()),
+                    );
+                }
+            }
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            bad(
+                "mqtt.client_key",
+                "client_cert and client_key must be set together".into(),
+            );
+        }
+        if self.password_file.is_some() && self.username.is_none() {
+            bad(
+                "mqtt.username",
+                "password_file is set without a username".into(),
+            );
+        }
+        if let Some(id) = &self.client_id {
+            if id.is_empty() || id.len() > 128 {
+                bad(
+                    "mqtt.client_id",
+                    format!("`{id}` must be 1 to 128 characters"),
+                );
+            }
+        }
+        if !(5..=3600).contains(&self.keep_alive_s) {
+            bad(
+                "mqtt.keep_alive_s",
+                format!("{} must be between 5 and 3600 seconds", self.keep_alive_s),
+            );
+        }
+        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
+            bad(
+                "mqtt.reconnect_min_ms",
+                format!(
+                    "{} must be at least 1 and not above reconnect_max_ms ({})",
+                    self.reconnect_min_ms, self.reconnect_max_ms
+                ),
+            );
         }
     }
 }

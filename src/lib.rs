@@ -4,12 +4,14 @@
 //! in this library so `tests/` drives the real code. One module per concern; each says what it owns.
 
 pub mod agent;
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod fsutil;
 pub mod l4t;
 pub mod logging;
 pub mod metrics;
+pub mod mqtt;
 pub mod probe;
 pub mod protocol;
 pub mod spool;

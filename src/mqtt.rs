@@ -1,0 +1,631 @@
+//! The MQTT link: one task owns the rumqttc event loop and is the only thing that talks to the broker. Other
+//! tasks reach it through a [`LinkHandle`]: spooled streams (telemetry, events) go through the durable
+//! [`Spool`], retained state topics (status, host, reported) are remembered and republished after every
+//! reconnect, replies are sent while connected and dropped otherwise.
+//!
+//! Ordering: spooled records are published with QoS 1 from the spool cursor, at most a window at a time, with
+//! packet ids this module assigns; the cursor advances only over the contiguous prefix the broker has
+//! acknowledged, and after any reconnect (clean session) delivery restarts from the cursor. Duplicates are
+//! possible (receivers dedupe by `seq`); gaps and reordering are not. The link never interprets incoming
+//! messages: it forwards them to the agent. It must not touch config files or the spool's on-disk format.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{
+    ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, Publish, QoS,
+    Request, Subscribe, SubscribeFilter, TlsConfiguration, Transport,
+};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::protocol::{Stream, Topics};
+use crate::spool::{self, Spool};
+
+/// Packet ids 1..=MAX_INFLIGHT are ours; rumqttc's in-flight table has this size.
+const MAX_INFLIGHT: u16 = 100;
+/// Largest incoming packet; desired/cmd payloads over the protocol's 1 MiB limit still arrive (and are refused
+/// with a reply) up to this size.
+const MAX_INCOMING_PACKET: usize = 4 * 1024 * 1024;
+const MAX_OUTGOING_PACKET: usize = 16 * 1024 * 1024;
+/// How long a clean shutdown waits for the broker to acknowledge the offline status.
+const OFFLINE_ACK_WAIT: Duration = Duration::from_secs(3);
+
+/// Errors building a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("broker url `{url}`: {message}")]
+    Url { url: String, message: String },
+    #[error("cannot read {what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A parsed broker URL: `mqtt://host[:1883]` or `mqtts://host[:8883]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    /// Parses and checks a broker URL.
+    pub fn parse(s: &str) -> Result<BrokerUrl> {
+        let bad = |message: &str| Error::Url {
+            url: s.to_owned(),
+            message: message.to_owned(),
+        };
+        let u = url::Url::parse(s).map_err(|e| {
+            bad(&format!(
+                "{e}; expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+            ))
+        })?;
+        let tls = match u.scheme() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
+            other => {
+                return Err(bad(&format!(
+                    "scheme `{other}` is not supported: use mqtt:// or mqtts://"
+                )))
+            }
+        };
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if !(u.path().is_empty() || u.path() == "/") || u.query().is_some() {
+            return Err(bad("a path or query is not allowed"));
+        }
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err(bad(
+                "put credentials in username/password_file, not in the url",
+            ));
+        }
+        Ok(BrokerUrl {
+            tls,
+            host,
+            port: u.port().unwrap_or(if tls { 8883 } else { 1883 }),
+        })
+    }
+}
+
+/// How to reach and authenticate to a broker; shared by the agent (`[mqtt]`) and the CLI (`cli.toml`, flags).
+#[derive(Debug, Clone, Default)]
+pub struct BrokerAccess {
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::File {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl BrokerAccess {
+    /// rumqttc options for this broker: TLS and credentials loaded from their files, clean session, the given
+    /// keep-alive. The caller adds a last will if it wants one.
+    pub fn options(&self, client_id: &str, keep_alive: Duration) -> Result<MqttOptions> {
+        let url = BrokerUrl::parse(&self.url)?;
+        let mut o = MqttOptions::new(client_id, url.host.clone(), url.port);
+        o.set_keep_alive(keep_alive)
+            .set_clean_session(true)
+            .set_inflight(MAX_INFLIGHT)
+            .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+        if url.tls {
+            crate::install_crypto_provider();
+            let ca = match &self.ca_file {
+                Some(p) => read_file("CA file", p)?,
+                None => {
+                    return Err(Error::Url {
+                        url: self.url.clone(),
+                        message: "mqtts needs a CA file (ca_file / --ca-file)".into(),
+                    })
+                }
+            };
+            let client_auth = match (&self.client_cert, &self.client_key) {
+                (Some(c), Some(k)) => Some((
+                    read_file("client certificate", c)?,
+                    read_file("client key", k)?,
+                )),
+                _ => None,
+            };
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+                ca,
+                alpn: None,
+                client_auth,
+            }));
+        }
+        if let Some(user) = &self.username {
+            let password = match &self.password_file {
+                Some(p) => {
+                    let text = read_file("password file", p)?;
+                    String::from_utf8_lossy(&text)
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
+                }
+                None => String::new(),
+            };
+            o.set_credentials(user.clone(), password);
+        }
+        Ok(o)
+    }
+}
+
+/// A message the link received on one of its subscriptions.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    /// Set when the broker delivered a retained copy (on subscribe), not a live publish.
+    pub retain: bool,
+}
+
+enum LinkRequest {
+    /// Retained, QoS 1, remembered and republished after every reconnect.
+    State { topic: String, payload: Vec<u8> },
+    /// QoS 1, sent only while connected.
+    Transient { topic: String, payload: Vec<u8> },
+}
+
+/// Settings of one link.
+pub struct LinkOptions {
+    /// Connection options; the link sets the last will itself from `offline_status`.
+    pub mqtt: MqttOptions,
+    pub topics: Topics,
+    /// Filters subscribed (QoS 1) after every ConnAck.
+    pub subscriptions: Vec<String>,
+    /// Retained payload for `status` published by the broker as the will, and by the link on clean shutdown.
+    pub offline_status: Vec<u8>,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Spooled records in flight at once.
+    pub window: usize,
+}
+
+/// The cheap, cloneable way for other tasks to use the link.
+#[derive(Clone)]
+pub struct LinkHandle {
+    tx: mpsc::Sender<LinkRequest>,
+    spool: Arc<Mutex<Spool>>,
+    wake: Arc<Notify>,
+}
+
+impl LinkHandle {
+    /// Appends a record to a spooled stream (see [`Spool::append`]) and wakes the link to deliver it.
+    pub fn append(
+        &self,
+        stream: Stream,
+        body: impl FnOnce(u64, u64) -> Vec<u8>,
+    ) -> spool::Result<u64> {
+        let seq = lock(&self.spool).append(stream, body)?;
+        self.wake.notify_one();
+        Ok(seq)
+    }
+
+    /// Sets a retained state topic: published now if connected and again after every reconnect.
+    pub fn set_state(&self, topic: String, payload: Vec<u8>) {
+        if self
+            .tx
+            .try_send(LinkRequest::State { topic, payload })
+            .is_err()
+        {
+            warn!("mqtt link is busy or stopped; state update dropped");
+        }
+    }
+
+    /// Sends a QoS 1 message if connected (replies); dropped while offline.
+    pub fn send(&self, topic: String, payload: Vec<u8>) {
+        if self
+            .tx
+            .try_send(LinkRequest::Transient { topic, payload })
+            .is_err()
+        {
+            warn!("mqtt link is busy or stopped; message dropped");
+        }
+    }
+
+    /// The spool, for the flusher and statistics.
+    pub fn spool(&self) -> &Arc<Mutex<Spool>> {
+        &self.spool
+    }
+}
+
+fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
+    // A panic while holding the lock leaves the spool as consistent as its last completed call.
+    spool.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct SpoolInflight {
+    pkid: u16,
+    end: spool::Pos,
+    acked: bool,
+}
+
+/// The task that owns the event loop. Create with [`Link::new`], run with [`Link::run`].
+pub struct Link {
+    eventloop: EventLoop,
+    opts: LinkOptions,
+    spool: Arc<Mutex<Spool>>,
+    rx: mpsc::Receiver<LinkRequest>,
+    wake: Arc<Notify>,
+    incoming: mpsc::Sender<Message>,
+    connected: bool,
+    busy: Vec<bool>,
+    last_pkid: u16,
+    spool_inflight: std::collections::VecDeque<SpoolInflight>,
+    states: Vec<(String, Vec<u8>)>,
+}
+
+impl Link {
+    /// Builds the link over `spool`; returns it, the handle for other tasks, and the receiver of incoming
+    /// messages.
+    pub fn new(mut opts: LinkOptions, spool: Spool) -> (Link, LinkHandle, mpsc::Receiver<Message>) {
+        opts.mqtt.set_last_will(LastWill::new(
+            opts.topics.status(),
+            opts.offline_status.clone(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        let eventloop = EventLoop::new(opts.mqtt.clone(), 16);
+        let (tx, rx) = mpsc::channel(256);
+        let (in_tx, in_rx) = mpsc::channel(64);
+        let spool = Arc::new(Mutex::new(spool));
+        let wake = Arc::new(Notify::new());
+        let handle = LinkHandle {
+            tx,
+            spool: spool.clone(),
+            wake: wake.clone(),
+        };
+        let link = Link {
+            eventloop,
+            opts,
+            spool,
+            rx,
+            wake,
+            incoming: in_tx,
+            connected: false,
+            busy: vec![false; MAX_INFLIGHT as usize + 1],
+            last_pkid: 0,
+            spool_inflight: Default::default(),
+            states: Vec::new(),
+        };
+        (link, handle, in_rx)
+    }
+
+    /// Runs until `shutdown`: connects, reconnects with capped exponential backoff and jitter, delivers the
+    /// spool, forwards incoming messages. On shutdown publishes the offline status (if connected) and
+    /// disconnects.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut reconnect_at: Option<Instant> = None;
+        let mut attempt: u32 = 0;
+        let mut rx_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                req = self.rx.recv(), if rx_open => match req {
+                    Some(r) => self.handle_request(r),
+                    None => rx_open = false,
+                },
+                _ = self.wake.notified() => self.pump(),
+                _ = sleep_until(reconnect_at), if reconnect_at.is_some() => reconnect_at = None,
+                ev = self.eventloop.poll(), if reconnect_at.is_none() => match ev {
+                    Ok(ev) => {
+                        if self.handle_event(ev) {
+                            attempt = 0;
+                        }
+                    }
+                    Err(err) => {
+                        let delay = backoff(self.opts.backoff_min, self.opts.backoff_max, attempt);
+                        if self.connected || attempt == 0 {
+                            warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
+                        } else {
+                            debug!(error = %err, attempt, retry_in_ms = delay.as_millis() as u64, "mqtt reconnect failed");
+                        }
+                        if let ConnectionError::ConnectionRefused(code) = &err {
+                            warn!(?code, "broker refused the connection: check credentials and ACLs");
+                        }
+                        self.disconnected();
+                        attempt = attempt.saturating_add(1);
+                        reconnect_at = Some(Instant::now() + delay);
+                    }
+                },
+            }
+        }
+        self.shutdown().await;
+    }
+
+    fn disconnected(&mut self) {
+        self.connected = false;
+        self.busy.iter_mut().for_each(|b| *b = false);
+        self.spool_inflight.clear();
+    }
+
+    /// Handles one event; returns true on a successful ConnAck.
+    fn handle_event(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Incoming(Incoming::ConnAck(ack)) => {
+                info!(session_present = ack.session_present, "mqtt connected");
+                self.disconnected();
+                self.connected = true;
+                lock(&self.spool).rewind();
+                if !self.opts.subscriptions.is_empty() {
+                    let filters = self
+                        .opts
+                        .subscriptions
+                        .iter()
+                        .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                    self.eventloop
+                        .pending
+                        .push_back(Request::Subscribe(Subscribe::new_many(filters)));
+                }
+                for (topic, payload) in self.states.clone() {
+                    self.publish(topic, payload, true);
+                }
+                self.pump();
+                return true;
+            }
+            Event::Incoming(Incoming::PubAck(ack)) => self.acked(ack.pkid),
+            Event::Incoming(Incoming::Publish(p)) => {
+                let msg = Message {
+                    topic: p.topic.clone(),
+                    payload: p.payload.clone(),
+                    retain: p.retain,
+                };
+                if self.incoming.try_send(msg).is_err() {
+                    warn!(topic = %p.topic, "incoming message dropped: the agent is not keeping up");
+                }
+            }
+            Event::Incoming(Incoming::SubAck(ack)) => {
+                for code in &ack.return_codes {
+                    if matches!(code, rumqttc::SubscribeReasonCode::Failure) {
+                        warn!(
+                            "broker refused a subscription: check the ACL for this device's topics"
+                        );
+                    }
+                }
+            }
+            Event::Outgoing(Outgoing::Disconnect) => {}
+            _ => {}
+        }
+        false
+    }
+
+    fn alloc_pkid(&mut self) -> Option<u16> {
+        for _ in 0..MAX_INFLIGHT {
+            self.last_pkid = self.last_pkid % MAX_INFLIGHT + 1;
+            if !self.busy[self.last_pkid as usize] {
+                self.busy[self.last_pkid as usize] = true;
+                return Some(self.last_pkid);
+            }
+        }
+        None
+    }
+
+    fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool) -> Option<u16> {
+        let Some(pkid) = self.alloc_pkid() else {
+            warn!(%topic, "too many messages in flight; message dropped");
+            return None;
+        };
+        let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
+        p.retain = retain;
+        p.pkid = pkid;
+        self.eventloop.pending.push_back(Request::Publish(p));
+        Some(pkid)
+    }
+
+    fn handle_request(&mut self, r: LinkRequest) {
+        match r {
+            LinkRequest::State { topic, payload } => {
+                match self.states.iter_mut().find(|(t, _)| *t == topic) {
+                    Some(s) => s.1 = payload.clone(),
+                    None => self.states.push((topic.clone(), payload.clone())),
+                }
+                if self.connected {
+                    self.publish(topic, payload, true);
+                }
+            }
+            LinkRequest::Transient { topic, payload } => {
+                if self.connected {
+                    self.publish(topic, payload, false);
+                } else {
+                    debug!(%topic, "not connected; message dropped");
+                }
+            }
+        }
+    }
+
+    /// Hands spooled records to the event loop while the window and packet ids allow.
+    fn pump(&mut self) {
+        if !self.connected {
+            return;
+        }
+        while self.spool_inflight.len() < self.opts.window && self.busy.iter().skip(1).any(|b| !b) {
+            let rec = match lock(&self.spool).next_unsent() {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(err) => {
+                    warn!(%err, "cannot read the spool");
+                    return;
+                }
+            };
+            let retain = rec.stream == Stream::Telemetry;
+            let topic = self.opts.topics.stream(rec.stream);
+            if let Some(pkid) = self.publish(topic, rec.body, retain) {
+                self.spool_inflight.push_back(SpoolInflight {
+                    pkid,
+                    end: rec.end,
+                    acked: false,
+                });
+            }
+        }
+    }
+
+    fn acked(&mut self, pkid: u16) {
+        if let Some(b) = self.busy.get_mut(pkid as usize) {
+            *b = false;
+        }
+        if let Some(e) = self
+            .spool_inflight
+            .iter_mut()
+            .find(|e| e.pkid == pkid && !e.acked)
+        {
+            e.acked = true;
+        }
+        let mut end = None;
+        while self.spool_inflight.front().is_some_and(|e| e.acked) {
+            end = self.spool_inflight.pop_front().map(|e| e.end);
+        }
+        if let Some(end) = end {
+            if let Err(err) = lock(&self.spool).ack_through(end) {
+                warn!(%err, "cannot advance the spool cursor");
+            }
+            self.pump();
+        }
+    }
+
+    async fn shutdown(mut self) {
+        if self.connected {
+            let offline = self.opts.offline_status.clone();
+            let topic = self.opts.topics.status();
+            if let Some(pkid) = self.publish(topic, offline, true) {
+                let deadline = Instant::now() + OFFLINE_ACK_WAIT;
+                while self.busy[pkid as usize] {
+                    match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
+                        Ok(Ok(ev)) => {
+                            self.handle_event(ev);
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            self.eventloop
+                .pending
+                .push_back(Request::Disconnect(rumqttc::Disconnect));
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
+                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+            info!("mqtt disconnected");
+        }
+        let flush = lock(&self.spool).take_flush();
+        match flush.map(|f| f.run()) {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) | Err(err) => warn!(%err, "cannot sync the spool"),
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Delay before reconnect attempt `attempt` (0-based): `min * 2^attempt` capped at `max`, then a random
+/// 50-100% of that so a fleet that lost its broker does not come back in lockstep.
+pub fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
+    let base = min.saturating_mul(1u32 << attempt.min(20)).min(max);
+    base.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+}
+
+/// Makes the spool durable every `interval` (fsync of the active segment, cursor written atomically), on a
+/// blocking thread, until `shutdown`.
+pub async fn flush_spool(
+    spool: Arc<Mutex<Spool>>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let flush = match lock(&spool).take_flush() {
+            Ok(f) => f,
+            Err(err) => {
+                warn!(%err, "cannot sync the spool");
+                continue;
+            }
+        };
+        match tokio::task::spawn_blocking(move || flush.run()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(%err, "cannot sync the spool"),
+            Err(err) => warn!(?err, "spool sync task failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_are_parsed_with_default_ports() {
+        assert_eq!(
+            BrokerUrl::parse("mqtt://10.0.0.2").unwrap(),
+            BrokerUrl {
+                tls: false,
+                host: "10.0.0.2".into(),
+                port: 1883
+            }
+        );
+        let u = BrokerUrl::parse("mqtts://broker.example.com").unwrap();
+        assert!(u.tls && u.port == 8883);
+        assert_eq!(
+            BrokerUrl::parse("mqtt://127.0.0.1:2883/").unwrap().port,
+            2883
+        );
+    }
+
+    #[test]
+    fn bad_broker_urls_say_what_to_use() {
+        for (url, want) in [
+            ("http://x", "use mqtt:// or mqtts://"),
+            ("x:1883", "mqtt://"),
+            ("mqtt://u:p@host", "credentials"),
+            ("mqtt://host/topic", "path"),
+        ] {
+            let err = BrokerUrl::parse(url).unwrap_err().to_string();
+            assert!(err.contains(want), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        for attempt in 0..30 {
+            let d = backoff(min, max, attempt);
+            let base = min.saturating_mul(1 << attempt.min(20)).min(max);
+            assert!(d >= base / 2 && d <= base, "attempt {attempt}: {d:?}");
+        }
+    }
+}
