@@ -198,7 +198,7 @@ fn emit(handle: &LinkHandle, kind: &str, fields: serde_json::Value) {
         _ => serde_json::Map::new(),
     };
     fields.insert("kind".into(), kind.into());
-    if let Err(err) = handle.append(Stream::Events, |seq, _| {
+    if let Err(err) = handle.append(Stream::Events, |seq| {
         protocol::stream_body(seq, now_ms(), 0, &fields)
     }) {
         warn!(%err, kind, "cannot spool event");
@@ -219,9 +219,7 @@ async fn sample_loop(config: Config, handle: LinkHandle, shutdown: CancellationT
                     Err(err) => { warn!(?err, "metrics sampler stopped"); return; }
                 };
                 sampler = s;
-                let appended = handle.append(Stream::Telemetry, |seq, dropped| {
-                    protocol::stream_body(seq, now_ms(), dropped, &sample)
-                });
+                let appended = handle.append(Stream::Telemetry, |seq| protocol::stream_body(seq, now_ms(), 0, &sample));
                 match appended {
                     Ok(seq) => debug!(seq, cpu = ?sample.cpu.as_ref().map(|c| c.total_pct), "telemetry spooled"),
                     Err(err) => warn!(%err, "cannot spool telemetry"),

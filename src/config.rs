@@ -410,10 +410,10 @@ impl Config {
             );
         }
         self.mqtt.check(&mut bad);
-        if self.spool.max_bytes < 4096 {
+        if self.spool.max_bytes < 1024 {
             bad(
                 "spool.max_bytes",
-                format!("{} is too small: use at least 4096", self.spool.max_bytes),
+                format!("{} is too small: use at least 1024", self.spool.max_bytes),
             );
         }
         if self.spool.fsync_interval_ms > 60_000 {

@@ -215,11 +215,7 @@ pub struct LinkHandle {
 
 impl LinkHandle {
     /// Appends a record to a spooled stream (see [`Spool::append`]) and wakes the link to deliver it.
-    pub fn append(
-        &self,
-        stream: Stream,
-        body: impl FnOnce(u64, u64) -> Vec<u8>,
-    ) -> spool::Result<u64> {
+    pub fn append(&self, stream: Stream, body: impl FnOnce(u64) -> Vec<u8>) -> spool::Result<u64> {
         let seq = lock(&self.spool).append(stream, body)?;
         self.wake.notify_one();
         Ok(seq)
@@ -277,6 +273,8 @@ pub struct Link {
     last_pkid: u16,
     spool_inflight: std::collections::VecDeque<SpoolInflight>,
     states: Vec<(String, Vec<u8>)>,
+    /// The telemetry message in flight that carries the spool's dropped count: (packet id, count).
+    reporting_dropped: Option<(u16, u64)>,
 }
 
 impl Link {
@@ -311,6 +309,7 @@ impl Link {
             last_pkid: 0,
             spool_inflight: Default::default(),
             states: Vec::new(),
+            reporting_dropped: None,
         };
         (link, handle, in_rx)
     }
@@ -362,6 +361,7 @@ impl Link {
         self.connected = false;
         self.busy.iter_mut().for_each(|b| *b = false);
         self.spool_inflight.clear();
+        self.reporting_dropped = None;
     }
 
     /// Handles one event; returns true on a successful ConnAck.
@@ -464,17 +464,31 @@ impl Link {
             return;
         }
         while self.spool_inflight.len() < self.opts.window && self.busy.iter().skip(1).any(|b| !b) {
-            let rec = match lock(&self.spool).next_unsent() {
-                Ok(Some(r)) => r,
-                Ok(None) => return,
-                Err(err) => {
-                    warn!(%err, "cannot read the spool");
-                    return;
+            let (rec, dropped) = {
+                let mut spool = lock(&self.spool);
+                match spool.next_unsent() {
+                    Ok(Some(r)) => (r, spool.dropped_unreported()),
+                    Ok(None) => return,
+                    Err(err) => {
+                        warn!(%err, "cannot read the spool");
+                        return;
+                    }
                 }
             };
-            let retain = rec.stream == Stream::Telemetry;
+            let telemetry = rec.stream == Stream::Telemetry;
             let topic = self.opts.topics.stream(rec.stream);
-            if let Some(pkid) = self.publish(topic, rec.body, retain) {
+            let mut body = rec.body;
+            // The drop count rides on the next telemetry message delivered, and is cleared only once the
+            // broker acknowledged that message (a resend after a reconnect carries it again).
+            let report = telemetry && dropped > 0 && self.reporting_dropped.is_none();
+            if report {
+                body = with_dropped(&body, dropped);
+            }
+            if let Some(pkid) = self.publish(topic, body, telemetry) {
+                if report {
+                    debug!(dropped, pkid, seq = rec.seq, "reporting dropped records");
+                    self.reporting_dropped = Some((pkid, dropped));
+                }
                 self.spool_inflight.push_back(SpoolInflight {
                     pkid,
                     end: rec.end,
@@ -538,6 +552,18 @@ impl Link {
             Ok(Ok(())) => {}
             Ok(Err(err)) | Err(err) => warn!(%err, "cannot sync the spool"),
         }
+    }
+}
+
+/// Adds `"dropped": n` to a JSON object body (added to a count already there).
+fn with_dropped(body: &[u8], n: u64) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) {
+        Ok(mut m) => {
+            let before = m.get("dropped").and_then(|v| v.as_u64()).unwrap_or(0);
+            m.insert("dropped".into(), (before + n).into());
+            serde_json::to_vec(&m).unwrap_or_else(|_| body.to_vec())
+        }
+        Err(_) => body.to_vec(),
     }
 }
 
@@ -617,6 +643,17 @@ mod tests {
             let err = BrokerUrl::parse(url).unwrap_err().to_string();
             assert!(err.contains(want), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn dropped_count_is_added_to_the_telemetry_body() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&with_dropped(br#"{"seq":4,"ts":1}"#, 7)).unwrap();
+        assert_eq!(v["dropped"], 7);
+        assert_eq!(v["seq"], 4);
+        let v: serde_json::Value =
+            serde_json::from_slice(&with_dropped(br#"{"seq":4,"dropped":2}"#, 3)).unwrap();
+        assert_eq!(v["dropped"], 5);
     }
 
     #[test]

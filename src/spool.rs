@@ -6,7 +6,8 @@
 //! `len u32 LE | crc32 u32 LE | stream u8 | seq u64 LE | body`. `cursor.json` holds the index of the first record
 //! the broker has not acknowledged (written with `fsutil::write_atomic`). Torn or corrupt records found on open
 //! are truncated away, never delivered. The spool is bounded in bytes: when full, whole oldest segments are
-//! dropped and the number of undelivered records lost is reported in the next telemetry record (`dropped`).
+//! dropped and the number of undelivered records lost is kept (persisted with the cursor) until the link has
+//! delivered it in a telemetry message (`dropped`), see [`Spool::dropped_unreported`].
 //! Per-stream `seq` counters live in segment headers and records, so they survive restarts without a file of
 //! their own. This module does no networking and never decides what a record means.
 
@@ -393,21 +394,11 @@ impl Spool {
         }
     }
 
-    /// Appends one record to `stream`. `body` gets the record's `seq` and, for telemetry, the number of records
-    /// dropped by the bound since the last telemetry record (0 for events). Returns the seq.
-    pub fn append(
-        &mut self,
-        stream: Stream,
-        body: impl FnOnce(u64, u64) -> Vec<u8>,
-    ) -> Result<u64> {
+    /// Appends one record to `stream`; `body` gets the record's `seq`. Returns the seq.
+    pub fn append(&mut self, stream: Stream, body: impl FnOnce(u64) -> Vec<u8>) -> Result<u64> {
         let i = stream.index();
         let seq = self.next_seq[i];
-        let dropped = if stream == Stream::Telemetry {
-            self.dropped_unreported
-        } else {
-            0
-        };
-        let body = body(seq, dropped);
+        let body = body(seq);
         let len = RECORD_PREFIX + body.len();
         if len > MAX_RECORD as usize {
             return Err(Error::TooLarge { size: len });
@@ -435,10 +426,6 @@ impl Spool {
         seg.bytes += frame.len() as u64;
         let full = seg.bytes >= self.segment_bytes;
         self.next_seq[i] += 1;
-        if stream == Stream::Telemetry && dropped > 0 {
-            self.dropped_unreported = 0;
-            self.cursor_dirty = true;
-        }
         self.dirty = true;
         if self.sync_each_append {
             self.active.sync_data().map_err(io(&path))?;
@@ -625,6 +612,17 @@ impl Spool {
         self.take_flush()?.run()
     }
 
+    /// Undelivered records dropped by the bound that no delivered telemetry message has reported yet.
+    pub fn dropped_unreported(&self) -> u64 {
+        self.dropped_unreported
+    }
+
+    /// Records that a delivered (acknowledged) telemetry message reported `n` dropped records.
+    pub fn reported_dropped(&mut self, n: u64) {
+        self.dropped_unreported = self.dropped_unreported.saturating_sub(n);
+        self.cursor_dirty = true;
+    }
+
     /// The seq the next record of `stream` will get.
     pub fn next_seq(&self, stream: Stream) -> u64 {
         self.next_seq[stream.index()]
@@ -650,8 +648,8 @@ impl Spool {
 mod tests {
     use super::*;
 
-    fn body(tag: &str) -> impl FnOnce(u64, u64) -> Vec<u8> + '_ {
-        move |seq, dropped| format!("{tag}:{seq}:{dropped}").into_bytes()
+    fn body(tag: &str) -> impl FnOnce(u64) -> Vec<u8> + '_ {
+        move |seq| format!("{tag}:{seq}:0").into_bytes()
     }
 
     fn drain(s: &mut Spool) -> Vec<(Stream, u64, String)> {
@@ -751,13 +749,13 @@ mod tests {
     }
 
     #[test]
-    fn bound_drops_oldest_and_reports_the_count_in_the_next_telemetry() {
+    fn bound_drops_oldest_and_keeps_the_count_until_reported() {
         let dir = tempfile::tempdir().unwrap();
         let max = 4096;
         let mut s = Spool::open(dir.path(), max, false).unwrap();
         let pad = "x".repeat(200);
         for _ in 0..100 {
-            s.append(Stream::Events, |seq, _| format!("{seq}{pad}").into_bytes())
+            s.append(Stream::Events, |seq| format!("{seq}{pad}").into_bytes())
                 .unwrap();
         }
         let stats = s.stats();
@@ -768,19 +766,14 @@ mod tests {
         );
         assert!(stats.dropped_total > 50, "{stats:?}");
         let dropped = stats.dropped_total;
-        let mut reported = None;
-        s.append(Stream::Telemetry, |_, d| {
-            reported = Some(d);
-            b"t".to_vec()
-        })
-        .unwrap();
-        assert_eq!(reported, Some(dropped));
-        // Reported once: the following telemetry record carries no count.
-        s.append(Stream::Telemetry, |_, d| {
-            assert_eq!(d, 0);
-            b"t".to_vec()
-        })
-        .unwrap();
+        assert_eq!(s.dropped_unreported(), dropped);
+        s.sync().unwrap();
+        drop(s);
+        // The count survives a restart until a delivered telemetry message reported it.
+        let mut s = Spool::open(dir.path(), max, false).unwrap();
+        assert_eq!(s.dropped_unreported(), dropped);
+        s.reported_dropped(dropped);
+        assert_eq!(s.dropped_unreported(), 0);
         // What is left comes out in order, newest last, with no duplicates.
         let seqs: Vec<u64> = drain(&mut s)
             .into_iter()
@@ -819,7 +812,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 4096, false).unwrap();
         for _ in 0..40 {
-            s.append(Stream::Telemetry, |_, _| vec![b'x'; 100]).unwrap();
+            s.append(Stream::Telemetry, |_| vec![b'x'; 100]).unwrap();
         }
         assert!(s.stats().segments > 2);
         while let Some(r) = s.next_unsent().unwrap() {

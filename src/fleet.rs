@@ -1,0 +1,545 @@
+//! The controller side of the fleet protocol: `jetship devices`, `jetship status <device>` and
+//! `jetship ping <device>`. It reads the retained topics (`status`, `host`, `reported`, and the last retained
+//! `telemetry`) of every device, builds the fleet table, and sends `cmd/<request_id>` for round trips.
+//!
+//! Broker access comes from flags, environment or `~/.config/jetship/cli.toml` ([`CliFile`]). This module
+//! only reads from the broker (plus `cmd` publishes for ping); it never writes `desired` and never touches an
+//! agent's state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rumqttc::{Event, EventLoop, Incoming, Publish, QoS, Request, Subscribe, SubscribeFilter};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::metrics::Sample;
+use crate::mqtt::BrokerAccess;
+use crate::protocol::{self, DeviceTopic, Reported, Status, Topics, ROOT};
+
+/// The broker used when nothing else says: the embedded broker of an agent on this machine.
+pub const DEFAULT_BROKER: &str = "mqtt://127.0.0.1:1883";
+
+/// Errors of the controller commands.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach the broker at {url}: {message} (set --broker, JETSHIP_BROKER or url in {})", cli_config_path().display())]
+    Connect { url: String, message: String },
+    #[error(transparent)]
+    Access(#[from] crate::mqtt::Error),
+    #[error("cli config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(#[from] protocol::Error),
+    #[error("no answer from the broker within {0:?}")]
+    Timeout(Duration),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// `~/.config/jetship/cli.toml`: broker access for the controller commands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CliFile {
+    pub broker: CliBroker,
+}
+
+/// The `[broker]` table of cli.toml. Every key is optional; flags and environment override it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CliBroker {
+    /// Broker URL. Defaults to `mqtt://127.0.0.1:1883`.
+    pub url: Option<String>,
+    /// PEM CA file for mqtts. Defaults to none.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS. Defaults to none.
+    pub client_cert: Option<PathBuf>,
+    /// PEM client key. Defaults to none.
+    pub client_key: Option<PathBuf>,
+    /// Username. Defaults to none.
+    pub username: Option<String>,
+    /// File whose first line is the password. Defaults to none.
+    pub password_file: Option<PathBuf>,
+}
+
+/// Where cli.toml is read: `JETSHIP_CLI_CONFIG`, else `$XDG_CONFIG_HOME/jetship/cli.toml`, else
+/// `~/.config/jetship/cli.toml`.
+pub fn cli_config_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("JETSHIP_CLI_CONFIG").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("jetship/cli.toml")
+}
+
+/// Reads cli.toml; a missing file is an empty one.
+pub fn load_cli_file(path: &Path) -> Result<CliFile> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CliFile::default()),
+        Err(e) => Err(Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Merges flag/env values over the file: each `Some` in `over` wins.
+pub fn resolve_access(file: &CliBroker, over: &CliBroker) -> BrokerAccess {
+    fn pick<T: Clone>(a: &Option<T>, b: &Option<T>) -> Option<T> {
+        a.clone().or_else(|| b.clone())
+    }
+    BrokerAccess {
+        url: pick(&over.url, &file.url).unwrap_or_else(|| DEFAULT_BROKER.to_owned()),
+        ca_file: pick(&over.ca_file, &file.ca_file),
+        client_cert: pick(&over.client_cert, &file.client_cert),
+        client_key: pick(&over.client_key, &file.client_key),
+        username: pick(&over.username, &file.username),
+        password_file: pick(&over.password_file, &file.password_file),
+    }
+}
+
+/// What the retained topics say about one device.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeviceView {
+    pub id: String,
+    pub status: Option<Status>,
+    pub host: Option<Value>,
+    pub telemetry: Option<Value>,
+    pub reported: Option<Reported>,
+}
+
+/// One line of `jetship devices`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceRow {
+    pub device: String,
+    /// `None` when no status was ever published.
+    pub online: Option<bool>,
+    pub model: Option<String>,
+    pub l4t: Option<String>,
+    pub jetpack: Option<String>,
+    pub deployments_running: usize,
+    pub deployments_total: usize,
+    pub cpu_pct: Option<f64>,
+    pub gpu_pct: Option<f64>,
+    pub ram_used_bytes: Option<u64>,
+    pub ram_total_bytes: Option<u64>,
+    pub hottest_zone: Option<String>,
+    pub hottest_c: Option<f64>,
+    pub vdd_in_mw: Option<u64>,
+    /// Unix ms of the last telemetry sample.
+    pub last_seen_ms: Option<u64>,
+}
+
+impl DeviceView {
+    /// Builds the table row (pure).
+    pub fn row(&self) -> DeviceRow {
+        let host = self.host.as_ref();
+        let s = |v: Option<&Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
+        let sample: Option<Sample> = self.telemetry.clone().and_then(|t| serde_json::from_value(t).ok());
+        let hottest = sample.as_ref().and_then(|s| s.hottest().cloned());
+        let deployments = self.reported.as_ref().map(|r| r.deployments.as_slice()).unwrap_or_default();
+        DeviceRow {
+            device: self.id.clone(),
+            online: self.status.as_ref().map(|s| s.online),
+            model: s(host.and_then(|h| h.get("model"))),
+            l4t: s(host.and_then(|h| h.pointer("/l4t/version"))),
+            jetpack: s(host.and_then(|h| h.get("jetpack"))),
+            deployments_running: deployments
+                .iter()
+                .filter(|d| d.get("state").and_then(|s| s.as_str()) == Some("running"))
+                .count(),
+            deployments_total: deployments.len(),
+            cpu_pct: sample.as_ref().and_then(|s| s.cpu.as_ref().map(|c| c.total_pct)),
+            gpu_pct: sample.as_ref().and_then(|s| s.gpu.as_ref().and_then(|g| g.load_pct)),
+            ram_used_bytes: sample.as_ref().and_then(|s| s.memory.as_ref().map(|m| m.used_bytes)),
+            ram_total_bytes: sample.as_ref().and_then(|s| s.memory.as_ref().map(|m| m.total_bytes)),
+            hottest_zone: hottest.as_ref().map(|z| z.name.clone()),
+            hottest_c: hottest.and_then(|z| z.temp_c),
+            vdd_in_mw: sample.as_ref().and_then(|s| s.input_power_mw()),
+            last_seen_ms: self.telemetry.as_ref().and_then(|t| t.get("ts")).and_then(|t| t.as_u64()),
+        }
+    }
+}
+
+/// Applies one retained/live message to the fleet map (pure). Unknown topics and unparsable payloads are
+/// skipped: one broken device must not hide the others.
+pub fn apply(devices: &mut BTreeMap<String, DeviceView>, topic: &str, payload: &[u8]) {
+    let Some((id, kind)) = protocol::parse_device_topic(topic) else { return };
+    if payload.is_empty() {
+        return;
+    }
+    let view = devices.entry(id.to_owned()).or_insert_with(|| DeviceView {
+        id: id.to_owned(),
+        ..Default::default()
+    });
+    match kind {
+        DeviceTopic::Status => view.status = serde_json::from_slice(payload).ok().or(view.status.take()),
+        DeviceTopic::Host => view.host = serde_json::from_slice(payload).ok().or(view.host.take()),
+        DeviceTopic::Telemetry => {
+            if let Ok(v) = serde_json::from_slice::<Value>(payload) {
+                let newer = match (&view.telemetry, v.get("seq").and_then(Value::as_u64)) {
+                    (Some(old), Some(seq)) => old.get("seq").and_then(Value::as_u64).is_none_or(|o| seq >= o),
+                    _ => true,
+                };
+                if newer {
+                    view.telemetry = Some(v);
+                }
+            }
+        }
+        DeviceTopic::Reported => view.reported = serde_json::from_slice(payload).ok().or(view.reported.take()),
+        DeviceTopic::Events | DeviceTopic::Desired => {}
+    }
+}
+
+fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn ago(ms: Option<u64>, now_ms: u64) -> String {
+    match ms {
+        None => "-".into(),
+        Some(t) => {
+            let s = now_ms.saturating_sub(t) / 1000;
+            match s {
+                0..=119 => format!("{s}s ago"),
+                120..=7199 => format!("{}m ago", s / 60),
+                7200..=172_799 => format!("{}h ago", s / 3600),
+                _ => format!("{}d ago", s / 86_400),
+            }
+        }
+    }
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1}", b as f64 / (1024.0 * 1024.0 * 1024.0))
+}
+
+/// The fleet table for people (pure; `now_ms` for the "last seen" column).
+pub fn table(rows: &[DeviceRow], now_ms: u64) -> String {
+    let header = [
+        "DEVICE", "ONLINE", "MODEL", "L4T/JETPACK", "DEPLOY", "CPU", "GPU", "RAM GiB", "HOTTEST", "VDD_IN", "LAST SEEN",
+    ];
+    let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in rows {
+        let model = r
+            .model
+            .as_deref()
+            .map(|m| m.trim_start_matches("NVIDIA ").replace("Engineering Reference ", "").replace(" Developer Kit", " DevKit"))
+            .unwrap_or_else(|| "-".into());
+        lines.push(vec![
+            r.device.clone(),
+            match r.online {
+                Some(true) => "yes".into(),
+                Some(false) => "no".into(),
+                None => "?".into(),
+            },
+            model,
+            match (&r.l4t, &r.jetpack) {
+                (Some(l), Some(j)) => format!("{l}/{j}"),
+                (Some(l), None) => l.clone(),
+                _ => "-".into(),
+            },
+            format!("{}/{}", r.deployments_running, r.deployments_total),
+            r.cpu_pct.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "-".into()),
+            r.gpu_pct.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "-".into()),
+            match (r.ram_used_bytes, r.ram_total_bytes) {
+                (Some(u), Some(t)) => format!("{}/{}", gib(u), gib(t)),
+                _ => "-".into(),
+            },
+            match (&r.hottest_zone, r.hottest_c) {
+                (Some(z), Some(c)) => format!("{z} {c:.0}C"),
+                _ => "-".into(),
+            },
+            r.vdd_in_mw.map(|mw| format!("{:.1}W", mw as f64 / 1000.0)).unwrap_or_else(|| "-".into()),
+            ago(r.last_seen_ms, now_ms),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for l in lines {
+        let cells: Vec<String> = l.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `jetship status <device>` for people (pure).
+pub fn detail(view: &DeviceView, now_ms: u64) -> String {
+    let r = view.row();
+    let mut out = String::new();
+    out.push_str(&format!("device:       {}\n", view.id));
+    match &view.status {
+        Some(s) => out.push_str(&format!(
+            "online:       {}\nagent:        {} (started {}, boot {})\n",
+            if s.online { "yes" } else { "no" },
+            s.agent_version,
+            s.started_at,
+            s.boot_id.as_deref().unwrap_or("-")
+        )),
+        None => out.push_str("online:       unknown (no status published)\n"),
+    }
+    out.push_str(&format!("model:        {}\n", fmt_opt(r.model.as_deref())));
+    out.push_str(&format!("l4t:          {}\njetpack:      {}\n", fmt_opt(r.l4t.as_deref()), fmt_opt(r.jetpack.as_deref())));
+    if let Some(h) = &view.host {
+        if let Some(c) = h.get("cameras").and_then(Value::as_array) {
+            out.push_str(&format!("cameras:      {}\n", c.len()));
+        }
+    }
+    out.push_str(&format!("deployments:  {}/{} running\n", r.deployments_running, r.deployments_total));
+    if let Some(rep) = &view.reported {
+        out.push_str(&format!("generation:   {}\n", fmt_opt(rep.generation)));
+        for (topic, d) in &rep.desired {
+            out.push_str(&format!(
+                "desired:      {topic}: {}{}\n",
+                if d.accepted { "accepted" } else { "rejected" },
+                d.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "cpu:          {}\ngpu:          {}\n",
+        r.cpu_pct.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "-".into()),
+        r.gpu_pct.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "-".into())
+    ));
+    if let (Some(u), Some(t)) = (r.ram_used_bytes, r.ram_total_bytes) {
+        out.push_str(&format!("ram:          {} / {} GiB\n", gib(u), gib(t)));
+    }
+    if let (Some(z), Some(c)) = (&r.hottest_zone, r.hottest_c) {
+        out.push_str(&format!("hottest:      {z} {c:.1} C\n"));
+    }
+    if let Some(mw) = r.vdd_in_mw {
+        out.push_str(&format!("vdd_in:       {mw} mW\n"));
+    }
+    let seq = view.telemetry.as_ref().and_then(|t| t.get("seq")).and_then(Value::as_u64);
+    out.push_str(&format!("last seen:    {} (telemetry seq {})\n", ago(r.last_seen_ms, now_ms), fmt_opt(seq)));
+    out
+}
+
+/// A short-lived controller connection: one event loop polled inline.
+struct Session {
+    el: EventLoop,
+    url: String,
+}
+
+impl Session {
+    async fn connect(access: &BrokerAccess, deadline: Instant) -> Result<Session> {
+        let id = format!("jetship-cli-{:08x}", rand::random::<u32>());
+        let mut opts = access.options(&id, Duration::from_secs(30))?;
+        opts.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
+        let mut s = Session {
+            el: EventLoop::new(opts, 16),
+            url: access.url.clone(),
+        };
+        loop {
+            match s.next(deadline).await? {
+                Event::Incoming(Incoming::ConnAck(_)) => return Ok(s),
+                _ => continue,
+            }
+        }
+    }
+
+    async fn next(&mut self, deadline: Instant) -> Result<Event> {
+        match tokio::time::timeout_at(deadline, self.el.poll()).await {
+            Ok(Ok(ev)) => Ok(ev),
+            Ok(Err(e)) => Err(Error::Connect {
+                url: self.url.clone(),
+                message: e.to_string(),
+            }),
+            Err(_) => Err(Error::Timeout(Duration::ZERO)),
+        }
+    }
+
+    fn subscribe(&mut self, filters: Vec<String>, qos: QoS) {
+        let f = filters.into_iter().map(|f| SubscribeFilter::new(f, qos));
+        self.el.pending.push_back(Request::Subscribe(Subscribe::new_many(f)));
+    }
+
+    fn publish(&mut self, topic: String, payload: Vec<u8>, qos: QoS) {
+        self.el.pending.push_back(Request::Publish(Publish::new(topic, qos, payload)));
+    }
+
+    fn disconnect(mut self) {
+        self.el.pending.push_back(Request::Disconnect(rumqttc::Disconnect));
+        // Best effort: the broker drops the session anyway when the socket closes.
+        let _ = futures_util::FutureExt::now_or_never(self.el.poll());
+    }
+}
+
+/// Collects the retained device topics matching `device` (`+` for all) until the broker has sent them all
+/// (a sync message published after subscribing comes back after the retained ones) or `limit` passes.
+pub async fn snapshot(access: &BrokerAccess, device: &str, limit: Duration) -> Result<BTreeMap<String, DeviceView>> {
+    let deadline = Instant::now() + limit;
+    let mut s = Session::connect(access, deadline).await.map_err(|e| timeout_as(e, limit))?;
+    let sync = format!("jetship/cli/{:016x}/sync", rand::random::<u64>());
+    let mut filters: Vec<String> = ["status", "host", "telemetry", "reported"]
+        .iter()
+        .map(|k| format!("{ROOT}/{device}/{k}"))
+        .collect();
+    filters.push(sync.clone());
+    s.subscribe(filters, QoS::AtMostOnce);
+    let mut devices = BTreeMap::new();
+    loop {
+        let ev = match s.next(deadline).await {
+            Ok(ev) => ev,
+            // Out of time: show what arrived rather than nothing.
+            Err(Error::Timeout(_)) => break,
+            Err(e) => return Err(e),
+        };
+        match ev {
+            Event::Incoming(Incoming::SubAck(_)) => s.publish(sync.clone(), b"sync".to_vec(), QoS::AtMostOnce),
+            Event::Incoming(Incoming::Publish(p)) if p.topic == sync => break,
+            Event::Incoming(Incoming::Publish(p)) => apply(&mut devices, &p.topic, &p.payload),
+            _ => {}
+        }
+    }
+    s.disconnect();
+    Ok(devices)
+}
+
+fn timeout_as(e: Error, limit: Duration) -> Error {
+    match e {
+        Error::Timeout(_) => Error::Timeout(limit),
+        e => e,
+    }
+}
+
+/// Result of one ping.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pong {
+    pub device: String,
+    pub request_id: String,
+    pub rtt_ms: f64,
+    pub reply: protocol::Reply,
+}
+
+/// Sends `ping` to `device` and waits for the reply.
+pub async fn ping(access: &BrokerAccess, device: &str, limit: Duration) -> Result<Pong> {
+    let topics = Topics::new(device)?;
+    let deadline = Instant::now() + limit;
+    let mut s = Session::connect(access, deadline).await.map_err(|e| timeout_as(e, limit))?;
+    let request_id = format!("ping-{:016x}", rand::random::<u64>());
+    let reply_topic = topics.reply(&request_id);
+    s.subscribe(vec![reply_topic.clone()], QoS::AtLeastOnce);
+    let mut sent_at = None;
+    loop {
+        let ev = s.next(deadline).await.map_err(|e| timeout_as(e, limit))?;
+        match ev {
+            Event::Incoming(Incoming::SubAck(_)) => {
+                s.publish(topics.cmd(&request_id), br#"{"cmd":"ping"}"#.to_vec(), QoS::AtLeastOnce);
+                sent_at = Some(std::time::Instant::now());
+            }
+            Event::Incoming(Incoming::Publish(p)) if p.topic == reply_topic => {
+                let rtt = sent_at.map(|t| t.elapsed()).unwrap_or_default();
+                let reply: protocol::Reply = serde_json::from_slice(&p.payload).map_err(|e| {
+                    Error::Invalid(protocol::Error::NotJson { message: e.to_string() })
+                })?;
+                s.disconnect();
+                return Ok(Pong {
+                    device: device.to_owned(),
+                    request_id,
+                    rtt_ms: rtt.as_secs_f64() * 1000.0,
+                    reply,
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn telemetry(seq: u64) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "seq": seq, "ts": 1_000_000, "ts_ms": 1_000_000,
+            "cpu": {"total_pct": 12.5, "per_core_pct": []},
+            "memory": {"total_bytes": 8u64 << 30, "available_bytes": 6u64 << 30, "used_bytes": 2u64 << 30},
+            "gpu": {"load_pct": 40.0},
+            "net": [], "warnings": [],
+            "thermal": [{"name": "cpu-thermal", "temp_c": 51.0}, {"name": "gpu-thermal", "temp_c": 55.5}, {"name": "cv0-thermal", "temp_c": null}],
+            "power": [{"name": "VDD_IN", "power_mw": 7345}, {"name": "VDD_CPU_GPU_CV", "power_mw": 1200}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_combine_status_host_telemetry_and_reported() {
+        let mut d = BTreeMap::new();
+        apply(&mut d, "jetship/v1/orin-1/status", br#"{"online":true,"agent_version":"0.1.0","started_at":"x","boot_id":null}"#);
+        apply(&mut d, "jetship/v1/orin-1/host", br#"{"model":"NVIDIA Jetson Orin Nano Developer Kit","l4t":{"version":"36.4.3","source":"nv_tegra_release"},"jetpack":"6.2"}"#);
+        apply(&mut d, "jetship/v1/orin-1/telemetry", &telemetry(9));
+        apply(&mut d, "jetship/v1/orin-1/reported", br#"{"generation":3,"desired":{},"deployments":[{"name":"a","state":"running"},{"name":"b","state":"pulling"}]}"#);
+        let r = d["orin-1"].row();
+        assert_eq!(r.online, Some(true));
+        assert_eq!(r.l4t.as_deref(), Some("36.4.3"));
+        assert_eq!(r.jetpack.as_deref(), Some("6.2"));
+        assert_eq!((r.deployments_running, r.deployments_total), (1, 2));
+        assert_eq!(r.cpu_pct, Some(12.5));
+        assert_eq!(r.gpu_pct, Some(40.0));
+        assert_eq!(r.hottest_zone.as_deref(), Some("gpu-thermal"));
+        assert_eq!(r.vdd_in_mw, Some(7345));
+        assert_eq!(r.last_seen_ms, Some(1_000_000));
+        let t = table(&[r], 1_005_000);
+        assert!(t.contains("orin-1") && t.contains("36.4.3/6.2") && t.contains("1/2") && t.contains("7.3W") && t.contains("5s ago"), "{t}");
+        assert!(t.contains("Jetson Orin Nano DevKit"), "{t}");
+    }
+
+    #[test]
+    fn older_telemetry_does_not_replace_newer_and_garbage_is_skipped() {
+        let mut d = BTreeMap::new();
+        apply(&mut d, "jetship/v1/a/telemetry", &telemetry(9));
+        apply(&mut d, "jetship/v1/a/telemetry", &telemetry(3));
+        apply(&mut d, "jetship/v1/a/status", b"not json");
+        apply(&mut d, "jetship/v1/bad.id/status", br#"{"online":true}"#);
+        apply(&mut d, "jetship/v1/a/cmd/x", b"{}");
+        assert_eq!(d["a"].telemetry.as_ref().unwrap()["seq"], 9);
+        assert!(d["a"].status.is_none());
+        assert_eq!(d.len(), 1);
+        let r = d["a"].row();
+        assert_eq!(r.online, None);
+        assert!(table(&[r], 0).contains("?"));
+    }
+
+    #[test]
+    fn flags_and_env_override_the_cli_file() {
+        let file = CliBroker {
+            url: Some("mqtts://file:8883".into()),
+            username: Some("ops".into()),
+            ..Default::default()
+        };
+        let over = CliBroker {
+            url: Some("mqtt://flag:1883".into()),
+            ..Default::default()
+        };
+        let a = resolve_access(&file, &over);
+        assert_eq!(a.url, "mqtt://flag:1883");
+        assert_eq!(a.username.as_deref(), Some("ops"));
+        assert_eq!(resolve_access(&CliBroker::default(), &CliBroker::default()).url, DEFAULT_BROKER);
+    }
+
+    #[test]
+    fn cli_file_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cli.toml");
+        std::fs::write(&p, "[broker]\nurll = \"x\"\n").unwrap();
+        let err = load_cli_file(&p).unwrap_err().to_string();
+        assert!(err.contains("cli.toml") && err.contains("urll"), "{err}");
+        std::fs::write(&p, "[broker]\nurl = \"mqtt://h\"\n").unwrap();
+        assert_eq!(load_cli_file(&p).unwrap().broker.url.as_deref(), Some("mqtt://h"));
+        assert_eq!(load_cli_file(&dir.path().join("none.toml")).unwrap(), CliFile::default());
+    }
+}

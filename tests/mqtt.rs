@@ -1,0 +1,479 @@
+//! The MQTT link and fleet protocol against a real Mosquitto, with `mosquitto_sub` as an independent observer
+//! and the real `jetship agent` binary.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::mosquitto::{orin_host_root, publish, Mosquitto, Observer};
+
+/// Broker outage demanded by the acceptance criteria.
+const OUTAGE: Duration = Duration::from_secs(60);
+
+struct Agent {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(config: &Path) -> Agent {
+        let log = config.with_extension(format!("log-{}", rand_suffix()));
+        let child = Command::new(support::jetship_bin())
+            .args(["--config", config.to_str().unwrap(), "agent"])
+            .env_remove("JETSHIP_STATE_DIR")
+            .env("RUST_LOG", "jetship=debug,info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn signal(&mut self, sig: nix::sys::signal::Signal) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// Writes an agent config for `device_id` in `dir` and returns its path. `extra` is appended verbatim
+/// (`[mqtt]` keys go through `mqtt`).
+fn agent_config(dir: &Path, device_id: &str, mqtt: &str, extra: &str) -> PathBuf {
+    let host = orin_host_root(dir);
+    let path = dir.join(format!("{device_id}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "device_id = \"{device_id}\"\nstate_dir = \"{}\"\n[host]\nroot = \"{}\"\n[telemetry]\ninterval_s = 1\n[mqtt]\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\nkeep_alive_s = 5\n{mqtt}\n{extra}",
+            dir.join(format!("state-{device_id}")).display(),
+            host.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn seqs(obs: &Observer, topic: &str) -> Vec<u64> {
+    obs.json(topic)
+        .iter()
+        .filter_map(|v| v["seq"].as_u64())
+        .collect()
+}
+
+/// Checks the order rule: every seq is either a repeat of one already seen (a resend after a reconnect) or
+/// exactly one more than the highest seen so far, except for gaps listed by the caller's tolerance. Returns
+/// the seqs in first-seen order and the number of missing ones.
+fn check_order(seqs: &[u64]) -> (Vec<u64>, u64) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut order = Vec::new();
+    let mut missing = 0;
+    let mut max = 0;
+    for &s in seqs {
+        if seen.contains(&s) {
+            continue;
+        }
+        assert!(
+            s > max,
+            "seq {s} arrived after {max}: out of order in {seqs:?}"
+        );
+        missing += s - max - 1;
+        max = s;
+        seen.insert(s);
+        order.push(s);
+    }
+    (order, missing)
+}
+
+fn max_seq(lines: &[(String, String)], topic: &str) -> u64 {
+    lines
+        .iter()
+        .filter(|(t, _)| t == topic)
+        .filter_map(|(_, p)| serde_json::from_str::<Value>(p).ok())
+        .filter_map(|v| v["seq"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn agent_announces_itself_and_goes_offline_through_the_will_on_sigkill() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let obs = Observer::start(&broker, &["jetship/v1/presence-1/#"], false, &[]);
+    let cfg = agent_config(
+        dir.path(),
+        "presence-1",
+        &format!("url = \"{}\"", broker.url()),
+        "",
+    );
+    let mut agent = Agent::start(&cfg);
+
+    obs.wait_for(
+        "online status, host facts and telemetry",
+        Duration::from_secs(10),
+        |l| {
+            l.iter()
+                .any(|(t, p)| t.ends_with("/status") && p.contains("\"online\":true"))
+                && l.iter().any(|(t, _)| t.ends_with("/host"))
+                && l.iter().any(|(t, _)| t.ends_with("/telemetry"))
+        },
+    );
+    let status = obs.json("jetship/v1/presence-1/status").pop().unwrap();
+    assert_eq!(status["agent_version"], jetship::VERSION);
+    assert_eq!(status["boot_id"], "0f6c3a2e-8d1b-4a53-9d0e-5b1c2f3a4d5e");
+    let host = obs.json("jetship/v1/presence-1/host").pop().unwrap();
+    assert_eq!(
+        host["model"],
+        "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super"
+    );
+    assert_eq!(host["jetpack"], "6.2");
+    let events = obs.json("jetship/v1/presence-1/events");
+    assert_eq!(events[0]["kind"], "agent_started");
+    assert_eq!(events[0]["seq"], 1);
+
+    // SIGKILL: no goodbye from the agent, the broker publishes the will after the keep-alive runs out.
+    agent.signal(nix::sys::signal::Signal::SIGKILL);
+    obs.wait_for(
+        "offline status from the will",
+        Duration::from_secs(15),
+        |l| {
+            l.iter()
+                .any(|(t, p)| t.ends_with("/status") && p.contains("\"online\":false"))
+        },
+    );
+    // A new subscriber sees the retained offline status.
+    let late = Observer::start(&broker, &["jetship/v1/presence-1/status"], false, &[]);
+    late.wait_for("retained offline status", Duration::from_secs(5), |l| {
+        l.last()
+            .is_some_and(|(_, p)| p.contains("\"online\":false"))
+    });
+}
+
+#[test]
+fn clean_shutdown_publishes_offline_status_at_once() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let obs = Observer::start(&broker, &["jetship/v1/clean-1/status"], false, &[]);
+    // A long keep-alive: only the agent's own goodbye can make it offline within the wait below.
+    let cfg = agent_config(
+        dir.path(),
+        "clean-1",
+        &format!("url = \"{}\"", broker.url()),
+        "",
+    )
+    .to_string_lossy()
+    .into_owned();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("keep_alive_s = 5", "keep_alive_s = 600");
+    std::fs::write(&cfg, text).unwrap();
+    let mut agent = Agent::start(Path::new(&cfg));
+    obs.wait_for("online", Duration::from_secs(10), |l| {
+        l.iter().any(|(_, p)| p.contains("\"online\":true"))
+    });
+    let started = Instant::now();
+    let status = agent.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(status.code(), Some(0), "{}", agent.log());
+    obs.wait_for("offline", Duration::from_secs(3), |l| {
+        l.last()
+            .is_some_and(|(_, p)| p.contains("\"online\":false"))
+    });
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn telemetry_survives_a_60s_broker_outage_in_order_without_gaps() {
+    let mut broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "jetship/v1/outage-1/telemetry";
+    let obs = Observer::start(&broker, &[topic], true, &[]);
+    let cfg = agent_config(
+        dir.path(),
+        "outage-1",
+        &format!("url = \"{}\"", broker.url()),
+        "",
+    );
+    let mut agent = Agent::start(&cfg);
+    obs.wait_for(
+        "telemetry before the outage",
+        Duration::from_secs(10),
+        |l| max_seq(l, topic) >= 3,
+    );
+
+    broker.stop();
+    let before = max_seq(&obs.lines(), topic);
+    std::thread::sleep(OUTAGE);
+    assert!(
+        agent.running(),
+        "agent exited during the outage: {}",
+        agent.log()
+    );
+    broker.restart();
+
+    // 60 samples were taken during the outage; all must arrive.
+    obs.wait_for("the spooled telemetry", Duration::from_secs(30), |l| {
+        max_seq(l, topic) >= before + 62
+    });
+    let (order, missing) = check_order(&seqs(&obs, topic));
+    assert_eq!(order[0], 1);
+    assert_eq!(missing, 0, "gaps in {order:?}");
+    assert!(agent.running());
+}
+
+#[test]
+fn agent_killed_during_outage_delivers_its_spool_after_restart() {
+    let mut broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "jetship/v1/crash-1/telemetry";
+    let obs = Observer::start(&broker, &[topic], true, &[]);
+    let cfg = agent_config(
+        dir.path(),
+        "crash-1",
+        &format!("url = \"{}\"", broker.url()),
+        "[spool]\nfsync_interval_ms = 1000\n",
+    );
+    let mut agent = Agent::start(&cfg);
+    obs.wait_for(
+        "telemetry before the outage",
+        Duration::from_secs(10),
+        |l| max_seq(l, topic) >= 2,
+    );
+
+    broker.stop();
+    let before = max_seq(&obs.lines(), topic);
+    std::thread::sleep(Duration::from_secs(6));
+    agent.signal(nix::sys::signal::Signal::SIGKILL);
+    let mut agent = Agent::start(&cfg);
+    std::thread::sleep(Duration::from_secs(3));
+    broker.restart();
+
+    // About 6 samples from the killed agent and 3 from the new one, then live ones.
+    obs.wait_for(
+        "the spooled telemetry of both agent runs",
+        Duration::from_secs(30),
+        |l| max_seq(l, topic) >= before + 11,
+    );
+    let (order, missing) = check_order(&seqs(&obs, topic));
+    assert_eq!(order[0], 1);
+    // At most the last fsync interval (1 s = 1 sample, plus the one being written) may be lost, and only as a
+    // visible gap in seq.
+    assert!(missing <= 2, "{missing} samples lost: {order:?}");
+    assert!(agent.running(), "{}", agent.log());
+}
+
+#[test]
+fn tiny_spool_drops_the_oldest_and_reports_the_count() {
+    let mut broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "jetship/v1/bound-1/telemetry";
+    let obs = Observer::start(&broker, &[topic], true, &[]);
+    broker.stop();
+    let cfg = agent_config(
+        dir.path(),
+        "bound-1",
+        &format!("url = \"{}\"", broker.url()),
+        "[spool]\nmax_bytes = 1024\n",
+    );
+    let mut agent = Agent::start(&cfg);
+    std::thread::sleep(Duration::from_secs(12));
+    broker.restart();
+
+    obs.wait_for(
+        "a telemetry message reporting drops",
+        Duration::from_secs(20),
+        |l| {
+            l.iter()
+                .any(|(t, p)| t == topic && p.contains("\"dropped\":"))
+        },
+    );
+    let msgs = obs.json(topic);
+    let reported: u64 = msgs.iter().filter_map(|v| v["dropped"].as_u64()).sum();
+    let (order, missing) = check_order(
+        &msgs
+            .iter()
+            .filter_map(|v| v["seq"].as_u64())
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        order[0] > 1,
+        "the oldest samples should have been dropped: {order:?}"
+    );
+    assert!(missing > 0);
+    // The count covers the missing telemetry (and the agent_started event, which shares the spool).
+    assert!(
+        reported >= missing && reported <= missing + 1,
+        "reported {reported}, missing {missing}: {order:?}"
+    );
+    assert!(agent.running());
+}
+
+#[test]
+fn bad_desired_and_commands_get_errors_and_change_nothing() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = "jetship/v1/input-1";
+    let obs = Observer::start(
+        &broker,
+        &[&format!("{base}/reply/#"), &format!("{base}/reported")],
+        false,
+        &[],
+    );
+    let cfg = agent_config(
+        dir.path(),
+        "input-1",
+        &format!("url = \"{}\"", broker.url()),
+        "",
+    );
+    let mut agent = Agent::start(&cfg);
+    obs.wait_for("first report", Duration::from_secs(10), |l| !l.is_empty());
+
+    // A good document first: it is stored and reported.
+    publish(
+        &broker,
+        &format!("{base}/desired"),
+        br#"{"generation":5,"deployments":[]}"#,
+        true,
+    );
+    obs.wait_for("acceptance", Duration::from_secs(5), |l| {
+        l.iter()
+            .any(|(_, p)| p.contains("\"generation\":5") && p.contains("\"accepted\":true"))
+    });
+    let stored = dir.path().join("state-input-1/desired/device.json");
+    let good = std::fs::read(&stored).unwrap();
+
+    let big = format!(
+        "{{\"generation\":6,\"pad\":\"{}\"}}",
+        "x".repeat(1024 * 1024 + 10)
+    );
+    let bad_desired: Vec<(&[u8], &str)> = vec![
+        (b"{not json", "not UTF-8 JSON"),
+        (big.as_bytes(), "over the"),
+        (br#"{"generation":"7"}"#, "`generation`"),
+        (br#"{"generation":8,"deployments":"all"}"#, "`deployments`"),
+        (b"[]", "a JSON object"),
+    ];
+    for (payload, want) in &bad_desired {
+        publish(&broker, &format!("{base}/desired"), payload, false);
+        obs.wait_for(want, Duration::from_secs(5), |l| {
+            l.iter().any(|(t, p)| {
+                t.ends_with("/reported") && p.contains("\"accepted\":false") && p.contains(want)
+            })
+        });
+        assert_eq!(
+            std::fs::read(&stored).unwrap(),
+            good,
+            "a rejected document replaced the stored one"
+        );
+    }
+    let last: Value = obs.json(&format!("{base}/reported")).pop().unwrap();
+    assert_eq!(last["generation"], 5, "{last}");
+
+    let cmds: Vec<(String, Vec<u8>, &str, &str)> = vec![
+        (
+            format!("{base}/cmd/r1"),
+            b"ping".to_vec(),
+            "r1",
+            "not UTF-8 JSON",
+        ),
+        (
+            format!("{base}/cmd/r2"),
+            br#"{"cmd":"format-disk"}"#.to_vec(),
+            "r2",
+            "unknown command `format-disk`",
+        ),
+        (
+            format!("{base}/cmd/r3"),
+            br#"{"cmd":42}"#.to_vec(),
+            "r3",
+            "`cmd`",
+        ),
+        (
+            format!("{base}/cmd/r4"),
+            format!("{{\"cmd\":\"ping\",\"x\":\"{}\"}}", "y".repeat(1024 * 1024)).into_bytes(),
+            "r4",
+            "over the",
+        ),
+        (
+            format!("{base}/cmd/a.b"),
+            br#"{"cmd":"ping"}"#.to_vec(),
+            "_invalid",
+            "invalid request id `a.b`",
+        ),
+        (
+            format!("{base}/cmd/x/y"),
+            br#"{"cmd":"ping"}"#.to_vec(),
+            "_invalid",
+            "invalid request id `x/y`",
+        ),
+        (
+            format!("{base}/cmd/{}", "z".repeat(65)),
+            br#"{"cmd":"ping"}"#.to_vec(),
+            "_invalid",
+            "invalid request id",
+        ),
+    ];
+    for (topic, payload, reply_id, want) in &cmds {
+        publish(&broker, topic, payload, false);
+        let reply_topic = format!("{base}/reply/{reply_id}");
+        obs.wait_for(want, Duration::from_secs(5), |l| {
+            l.iter()
+                .any(|(t, p)| *t == reply_topic && p.contains("\"ok\":false") && p.contains(want))
+        });
+    }
+    assert!(
+        agent.running(),
+        "agent exited on bad input: {}",
+        agent.log()
+    );
+
+    // Still answering, and the accepted document is untouched.
+    publish(
+        &broker,
+        &format!("{base}/cmd/after"),
+        br#"{"cmd":"ping"}"#,
+        false,
+    );
+    obs.wait_for("ping reply", Duration::from_secs(5), |l| {
+        l.iter()
+            .any(|(t, p)| t.ends_with("/reply/after") && p.contains("\"ok\":true"))
+    });
+    assert_eq!(std::fs::read(&stored).unwrap(), good);
+}
