@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config};
-use crate::{agent, logging, metrics, probe};
+use crate::{agent, fleet, logging, metrics, probe};
 
 /// Containers for NVIDIA Jetson fleets: JetPack-matched images with the GPU, cameras and host IPC, over MQTT.
 #[derive(Debug, Parser)]
@@ -38,6 +38,215 @@ pub enum Command {
         /// Config file [default: as for --config].
         path: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Fleet(FleetCommand),
+}
+
+/// Controller and broker commands (docs/protocol.md).
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Run the embedded MQTT broker standalone (plain MQTT, no TLS, no auth: for a lab or a single site).
+    Broker {
+        /// Address to listen on; use 0.0.0.0:1883 to accept devices on the network.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
+        listen: std::net::SocketAddr,
+    },
+    /// List the fleet: every device with retained state on the broker, its facts and latest telemetry.
+    Devices {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Print JSON (an array of rows).
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting for the broker's retained messages after SECS seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        timeout: f64,
+    },
+    /// Show one device in detail: presence, host facts, applied state, latest telemetry.
+    Status {
+        /// Device id.
+        device: String,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Print JSON (status, host, telemetry and reported as published).
+        #[arg(long)]
+        json: bool,
+        /// Give up after SECS seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        timeout: f64,
+    },
+    /// Measure the round trip to a device's agent (cmd/<id> -> reply/<id>).
+    Ping {
+        /// Device id.
+        device: String,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Number of pings.
+        #[arg(long, short = 'c', default_value_t = 1)]
+        count: u32,
+        /// Seconds to wait for each reply.
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        timeout: f64,
+    },
+    /// Simulate many devices with the agent's link code in one process (benchmarks).
+    #[command(hide = true)]
+    SimFleet(crate::sim::SimArgs),
+}
+
+/// Broker access for controller commands. Flags win over the environment, which wins over
+/// ~/.config/jetship/cli.toml ([broker] url, ca_file, client_cert, client_key, username, password_file).
+#[derive(Debug, Args, Clone, Default)]
+pub struct BrokerArgs {
+    /// Broker URL, mqtt://HOST[:PORT] or mqtts://HOST[:PORT] [default: mqtt://127.0.0.1:1883].
+    #[arg(long, env = "JETSHIP_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
+    /// PEM CA certificate for mqtts.
+    #[arg(long, env = "JETSHIP_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS.
+    #[arg(long, env = "JETSHIP_CLIENT_CERT", value_name = "PATH")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM key of the client certificate.
+    #[arg(long, env = "JETSHIP_CLIENT_KEY", value_name = "PATH")]
+    pub client_key: Option<PathBuf>,
+    /// Username.
+    #[arg(long, env = "JETSHIP_USERNAME")]
+    pub username: Option<String>,
+    /// File whose first line is the password.
+    #[arg(long, env = "JETSHIP_PASSWORD_FILE", value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    fn access(&self) -> anyhow::Result<crate::mqtt::BrokerAccess> {
+        let path = fleet::cli_config_path();
+        let file = fleet::load_cli_file(&path)?;
+        let over = fleet::CliBroker {
+            url: self.broker.clone(),
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            username: self.username.clone(),
+            password_file: self.password_file.clone(),
+        };
+        Ok(fleet::resolve_access(&file.broker, &over))
+    }
+}
+
+fn secs(what: &str, s: f64) -> anyhow::Result<Duration> {
+    if s.is_finite() && s > 0.0 && s <= 3600.0 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        anyhow::bail!("{what} {s}: must be a number of seconds between 0 and 3600")
+    }
+}
+
+fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> {
+    logging::init(log_level.unwrap_or("warn"), config::LogFormat::Text);
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    };
+    match cmd {
+        FleetCommand::Broker { listen } => {
+            logging::init(log_level.unwrap_or("info"), config::LogFormat::Text);
+            crate::broker::run(listen)?;
+            Ok(0)
+        }
+        FleetCommand::Devices {
+            broker,
+            json,
+            timeout,
+        } => {
+            let access = broker.access()?;
+            let limit = secs("--timeout", timeout)?;
+            let devices = small_runtime()?.block_on(fleet::snapshot(&access, "+", limit))?;
+            let rows: Vec<fleet::DeviceRow> = devices.values().map(|d| d.row()).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                eprintln!("no devices on {}", access.url);
+            } else {
+                print!("{}", fleet::table(&rows, now_ms()));
+            }
+            Ok(0)
+        }
+        FleetCommand::Status {
+            device,
+            broker,
+            json,
+            timeout,
+        } => {
+            crate::protocol::Topics::new(&device)?;
+            let access = broker.access()?;
+            let limit = secs("--timeout", timeout)?;
+            let devices = small_runtime()?.block_on(fleet::snapshot(&access, &device, limit))?;
+            let Some(view) = devices.get(&device) else {
+                anyhow::bail!("device `{device}` has published nothing on {}: check the id with `jetship devices`", access.url);
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(view)?);
+            } else {
+                print!("{}", fleet::detail(view, now_ms()));
+            }
+            Ok(0)
+        }
+        FleetCommand::Ping {
+            device,
+            broker,
+            count,
+            timeout,
+        } => {
+            let access = broker.access()?;
+            let limit = secs("--timeout", timeout)?;
+            let rt = small_runtime()?;
+            let mut failed = 0;
+            for _ in 0..count.max(1) {
+                match rt.block_on(fleet::ping(&access, &device, limit)) {
+                    Ok(p) if p.reply.ok => {
+                        let version = p
+                            .reply
+                            .result
+                            .as_ref()
+                            .and_then(|r| r.get("agent_version"))
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("?");
+                        println!(
+                            "reply from {device}: time={:.1} ms agent={version}",
+                            p.rtt_ms
+                        );
+                    }
+                    Ok(p) => {
+                        failed += 1;
+                        println!("error from {device}: {}", p.reply.error.unwrap_or_default());
+                    }
+                    Err(fleet::Error::Timeout(d)) => {
+                        failed += 1;
+                        println!(
+                            "no reply from {device} within {:.1} s (offline, or not subscribed?)",
+                            d.as_secs_f64()
+                        );
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(if failed == 0 { 0 } else { 1 })
+        }
+        FleetCommand::SimFleet(args) => {
+            logging::init(log_level.unwrap_or("warn"), config::LogFormat::Text);
+            crate::sim::run(args)?;
+            Ok(0)
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +335,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
+        Command::Fleet(cmd) => run_fleet(cmd, cli.log_level.as_deref()),
         Command::CheckConfig { path } => {
             let path = path.or(cli.config);
             let loaded = config::load(path.as_deref())?;

@@ -145,9 +145,16 @@ impl DeviceView {
     pub fn row(&self) -> DeviceRow {
         let host = self.host.as_ref();
         let s = |v: Option<&Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
-        let sample: Option<Sample> = self.telemetry.clone().and_then(|t| serde_json::from_value(t).ok());
+        let sample: Option<Sample> = self
+            .telemetry
+            .clone()
+            .and_then(|t| serde_json::from_value(t).ok());
         let hottest = sample.as_ref().and_then(|s| s.hottest().cloned());
-        let deployments = self.reported.as_ref().map(|r| r.deployments.as_slice()).unwrap_or_default();
+        let deployments = self
+            .reported
+            .as_ref()
+            .map(|r| r.deployments.as_slice())
+            .unwrap_or_default();
         DeviceRow {
             device: self.id.clone(),
             online: self.status.as_ref().map(|s| s.online),
@@ -159,14 +166,26 @@ impl DeviceView {
                 .filter(|d| d.get("state").and_then(|s| s.as_str()) == Some("running"))
                 .count(),
             deployments_total: deployments.len(),
-            cpu_pct: sample.as_ref().and_then(|s| s.cpu.as_ref().map(|c| c.total_pct)),
-            gpu_pct: sample.as_ref().and_then(|s| s.gpu.as_ref().and_then(|g| g.load_pct)),
-            ram_used_bytes: sample.as_ref().and_then(|s| s.memory.as_ref().map(|m| m.used_bytes)),
-            ram_total_bytes: sample.as_ref().and_then(|s| s.memory.as_ref().map(|m| m.total_bytes)),
+            cpu_pct: sample
+                .as_ref()
+                .and_then(|s| s.cpu.as_ref().map(|c| c.total_pct)),
+            gpu_pct: sample
+                .as_ref()
+                .and_then(|s| s.gpu.as_ref().and_then(|g| g.load_pct)),
+            ram_used_bytes: sample
+                .as_ref()
+                .and_then(|s| s.memory.as_ref().map(|m| m.used_bytes)),
+            ram_total_bytes: sample
+                .as_ref()
+                .and_then(|s| s.memory.as_ref().map(|m| m.total_bytes)),
             hottest_zone: hottest.as_ref().map(|z| z.name.clone()),
             hottest_c: hottest.and_then(|z| z.temp_c),
             vdd_in_mw: sample.as_ref().and_then(|s| s.input_power_mw()),
-            last_seen_ms: self.telemetry.as_ref().and_then(|t| t.get("ts")).and_then(|t| t.as_u64()),
+            last_seen_ms: self
+                .telemetry
+                .as_ref()
+                .and_then(|t| t.get("ts"))
+                .and_then(|t| t.as_u64()),
         }
     }
 }
@@ -174,7 +193,9 @@ impl DeviceView {
 /// Applies one retained/live message to the fleet map (pure). Unknown topics and unparsable payloads are
 /// skipped: one broken device must not hide the others.
 pub fn apply(devices: &mut BTreeMap<String, DeviceView>, topic: &str, payload: &[u8]) {
-    let Some((id, kind)) = protocol::parse_device_topic(topic) else { return };
+    let Some((id, kind)) = protocol::parse_device_topic(topic) else {
+        return;
+    };
     if payload.is_empty() {
         return;
     }
@@ -183,12 +204,17 @@ pub fn apply(devices: &mut BTreeMap<String, DeviceView>, topic: &str, payload: &
         ..Default::default()
     });
     match kind {
-        DeviceTopic::Status => view.status = serde_json::from_slice(payload).ok().or(view.status.take()),
+        DeviceTopic::Status => {
+            view.status = serde_json::from_slice(payload).ok().or(view.status.take())
+        }
         DeviceTopic::Host => view.host = serde_json::from_slice(payload).ok().or(view.host.take()),
         DeviceTopic::Telemetry => {
             if let Ok(v) = serde_json::from_slice::<Value>(payload) {
                 let newer = match (&view.telemetry, v.get("seq").and_then(Value::as_u64)) {
-                    (Some(old), Some(seq)) => old.get("seq").and_then(Value::as_u64).is_none_or(|o| seq >= o),
+                    (Some(old), Some(seq)) => old
+                        .get("seq")
+                        .and_then(Value::as_u64)
+                        .is_none_or(|o| seq >= o),
                     _ => true,
                 };
                 if newer {
@@ -196,7 +222,11 @@ pub fn apply(devices: &mut BTreeMap<String, DeviceView>, topic: &str, payload: &
                 }
             }
         }
-        DeviceTopic::Reported => view.reported = serde_json::from_slice(payload).ok().or(view.reported.take()),
+        DeviceTopic::Reported => {
+            view.reported = serde_json::from_slice(payload)
+                .ok()
+                .or(view.reported.take())
+        }
         DeviceTopic::Events | DeviceTopic::Desired => {}
     }
 }
@@ -227,14 +257,28 @@ fn gib(b: u64) -> String {
 /// The fleet table for people (pure; `now_ms` for the "last seen" column).
 pub fn table(rows: &[DeviceRow], now_ms: u64) -> String {
     let header = [
-        "DEVICE", "ONLINE", "MODEL", "L4T/JETPACK", "DEPLOY", "CPU", "GPU", "RAM GiB", "HOTTEST", "VDD_IN", "LAST SEEN",
+        "DEVICE",
+        "ONLINE",
+        "MODEL",
+        "L4T/JETPACK",
+        "DEPLOY",
+        "CPU",
+        "GPU",
+        "RAM GiB",
+        "HOTTEST",
+        "VDD_IN",
+        "LAST SEEN",
     ];
     let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for r in rows {
         let model = r
             .model
             .as_deref()
-            .map(|m| m.trim_start_matches("NVIDIA ").replace("Engineering Reference ", "").replace(" Developer Kit", " DevKit"))
+            .map(|m| {
+                m.trim_start_matches("NVIDIA ")
+                    .replace("Engineering Reference ", "")
+                    .replace(" Developer Kit", " DevKit")
+            })
             .unwrap_or_else(|| "-".into());
         lines.push(vec![
             r.device.clone(),
@@ -250,8 +294,12 @@ pub fn table(rows: &[DeviceRow], now_ms: u64) -> String {
                 _ => "-".into(),
             },
             format!("{}/{}", r.deployments_running, r.deployments_total),
-            r.cpu_pct.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "-".into()),
-            r.gpu_pct.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "-".into()),
+            r.cpu_pct
+                .map(|v| format!("{v:.0}%"))
+                .unwrap_or_else(|| "-".into()),
+            r.gpu_pct
+                .map(|v| format!("{v:.0}%"))
+                .unwrap_or_else(|| "-".into()),
             match (r.ram_used_bytes, r.ram_total_bytes) {
                 (Some(u), Some(t)) => format!("{}/{}", gib(u), gib(t)),
                 _ => "-".into(),
@@ -260,16 +308,28 @@ pub fn table(rows: &[DeviceRow], now_ms: u64) -> String {
                 (Some(z), Some(c)) => format!("{z} {c:.0}C"),
                 _ => "-".into(),
             },
-            r.vdd_in_mw.map(|mw| format!("{:.1}W", mw as f64 / 1000.0)).unwrap_or_else(|| "-".into()),
+            r.vdd_in_mw
+                .map(|mw| format!("{:.1}W", mw as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into()),
             ago(r.last_seen_ms, now_ms),
         ]);
     }
     let widths: Vec<usize> = (0..header.len())
-        .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for l in lines {
-        let cells: Vec<String> = l.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let cells: Vec<String> = l
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
@@ -292,27 +352,41 @@ pub fn detail(view: &DeviceView, now_ms: u64) -> String {
         None => out.push_str("online:       unknown (no status published)\n"),
     }
     out.push_str(&format!("model:        {}\n", fmt_opt(r.model.as_deref())));
-    out.push_str(&format!("l4t:          {}\njetpack:      {}\n", fmt_opt(r.l4t.as_deref()), fmt_opt(r.jetpack.as_deref())));
+    out.push_str(&format!(
+        "l4t:          {}\njetpack:      {}\n",
+        fmt_opt(r.l4t.as_deref()),
+        fmt_opt(r.jetpack.as_deref())
+    ));
     if let Some(h) = &view.host {
         if let Some(c) = h.get("cameras").and_then(Value::as_array) {
             out.push_str(&format!("cameras:      {}\n", c.len()));
         }
     }
-    out.push_str(&format!("deployments:  {}/{} running\n", r.deployments_running, r.deployments_total));
+    out.push_str(&format!(
+        "deployments:  {}/{} running\n",
+        r.deployments_running, r.deployments_total
+    ));
     if let Some(rep) = &view.reported {
         out.push_str(&format!("generation:   {}\n", fmt_opt(rep.generation)));
         for (topic, d) in &rep.desired {
             out.push_str(&format!(
                 "desired:      {topic}: {}{}\n",
                 if d.accepted { "accepted" } else { "rejected" },
-                d.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                d.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
             ));
         }
     }
     out.push_str(&format!(
         "cpu:          {}\ngpu:          {}\n",
-        r.cpu_pct.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "-".into()),
-        r.gpu_pct.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "-".into())
+        r.cpu_pct
+            .map(|v| format!("{v:.1}%"))
+            .unwrap_or_else(|| "-".into()),
+        r.gpu_pct
+            .map(|v| format!("{v:.1}%"))
+            .unwrap_or_else(|| "-".into())
     ));
     if let (Some(u), Some(t)) = (r.ram_used_bytes, r.ram_total_bytes) {
         out.push_str(&format!("ram:          {} / {} GiB\n", gib(u), gib(t)));
@@ -323,8 +397,16 @@ pub fn detail(view: &DeviceView, now_ms: u64) -> String {
     if let Some(mw) = r.vdd_in_mw {
         out.push_str(&format!("vdd_in:       {mw} mW\n"));
     }
-    let seq = view.telemetry.as_ref().and_then(|t| t.get("seq")).and_then(Value::as_u64);
-    out.push_str(&format!("last seen:    {} (telemetry seq {})\n", ago(r.last_seen_ms, now_ms), fmt_opt(seq)));
+    let seq = view
+        .telemetry
+        .as_ref()
+        .and_then(|t| t.get("seq"))
+        .and_then(Value::as_u64);
+    out.push_str(&format!(
+        "last seen:    {} (telemetry seq {})\n",
+        ago(r.last_seen_ms, now_ms),
+        fmt_opt(seq)
+    ));
     out
 }
 
@@ -339,8 +421,12 @@ impl Session {
         let id = format!("jetship-cli-{:08x}", rand::random::<u32>());
         let mut opts = access.options(&id, Duration::from_secs(30))?;
         opts.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
+        let mut el = EventLoop::new(opts, 16);
+        let mut net = el.network_options();
+        net.set_tcp_nodelay(true);
+        el.set_network_options(net);
         let mut s = Session {
-            el: EventLoop::new(opts, 16),
+            el,
             url: access.url.clone(),
         };
         loop {
@@ -364,15 +450,21 @@ impl Session {
 
     fn subscribe(&mut self, filters: Vec<String>, qos: QoS) {
         let f = filters.into_iter().map(|f| SubscribeFilter::new(f, qos));
-        self.el.pending.push_back(Request::Subscribe(Subscribe::new_many(f)));
+        self.el
+            .pending
+            .push_back(Request::Subscribe(Subscribe::new_many(f)));
     }
 
     fn publish(&mut self, topic: String, payload: Vec<u8>, qos: QoS) {
-        self.el.pending.push_back(Request::Publish(Publish::new(topic, qos, payload)));
+        self.el
+            .pending
+            .push_back(Request::Publish(Publish::new(topic, qos, payload)));
     }
 
     fn disconnect(mut self) {
-        self.el.pending.push_back(Request::Disconnect(rumqttc::Disconnect));
+        self.el
+            .pending
+            .push_back(Request::Disconnect(rumqttc::Disconnect));
         // Best effort: the broker drops the session anyway when the socket closes.
         let _ = futures_util::FutureExt::now_or_never(self.el.poll());
     }
@@ -380,9 +472,15 @@ impl Session {
 
 /// Collects the retained device topics matching `device` (`+` for all) until the broker has sent them all
 /// (a sync message published after subscribing comes back after the retained ones) or `limit` passes.
-pub async fn snapshot(access: &BrokerAccess, device: &str, limit: Duration) -> Result<BTreeMap<String, DeviceView>> {
+pub async fn snapshot(
+    access: &BrokerAccess,
+    device: &str,
+    limit: Duration,
+) -> Result<BTreeMap<String, DeviceView>> {
     let deadline = Instant::now() + limit;
-    let mut s = Session::connect(access, deadline).await.map_err(|e| timeout_as(e, limit))?;
+    let mut s = Session::connect(access, deadline)
+        .await
+        .map_err(|e| timeout_as(e, limit))?;
     let sync = format!("jetship/cli/{:016x}/sync", rand::random::<u64>());
     let mut filters: Vec<String> = ["status", "host", "telemetry", "reported"]
         .iter()
@@ -399,7 +497,9 @@ pub async fn snapshot(access: &BrokerAccess, device: &str, limit: Duration) -> R
             Err(e) => return Err(e),
         };
         match ev {
-            Event::Incoming(Incoming::SubAck(_)) => s.publish(sync.clone(), b"sync".to_vec(), QoS::AtMostOnce),
+            Event::Incoming(Incoming::SubAck(_)) => {
+                s.publish(sync.clone(), b"sync".to_vec(), QoS::AtMostOnce)
+            }
             Event::Incoming(Incoming::Publish(p)) if p.topic == sync => break,
             Event::Incoming(Incoming::Publish(p)) => apply(&mut devices, &p.topic, &p.payload),
             _ => {}
@@ -429,7 +529,9 @@ pub struct Pong {
 pub async fn ping(access: &BrokerAccess, device: &str, limit: Duration) -> Result<Pong> {
     let topics = Topics::new(device)?;
     let deadline = Instant::now() + limit;
-    let mut s = Session::connect(access, deadline).await.map_err(|e| timeout_as(e, limit))?;
+    let mut s = Session::connect(access, deadline)
+        .await
+        .map_err(|e| timeout_as(e, limit))?;
     let request_id = format!("ping-{:016x}", rand::random::<u64>());
     let reply_topic = topics.reply(&request_id);
     s.subscribe(vec![reply_topic.clone()], QoS::AtLeastOnce);
@@ -438,13 +540,19 @@ pub async fn ping(access: &BrokerAccess, device: &str, limit: Duration) -> Resul
         let ev = s.next(deadline).await.map_err(|e| timeout_as(e, limit))?;
         match ev {
             Event::Incoming(Incoming::SubAck(_)) => {
-                s.publish(topics.cmd(&request_id), br#"{"cmd":"ping"}"#.to_vec(), QoS::AtLeastOnce);
+                s.publish(
+                    topics.cmd(&request_id),
+                    br#"{"cmd":"ping"}"#.to_vec(),
+                    QoS::AtLeastOnce,
+                );
                 sent_at = Some(std::time::Instant::now());
             }
             Event::Incoming(Incoming::Publish(p)) if p.topic == reply_topic => {
                 let rtt = sent_at.map(|t| t.elapsed()).unwrap_or_default();
                 let reply: protocol::Reply = serde_json::from_slice(&p.payload).map_err(|e| {
-                    Error::Invalid(protocol::Error::NotJson { message: e.to_string() })
+                    Error::Invalid(protocol::Error::NotJson {
+                        message: e.to_string(),
+                    })
                 })?;
                 s.disconnect();
                 return Ok(Pong {
@@ -479,7 +587,11 @@ mod tests {
     #[test]
     fn rows_combine_status_host_telemetry_and_reported() {
         let mut d = BTreeMap::new();
-        apply(&mut d, "jetship/v1/orin-1/status", br#"{"online":true,"agent_version":"0.1.0","started_at":"x","boot_id":null}"#);
+        apply(
+            &mut d,
+            "jetship/v1/orin-1/status",
+            br#"{"online":true,"agent_version":"0.1.0","started_at":"x","boot_id":null}"#,
+        );
         apply(&mut d, "jetship/v1/orin-1/host", br#"{"model":"NVIDIA Jetson Orin Nano Developer Kit","l4t":{"version":"36.4.3","source":"nv_tegra_release"},"jetpack":"6.2"}"#);
         apply(&mut d, "jetship/v1/orin-1/telemetry", &telemetry(9));
         apply(&mut d, "jetship/v1/orin-1/reported", br#"{"generation":3,"desired":{},"deployments":[{"name":"a","state":"running"},{"name":"b","state":"pulling"}]}"#);
@@ -494,7 +606,14 @@ mod tests {
         assert_eq!(r.vdd_in_mw, Some(7345));
         assert_eq!(r.last_seen_ms, Some(1_000_000));
         let t = table(&[r], 1_005_000);
-        assert!(t.contains("orin-1") && t.contains("36.4.3/6.2") && t.contains("1/2") && t.contains("7.3W") && t.contains("5s ago"), "{t}");
+        assert!(
+            t.contains("orin-1")
+                && t.contains("36.4.3/6.2")
+                && t.contains("1/2")
+                && t.contains("7.3W")
+                && t.contains("5s ago"),
+            "{t}"
+        );
         assert!(t.contains("Jetson Orin Nano DevKit"), "{t}");
     }
 
@@ -528,7 +647,10 @@ mod tests {
         let a = resolve_access(&file, &over);
         assert_eq!(a.url, "mqtt://flag:1883");
         assert_eq!(a.username.as_deref(), Some("ops"));
-        assert_eq!(resolve_access(&CliBroker::default(), &CliBroker::default()).url, DEFAULT_BROKER);
+        assert_eq!(
+            resolve_access(&CliBroker::default(), &CliBroker::default()).url,
+            DEFAULT_BROKER
+        );
     }
 
     #[test]
@@ -539,7 +661,13 @@ mod tests {
         let err = load_cli_file(&p).unwrap_err().to_string();
         assert!(err.contains("cli.toml") && err.contains("urll"), "{err}");
         std::fs::write(&p, "[broker]\nurl = \"mqtt://h\"\n").unwrap();
-        assert_eq!(load_cli_file(&p).unwrap().broker.url.as_deref(), Some("mqtt://h"));
-        assert_eq!(load_cli_file(&dir.path().join("none.toml")).unwrap(), CliFile::default());
+        assert_eq!(
+            load_cli_file(&p).unwrap().broker.url.as_deref(),
+            Some("mqtt://h")
+        );
+        assert_eq!(
+            load_cli_file(&dir.path().join("none.toml")).unwrap(),
+            CliFile::default()
+        );
     }
 }

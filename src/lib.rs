@@ -7,6 +7,7 @@ pub mod agent;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod fleet;
 pub mod fsutil;
 pub mod l4t;
 pub mod logging;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod probe;
 pub mod protocol;
+pub mod sim;
 pub mod spool;
 
 /// The agent's version, as reported by `jetship --version` and in the MQTT `status` payload.

@@ -287,7 +287,11 @@ impl Link {
             QoS::AtLeastOnce,
             true,
         ));
-        let eventloop = EventLoop::new(opts.mqtt.clone(), 16);
+        let mut eventloop = EventLoop::new(opts.mqtt.clone(), 16);
+        // Small messages, latency matters (pings, acks): no Nagle delay.
+        let mut net = eventloop.network_options();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let (tx, rx) = mpsc::channel(256);
         let (in_tx, in_rx) = mpsc::channel(64);
         let spool = Arc::new(Mutex::new(spool));

@@ -477,3 +477,154 @@ fn bad_desired_and_commands_get_errors_and_change_nothing() {
     });
     assert_eq!(std::fs::read(&stored).unwrap(), good);
 }
+
+fn jetship(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(support::jetship_bin());
+    cmd.args(args)
+        .env_remove("JETSHIP_BROKER")
+        .env("JETSHIP_CLI_CONFIG", "/nonexistent/cli.toml");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn devices_json(url: &str) -> Vec<Value> {
+    let out = jetship(&["devices", "--json", "--broker", url], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn devices_shows_a_new_agent_within_one_interval_and_offline_after_sigkill() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = broker.url();
+    let cfg = agent_config(dir.path(), "fleet-1", &format!("url = \"{url}\""), "");
+    // One telemetry interval of 3 s: the device must be listed, with facts and a sample, within it.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("interval_s = 1", "interval_s = 3");
+    std::fs::write(&cfg, text).unwrap();
+    let started = Instant::now();
+    let mut agent = Agent::start(&cfg);
+    let row = loop {
+        let rows = devices_json(&url);
+        if let Some(r) = rows
+            .into_iter()
+            .find(|r| r["device"] == "fleet-1" && !r["last_seen_ms"].is_null())
+        {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "device not listed within one interval: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(row["online"], true);
+    assert_eq!(
+        row["model"],
+        "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super"
+    );
+    assert_eq!(row["l4t"], "36.4.3");
+    assert_eq!(row["jetpack"], "6.2");
+    assert_eq!(row["deployments_total"], 0);
+
+    // The table for people, with broker access from cli.toml.
+    let cli = dir.path().join("cli.toml");
+    std::fs::write(&cli, format!("[broker]\nurl = \"{url}\"\n")).unwrap();
+    let out = jetship(
+        &["devices"],
+        &[("JETSHIP_CLI_CONFIG", cli.to_str().unwrap())],
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.starts_with("DEVICE") && table.contains("fleet-1") && table.contains("36.4.3/6.2"),
+        "{table}"
+    );
+
+    let out = jetship(&["status", "fleet-1", "--broker", &url], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("online:       yes")
+            && text.contains("Orin Nano")
+            && text.contains("jetpack:      6.2"),
+        "{text}"
+    );
+
+    let out = jetship(&["ping", "fleet-1", "--broker", &url, "-c", "2"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.matches("reply from fleet-1: time=").count(),
+        2,
+        "{text}"
+    );
+
+    agent.signal(nix::sys::signal::Signal::SIGKILL);
+    let killed = Instant::now();
+    loop {
+        let rows = devices_json(&url);
+        if rows
+            .iter()
+            .any(|r| r["device"] == "fleet-1" && r["online"] == false)
+        {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "still online after SIGKILL: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = jetship(
+        &["ping", "fleet-1", "--broker", &url, "--timeout", "1"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no reply from fleet-1"));
+}
+
+#[test]
+fn controller_commands_explain_bad_input() {
+    let broker = Mosquitto::start();
+    let url = broker.url();
+    let out = jetship(&["status", "a+b", "--broker", &url], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid device id `a+b`"));
+    let out = jetship(
+        &["status", "nobody", "--broker", &url, "--timeout", "2"],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("device `nobody` has published nothing"));
+    let out = jetship(&["devices", "--broker", "http://127.0.0.1:1"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use mqtt:// or mqtts://"));
+    let dead = format!("mqtt://127.0.0.1:{}", support::free_port());
+    let out = jetship(&["devices"], &[("JETSHIP_BROKER", &dead)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("cannot reach the broker") && err.contains(&dead),
+        "{err}"
+    );
+}
