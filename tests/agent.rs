@@ -24,9 +24,10 @@ fn agent_creates_state_dir_and_exits_zero_on_sigterm() {
     std::fs::write(
         &cfg,
         format!(
-            "device_id = \"test-agent\"\nstate_dir = \"{}\"\n[host]\nroot = \"{}\"\n[telemetry]\ninterval_s = 1\n",
+            "device_id = \"test-agent\"\nstate_dir = \"{}\"\n[host]\nroot = \"{}\"\n[telemetry]\ninterval_s = 1\n[mqtt]\nembedded_listen = \"127.0.0.1:{}\"\n",
             state.display(),
-            support::fixture_host("orin-nano-super-jp62").display()
+            support::fixture_host("orin-nano-super-jp62").display(),
+            support::free_port()
         ),
     )
     .unwrap();

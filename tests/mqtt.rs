@@ -628,3 +628,128 @@ fn controller_commands_explain_bad_input() {
         "{err}"
     );
 }
+
+#[test]
+fn agent_without_url_runs_an_embedded_broker_that_others_can_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let cfg = agent_config(
+        dir.path(),
+        "solo-1",
+        &format!("embedded_listen = \"127.0.0.1:{port}\""),
+        "",
+    );
+    let mut agent = Agent::start(&cfg);
+    let start = Instant::now();
+    let row = loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let out = jetship(&["devices", "--json", "--broker", &url], &[]);
+            if out.status.success() {
+                let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+                if let Some(r) = rows
+                    .into_iter()
+                    .find(|r| r["device"] == "solo-1" && !r["last_seen_ms"].is_null())
+                {
+                    break r;
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not listed on the embedded broker: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(row["online"], true);
+    assert_eq!(row["jetpack"], "6.2");
+    // An independent client sees the retained status on the embedded broker.
+    let out = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "jetship/v1/solo-1/status",
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"online\":true"),
+        "{out:?}"
+    );
+    let out = jetship(&["ping", "solo-1", "--broker", &url], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        agent
+            .signal(nix::sys::signal::Signal::SIGTERM)
+            .and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn standalone_broker_serves_agents_and_controllers() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let mut broker = Command::new(support::jetship_bin())
+        .args(["broker", "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "jetship broker did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A second broker on the same address fails with a message naming the address.
+    let out = jetship(&["broker", "--listen", &format!("127.0.0.1:{port}")], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains(&format!("cannot listen on 127.0.0.1:{port}")));
+
+    let cfg = agent_config(dir.path(), "lab-1", &format!("url = \"{url}\""), "");
+    let mut agent = Agent::start(&cfg);
+    let start = Instant::now();
+    loop {
+        let rows = devices_json(&url);
+        if rows
+            .iter()
+            .any(|r| r["device"] == "lab-1" && r["online"] == true)
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    agent.signal(nix::sys::signal::Signal::SIGKILL);
+    let start = Instant::now();
+    while !devices_json(&url)
+        .iter()
+        .any(|r| r["device"] == "lab-1" && r["online"] == false)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "will not delivered by the embedded broker"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
