@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::mosquitto::{orin_host_root, publish, Mosquitto, Observer};
+use support::mosquitto::{orin_host_root, publish, Mosquitto, Observer, Tls};
 
 /// Broker outage demanded by the acceptance criteria.
 const OUTAGE: Duration = Duration::from_secs(60);
@@ -752,4 +752,195 @@ fn standalone_broker_serves_agents_and_controllers() {
     }
     let _ = broker.kill();
     let _ = broker.wait();
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new(support::require_tool("openssl", "openssl"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate for `client_cn`, made with the openssl CLI.
+fn make_certs(dir: &Path, client_cn: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=jetship-test-ca",
+    ]);
+    ca.extend([
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(dir, &ca);
+    for (name, cn, ext) in [
+        (
+            "server",
+            "127.0.0.1",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", client_cn, "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}"),
+        )
+        .unwrap();
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let mut req = vec!["req"];
+        req.extend(ec);
+        let subj = format!("/CN={cn}");
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        let pem = format!("{name}.pem");
+        let extfile = format!("{name}.ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &extfile,
+            ],
+        );
+        // mosquitto drops root for its own user and must still read its key.
+        std::fs::set_permissions(dir.join(&key), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+#[test]
+fn tls_with_client_certificates_connects_and_plain_or_anonymous_clients_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    make_certs(&certs, "tls-1");
+    let c = |n: &str| certs.join(n).display().to_string();
+    let broker = Mosquitto::start_tls(Tls {
+        ca: certs.join("ca.pem"),
+        cert: certs.join("server.pem"),
+        key: certs.join("server.key"),
+        require_client_cert: true,
+    });
+    let url = broker.url();
+    assert!(url.starts_with("mqtts://"));
+    let mqtt = format!(
+        "url = \"{url}\"\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+        c("ca.pem"),
+        c("client.pem"),
+        c("client.key")
+    );
+    let cfg = agent_config(dir.path(), "tls-1", &mqtt, "");
+    let mut agent = Agent::start(&cfg);
+    // The same device without a client certificate must be refused by the broker.
+    let no_cert = agent_config(
+        dir.path(),
+        "tls-2",
+        &format!("url = \"{url}\"\nca_file = \"{}\"", c("ca.pem")),
+        "",
+    );
+    let mut refused = Agent::start(&no_cert);
+
+    let tls_args = [
+        "--ca-file",
+        &c("ca.pem"),
+        "--client-cert",
+        &c("client.pem"),
+        "--client-key",
+        &c("client.key"),
+    ];
+    let start = Instant::now();
+    let rows = loop {
+        let mut args = vec!["devices", "--json", "--broker", &url];
+        args.extend(tls_args);
+        let out = jetship(&args, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        if rows
+            .iter()
+            .any(|r| r["device"] == "tls-1" && !r["last_seen_ms"].is_null())
+            && start.elapsed() > Duration::from_secs(3)
+        {
+            break rows;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "agent not seen over TLS: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        !rows.iter().any(|r| r["device"] == "tls-2"),
+        "a client without certificate got through: {rows:?}"
+    );
+    assert!(refused.running() && agent.running());
+    let log = refused.log();
+    assert!(log.contains("mqtt connection lost"), "{log}");
+
+    let mut args = vec!["ping", "tls-1", "--broker", &url];
+    args.extend(tls_args);
+    let out = jetship(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Plain MQTT to the TLS port fails with a message naming the broker.
+    let out = jetship(
+        &[
+            "devices",
+            "--broker",
+            &url.replace("mqtts://", "mqtt://"),
+            "--timeout",
+            "3",
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
