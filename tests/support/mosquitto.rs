@@ -37,7 +37,16 @@ impl Mosquitto {
         Self::start_with(Some(tls))
     }
 
+    /// A plain listener with extra configuration lines (e.g. `password_file`).
+    pub fn start_with_conf(extra: &str) -> Mosquitto {
+        Self::start_inner(None, extra)
+    }
+
     fn start_with(tls: Option<Tls>) -> Mosquitto {
+        Self::start_inner(tls, "")
+    }
+
+    fn start_inner(tls: Option<Tls>, extra: &str) -> Mosquitto {
         require_tool("mosquitto", "mosquitto");
         let dir = tempfile::tempdir().unwrap();
         // Started as root, mosquitto drops to the `mosquitto` user: it must still write its persistence file.
@@ -45,7 +54,8 @@ impl Mosquitto {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let port = free_port();
         let mut conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 100000\n",
+            "listener {port} 127.0.0.1\n{extra}\nallow_anonymous {}\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 100000\n",
+            !extra.contains("password_file"),
             dir.path().display()
         );
         let is_tls = tls.is_some();
