@@ -11,6 +11,7 @@ pub mod l4t;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
+pub mod runtime;
 
 /// The agent's version, as reported by `jetship --version` and in the MQTT `status` payload.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
