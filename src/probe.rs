@@ -447,15 +447,17 @@ fn read_mem_total(root: &Path, w: &mut Vec<String>) -> Option<u64> {
 }
 
 /// statvfs of the state dir, or of its nearest existing ancestor when the agent has not created it yet.
+// c_ulong and fsblkcnt_t are 32-bit on 32-bit targets: the conversions are only useless on 64-bit ones.
+#[allow(clippy::useless_conversion)]
 fn disk_space(state_dir: &Path, w: &mut Vec<String>) -> Option<DiskSpace> {
     let dir = state_dir.ancestors().find(|p| p.exists())?;
     match nix::sys::statvfs::statvfs(dir) {
         Ok(s) => {
-            let frag = s.fragment_size() as u64;
+            let frag = u64::from(s.fragment_size());
             Some(DiskSpace {
                 path: dir.to_owned(),
-                total_bytes: (s.blocks() as u64).saturating_mul(frag),
-                available_bytes: (s.blocks_available() as u64).saturating_mul(frag),
+                total_bytes: u64::from(s.blocks()).saturating_mul(frag),
+                available_bytes: u64::from(s.blocks_available()).saturating_mul(frag),
             })
         }
         Err(e) => {

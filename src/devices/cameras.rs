@@ -171,6 +171,8 @@ fn stable_links(root: &Path, dir: &str) -> Vec<(PathBuf, PathBuf)> {
     let mut links: Vec<_> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
+            // udev escapes by-id names to ASCII; anything else could not be reported in JSON.
+            e.file_name().to_str()?;
             let target = std::fs::read_link(e.path()).ok()?;
             let link = Path::new(dir).join(e.file_name());
             // Resolve lexically against the host path: the link must not be followed on this machine's root.

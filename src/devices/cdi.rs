@@ -386,7 +386,8 @@ pub fn find_specs(root: &Path) -> Vec<FoundSpec> {
         let mut names: Vec<_> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name())
-            .filter(|n| Format::from_path(Path::new(n)).is_some())
+            // A name that is not UTF-8 could not be reported in JSON; the CDI tools write ASCII names.
+            .filter(|n| n.to_str().is_some() && Format::from_path(Path::new(n)).is_some())
             .collect();
         names.sort();
         for name in names {

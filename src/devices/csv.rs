@@ -166,7 +166,8 @@ pub fn find_files(root: &Path) -> Vec<FoundFile> {
     let mut names: Vec<_> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name())
-        .filter(|n| Path::new(n).extension().is_some_and(|e| e == "csv"))
+        // A name that is not UTF-8 could not be reported in JSON; the toolkit ships ASCII names.
+        .filter(|n| n.to_str().is_some() && Path::new(n).extension().is_some_and(|e| e == "csv"))
         .collect();
     names.sort();
     names
