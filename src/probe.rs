@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use crate::devices::cameras::Camera;
-use crate::devices::{cameras, cdi, csv};
-use crate::fsutil::{read_small, under_root};
+use crate::devices::{cameras, cdi, csv, read_regular};
+use crate::fsutil::under_root;
 use crate::l4t::{self, L4tVersion, SoftwareStack};
 
 /// Version of the `jetship probe --json` schema (also the MQTT `host` payload). Bump on incompatible changes.
@@ -54,7 +54,7 @@ pub struct HostFacts {
     pub cuda_arch: Option<String>,
     /// Kernel release (`/proc/sys/kernel/osrelease`), e.g. `5.15.148-tegra`.
     pub kernel: Option<String>,
-    /// Machine architecture (`aarch64`, `x86_64`): see [`HostFacts::arch`] rule in docs/probe.md.
+    /// Machine architecture (`aarch64`, `x86_64`); how it is derived for a non-`/` root: docs/probe.md.
     pub arch: String,
     /// Number of CPUs present.
     pub cpus: Option<u32>,
@@ -252,7 +252,7 @@ fn probe_with(root: &Path, state_dir: &Path, env: &Env) -> HostFacts {
 /// Reads a one-line text file under the root. Missing files are normal (`None`, no warning); a file holding
 /// non-text bytes gives `None` and a warning naming it.
 fn read_text(root: &Path, abs: &str, w: &mut Vec<String>) -> Option<String> {
-    let raw = read_small(&under_root(root, abs), 4096).ok()?;
+    let raw = read_regular(&under_root(root, abs), 4096).ok()?;
     clean_text(&raw, abs, w)
 }
 
@@ -276,7 +276,7 @@ fn read_model(root: &Path, w: &mut Vec<String>) -> Option<String> {
 /// The NUL-separated entries of the device tree's `compatible`; entries that are not plain text are dropped
 /// with one warning.
 fn read_compatible(root: &Path, w: &mut Vec<String>) -> Vec<String> {
-    let Ok(raw) = read_small(&under_root(root, "/proc/device-tree/compatible"), 4096) else {
+    let Ok(raw) = read_regular(&under_root(root, "/proc/device-tree/compatible"), 4096) else {
         return Vec::new();
     };
     let mut bad = false;
@@ -348,14 +348,16 @@ pub fn cuda_arch_for(soc: &str) -> Option<&'static str> {
 
 /// The L4T release from the host's files: `/etc/nv_tegra_release`, else dpkg's `nvidia-l4t-core`.
 fn read_l4t_files(root: &Path, w: &mut Vec<String>) -> Option<L4tInfo> {
-    if let Ok(text) = read_small(&under_root(root, "/etc/nv_tegra_release"), 64 * 1024) {
-        match l4t::parse_nv_tegra_release(&text) {
+    match read_regular(&under_root(root, "/etc/nv_tegra_release"), 64 * 1024) {
+        Ok(text) => match l4t::parse_nv_tegra_release(&text) {
             Ok(version) => return Some(L4tInfo { version, source: "nv_tegra_release".into() }),
             Err(e) => w.push(format!("/etc/nv_tegra_release: {e}")),
-        }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => w.push(format!("/etc/nv_tegra_release: cannot read: {e}; trying dpkg's nvidia-l4t-core")),
     }
     // dpkg's status file is a few MiB on a full JetPack install.
-    let text = read_small(&under_root(root, "/var/lib/dpkg/status"), 64 * 1024 * 1024).ok()?;
+    let text = read_regular(&under_root(root, "/var/lib/dpkg/status"), 64 * 1024 * 1024).ok()?;
     l4t::parse_dpkg_status(&text).map(|version| L4tInfo { version, source: "dpkg".into() })
 }
 
@@ -406,7 +408,7 @@ fn host_arch(real_root: bool, kind: HostKind, kernel: Option<&str>, root: &Path,
 /// CPUs present (`/sys/devices/system/cpu/present`, else `possible`), counted from a list like `0-3,6`.
 fn read_cpus(root: &Path, w: &mut Vec<String>) -> Option<u32> {
     for file in ["/sys/devices/system/cpu/present", "/sys/devices/system/cpu/possible"] {
-        let Ok(text) = read_small(&under_root(root, file), 4096) else {
+        let Ok(text) = read_regular(&under_root(root, file), 4096) else {
             continue;
         };
         match count_cpu_list(text.trim()) {
@@ -437,7 +439,7 @@ fn count_cpu_list(list: &str) -> Option<u32> {
 
 /// `MemTotal` of `/proc/meminfo` in bytes.
 fn read_mem_total(root: &Path, w: &mut Vec<String>) -> Option<u64> {
-    let text = read_small(&under_root(root, "/proc/meminfo"), 64 * 1024).ok()?;
+    let text = read_regular(&under_root(root, "/proc/meminfo"), 64 * 1024).ok()?;
     let line = text.lines().find_map(|l| l.strip_prefix("MemTotal:"));
     let kib = line.and_then(|l| l.trim().strip_suffix("kB")).and_then(|n| n.trim().parse::<u64>().ok());
     if kib.is_none() {

@@ -574,3 +574,58 @@ fn real_char_devices_are_queried_only_when_sysfs_agrees() {
         "/dev/video1 is char device 1:3 but sysfs says 81:1; not opened, capture decided from sysfs"
     );
 }
+
+#[test]
+fn fifos_planted_where_files_belong_do_not_block_the_probe() {
+    let root = copy_fixture("orin-nano-super-jp62");
+    let fifo = |rel: &str| {
+        let p = root.path().join(rel);
+        let _ = std::fs::remove_file(&p);
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    };
+    for rel in [
+        "etc/nv_tegra_release",
+        "proc/device-tree/model",
+        "proc/meminfo",
+        "etc/cdi/nvidia.yaml",
+        "etc/nvidia-container-runtime/host-files-for-container.d/devices.csv",
+        "sys/class/video4linux/video0/name",
+    ] {
+        fifo(rel);
+    }
+    let started = Instant::now();
+    let f = probe::probe(root.path(), root.path());
+    assert!(started.elapsed() < Duration::from_secs(5), "probe blocked for {:?}", started.elapsed());
+    assert_eq!(f.kind, HostKind::Jetson);
+    assert_eq!(f.l4t.as_ref().map(|l| l.source.as_str()), Some("dpkg"), "dpkg still answers");
+    assert_eq!((f.model.as_deref(), f.memory_bytes), (None, None));
+    assert!(f.gpu.cdi_specs.is_empty());
+    assert_eq!(
+        paths(&f.gpu.csv_files.iter().map(|c| c.path.clone()).collect::<Vec<_>>()),
+        [&*format!("{CSV_DIR}/drivers.csv")]
+    );
+    assert_eq!(f.cameras[0].name, None);
+    let w = f.warnings.join("\n");
+    assert!(w.contains("/etc/nv_tegra_release: cannot read: not a regular file"), "{w}");
+    assert!(w.contains("cannot read CDI spec /etc/cdi/nvidia.yaml: not a regular file"), "{w}");
+    assert!(w.contains(&format!("cannot read {CSV_DIR}/devices.csv: not a regular file")), "{w}");
+}
+
+#[test]
+fn non_tegra_soc_family_is_generic_linux() {
+    let root = tempfile::tempdir().unwrap();
+    let write = |rel: &str, text: &str| {
+        let p = root.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write("sys/devices/soc0/family", "BCM2835\n");
+    write("proc/device-tree/model", "Raspberry Pi 4 Model B Rev 1.4\0");
+    write("proc/sys/kernel/osrelease", "6.1.0-21-arm64\n");
+    let f = probe::probe(root.path(), root.path());
+    assert_eq!(f.kind, HostKind::GenericLinux);
+    assert_eq!((f.l4t, f.jetpack), (None, None));
+    assert_eq!(f.model.as_deref(), Some("Raspberry Pi 4 Model B Rev 1.4"));
+    assert_eq!(f.arch, "aarch64");
+    assert!(f.warnings.is_empty(), "{:?}", f.warnings);
+}

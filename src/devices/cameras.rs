@@ -12,7 +12,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{read_small, under_root};
+use super::read_regular;
+use crate::fsutil::under_root;
 
 /// The char-device major of video4linux nodes.
 const V4L_MAJOR: u64 = 81;
@@ -116,7 +117,7 @@ pub fn discover(root: &Path, warnings: &mut Vec<String>) -> Vec<Camera> {
 
 /// Reads a one-line sysfs attribute; `None` when missing, empty or not text.
 fn read_attr(path: &Path) -> Option<String> {
-    let s = read_small(path, 4096).ok()?;
+    let s = read_regular(path, 4096).ok()?;
     let s = s.trim_end_matches(['\n', '\0']).trim();
     if s.is_empty() || s.contains('\u{fffd}') || s.chars().any(char::is_control) {
         return None;

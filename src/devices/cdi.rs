@@ -353,6 +353,10 @@ pub fn parse(text: &str, format: Format, path: &Path) -> Result<Spec> {
 /// errors. Files without a `.yaml`/`.yml`/`.json` extension are read as YAML (a superset of JSON).
 pub fn load(file: &Path, host_path: &Path) -> Result<Spec> {
     let read_err = |source| Error::Read { path: host_path.to_owned(), source };
+    if !std::fs::metadata(file).map_err(read_err)?.is_file() {
+        // A FIFO or device here would block or misbehave when read.
+        return Err(read_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
+    }
     let mut buf = Vec::new();
     File::open(file).map_err(read_err)?.take(MAX_SPEC_BYTES + 1).read_to_end(&mut buf).map_err(read_err)?;
     if buf.len() as u64 > MAX_SPEC_BYTES {

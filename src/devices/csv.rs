@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{read_small, under_root};
+use super::read_regular;
+use crate::fsutil::under_root;
 
 /// The directory the NVIDIA container runtime reads CSV files from.
 pub const CSV_DIR: &str = "/etc/nvidia-container-runtime/host-files-for-container.d";
@@ -175,7 +176,7 @@ pub fn find_files(root: &Path) -> Vec<FoundFile> {
         .filter(|n| !dir.join(n).is_dir())
         .map(|n| FoundFile {
             path: Path::new(CSV_DIR).join(&n),
-            parsed: read_small(&dir.join(&n), MAX_CSV_BYTES).map(|t| parse(&t)),
+            parsed: read_regular(&dir.join(&n), MAX_CSV_BYTES).map(|t| parse(&t)),
         })
         .collect()
 }
