@@ -719,6 +719,8 @@ fn read_net(
 }
 
 /// statvfs of the state dir, or of its nearest existing ancestor (before the agent has created it).
+// fsblkcnt_t and c_ulong are 32 bits wide on some targets: the casts are not useless there.
+#[allow(clippy::unnecessary_cast)]
 fn read_disk(state_dir: &Path, w: &mut Vec<String>) -> Option<Disk> {
     let mut path = state_dir;
     while !path.exists() {

@@ -631,3 +631,42 @@ fn watch_prints_one_json_line_per_interval() {
     assert_eq!(third.cpu.unwrap().total_pct, 0.0);
     assert_eq!(comparable(&second).power, first.power);
 }
+
+#[test]
+fn a_missing_root_gives_warnings_and_no_panic() {
+    let state = tempfile::tempdir().unwrap();
+    let root = state.path().join("no-such-root");
+    let sample = Sampler::new(root, state.path().to_path_buf()).sample();
+    assert!(
+        sample.cpu.is_none()
+            && sample.memory.is_none()
+            && sample.load.is_none()
+            && sample.uptime_s.is_none()
+    );
+    assert!(sample.gpu.is_none() && sample.thermal.is_empty() && sample.power.is_empty());
+    let files: Vec<&str> = sample
+        .warnings
+        .iter()
+        .map(|w| w.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "/proc/stat",
+            "/proc/meminfo",
+            "/proc/net/dev",
+            "/proc/loadavg",
+            "/proc/uptime"
+        ]
+    );
+}
+
+#[test]
+fn disk_measures_the_nearest_existing_ancestor_of_a_missing_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("not/yet/created");
+    let sample = Sampler::new(support::fixture_host("generic-x86"), state).sample();
+    let disk = sample.disk.unwrap();
+    assert_eq!(disk.path, dir.path());
+    assert!(disk.total_bytes > 0);
+}
