@@ -288,9 +288,6 @@ impl Sampler {
             ..Sample::default()
         };
         let w = &mut s.warnings;
-        if self.sources.is_none() {
-            self.sources = Some(Sources::discover(&self.root, &mut self.reader));
-        }
         let prev = self.prev.take();
         let elapsed = prev.as_ref().map(|p| now.saturating_duration_since(p.at));
 
@@ -319,7 +316,9 @@ impl Sampler {
         s.load = read_loadavg(&mut self.reader, &self.fixed.loadavg, w);
         s.uptime_s = read_uptime(&mut self.reader, &self.fixed.uptime, w);
 
-        let sources = self.sources.as_ref().expect("discovered above");
+        let sources = self
+            .sources
+            .get_or_insert_with(|| Sources::discover(&self.root, &mut self.reader));
         let mut gone = false;
         s.gpu = sources
             .gpu
@@ -486,9 +485,10 @@ struct CpuTimes {
 fn parse_cpu_line(line: &str) -> Result<CpuTimes, String> {
     let mut fields = line.split_ascii_whitespace();
     let label = fields.next().unwrap_or_default();
-    let id = match &label[3..] {
-        "" => None,
-        n => Some(
+    let id = match label.strip_prefix("cpu") {
+        None => return Err(format!("`{}` is not a cpu line", snippet(label))),
+        Some("") => None,
+        Some(n) => Some(
             n.parse::<u32>()
                 .map_err(|_| format!("bad cpu label `{}`", snippet(label)))?,
         ),
@@ -1415,6 +1415,7 @@ mod tests {
         assert!(parse_cpu_line("cpuX 1 1 1 1")
             .unwrap_err()
             .contains("bad cpu label"));
+        assert!(parse_cpu_line("").unwrap_err().contains("not a cpu line"));
     }
 
     #[test]
