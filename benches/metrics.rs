@@ -10,15 +10,10 @@ use std::time::Instant;
 use jetship::metrics::Sampler;
 
 fn main() {
-    let root =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts/orin-nano-super-jp62");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts/orin-nano-super-jp62");
     let mut sampler = Sampler::new(root, std::env::temp_dir());
     let first = sampler.sample();
-    assert!(
-        first.gpu.is_some() && first.warnings.is_empty(),
-        "{:?}",
-        first.warnings
-    );
+    assert!(first.gpu.is_some() && first.warnings.is_empty(), "{:?}", first.warnings);
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }

@@ -69,10 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Agent => {
             let loaded = config::load(cli.config.as_deref())?;
             let cfg = loaded.config;
-            logging::init(
-                cli.log_level.as_deref().unwrap_or(&cfg.log.level),
-                cfg.log.format,
-            );
+            logging::init(cli.log_level.as_deref().unwrap_or(&cfg.log.level), cfg.log.format);
             for f in &loaded.files {
                 tracing::info!(file = %f.display(), "config loaded");
             }
@@ -152,10 +149,7 @@ fn optional_config(path: &Option<PathBuf>, log_level: Option<&str>) -> Config {
 
 /// Maps an error to the process exit code: configuration errors get EX_CONFIG (78), everything else 1.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err
-        .chain()
-        .any(|e| e.downcast_ref::<config::Error>().is_some())
-    {
+    if err.chain().any(|e| e.downcast_ref::<config::Error>().is_some()) {
         crate::EXIT_CONFIG
     } else {
         1

@@ -188,19 +188,12 @@ impl Sample {
         self.thermal
             .iter()
             .filter(|z| z.temp_c.is_some())
-            .max_by(|a, b| {
-                a.temp_c
-                    .partial_cmp(&b.temp_c)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
+            .max_by(|a, b| a.temp_c.partial_cmp(&b.temp_c).unwrap_or(std::cmp::Ordering::Equal))
     }
 
     /// The module's input power (VDD_IN, or the R32 `POM_5V_IN`) in mW.
     pub fn input_power_mw(&self) -> Option<u64> {
-        self.power
-            .iter()
-            .find(|r| r.name == "VDD_IN" || r.name == "POM_5V_IN")
-            .map(|r| r.power_mw)
+        self.power.iter().find(|r| r.name == "VDD_IN" || r.name == "POM_5V_IN").map(|r| r.power_mw)
     }
 }
 
@@ -283,28 +276,16 @@ impl Sampler {
     /// from the previous sample's `now`. [`Sampler::sample`] passes the current instant; tests pass chosen
     /// instants so rates are exact.
     pub fn sample_at(&mut self, now: Instant) -> Sample {
-        let mut s = Sample {
-            ts_ms: now_ms(),
-            ..Sample::default()
-        };
+        let mut s = Sample { ts_ms: now_ms(), ..Sample::default() };
         let w = &mut s.warnings;
         let prev = self.prev.take();
         let elapsed = prev.as_ref().map(|p| now.saturating_duration_since(p.at));
 
-        s.cpu = read_cpu(
-            &mut self.reader,
-            &self.fixed.stat,
-            &mut self.cpu_now,
-            prev.as_ref().map(|p| &p.cpu[..]),
-            w,
-        );
+        s.cpu = read_cpu(&mut self.reader, &self.fixed.stat, &mut self.cpu_now, prev.as_ref().map(|p| &p.cpu[..]), w);
         let mem = read_meminfo(&mut self.reader, &self.fixed.meminfo, w);
         (s.memory, s.swap) = mem;
         s.disk = read_disk(&self.state_dir, w);
-        let mut net_now = prev
-            .as_ref()
-            .map(|p| Vec::with_capacity(p.net.len()))
-            .unwrap_or_default();
+        let mut net_now = prev.as_ref().map(|p| Vec::with_capacity(p.net.len())).unwrap_or_default();
         s.net = read_net(
             &mut self.reader,
             &self.fixed.net_dev,
@@ -316,50 +297,22 @@ impl Sampler {
         s.load = read_loadavg(&mut self.reader, &self.fixed.loadavg, w);
         s.uptime_s = read_uptime(&mut self.reader, &self.fixed.uptime, w);
 
-        let sources = self
-            .sources
-            .get_or_insert_with(|| Sources::discover(&self.root, &mut self.reader));
+        let sources = self.sources.get_or_insert_with(|| Sources::discover(&self.root, &mut self.reader));
         let mut gone = false;
-        s.gpu = sources
-            .gpu
-            .as_ref()
-            .map(|g| g.read(&mut self.reader, w, &mut gone));
-        s.thermal = sources
-            .zones
-            .iter()
-            .map(|z| z.read(&mut self.reader, w, &mut gone))
-            .collect();
-        s.power = sources
-            .rails
-            .iter()
-            .filter_map(|r| r.read(&mut self.reader, w, &mut gone))
-            .collect();
-        s.fan = sources
-            .fan
-            .as_ref()
-            .map(|f| f.read(&mut self.reader, w, &mut gone));
-        s.power_mode = sources
-            .power_mode
-            .as_ref()
-            .and_then(|p| p.read(&mut self.reader, w));
-        s.emc = sources
-            .emc
-            .as_ref()
-            .and_then(|e| e.read(&mut self.reader, w));
+        s.gpu = sources.gpu.as_ref().map(|g| g.read(&mut self.reader, w, &mut gone));
+        s.thermal = sources.zones.iter().map(|z| z.read(&mut self.reader, w, &mut gone)).collect();
+        s.power = sources.rails.iter().filter_map(|r| r.read(&mut self.reader, w, &mut gone)).collect();
+        s.fan = sources.fan.as_ref().map(|f| f.read(&mut self.reader, w, &mut gone));
+        s.power_mode = sources.power_mode.as_ref().and_then(|p| p.read(&mut self.reader, w));
+        s.emc = sources.emc.as_ref().and_then(|e| e.read(&mut self.reader, w));
         w.extend(sources.warnings.iter().cloned());
         if gone {
             // A cached sysfs file vanished (driver reload, hot-unplug): find the layout again next time.
-            tracing::debug!(
-                "a cached metrics source disappeared; rediscovering on the next sample"
-            );
+            tracing::debug!("a cached metrics source disappeared; rediscovering on the next sample");
             self.sources = None;
         }
         for w in &mut s.warnings {
-            if let Some(rest) = self
-                .root_prefixes
-                .iter()
-                .find_map(|p| w.strip_prefix(p.as_str()))
-            {
+            if let Some(rest) = self.root_prefixes.iter().find_map(|p| w.strip_prefix(p.as_str())) {
                 if rest.starts_with('/') {
                     *w = rest.to_string();
                 }
@@ -368,20 +321,13 @@ impl Sampler {
 
         let mut cpu_prev = prev.map(|p| p.cpu).unwrap_or_default();
         std::mem::swap(&mut cpu_prev, &mut self.cpu_now);
-        self.prev = Some(Previous {
-            at: now,
-            cpu: cpu_prev,
-            net: net_now,
-        });
+        self.prev = Some(Previous { at: now, cpu: cpu_prev, net: net_now });
         s
     }
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn round2(x: f64) -> f64 {
@@ -401,29 +347,18 @@ impl Reader {
     /// The file's text (invalid UTF-8 is an `InvalidData` error: every file read here is ASCII).
     fn text(&mut self, path: &Path) -> io::Result<&str> {
         self.buf.clear();
-        File::open(path)?
-            .take(READ_LIMIT)
-            .read_to_end(&mut self.buf)?;
-        std::str::from_utf8(&self.buf)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not text"))
+        File::open(path)?.take(READ_LIMIT).read_to_end(&mut self.buf)?;
+        std::str::from_utf8(&self.buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not text"))
     }
 
     /// A number from a one-value sysfs file. `Ok(None)` when the content is not a number (a warning is added).
-    fn number<T: std::str::FromStr>(
-        &mut self,
-        path: &Path,
-        w: &mut Vec<String>,
-    ) -> io::Result<Option<T>> {
+    fn number<T: std::str::FromStr>(&mut self, path: &Path, w: &mut Vec<String>) -> io::Result<Option<T>> {
         let text = self.text(path)?;
         let value = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
         match value.parse() {
             Ok(v) => Ok(Some(v)),
             Err(_) => {
-                w.push(format!(
-                    "{}: expected a number, found `{}`",
-                    path.display(),
-                    snippet(value)
-                ));
+                w.push(format!("{}: expected a number, found `{}`", path.display(), snippet(value)));
                 Ok(None)
             }
         }
@@ -431,12 +366,7 @@ impl Reader {
 
     /// A number from a sysfs file that should be readable: read errors become a warning, and a vanished file
     /// sets `gone` so the layout is discovered again.
-    fn sysfs_number<T: std::str::FromStr>(
-        &mut self,
-        path: &Path,
-        w: &mut Vec<String>,
-        gone: &mut bool,
-    ) -> Option<T> {
+    fn sysfs_number<T: std::str::FromStr>(&mut self, path: &Path, w: &mut Vec<String>, gone: &mut bool) -> Option<T> {
         match self.number(path, w) {
             Ok(v) => v,
             Err(err) => {
@@ -488,18 +418,13 @@ fn parse_cpu_line(line: &str) -> Result<CpuTimes, String> {
     let id = match label.strip_prefix("cpu") {
         None => return Err(format!("`{}` is not a cpu line", snippet(label))),
         Some("") => None,
-        Some(n) => Some(
-            n.parse::<u32>()
-                .map_err(|_| format!("bad cpu label `{}`", snippet(label)))?,
-        ),
+        Some(n) => Some(n.parse::<u32>().map_err(|_| format!("bad cpu label `{}`", snippet(label)))?),
     };
     let mut total = 0u64;
     let mut idle = 0u64;
     let mut count = 0;
     for (i, f) in fields.take(8).enumerate() {
-        let v: u64 = f
-            .parse()
-            .map_err(|_| format!("`{label}` has a bad counter `{}`", snippet(f)))?;
+        let v: u64 = f.parse().map_err(|_| format!("`{label}` has a bad counter `{}`", snippet(f)))?;
         total = total.saturating_add(v);
         if i == 3 || i == 4 {
             idle = idle.saturating_add(v);
@@ -507,23 +432,15 @@ fn parse_cpu_line(line: &str) -> Result<CpuTimes, String> {
         count += 1;
     }
     if count < 4 {
-        return Err(format!(
-            "`{label}` is truncated ({count} counters, at least 4 expected)"
-        ));
+        return Err(format!("`{label}` is truncated ({count} counters, at least 4 expected)"));
     }
-    Ok(CpuTimes {
-        id,
-        busy: total - idle,
-        total,
-    })
+    Ok(CpuTimes { id, busy: total - idle, total })
 }
 
 /// Busy percentage between two readings of the same counters (or since boot without a previous one).
 fn busy_pct(now: &CpuTimes, prev: Option<&CpuTimes>) -> f64 {
     let (busy, total) = match prev {
-        Some(p) if now.total >= p.total && now.busy >= p.busy => {
-            (now.busy - p.busy, now.total - p.total)
-        }
+        Some(p) if now.total >= p.total && now.busy >= p.busy => (now.busy - p.busy, now.total - p.total),
         _ => (now.busy, now.total),
     };
     if total == 0 {
@@ -555,33 +472,17 @@ fn read_cpu(
     };
     Some(Cpu {
         total_pct: busy_pct(all, find(None)),
-        per_core_pct: now
-            .iter()
-            .filter(|t| t.id.is_some())
-            .map(|t| busy_pct(t, find(t.id)))
-            .collect(),
+        per_core_pct: now.iter().filter(|t| t.id.is_some()).map(|t| busy_pct(t, find(t.id))).collect(),
     })
 }
 
 /// Memory and swap from /proc/meminfo (values in kB).
-fn read_meminfo(
-    reader: &mut Reader,
-    path: &Path,
-    w: &mut Vec<String>,
-) -> (Option<Memory>, Option<Swap>) {
+fn read_meminfo(reader: &mut Reader, path: &Path, w: &mut Vec<String>) -> (Option<Memory>, Option<Swap>) {
     let Some(text) = read_warn(reader, path, w) else {
         return (None, None);
     };
     let mut v: [Option<u64>; 7] = [None; 7];
-    const KEYS: [&str; 7] = [
-        "MemTotal",
-        "MemAvailable",
-        "MemFree",
-        "Buffers",
-        "Cached",
-        "SwapTotal",
-        "SwapFree",
-    ];
+    const KEYS: [&str; 7] = ["MemTotal", "MemAvailable", "MemFree", "Buffers", "Cached", "SwapTotal", "SwapFree"];
     for line in text.lines() {
         let Some((key, rest)) = line.split_once(':') else {
             continue;
@@ -592,38 +493,23 @@ fn read_meminfo(
         let num = rest.trim().trim_end_matches("kB").trim();
         match num.parse::<u64>() {
             Ok(n) => v[i] = Some(n.saturating_mul(1024)),
-            Err(_) => w.push(format!(
-                "{}: `{key}` is not a number: `{}`",
-                path.display(),
-                snippet(num)
-            )),
+            Err(_) => w.push(format!("{}: `{key}` is not a number: `{}`", path.display(), snippet(num))),
         }
     }
     let [total, avail, free, buffers, cached, swap_total, swap_free] = v;
     let memory = match (total, avail.or_else(|| Some(free? + buffers? + cached?))) {
-        (Some(total), Some(available)) => Some(Memory {
-            total_bytes: total,
-            available_bytes: available,
-            used_bytes: total.saturating_sub(available),
-        }),
+        (Some(total), Some(available)) => {
+            Some(Memory { total_bytes: total, available_bytes: available, used_bytes: total.saturating_sub(available) })
+        }
         _ => {
-            w.push(format!(
-                "{}: `MemTotal` or `MemAvailable` missing",
-                path.display()
-            ));
+            w.push(format!("{}: `MemTotal` or `MemAvailable` missing", path.display()));
             None
         }
     };
     let swap = match (swap_total, swap_free) {
-        (Some(t), Some(f)) => Some(Swap {
-            total_bytes: t,
-            used_bytes: t.saturating_sub(f),
-        }),
+        (Some(t), Some(f)) => Some(Swap { total_bytes: t, used_bytes: t.saturating_sub(f) }),
         _ => {
-            w.push(format!(
-                "{}: `SwapTotal` or `SwapFree` missing",
-                path.display()
-            ));
+            w.push(format!("{}: `SwapTotal` or `SwapFree` missing", path.display()));
             None
         }
     };
@@ -636,11 +522,7 @@ fn read_loadavg(reader: &mut Reader, path: &Path, w: &mut Vec<String>) -> Option
     match (it.next(), it.next(), it.next()) {
         (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => Some([a, b, c]),
         _ => {
-            w.push(format!(
-                "{}: expected three load averages, found `{}`",
-                path.display(),
-                snippet(text.trim())
-            ));
+            w.push(format!("{}: expected three load averages, found `{}`", path.display(), snippet(text.trim())));
             None
         }
     }
@@ -651,11 +533,7 @@ fn read_uptime(reader: &mut Reader, path: &Path, w: &mut Vec<String>) -> Option<
     match text.split_ascii_whitespace().next().map(str::parse::<f64>) {
         Some(Ok(v)) if v.is_finite() && v >= 0.0 => Some(v),
         _ => {
-            w.push(format!(
-                "{}: expected seconds since boot, found `{}`",
-                path.display(),
-                snippet(text.trim())
-            ));
+            w.push(format!("{}: expected seconds since boot, found `{}`", path.display(), snippet(text.trim())));
             None
         }
     }
@@ -679,11 +557,7 @@ fn read_net(
     // Two header lines, then `name: rx_bytes rx_packets ... (8 receive fields) tx_bytes ...`.
     for line in text.lines().skip(2) {
         let Some((name, rest)) = line.split_once(':') else {
-            w.push(format!(
-                "{}: line without `:`: `{}`",
-                path.display(),
-                snippet(line.trim())
-            ));
+            w.push(format!("{}: line without `:`: `{}`", path.display(), snippet(line.trim())));
             continue;
         };
         let name = name.trim();
@@ -694,10 +568,7 @@ fn read_net(
         let rx = fields.next().and_then(|f| f.parse::<u64>().ok());
         let tx = fields.nth(7).and_then(|f| f.parse::<u64>().ok());
         let (Some(rx), Some(tx)) = (rx, tx) else {
-            w.push(format!(
-                "{}: `{name}` has missing or bad byte counters",
-                path.display()
-            ));
+            w.push(format!("{}: `{name}` has missing or bad byte counters", path.display()));
             continue;
         };
         let before = prev.and_then(|p| p.iter().find(|(n, _, _)| n == name));
@@ -733,9 +604,7 @@ fn read_disk(state_dir: &Path, w: &mut Vec<String>) -> Option<Disk> {
                 path: path.to_path_buf(),
                 total_bytes: (st.blocks() as u64).saturating_mul(frag),
                 available_bytes: (st.blocks_available() as u64).saturating_mul(frag),
-                used_bytes: (st.blocks() as u64)
-                    .saturating_sub(st.blocks_free() as u64)
-                    .saturating_mul(frag),
+                used_bytes: (st.blocks() as u64).saturating_sub(st.blocks_free() as u64).saturating_mul(frag),
             })
         }
         Err(err) => {
@@ -778,18 +647,9 @@ struct ZoneFiles {
 #[derive(Debug)]
 enum RailFiles {
     /// hwmon ina3221 (JP5 and later): bus voltage and current, power computed.
-    Hwmon {
-        name: String,
-        voltage: PathBuf,
-        current: PathBuf,
-    },
+    Hwmon { name: String, voltage: PathBuf, current: PathBuf },
     /// iio ina3221x (R32): the driver's own power, plus voltage and current when present.
-    Iio {
-        name: String,
-        power: PathBuf,
-        voltage: Option<PathBuf>,
-        current: Option<PathBuf>,
-    },
+    Iio { name: String, power: PathBuf, voltage: Option<PathBuf>, current: Option<PathBuf> },
 }
 
 #[derive(Debug, Default)]
@@ -816,10 +676,8 @@ fn sorted_entries(dir: &Path) -> Vec<(String, PathBuf)> {
     let Ok(rd) = fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut v: Vec<(String, PathBuf)> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .collect();
+    let mut v: Vec<(String, PathBuf)> =
+        rd.filter_map(|e| e.ok()).map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())).collect();
     v.sort_by_key(|(n, _)| (trailing_number(n), n.clone()));
     v
 }
@@ -831,10 +689,7 @@ fn trailing_number(name: &str) -> u64 {
 
 /// A sysfs attribute's text without the trailing newline or NUL (device-tree strings end in NUL).
 fn attr(reader: &mut Reader, path: &Path) -> io::Result<String> {
-    Ok(reader
-        .text(path)?
-        .trim_matches(|c: char| c.is_whitespace() || c == '\0')
-        .to_string())
+    Ok(reader.text(path)?.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string())
 }
 
 /// The real path behind sysfs class symlinks, so each sample's open does not walk them again.
@@ -856,10 +711,7 @@ impl Sources {
         let mc_all = under_root(root, "/sys/kernel/debug/cactmon/mc_all");
         // debugfs is root-only: without access the files do not even appear to exist.
         if rate.is_file() {
-            s.emc = Some(EmcFiles {
-                rate,
-                mc_all: mc_all.is_file().then_some(mc_all),
-            });
+            s.emc = Some(EmcFiles { rate, mc_all: mc_all.is_file().then_some(mc_all) });
         }
         tracing::debug!(
             gpu = s.gpu.is_some(),
@@ -898,10 +750,7 @@ fn discover_gpu(root: &Path, reader: &mut Reader) -> Option<GpuFiles> {
 fn discover_zones(root: &Path, reader: &mut Reader, w: &mut Vec<String>) -> Vec<ZoneFiles> {
     let mut zones = Vec::new();
     for (name, dir) in sorted_entries(&under_root(root, "/sys/class/thermal")) {
-        if !name
-            .strip_prefix("thermal_zone")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        {
+        if !name.strip_prefix("thermal_zone").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
             continue;
         }
         let dir = resolved(dir);
@@ -909,24 +758,15 @@ fn discover_zones(root: &Path, reader: &mut Reader, w: &mut Vec<String>) -> Vec<
         let zone_name = match attr(reader, &type_path) {
             Ok(t) if !t.is_empty() => t,
             Ok(_) => {
-                w.push(format!(
-                    "{}: empty zone type; using `{name}`",
-                    type_path.display()
-                ));
+                w.push(format!("{}: empty zone type; using `{name}`", type_path.display()));
                 name.clone()
             }
             Err(err) => {
-                w.push(format!(
-                    "{}: cannot read: {err}; using `{name}`",
-                    type_path.display()
-                ));
+                w.push(format!("{}: cannot read: {err}; using `{name}`", type_path.display()));
                 name.clone()
             }
         };
-        zones.push(ZoneFiles {
-            name: zone_name,
-            temp: dir.join("temp"),
-        });
+        zones.push(ZoneFiles { name: zone_name, temp: dir.join("temp") });
     }
     zones
 }
@@ -939,10 +779,7 @@ fn discover_hwmon(root: &Path, reader: &mut Reader, s: &mut Sources) {
         let name = match attr(reader, &name_path) {
             Ok(n) => n,
             Err(err) => {
-                s.warnings.push(format!(
-                    "{}: cannot read: {err}; hwmon device skipped",
-                    name_path.display()
-                ));
+                s.warnings.push(format!("{}: cannot read: {err}; hwmon device skipped", name_path.display()));
                 continue;
             }
         };
@@ -972,17 +809,11 @@ fn discover_ina3221_channels(dir: &Path, reader: &mut Reader, s: &mut Sources) {
         let voltage = dir.join(format!("in{ch}_input"));
         let current = dir.join(format!("curr{ch}_input"));
         if !voltage.is_file() || !current.is_file() {
-            s.warnings.push(format!(
-                "{}: rail `{label}` has no in{ch}_input/curr{ch}_input; rail skipped",
-                dir.display()
-            ));
+            s.warnings
+                .push(format!("{}: rail `{label}` has no in{ch}_input/curr{ch}_input; rail skipped", dir.display()));
             continue;
         }
-        s.rails.push(RailFiles::Hwmon {
-            name: label,
-            voltage,
-            current,
-        });
+        s.rails.push(RailFiles::Hwmon { name: label, voltage, current });
     }
 }
 
@@ -1006,10 +837,7 @@ fn discover_iio_rails(root: &Path, reader: &mut Reader, w: &mut Vec<String>) -> 
                 }
                 let power = iio.join(format!("in_power{ch}_input"));
                 if !power.is_file() {
-                    w.push(format!(
-                        "{}: rail `{label}` has no in_power{ch}_input; rail skipped",
-                        iio.display()
-                    ));
+                    w.push(format!("{}: rail `{label}` has no in_power{ch}_input; rail skipped", iio.display()));
                     continue;
                 }
                 let opt = |p: PathBuf| p.is_file().then_some(p);
@@ -1026,11 +854,7 @@ fn discover_iio_rails(root: &Path, reader: &mut Reader, w: &mut Vec<String>) -> 
 }
 
 /// The nvpmodel status file and the mode names from nvpmodel.conf (read once: the file is static).
-fn discover_power_mode(
-    root: &Path,
-    reader: &mut Reader,
-    w: &mut Vec<String>,
-) -> Option<PowerModeFiles> {
+fn discover_power_mode(root: &Path, reader: &mut Reader, w: &mut Vec<String>) -> Option<PowerModeFiles> {
     let status = under_root(root, "/var/lib/nvpmodel/status");
     if !status.exists() {
         return None;
@@ -1040,10 +864,7 @@ fn discover_power_mode(
         Ok(text) => parse_nvpmodel_conf(text),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(err) => {
-            w.push(format!(
-                "{}: cannot read: {err}; power mode names unknown",
-                conf.display()
-            ));
+            w.push(format!("{}: cannot read: {err}; power mode names unknown", conf.display()));
             Vec::new()
         }
     };
@@ -1079,9 +900,7 @@ pub fn parse_nvpmodel_conf(text: &str) -> Vec<(u32, String)> {
 
 /// The mode id of /var/lib/nvpmodel/status (`pmode:0002`, possibly followed by other `key:value` words).
 pub fn parse_nvpmodel_status(text: &str) -> Option<u32> {
-    text.split_ascii_whitespace()
-        .find_map(|w| w.strip_prefix("pmode:"))
-        .and_then(|v| v.parse().ok())
+    text.split_ascii_whitespace().find_map(|w| w.strip_prefix("pmode:")).and_then(|v| v.parse().ok())
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1115,21 +934,14 @@ impl ZoneFiles {
                 None
             }
         };
-        ThermalZone {
-            name: self.name.clone(),
-            temp_c,
-        }
+        ThermalZone { name: self.name.clone(), temp_c }
     }
 }
 
 impl RailFiles {
     fn read(&self, r: &mut Reader, w: &mut Vec<String>, gone: &mut bool) -> Option<PowerRail> {
         match self {
-            RailFiles::Hwmon {
-                name,
-                voltage,
-                current,
-            } => {
+            RailFiles::Hwmon { name, voltage, current } => {
                 let mv = r.sysfs_number::<u64>(voltage, w, gone);
                 let ma = r.sysfs_number::<u64>(current, w, gone);
                 Some(PowerRail {
@@ -1139,21 +951,11 @@ impl RailFiles {
                     power_mw: mv?.saturating_mul(ma?) / 1000,
                 })
             }
-            RailFiles::Iio {
-                name,
-                power,
-                voltage,
-                current,
-            } => {
+            RailFiles::Iio { name, power, voltage, current } => {
                 let mw = r.sysfs_number::<u64>(power, w, gone);
                 let mv = voltage.as_ref().and_then(|p| r.sysfs_number(p, w, gone));
                 let ma = current.as_ref().and_then(|p| r.sysfs_number(p, w, gone));
-                Some(PowerRail {
-                    name: name.clone(),
-                    voltage_mv: mv,
-                    current_ma: ma,
-                    power_mw: mw?,
-                })
+                Some(PowerRail { name: name.clone(), voltage_mv: mv, current_ma: ma, power_mw: mw? })
             }
         }
     }
@@ -1179,18 +981,10 @@ impl PowerModeFiles {
             }
         };
         let Some(id) = parse_nvpmodel_status(text) else {
-            w.push(format!(
-                "{}: expected `pmode:NNNN`, found `{}`",
-                self.status.display(),
-                snippet(text.trim())
-            ));
+            w.push(format!("{}: expected `pmode:NNNN`, found `{}`", self.status.display(), snippet(text.trim())));
             return None;
         };
-        let name = self
-            .names
-            .iter()
-            .find(|(i, _)| *i == id)
-            .map(|(_, n)| n.clone());
+        let name = self.names.iter().find(|(i, _)| *i == id).map(|(_, n)| n.clone());
         Some(PowerMode { id, name })
     }
 }
@@ -1199,14 +993,11 @@ impl EmcFiles {
     /// debugfs reads fail without root: that is "unknown", not a warning. Garbage is warned.
     fn read(&self, r: &mut Reader, w: &mut Vec<String>) -> Option<Emc> {
         let rate_hz = r.number::<u64>(&self.rate, w).ok().flatten();
-        let mc_all = self
-            .mc_all
-            .as_ref()
-            .and_then(|p| r.number::<u64>(p, w).ok().flatten());
+        let mc_all = self.mc_all.as_ref().and_then(|p| r.number::<u64>(p, w).ok().flatten());
         let load_pct = match (mc_all, rate_hz) {
-            (Some(mc), Some(rate)) if rate >= 1000 => Some(round2(
-                (mc as f64 * 100.0 / (rate / 1000) as f64).min(100.0),
-            )),
+            (Some(mc), Some(rate)) if rate >= 1000 => {
+                Some(round2((mc as f64 * 100.0 / (rate / 1000) as f64).min(100.0)))
+            }
             _ => None,
         };
         (rate_hz.is_some() || load_pct.is_some()).then_some(Emc { rate_hz, load_pct })
@@ -1244,25 +1035,11 @@ impl Sample {
             let _ = writeln!(out, "cpu      {:.1}% [{}]", c.total_pct, cores.join(","));
         }
         if let Some(m) = &self.memory {
-            let pct = if m.total_bytes > 0 {
-                m.used_bytes as f64 * 100.0 / m.total_bytes as f64
-            } else {
-                0.0
-            };
-            let _ = write!(
-                out,
-                "ram      {:.2}/{:.2} GiB ({pct:.0}%)",
-                gib(m.used_bytes),
-                gib(m.total_bytes)
-            );
+            let pct = if m.total_bytes > 0 { m.used_bytes as f64 * 100.0 / m.total_bytes as f64 } else { 0.0 };
+            let _ = write!(out, "ram      {:.2}/{:.2} GiB ({pct:.0}%)", gib(m.used_bytes), gib(m.total_bytes));
             match &self.swap {
                 Some(s) if s.total_bytes > 0 => {
-                    let _ = writeln!(
-                        out,
-                        "  swap {:.2}/{:.2} GiB",
-                        gib(s.used_bytes),
-                        gib(s.total_bytes)
-                    );
+                    let _ = writeln!(out, "  swap {:.2}/{:.2} GiB", gib(s.used_bytes), gib(s.total_bytes));
                 }
                 Some(_) => out.push_str("  swap off\n"),
                 None => out.push('\n'),
@@ -1281,25 +1058,13 @@ impl Sample {
             let _ = write!(out, "load     {a:.2} {b:.2} {c:.2}");
             if let Some(up) = self.uptime_s {
                 let up = up as u64;
-                let _ = write!(
-                    out,
-                    "  up {}d {}h {}m",
-                    up / 86400,
-                    up / 3600 % 24,
-                    up / 60 % 60
-                );
+                let _ = write!(out, "  up {}d {}h {}m", up / 86400, up / 3600 % 24, up / 60 % 60);
             }
             out.push('\n');
         }
         if let Some(g) = &self.gpu {
-            let load = g
-                .load_pct
-                .map(|l| format!("{l:.1}%"))
-                .unwrap_or_else(|| "?".into());
-            let cur = g
-                .cur_freq_hz
-                .map(|f| mhz(f).to_string())
-                .unwrap_or_else(|| "?".into());
+            let load = g.load_pct.map(|l| format!("{l:.1}%")).unwrap_or_else(|| "?".into());
+            let cur = g.cur_freq_hz.map(|f| mhz(f).to_string()).unwrap_or_else(|| "?".into());
             let _ = write!(out, "gpu      {load} @ {cur} MHz");
             if let (Some(lo), Some(hi)) = (g.min_freq_hz, g.max_freq_hz) {
                 let _ = write!(out, " ({}-{} MHz)", mhz(lo), mhz(hi));
@@ -1307,14 +1072,8 @@ impl Sample {
             out.push('\n');
         }
         if let Some(e) = &self.emc {
-            let load = e
-                .load_pct
-                .map(|l| format!("{l:.1}%"))
-                .unwrap_or_else(|| "?".into());
-            let rate = e
-                .rate_hz
-                .map(|f| mhz(f).to_string())
-                .unwrap_or_else(|| "?".into());
+            let load = e.load_pct.map(|l| format!("{l:.1}%")).unwrap_or_else(|| "?".into());
+            let rate = e.rate_hz.map(|f| mhz(f).to_string()).unwrap_or_else(|| "?".into());
             let _ = writeln!(out, "emc      {load} @ {rate} MHz");
         }
         if !self.thermal.is_empty() {
@@ -1322,11 +1081,7 @@ impl Sample {
                 .thermal
                 .iter()
                 .map(|z| {
-                    let name = z
-                        .name
-                        .strip_suffix("-thermal")
-                        .or(z.name.strip_suffix("-therm"))
-                        .unwrap_or(&z.name);
+                    let name = z.name.strip_suffix("-thermal").or(z.name.strip_suffix("-therm")).unwrap_or(&z.name);
                     match z.temp_c {
                         Some(t) => format!("{name}@{t:.1}C"),
                         None => format!("{name}@off"),
@@ -1336,11 +1091,7 @@ impl Sample {
             let _ = writeln!(out, "temp     {}", temps.join(" "));
         }
         if !self.power.is_empty() {
-            let rails: Vec<String> = self
-                .power
-                .iter()
-                .map(|r| format!("{} {}mW", r.name, r.power_mw))
-                .collect();
+            let rails: Vec<String> = self.power.iter().map(|r| format!("{} {}mW", r.name, r.power_mw)).collect();
             let _ = writeln!(out, "power    {}", rails.join(" "));
         }
         if let Some(f) = &self.fan {
@@ -1354,22 +1105,11 @@ impl Sample {
             out.push('\n');
         }
         if let Some(m) = &self.power_mode {
-            let _ = writeln!(
-                out,
-                "mode     {} {}",
-                m.id,
-                m.name.as_deref().unwrap_or("(unnamed)")
-            );
+            let _ = writeln!(out, "mode     {} {}", m.id, m.name.as_deref().unwrap_or("(unnamed)"));
         }
         for n in &self.net {
             let rate = |r: Option<f64>| r.map(human_rate).unwrap_or_else(|| "-".into());
-            let _ = writeln!(
-                out,
-                "net      {} rx {} tx {}",
-                n.name,
-                rate(n.rx_bps),
-                rate(n.tx_bps)
-            );
+            let _ = writeln!(out, "net      {} rx {} tx {}", n.name, rate(n.rx_bps), rate(n.tx_bps));
         }
         for w in &self.warnings {
             let _ = writeln!(out, "warning: {w}");
@@ -1385,51 +1125,23 @@ mod tests {
     #[test]
     fn cpu_line_busy_excludes_idle_and_iowait_and_guest() {
         let t = parse_cpu_line("cpu0 100 10 50 800 40 0 0 0 30 0").unwrap();
-        assert_eq!(
-            t,
-            CpuTimes {
-                id: Some(0),
-                busy: 160,
-                total: 1000
-            }
-        );
+        assert_eq!(t, CpuTimes { id: Some(0), busy: 160, total: 1000 });
         let all = parse_cpu_line("cpu  1 2 3 4").unwrap();
-        assert_eq!(
-            all,
-            CpuTimes {
-                id: None,
-                busy: 6,
-                total: 10
-            }
-        );
+        assert_eq!(all, CpuTimes { id: None, busy: 6, total: 10 });
     }
 
     #[test]
     fn cpu_line_rejects_truncated_and_garbage_lines() {
-        assert!(parse_cpu_line("cpu1 100 200")
-            .unwrap_err()
-            .contains("truncated"));
-        assert!(parse_cpu_line("cpu1 100 x 1 1")
-            .unwrap_err()
-            .contains("bad counter"));
-        assert!(parse_cpu_line("cpuX 1 1 1 1")
-            .unwrap_err()
-            .contains("bad cpu label"));
+        assert!(parse_cpu_line("cpu1 100 200").unwrap_err().contains("truncated"));
+        assert!(parse_cpu_line("cpu1 100 x 1 1").unwrap_err().contains("bad counter"));
+        assert!(parse_cpu_line("cpuX 1 1 1 1").unwrap_err().contains("bad cpu label"));
         assert!(parse_cpu_line("").unwrap_err().contains("not a cpu line"));
     }
 
     #[test]
     fn busy_pct_uses_deltas_and_falls_back_to_since_boot_on_counter_reset() {
-        let prev = CpuTimes {
-            id: None,
-            busy: 100,
-            total: 1000,
-        };
-        let now = CpuTimes {
-            id: None,
-            busy: 350,
-            total: 2000,
-        };
+        let prev = CpuTimes { id: None, busy: 100, total: 1000 };
+        let now = CpuTimes { id: None, busy: 350, total: 2000 };
         assert_eq!(busy_pct(&now, Some(&prev)), 25.0);
         assert_eq!(busy_pct(&now, None), 17.5);
         assert_eq!(busy_pct(&prev, Some(&now)), 10.0);
@@ -1440,10 +1152,7 @@ mod tests {
     fn nvpmodel_conf_and_status_parse() {
         let conf = "< PARAM TYPE=FILE NAME=CPU_ONLINE >\n< POWER_MODEL ID=0 NAME=15W >\nCPU_ONLINE CORE_0 1\n\
                     < POWER_MODEL ID=2 NAME=MAXN_SUPER >\n< POWER_MODEL ID=x NAME=BAD >\n";
-        assert_eq!(
-            parse_nvpmodel_conf(conf),
-            vec![(0, "15W".to_string()), (2, "MAXN_SUPER".to_string())]
-        );
+        assert_eq!(parse_nvpmodel_conf(conf), vec![(0, "15W".to_string()), (2, "MAXN_SUPER".to_string())]);
         assert_eq!(parse_nvpmodel_status("pmode:0002 fmode:quiet\n"), Some(2));
         assert_eq!(parse_nvpmodel_status("pmode:zz"), None);
         assert_eq!(parse_nvpmodel_status(""), None);
@@ -1452,26 +1161,10 @@ mod tests {
     #[test]
     fn entries_sort_by_trailing_number() {
         let dir = tempfile::tempdir().unwrap();
-        for n in [
-            "thermal_zone10",
-            "thermal_zone2",
-            "thermal_zone1",
-            "cooling_device0",
-        ] {
+        for n in ["thermal_zone10", "thermal_zone2", "thermal_zone1", "cooling_device0"] {
             fs::create_dir(dir.path().join(n)).unwrap();
         }
-        let names: Vec<String> = sorted_entries(dir.path())
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "cooling_device0",
-                "thermal_zone1",
-                "thermal_zone2",
-                "thermal_zone10"
-            ]
-        );
+        let names: Vec<String> = sorted_entries(dir.path()).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["cooling_device0", "thermal_zone1", "thermal_zone2", "thermal_zone10"]);
     }
 }

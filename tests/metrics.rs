@@ -9,36 +9,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jetship::metrics::{
-    Cpu, Emc, Fan, Gpu, Memory, NetIf, PowerMode, PowerRail, Sample, Sampler, Swap, ThermalZone,
-};
+use jetship::metrics::{Cpu, Emc, Fan, Gpu, Memory, NetIf, PowerMode, PowerRail, Sample, Sampler, Swap, ThermalZone};
 
 const KIB: u64 = 1024;
 
 fn zone(name: &str, temp_c: Option<f64>) -> ThermalZone {
-    ThermalZone {
-        name: name.into(),
-        temp_c,
-    }
+    ThermalZone { name: name.into(), temp_c }
 }
 
 fn rail(name: &str, mv: u64, ma: u64, mw: u64) -> PowerRail {
-    PowerRail {
-        name: name.into(),
-        voltage_mv: Some(mv),
-        current_ma: Some(ma),
-        power_mw: mw,
-    }
+    PowerRail { name: name.into(), voltage_mv: Some(mv), current_ma: Some(ma), power_mw: mw }
 }
 
 fn netif(name: &str, rx: u64, tx: u64) -> NetIf {
-    NetIf {
-        name: name.into(),
-        rx_bytes: rx,
-        tx_bytes: tx,
-        rx_bps: None,
-        tx_bps: None,
-    }
+    NetIf { name: name.into(), rx_bytes: rx, tx_bytes: tx, rx_bps: None, tx_bps: None }
 }
 
 fn memory(total_kib: u64, avail_kib: u64) -> Option<Memory> {
@@ -50,19 +34,12 @@ fn memory(total_kib: u64, avail_kib: u64) -> Option<Memory> {
 }
 
 fn swap(total_kib: u64, free_kib: u64) -> Option<Swap> {
-    Some(Swap {
-        total_bytes: total_kib * KIB,
-        used_bytes: (total_kib - free_kib) * KIB,
-    })
+    Some(Swap { total_bytes: total_kib * KIB, used_bytes: (total_kib - free_kib) * KIB })
 }
 
 /// A sample with the fields that depend on the moment (timestamp) or the real file system (disk) cleared.
 fn comparable(s: &Sample) -> Sample {
-    Sample {
-        ts_ms: 0,
-        disk: None,
-        ..s.clone()
-    }
+    Sample { ts_ms: 0, disk: None, ..s.clone() }
 }
 
 /// Checks a first sample of `host` against `expected`, through the library and through the CLI.
@@ -73,34 +50,18 @@ fn check_host(host: &str, expected: Sample) {
     assert_eq!(comparable(&sample), expected, "library sample of {host}");
     let disk = sample.disk.as_ref().expect("disk of the state dir");
     assert_eq!(disk.path, state.path());
-    assert!(
-        disk.total_bytes > 0
-            && disk.available_bytes <= disk.total_bytes
-            && disk.used_bytes <= disk.total_bytes
-    );
-    assert!(
-        sample.ts_ms > 1_600_000_000_000,
-        "ts_ms is unix milliseconds: {}",
-        sample.ts_ms
-    );
+    assert!(disk.total_bytes > 0 && disk.available_bytes <= disk.total_bytes && disk.used_bytes <= disk.total_bytes);
+    assert!(sample.ts_ms > 1_600_000_000_000, "ts_ms is unix milliseconds: {}", sample.ts_ms);
 
     let cli: Sample = serde_json::from_str(&run_cli(host, state.path(), &["--json"])).unwrap();
-    assert_eq!(
-        comparable(&cli),
-        expected,
-        "`jetship metrics --json` of {host}"
-    );
+    assert_eq!(comparable(&cli), expected, "`jetship metrics --json` of {host}");
     assert_eq!(cli.disk.unwrap().path, state.path());
 }
 
 /// Runs `jetship metrics --root <fixture> ARGS` with a config whose state dir is `state`; returns stdout.
 fn run_cli(host: &str, state: &Path, args: &[&str]) -> String {
     let config = state.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!("state_dir = {:?}\n", state.to_str().unwrap()),
-    )
-    .unwrap();
+    std::fs::write(&config, format!("state_dir = {:?}\n", state.to_str().unwrap())).unwrap();
     let out = Command::new(support::jetship_bin())
         .arg("--config")
         .arg(&config)
@@ -110,23 +71,15 @@ fn run_cli(host: &str, state: &Path, args: &[&str]) -> String {
         .env_remove("JETSHIP_STATE_DIR")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// A writable copy of a fixture tree (symlinks kept), for tests that change files between samples.
 fn copy_fixture(host: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(support::fixture_host(host))
-        .arg(dir.path().join("root"))
-        .status()
-        .unwrap();
+    let status =
+        Command::new("cp").arg("-a").arg(support::fixture_host(host)).arg(dir.path().join("root")).status().unwrap();
     assert!(status.success());
     let root = dir.path().join("root");
     (dir, root)
@@ -135,10 +88,7 @@ fn copy_fixture(host: &str) -> (tempfile::TempDir, PathBuf) {
 #[test]
 fn orin_nano_super_sample_has_every_metric() {
     let expected = Sample {
-        cpu: Some(Cpu {
-            total_pct: 24.17,
-            per_core_pct: vec![15.0, 25.0, 10.0, 40.0, 5.0, 50.0],
-        }),
+        cpu: Some(Cpu { total_pct: 24.17, per_core_pct: vec![15.0, 25.0, 10.0, 40.0, 5.0, 50.0] }),
         memory: memory(7802148, 3732480),
         swap: swap(3901056, 3659392),
         net: vec![
@@ -172,18 +122,9 @@ fn orin_nano_super_sample_has_every_metric() {
             rail("VDD_CPU_GPU_CV", 5064, 96, 486),
             rail("VDD_SOC", 5064, 200, 1012),
         ],
-        fan: Some(Fan {
-            pwm: Some(77),
-            rpm: Some(1529),
-        }),
-        power_mode: Some(PowerMode {
-            id: 2,
-            name: Some("MAXN_SUPER".into()),
-        }),
-        emc: Some(Emc {
-            rate_hz: Some(204_000_000),
-            load_pct: Some(20.0),
-        }),
+        fan: Some(Fan { pwm: Some(77), rpm: Some(1529) }),
+        power_mode: Some(PowerMode { id: 2, name: Some("MAXN_SUPER".into()) }),
+        emc: Some(Emc { rate_hz: Some(204_000_000), load_pct: Some(20.0) }),
         ..Sample::default()
     };
     assert_eq!(expected.input_power_mw(), Some(2957));
@@ -196,16 +137,11 @@ fn agx_orin_sample_skips_nc_channels_and_has_no_tach_or_emc() {
     let expected = Sample {
         cpu: Some(Cpu {
             total_pct: 32.5,
-            per_core_pct: vec![
-                10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 5.0, 15.0, 25.0, 35.0, 45.0, 55.0,
-            ],
+            per_core_pct: vec![10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 5.0, 15.0, 25.0, 35.0, 45.0, 55.0],
         }),
         memory: memory(65890912, 60817408),
         swap: swap(32945440, 32945440),
-        net: vec![
-            netif("eth0", 5555555555, 4444444444),
-            netif("docker0", 0, 0),
-        ],
+        net: vec![netif("eth0", 5555555555, 4444444444), netif("docker0", 0, 0)],
         load: Some([3.10, 2.75, 2.50]),
         uptime_s: Some(86400.0),
         gpu: Some(Gpu {
@@ -232,32 +168,19 @@ fn agx_orin_sample_skips_nc_channels_and_has_no_tach_or_emc() {
             rail("VIN_SYS_5V0", 5000, 705, 3525),
             rail("VDDQ_VDD2_1V8AO", 19008, 26, 494),
         ],
-        fan: Some(Fan {
-            pwm: Some(0),
-            rpm: None,
-        }),
-        power_mode: Some(PowerMode {
-            id: 0,
-            name: Some("MAXN".into()),
-        }),
+        fan: Some(Fan { pwm: Some(0), rpm: None }),
+        power_mode: Some(PowerMode { id: 0, name: Some("MAXN".into()) }),
         emc: None,
         ..Sample::default()
     };
-    assert_eq!(
-        expected.input_power_mw(),
-        None,
-        "AGX Orin has no VDD_IN rail"
-    );
+    assert_eq!(expected.input_power_mw(), None, "AGX Orin has no VDD_IN rail");
     check_host("agx-orin-jp60", expected);
 }
 
 #[test]
 fn orin_nx_jp5_sample_uses_the_gpu0_layout_and_unnamed_power_mode() {
     let expected = Sample {
-        cpu: Some(Cpu {
-            total_pct: 20.0,
-            per_core_pct: vec![20.0; 8],
-        }),
+        cpu: Some(Cpu { total_pct: 20.0, per_core_pct: vec![20.0; 8] }),
         memory: memory(15652708, 12582912),
         swap: swap(7826336, 7826336),
         net: vec![netif("eth0", 1000000, 200000), netif("wlan0", 0, 0)],
@@ -285,17 +208,11 @@ fn orin_nx_jp5_sample_uses_the_gpu0_layout_and_unnamed_power_mode() {
             rail("VDD_CPU_GPU_CV", 5000, 1200, 6000),
             rail("VDD_SOC", 5000, 300, 1500),
         ],
-        fan: Some(Fan {
-            pwm: Some(255),
-            rpm: Some(5200),
-        }),
+        fan: Some(Fan { pwm: Some(255), rpm: Some(5200) }),
         // No /etc/nvpmodel.conf in this fixture: the id alone.
         power_mode: Some(PowerMode { id: 0, name: None }),
         // EMC rate readable, no cactmon: no load.
-        emc: Some(Emc {
-            rate_hz: Some(3_199_000_000),
-            load_pct: None,
-        }),
+        emc: Some(Emc { rate_hz: Some(3_199_000_000), load_pct: None }),
         ..Sample::default()
     };
     check_host("orin-nx-jp512", expected);
@@ -304,17 +221,10 @@ fn orin_nx_jp5_sample_uses_the_gpu0_layout_and_unnamed_power_mode() {
 #[test]
 fn nano_r32_sample_reads_iio_power_rails() {
     let expected = Sample {
-        cpu: Some(Cpu {
-            total_pct: 25.0,
-            per_core_pct: vec![30.0, 10.0, 20.0, 40.0],
-        }),
+        cpu: Some(Cpu { total_pct: 25.0, per_core_pct: vec![30.0, 10.0, 20.0, 40.0] }),
         memory: memory(4050112, 2097152),
         swap: swap(2025040, 1767424),
-        net: vec![
-            netif("eth0", 300000, 100000),
-            netif("l4tbr0", 0, 0),
-            netif("dummy0", 0, 0),
-        ],
+        net: vec![netif("eth0", 300000, 100000), netif("l4tbr0", 0, 0), netif("dummy0", 0, 0)],
         load: Some([0.1, 0.2, 0.3]),
         uptime_s: Some(60.25),
         gpu: Some(Gpu {
@@ -338,10 +248,7 @@ fn nano_r32_sample_reads_iio_power_rails() {
             rail("POM_5V_CPU", 4976, 100, 498),
         ],
         fan: None,
-        power_mode: Some(PowerMode {
-            id: 0,
-            name: Some("MAXN".into()),
-        }),
+        power_mode: Some(PowerMode { id: 0, name: Some("MAXN".into()) }),
         emc: None,
         ..Sample::default()
     };
@@ -352,10 +259,7 @@ fn nano_r32_sample_reads_iio_power_rails() {
 #[test]
 fn generic_x86_sample_has_no_jetson_metrics() {
     let expected = Sample {
-        cpu: Some(Cpu {
-            total_pct: 37.5,
-            per_core_pct: (0..16).map(|i| i as f64 * 5.0).collect(),
-        }),
+        cpu: Some(Cpu { total_pct: 37.5, per_core_pct: (0..16).map(|i| i as f64 * 5.0).collect() }),
         memory: memory(16326412, 12582912),
         swap: swap(0, 0),
         net: vec![netif("enp3s0", 123456789012, 98765432109)],
@@ -380,23 +284,13 @@ fn cpu_and_network_rates_come_from_the_counters_between_two_samples() {
     let mut sampler = Sampler::new(root.clone(), state.path().to_path_buf());
     let t0 = Instant::now();
     let first = sampler.sample_at(t0);
-    assert!(first
-        .net
-        .iter()
-        .all(|n| n.rx_bps.is_none() && n.tx_bps.is_none()));
+    assert!(first.net.iter().all(|n| n.rx_bps.is_none() && n.tx_bps.is_none()));
 
     // Second reading: each core 1000 more jiffies, of which busy: 100, 200, 300, 400, 500, 1000.
     let fixture_stat = std::fs::read_to_string(root.join("proc/stat")).unwrap();
     let mut cores = Vec::new();
-    for line in fixture_stat
-        .lines()
-        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-    {
-        let f: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .map(|v| v.parse().unwrap())
-            .collect();
+    for line in fixture_stat.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")) {
+        let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect();
         cores.push((f[0], f[2], f[3] + f[4]));
     }
     let busy = [100, 200, 300, 400, 500, 1000];
@@ -424,11 +318,8 @@ fn cpu_and_network_rates_come_from_the_counters_between_two_samples() {
     let cpu = second.cpu.unwrap();
     assert_eq!(cpu.per_core_pct, vec![10.0, 20.0, 30.0, 40.0, 50.0, 100.0]);
     assert_eq!(cpu.total_pct, 41.67, "2500 busy of 6000 jiffies");
-    let rates: Vec<(&str, Option<f64>, Option<f64>)> = second
-        .net
-        .iter()
-        .map(|n| (n.name.as_str(), n.rx_bps, n.tx_bps))
-        .collect();
+    let rates: Vec<(&str, Option<f64>, Option<f64>)> =
+        second.net.iter().map(|n| (n.name.as_str(), n.rx_bps, n.tx_bps)).collect();
     assert_eq!(
         rates,
         vec![
@@ -448,28 +339,20 @@ fn rates_divide_by_the_wall_time_between_samples() {
     let mut sampler = Sampler::new(root.clone(), state.path().to_path_buf());
     sampler.sample();
     let started = Instant::now();
-    let net = std::fs::read_to_string(root.join("proc/net/dev"))
-        .unwrap()
-        .replace("123456789012", "123456799012");
+    let net = std::fs::read_to_string(root.join("proc/net/dev")).unwrap().replace("123456789012", "123456799012");
     std::fs::write(root.join("proc/net/dev"), net).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let second = sampler.sample();
     let elapsed = started.elapsed().as_secs_f64();
     let rx = second.net[0].rx_bps.unwrap();
     // 10000 bytes over at least 200 ms (and at most the time measured around it).
-    assert!(
-        rx <= 50_000.0 && rx >= 10_000.0 / (elapsed + 0.05),
-        "rx_bps {rx} over ~{elapsed} s"
-    );
+    assert!(rx <= 50_000.0 && rx >= 10_000.0 / (elapsed + 0.05), "rx_bps {rx} over ~{elapsed} s");
 }
 
 #[test]
 fn broken_inputs_give_partial_results_and_warnings_naming_the_files() {
     let state = tempfile::tempdir().unwrap();
-    let mut sampler = Sampler::new(
-        support::fixture_host("broken-metrics"),
-        state.path().to_path_buf(),
-    );
+    let mut sampler = Sampler::new(support::fixture_host("broken-metrics"), state.path().to_path_buf());
     let sample = sampler.sample();
     let expected = Sample {
         // The truncated cpu1 line is dropped; the all-cores line and cpu0 still count.
@@ -521,10 +404,7 @@ fn broken_inputs_give_partial_results_and_warnings_naming_the_files() {
     assert_eq!(comparable(&sample), expected);
     // The text view lists the warnings too.
     let text = sample.to_text();
-    assert!(
-        text.contains("warning: /proc/loadavg: expected three load averages"),
-        "{text}"
-    );
+    assert!(text.contains("warning: /proc/loadavg: expected three load averages"), "{text}");
     // A second sample keeps giving the same partial result (nothing cached a failure as success).
     assert_eq!(comparable(&sampler.sample()).warnings, expected.warnings);
 }
@@ -549,14 +429,7 @@ fn power_rails_are_found_again_after_the_hwmon_device_is_renumbered() {
 
     let during = sampler.sample();
     assert!(during.power.is_empty());
-    assert!(
-        during
-            .warnings
-            .iter()
-            .any(|w| w.contains("hwmon1/in1_input: cannot read")),
-        "{:?}",
-        during.warnings
-    );
+    assert!(during.warnings.iter().any(|w| w.contains("hwmon1/in1_input: cannot read")), "{:?}", during.warnings);
     let after = sampler.sample();
     assert_eq!(after.power, before.power);
     assert!(after.warnings.is_empty(), "{:?}", after.warnings);
@@ -580,10 +453,7 @@ fn text_view_shows_every_subsystem_like_tegrastats() {
     ] {
         assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
     }
-    assert!(
-        text.contains(&format!("disk     {}: ", state.path().display())),
-        "{text}"
-    );
+    assert!(text.contains(&format!("disk     {}: ", state.path().display())), "{text}");
     assert!(!text.contains("warning"), "{text}");
 }
 
@@ -601,11 +471,7 @@ impl Drop for KillOnDrop {
 fn watch_prints_one_json_line_per_interval() {
     let state = tempfile::tempdir().unwrap();
     let config = state.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!("state_dir = {:?}\n", state.path().to_str().unwrap()),
-    )
-    .unwrap();
+    std::fs::write(&config, format!("state_dir = {:?}\n", state.path().to_str().unwrap())).unwrap();
     let mut child = KillOnDrop(
         Command::new(support::jetship_bin())
             .arg("--config")
@@ -620,10 +486,7 @@ fn watch_prints_one_json_line_per_interval() {
     let first: Sample = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     let second: Sample = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     let third: Sample = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert!(
-        child.0.try_wait().unwrap().is_none(),
-        "--watch keeps running"
-    );
+    assert!(child.0.try_wait().unwrap().is_none(), "--watch keeps running");
     assert!(second.ts_ms >= first.ts_ms + 150 && third.ts_ms >= second.ts_ms + 150);
     assert_eq!(first.net[0].rx_bps, None);
     // Later samples have rates (the fixture's counters do not move) and CPU over the interval.
@@ -637,28 +500,10 @@ fn a_missing_root_gives_warnings_and_no_panic() {
     let state = tempfile::tempdir().unwrap();
     let root = state.path().join("no-such-root");
     let sample = Sampler::new(root, state.path().to_path_buf()).sample();
-    assert!(
-        sample.cpu.is_none()
-            && sample.memory.is_none()
-            && sample.load.is_none()
-            && sample.uptime_s.is_none()
-    );
+    assert!(sample.cpu.is_none() && sample.memory.is_none() && sample.load.is_none() && sample.uptime_s.is_none());
     assert!(sample.gpu.is_none() && sample.thermal.is_empty() && sample.power.is_empty());
-    let files: Vec<&str> = sample
-        .warnings
-        .iter()
-        .map(|w| w.split(':').next().unwrap())
-        .collect();
-    assert_eq!(
-        files,
-        [
-            "/proc/stat",
-            "/proc/meminfo",
-            "/proc/net/dev",
-            "/proc/loadavg",
-            "/proc/uptime"
-        ]
-    );
+    let files: Vec<&str> = sample.warnings.iter().map(|w| w.split(':').next().unwrap()).collect();
+    assert_eq!(files, ["/proc/stat", "/proc/meminfo", "/proc/net/dev", "/proc/loadavg", "/proc/uptime"]);
 }
 
 #[test]

@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, HookBuilder, HooksBuilder, LinuxBuilder, LinuxCpuBuilder, LinuxDeviceBuilder,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capability, HookBuilder, HooksBuilder, LinuxBuilder, LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder,
+    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -69,13 +68,7 @@ pub const MASKED_PATHS: [&str; 12] = [
 ];
 
 /// Paths Docker makes read-only in every non-privileged container.
-pub const READONLY_PATHS: [&str; 5] = [
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+pub const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Docker's default /dev/shm size when the deployment sets none (64 MiB).
 pub const DEFAULT_SHM_BYTES: u64 = 64 * 1024 * 1024;
@@ -204,39 +197,24 @@ pub fn resolve_user(user: Option<&str>, passwd: &str, group: &str) -> Result<Res
     if user.is_empty() {
         return Ok(ResolvedUser::default());
     }
-    let err = |reason: String| Error::User {
-        user: user.to_owned(),
-        reason,
-    };
+    let err = |reason: String| Error::User { user: user.to_owned(), reason };
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
     let passwd_entry = |pred: &dyn Fn(&[&str]) -> bool| {
-        passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() >= 4 && pred(f))
+        passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 4 && pred(f))
     };
     let (uid, mut gid) = match u.parse::<u32>() {
         Ok(uid) => {
-            let gid = passwd_entry(&|f| f[2] == u)
-                .and_then(|f| f[3].parse().ok())
-                .unwrap_or(0);
+            let gid = passwd_entry(&|f| f[2] == u).and_then(|f| f[3].parse().ok()).unwrap_or(0);
             (uid, gid)
         }
         Err(_) => {
-            let f = passwd_entry(&|f| f[0] == u).ok_or_else(|| {
-                err(format!(
-                    "no user `{u}` in the image's /etc/passwd; use a numeric uid"
-                ))
-            })?;
-            let uid = f[2]
-                .parse()
-                .map_err(|_| err(format!("bad uid `{}` in /etc/passwd", f[2])))?;
-            let gid = f[3]
-                .parse()
-                .map_err(|_| err(format!("bad gid `{}` in /etc/passwd", f[3])))?;
+            let f = passwd_entry(&|f| f[0] == u)
+                .ok_or_else(|| err(format!("no user `{u}` in the image's /etc/passwd; use a numeric uid")))?;
+            let uid = f[2].parse().map_err(|_| err(format!("bad uid `{}` in /etc/passwd", f[2])))?;
+            let gid = f[3].parse().map_err(|_| err(format!("bad gid `{}` in /etc/passwd", f[3])))?;
             (uid, gid)
         }
     };
@@ -248,11 +226,7 @@ pub fn resolve_user(user: Option<&str>, passwd: &str, group: &str) -> Result<Res
                 .map(|l| l.split(':').collect::<Vec<_>>())
                 .find(|f| f.len() >= 3 && f[0] == g)
                 .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| {
-                    err(format!(
-                        "no group `{g}` in the image's /etc/group; use a numeric gid"
-                    ))
-                })?,
+                .ok_or_else(|| err(format!("no group `{g}` in the image's /etc/group; use a numeric gid")))?,
         };
     }
     Ok(ResolvedUser { uid, gid })
@@ -264,9 +238,7 @@ pub fn merge_env(layers: &[&[String]]) -> Result<Vec<String>> {
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     for layer in layers {
         for entry in layer.iter() {
-            let (k, _) = entry
-                .split_once('=')
-                .ok_or_else(|| Error::BadEnv(entry.clone()))?;
+            let (k, _) = entry.split_once('=').ok_or_else(|| Error::BadEnv(entry.clone()))?;
             if k.is_empty() {
                 return Err(Error::BadEnv(entry.clone()));
             }
@@ -276,18 +248,12 @@ pub fn merge_env(layers: &[&[String]]) -> Result<Vec<String>> {
             values.insert(k.to_owned(), entry.clone());
         }
     }
-    Ok(order
-        .into_iter()
-        .map(|k| values.remove(&k).unwrap_or_default())
-        .collect())
+    Ok(order.into_iter().map(|k| values.remove(&k).unwrap_or_default()).collect())
 }
 
 /// The process arguments: Docker's rule (deployment entrypoint replaces the image's and drops its cmd).
 pub fn process_args(image: &ImageProcess, run: &RunSpec) -> Result<Vec<String>> {
-    let entrypoint = run
-        .entrypoint
-        .clone()
-        .unwrap_or_else(|| image.entrypoint.clone());
+    let entrypoint = run.entrypoint.clone().unwrap_or_else(|| image.entrypoint.clone());
     let cmd = match (&run.args, &run.entrypoint) {
         (Some(args), _) => args.clone(),
         (None, Some(_)) => Vec::new(),
@@ -314,29 +280,16 @@ fn bind(host: &Path, dest: &str, read_only: bool) -> Result<Mount> {
     if read_only {
         options.push("ro".into());
     }
-    Ok(MountBuilder::default()
-        .destination(dest)
-        .typ("bind")
-        .source(host)
-        .options(options)
-        .build()?)
+    Ok(MountBuilder::default().destination(dest).typ("bind").source(host).options(options).build()?)
 }
 
 /// Builds the runtime spec for a container whose root file system is `rootfs`.
-pub fn build(
-    image: &ImageProcess,
-    run: &RunSpec,
-    user: ResolvedUser,
-    rootfs: &Path,
-    host: &HostFiles,
-) -> Result<Spec> {
+pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &Path, host: &HostFiles) -> Result<Spec> {
     let args = process_args(image, run)?;
     let image_env: Vec<String> = if image.env.iter().any(|e| e.starts_with("PATH=")) {
         image.env.clone()
     } else {
-        std::iter::once(DEFAULT_PATH.to_owned())
-            .chain(image.env.iter().cloned())
-            .collect()
+        std::iter::once(DEFAULT_PATH.to_owned()).chain(image.env.iter().cloned()).collect()
     };
     let env = merge_env(&[&image_env, &run.env])?;
     let cwd = run
@@ -346,10 +299,7 @@ pub fn build(
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
     if !cwd.starts_with('/') {
-        return Err(Error::Invalid {
-            field: "working_dir",
-            reason: format!("`{cwd}` must be an absolute path"),
-        });
+        return Err(Error::Invalid { field: "working_dir", reason: format!("`{cwd}` must be an absolute path") });
     }
 
     let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
@@ -378,37 +328,15 @@ pub fn build(
     let shm_size = run.shm_size_bytes.unwrap_or(DEFAULT_SHM_BYTES);
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        )?,
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
         mount(
             "/dev/pts",
             "devpts",
             "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
         )?,
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        )?,
-        mount(
-            "/sys/fs/cgroup",
-            "cgroup",
-            "cgroup",
-            &["ro", "nosuid", "noexec", "nodev"],
-        )?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount("/sys/fs/cgroup", "cgroup", "cgroup", &["ro", "nosuid", "noexec", "nodev"])?,
     ];
     match run.ipc {
         IpcMode::Host => {
@@ -417,18 +345,8 @@ pub fn build(
         }
         IpcMode::Private => {
             let size = format!("size={shm_size}");
-            mounts.push(mount(
-                "/dev/shm",
-                "tmpfs",
-                "shm",
-                &["nosuid", "noexec", "nodev", "mode=1777", &size],
-            )?);
-            mounts.push(mount(
-                "/dev/mqueue",
-                "mqueue",
-                "mqueue",
-                &["nosuid", "noexec", "nodev"],
-            )?);
+            mounts.push(mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &size])?);
+            mounts.push(mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?);
         }
     }
     if run.network == NetworkMode::Host {
@@ -436,17 +354,10 @@ pub fn build(
         mounts.push(bind(&host.hosts, "/etc/hosts", true)?);
     }
     for m in &run.mounts {
-        let dest = m
-            .container
-            .to_str()
-            .filter(|d| d.starts_with('/'))
-            .ok_or_else(|| Error::Invalid {
-                field: "volumes",
-                reason: format!(
-                    "container path `{}` must be absolute",
-                    m.container.display()
-                ),
-            })?;
+        let dest = m.container.to_str().filter(|d| d.starts_with('/')).ok_or_else(|| Error::Invalid {
+            field: "volumes",
+            reason: format!("container path `{}` must be absolute", m.container.display()),
+        })?;
         mounts.push(bind(&m.host, dest, m.read_only)?);
     }
 
@@ -466,27 +377,22 @@ pub fn build(
     }
 
     let mut devices = Vec::new();
-    let mut rules = vec![LinuxDeviceCgroupBuilder::default()
-        .allow(false)
-        .access("rwm")
-        .build()?];
+    let mut rules = vec![LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build()?];
     for d in &run.devices {
         let typ = match d.kind {
             'c' => LinuxDeviceType::C,
             'b' => LinuxDeviceType::B,
-            other => return Err(Error::Invalid {
-                field: "devices",
-                reason: format!(
-                    "`{}` has type `{other}`; only char (c) and block (b) devices can be passed",
-                    d.path.display()
-                ),
-            }),
+            other => {
+                return Err(Error::Invalid {
+                    field: "devices",
+                    reason: format!(
+                        "`{}` has type `{other}`; only char (c) and block (b) devices can be passed",
+                        d.path.display()
+                    ),
+                })
+            }
         };
-        let mut dev = LinuxDeviceBuilder::default()
-            .path(&d.path)
-            .typ(typ)
-            .major(d.major)
-            .minor(d.minor);
+        let mut dev = LinuxDeviceBuilder::default().path(&d.path).typ(typ).major(d.major).minor(d.minor);
         if let Some(mode) = d.file_mode {
             dev = dev.file_mode(mode);
         }
@@ -504,64 +410,34 @@ pub fn build(
 
     let mut resources = LinuxResourcesBuilder::default().devices(rules);
     if let Some(mem) = run.memory_bytes {
-        let limit = i64::try_from(mem).map_err(|_| Error::Invalid {
-            field: "memory",
-            reason: format!("{mem} bytes is too large"),
-        })?;
+        let limit = i64::try_from(mem)
+            .map_err(|_| Error::Invalid { field: "memory", reason: format!("{mem} bytes is too large") })?;
         resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
     }
     if let Some(cpus) = run.cpus {
         if !(cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0) {
-            return Err(Error::Invalid {
-                field: "cpus",
-                reason: format!("{cpus} must be a positive number of CPUs"),
-            });
+            return Err(Error::Invalid { field: "cpus", reason: format!("{cpus} must be a positive number of CPUs") });
         }
         let period: u64 = 100_000;
         let quota = (cpus * period as f64).round() as i64;
-        resources = resources.cpu(
-            LinuxCpuBuilder::default()
-                .period(period)
-                .quota(quota)
-                .build()?,
-        );
+        resources = resources.cpu(LinuxCpuBuilder::default().period(period).quota(quota).build()?);
     }
 
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .devices(devices)
         .resources(resources.build()?)
-        .masked_paths(
-            MASKED_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .readonly_paths(
-            READONLY_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
+        .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .build()?;
 
     let mut spec = SpecBuilder::default()
         .version("1.0.2")
-        .root(
-            RootBuilder::default()
-                .path(rootfs)
-                .readonly(false)
-                .build()?,
-        )
+        .root(RootBuilder::default().path(rootfs).readonly(false).build()?)
         .process(process)
         .mounts(mounts)
         .linux(linux)
-        .annotations(
-            run.annotations
-                .clone()
-                .into_iter()
-                .collect::<std::collections::HashMap<_, _>>(),
-        );
+        .annotations(run.annotations.clone().into_iter().collect::<std::collections::HashMap<_, _>>());
     if !run.hooks.is_empty() {
         let hooks = run
             .hooks
@@ -609,105 +485,50 @@ mod tests {
     }
 
     fn build_default(run: &RunSpec) -> Spec {
-        build(
-            &image(),
-            run,
-            ResolvedUser::default(),
-            Path::new("/var/lib/jetship/c/rootfs"),
-            &host(),
-        )
-        .unwrap()
+        build(&image(), run, ResolvedUser::default(), Path::new("/var/lib/jetship/c/rootfs"), &host()).unwrap()
     }
 
     fn ns_types(spec: &Spec) -> Vec<LinuxNamespaceType> {
-        spec.linux()
-            .as_ref()
-            .unwrap()
-            .namespaces()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|n| n.typ())
-            .collect()
+        spec.linux().as_ref().unwrap().namespaces().as_ref().unwrap().iter().map(|n| n.typ()).collect()
     }
 
     fn mount_dests(spec: &Spec) -> Vec<String> {
-        spec.mounts()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|m| m.destination().display().to_string())
-            .collect()
+        spec.mounts().as_ref().unwrap().iter().map(|m| m.destination().display().to_string()).collect()
     }
 
     #[test]
     fn args_follow_docker_rules() {
         let img = image();
         let run = RunSpec::default();
-        assert_eq!(
-            process_args(&img, &run).unwrap(),
-            ["/entry.sh", "serve", "--port=80"]
-        );
-        let run = RunSpec {
-            args: Some(vec!["debug".into()]),
-            ..RunSpec::default()
-        };
+        assert_eq!(process_args(&img, &run).unwrap(), ["/entry.sh", "serve", "--port=80"]);
+        let run = RunSpec { args: Some(vec!["debug".into()]), ..RunSpec::default() };
         assert_eq!(process_args(&img, &run).unwrap(), ["/entry.sh", "debug"]);
-        let run = RunSpec {
-            entrypoint: Some(vec!["/bin/sh".into()]),
-            ..RunSpec::default()
-        };
-        assert_eq!(
-            process_args(&img, &run).unwrap(),
-            ["/bin/sh"],
-            "a new entrypoint drops the image cmd"
-        );
+        let run = RunSpec { entrypoint: Some(vec!["/bin/sh".into()]), ..RunSpec::default() };
+        assert_eq!(process_args(&img, &run).unwrap(), ["/bin/sh"], "a new entrypoint drops the image cmd");
         let run = RunSpec {
             entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
             args: Some(vec!["echo hi".into()]),
             ..RunSpec::default()
         };
-        assert_eq!(
-            process_args(&img, &run).unwrap(),
-            ["/bin/sh", "-c", "echo hi"]
-        );
+        assert_eq!(process_args(&img, &run).unwrap(), ["/bin/sh", "-c", "echo hi"]);
         let empty = ImageProcess::default();
-        assert!(matches!(
-            process_args(&empty, &RunSpec::default()),
-            Err(Error::NoCommand)
-        ));
+        assert!(matches!(process_args(&empty, &RunSpec::default()), Err(Error::NoCommand)));
     }
 
     #[test]
     fn env_overrides_keep_first_position() {
-        let merged = merge_env(&[
-            &["PATH=/a".into(), "A=1".into()],
-            &["A=2".into(), "B=3".into(), "PATH=/b".into()],
-        ])
-        .unwrap();
+        let merged =
+            merge_env(&[&["PATH=/a".into(), "A=1".into()], &["A=2".into(), "B=3".into(), "PATH=/b".into()]]).unwrap();
         assert_eq!(merged, ["PATH=/b", "A=2", "B=3"]);
-        assert!(matches!(
-            merge_env(&[&["NOEQUALS".into()]]),
-            Err(Error::BadEnv(_))
-        ));
-        assert!(matches!(
-            merge_env(&[&["=x".into()]]),
-            Err(Error::BadEnv(_))
-        ));
+        assert!(matches!(merge_env(&[&["NOEQUALS".into()]]), Err(Error::BadEnv(_))));
+        assert!(matches!(merge_env(&[&["=x".into()]]), Err(Error::BadEnv(_))));
     }
 
     #[test]
     fn default_path_is_added_only_when_image_has_none() {
         let mut img = image();
         img.env = vec!["A=1".into()];
-        let spec = build(
-            &img,
-            &RunSpec::default(),
-            ResolvedUser::default(),
-            Path::new("/r"),
-            &host(),
-        )
-        .unwrap();
+        let spec = build(&img, &RunSpec::default(), ResolvedUser::default(), Path::new("/r"), &host()).unwrap();
         let env = spec.process().as_ref().unwrap().env().clone().unwrap();
         assert_eq!(env, [DEFAULT_PATH, "A=1"]);
         let spec = build_default(&RunSpec::default());
@@ -717,45 +538,17 @@ mod tests {
 
     #[test]
     fn users_resolve_like_docker() {
-        let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\napp:x:1000:1001::/app:/bin/sh\n";
+        let passwd =
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\napp:x:1000:1001::/app:/bin/sh\n";
         let group = "root:x:0:\nvideo:x:44:app\napp:x:1001:\n";
-        assert_eq!(
-            resolve_user(None, passwd, group).unwrap(),
-            ResolvedUser { uid: 0, gid: 0 }
-        );
-        assert_eq!(
-            resolve_user(Some("app"), passwd, group).unwrap(),
-            ResolvedUser {
-                uid: 1000,
-                gid: 1001
-            }
-        );
-        assert_eq!(
-            resolve_user(Some("app:video"), passwd, group).unwrap(),
-            ResolvedUser { uid: 1000, gid: 44 }
-        );
-        assert_eq!(
-            resolve_user(Some("1000"), passwd, group).unwrap(),
-            ResolvedUser {
-                uid: 1000,
-                gid: 1001
-            }
-        );
-        assert_eq!(
-            resolve_user(Some("4242"), passwd, group).unwrap(),
-            ResolvedUser { uid: 4242, gid: 0 }
-        );
-        assert_eq!(
-            resolve_user(Some("4242:7"), passwd, group).unwrap(),
-            ResolvedUser { uid: 4242, gid: 7 }
-        );
-        let err = resolve_user(Some("ghost"), passwd, group)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("ghost") && err.contains("numeric uid"),
-            "{err}"
-        );
+        assert_eq!(resolve_user(None, passwd, group).unwrap(), ResolvedUser { uid: 0, gid: 0 });
+        assert_eq!(resolve_user(Some("app"), passwd, group).unwrap(), ResolvedUser { uid: 1000, gid: 1001 });
+        assert_eq!(resolve_user(Some("app:video"), passwd, group).unwrap(), ResolvedUser { uid: 1000, gid: 44 });
+        assert_eq!(resolve_user(Some("1000"), passwd, group).unwrap(), ResolvedUser { uid: 1000, gid: 1001 });
+        assert_eq!(resolve_user(Some("4242"), passwd, group).unwrap(), ResolvedUser { uid: 4242, gid: 0 });
+        assert_eq!(resolve_user(Some("4242:7"), passwd, group).unwrap(), ResolvedUser { uid: 4242, gid: 7 });
+        let err = resolve_user(Some("ghost"), passwd, group).unwrap_err().to_string();
+        assert!(err.contains("ghost") && err.contains("numeric uid"), "{err}");
         assert!(resolve_user(Some("app:nogroup"), passwd, group).is_err());
     }
 
@@ -763,41 +556,17 @@ mod tests {
     fn host_ipc_and_network_share_namespaces_and_files() {
         let spec = build_default(&RunSpec::default());
         let types = ns_types(&spec);
-        assert!(
-            !types.contains(&LinuxNamespaceType::Ipc),
-            "host IPC: no IPC namespace"
-        );
-        assert!(
-            !types.contains(&LinuxNamespaceType::Network),
-            "host network: no network namespace"
-        );
-        assert!(
-            types.contains(&LinuxNamespaceType::Pid) && types.contains(&LinuxNamespaceType::Mount)
-        );
+        assert!(!types.contains(&LinuxNamespaceType::Ipc), "host IPC: no IPC namespace");
+        assert!(!types.contains(&LinuxNamespaceType::Network), "host network: no network namespace");
+        assert!(types.contains(&LinuxNamespaceType::Pid) && types.contains(&LinuxNamespaceType::Mount));
         let dests = mount_dests(&spec);
-        for d in [
-            "/dev/shm",
-            "/etc/resolv.conf",
-            "/etc/hosts",
-            "/proc",
-            "/dev",
-            "/sys",
-        ] {
+        for d in ["/dev/shm", "/etc/resolv.conf", "/etc/hosts", "/proc", "/dev", "/sys"] {
             assert!(dests.contains(&d.to_string()), "{d} missing from {dests:?}");
         }
-        let shm = spec
-            .mounts()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|m| m.destination() == Path::new("/dev/shm"))
-            .unwrap();
+        let shm = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/dev/shm")).unwrap();
         assert_eq!(shm.typ().as_deref(), Some("bind"));
         assert_eq!(shm.source().as_deref(), Some(Path::new("/dev/shm")));
-        assert!(
-            spec.hostname().is_none(),
-            "host network keeps the host's hostname"
-        );
+        assert!(spec.hostname().is_none(), "host network keeps the host's hostname");
     }
 
     #[test]
@@ -810,23 +579,10 @@ mod tests {
         };
         let spec = build_default(&run);
         let types = ns_types(&spec);
-        assert!(
-            types.contains(&LinuxNamespaceType::Ipc)
-                && types.contains(&LinuxNamespaceType::Network)
-        );
-        let shm = spec
-            .mounts()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|m| m.destination() == Path::new("/dev/shm"))
-            .unwrap();
+        assert!(types.contains(&LinuxNamespaceType::Ipc) && types.contains(&LinuxNamespaceType::Network));
+        let shm = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/dev/shm")).unwrap();
         assert_eq!(shm.typ().as_deref(), Some("tmpfs"));
-        assert!(shm
-            .options()
-            .as_ref()
-            .unwrap()
-            .contains(&"size=8589934592".to_string()));
+        assert!(shm.options().as_ref().unwrap().contains(&"size=8589934592".to_string()));
         assert!(!mount_dests(&spec).contains(&"/etc/resolv.conf".to_string()));
         assert_eq!(spec.hostname().as_deref(), Some("jetship"));
     }
@@ -835,33 +591,14 @@ mod tests {
     fn docker_defaults_for_caps_masks_and_rlimits() {
         let spec = build_default(&RunSpec::default());
         let process = spec.process().as_ref().unwrap();
-        let caps = process
-            .capabilities()
-            .as_ref()
-            .unwrap()
-            .bounding()
-            .clone()
-            .unwrap();
+        let caps = process.capabilities().as_ref().unwrap().bounding().clone().unwrap();
         assert_eq!(caps.len(), 14);
-        assert!(
-            caps.contains(&Capability::NetBindService) && !caps.contains(&Capability::SysAdmin)
-        );
+        assert!(caps.contains(&Capability::NetBindService) && !caps.contains(&Capability::SysAdmin));
         let linux = spec.linux().as_ref().unwrap();
-        assert!(linux
-            .masked_paths()
-            .as_ref()
-            .unwrap()
-            .contains(&"/proc/kcore".to_string()));
-        assert!(linux
-            .readonly_paths()
-            .as_ref()
-            .unwrap()
-            .contains(&"/proc/sys".to_string()));
+        assert!(linux.masked_paths().as_ref().unwrap().contains(&"/proc/kcore".to_string()));
+        assert!(linux.readonly_paths().as_ref().unwrap().contains(&"/proc/sys".to_string()));
         let rl = &process.rlimits().as_ref().unwrap()[0];
-        assert_eq!(
-            (rl.typ(), rl.soft(), rl.hard()),
-            (PosixRlimitType::RlimitNofile, 1_048_576, 1_048_576)
-        );
+        assert_eq!((rl.typ(), rl.soft(), rl.hard()), (PosixRlimitType::RlimitNofile, 1_048_576, 1_048_576));
         assert_eq!(process.cwd(), Path::new("/app"));
     }
 
@@ -878,18 +615,10 @@ mod tests {
                 file_mode: Some(0o660),
                 access: "rwm".into(),
             }],
-            mounts: vec![BindMount {
-                host: "/data".into(),
-                container: "/data".into(),
-                read_only: true,
-            }],
+            mounts: vec![BindMount { host: "/data".into(), container: "/data".into(), read_only: true }],
             hooks: vec![HookSpec {
                 path: "/usr/bin/nvidia-cdi-hook".into(),
-                args: vec![
-                    "update-ldcache".into(),
-                    "--folder".into(),
-                    "/usr/lib/aarch64-linux-gnu/nvidia".into(),
-                ],
+                args: vec!["update-ldcache".into(), "--folder".into(), "/usr/lib/aarch64-linux-gnu/nvidia".into()],
                 env: vec![],
             }],
             ..RunSpec::default()
@@ -901,76 +630,27 @@ mod tests {
         assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(150_000));
         let rules = res.devices().as_ref().unwrap();
         assert!(!rules[0].allow(), "default deny first");
-        assert_eq!(
-            (rules[1].major(), rules[1].minor(), rules[1].allow()),
-            (Some(81), Some(0), true)
-        );
+        assert_eq!((rules[1].major(), rules[1].minor(), rules[1].allow()), (Some(81), Some(0), true));
         let dev = &linux.devices().as_ref().unwrap()[0];
-        assert_eq!(
-            (dev.path().as_path(), dev.major(), dev.minor()),
-            (Path::new("/dev/video0"), 81, 0)
-        );
-        let data = spec
-            .mounts()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|m| m.destination() == Path::new("/data"))
-            .unwrap();
+        assert_eq!((dev.path().as_path(), dev.major(), dev.minor()), (Path::new("/dev/video0"), 81, 0));
+        let data = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/data")).unwrap();
         assert!(data.options().as_ref().unwrap().contains(&"ro".to_string()));
-        let hook = &spec
-            .hooks()
-            .as_ref()
-            .unwrap()
-            .create_container()
-            .as_ref()
-            .unwrap()[0];
+        let hook = &spec.hooks().as_ref().unwrap().create_container().as_ref().unwrap()[0];
         assert_eq!(hook.args().as_ref().unwrap()[1], "update-ldcache");
     }
 
     #[test]
     fn bad_requests_are_errors_naming_the_field() {
-        let run = RunSpec {
-            cpus: Some(-1.0),
-            ..RunSpec::default()
-        };
-        let err = build(
-            &image(),
-            &run,
-            ResolvedUser::default(),
-            Path::new("/r"),
-            &host(),
-        )
-        .unwrap_err();
+        let run = RunSpec { cpus: Some(-1.0), ..RunSpec::default() };
+        let err = build(&image(), &run, ResolvedUser::default(), Path::new("/r"), &host()).unwrap_err();
         assert!(err.to_string().starts_with("cpus"), "{err}");
         let run = RunSpec {
-            mounts: vec![BindMount {
-                host: "/data".into(),
-                container: "rel".into(),
-                read_only: false,
-            }],
+            mounts: vec![BindMount { host: "/data".into(), container: "rel".into(), read_only: false }],
             ..RunSpec::default()
         };
-        let err = build(
-            &image(),
-            &run,
-            ResolvedUser::default(),
-            Path::new("/r"),
-            &host(),
-        )
-        .unwrap_err();
+        let err = build(&image(), &run, ResolvedUser::default(), Path::new("/r"), &host()).unwrap_err();
         assert!(err.to_string().starts_with("volumes"), "{err}");
-        let run = RunSpec {
-            working_dir: Some("app".into()),
-            ..RunSpec::default()
-        };
-        assert!(build(
-            &image(),
-            &run,
-            ResolvedUser::default(),
-            Path::new("/r"),
-            &host()
-        )
-        .is_err());
+        let run = RunSpec { working_dir: Some("app".into()), ..RunSpec::default() };
+        assert!(build(&image(), &run, ResolvedUser::default(), Path::new("/r"), &host()).is_err());
     }
 }
