@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod exec;
 pub mod fsutil;
 pub mod l4t;
 pub mod logging;

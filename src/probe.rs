@@ -8,7 +8,7 @@
 //! rules in [`crate::l4t`].
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::devices::cameras::Camera;
 use crate::devices::{cameras, cdi, csv, read_regular};
+use crate::exec::{find_program, BIN_DIRS};
 use crate::fsutil::under_root;
 use crate::l4t::{self, L4tVersion, SoftwareStack};
 
@@ -503,16 +504,7 @@ fn gpu_options(root: &Path, w: &mut Vec<String>) -> GpuOptions {
     gpu
 }
 
-const BIN_DIRS: &[&str] = &["/usr/bin", "/usr/local/bin", "/usr/sbin"];
 const CONMON_DIRS: &[&str] = &["/usr/bin", "/usr/local/bin", "/usr/sbin", "/usr/libexec/podman"];
-
-/// The first executable regular file called `name` in `dirs` under the root (host path).
-fn find_program(root: &Path, name: &str, dirs: &[&str]) -> Option<PathBuf> {
-    dirs.iter().map(|d| Path::new(d).join(name)).find(|p| {
-        std::fs::metadata(under_root(root, &p.to_string_lossy()))
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
-}
 
 fn find_runtimes(root: &Path, real_root: bool, docker_host: Option<&str>) -> Runtimes {
     Runtimes {
