@@ -15,9 +15,7 @@ use crate::config::Config;
 use crate::metrics::Sampler;
 use crate::mqtt::{BrokerAccess, Link, LinkHandle, LinkOptions, Message};
 use crate::probe::{self, HostFacts};
-use crate::protocol::{
-    self, Command, DesiredReport, Incoming, Reply, Reported, Status, Stream, Topics,
-};
+use crate::protocol::{self, Command, DesiredReport, Incoming, Reply, Reported, Status, Stream, Topics};
 use crate::spool::Spool;
 use crate::{broker, fsutil};
 
@@ -29,10 +27,7 @@ const WINDOW: usize = 32;
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
-        format!(
-            "cannot create state dir {}: check `state_dir` and permissions",
-            config.state_dir.display()
-        )
+        format!("cannot create state dir {}: check `state_dir` and permissions", config.state_dir.display())
     })?;
     let root = config.host.root.clone();
     let state_dir = config.state_dir.clone();
@@ -63,17 +58,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None => {
             let listen = config.mqtt.embedded_listen;
             broker::spawn(listen)?;
-            BrokerAccess {
-                url: format!("mqtt://{listen}"),
-                ..Default::default()
-            }
+            BrokerAccess { url: format!("mqtt://{listen}"), ..Default::default() }
         }
     };
     let mqtt = access
-        .options(
-            &config.client_id(),
-            Duration::from_secs(config.mqtt.keep_alive_s),
-        )
+        .options(&config.client_id(), Duration::from_secs(config.mqtt.keep_alive_s))
         .context("mqtt connection settings")?;
 
     let spool_dir = config.state_dir.join("spool");
@@ -110,44 +99,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let inbox = Inbox::new(&config, topics.clone(), handle.clone());
     handle.set_state(topics.status(), status(true));
-    handle.set_state(
-        topics.host(),
-        serde_json::to_vec(&facts).unwrap_or_default(),
-    );
+    handle.set_state(topics.host(), serde_json::to_vec(&facts).unwrap_or_default());
     inbox.publish_reported();
-    emit(
-        &handle,
-        "agent_started",
-        serde_json::json!({ "agent_version": crate::VERSION }),
-    );
+    emit(&handle, "agent_started", serde_json::json!({ "agent_version": crate::VERSION }));
 
     // The link outlives the other tasks so their last messages still reach the spool and the broker.
     let link_stop = CancellationToken::new();
     let link_task = tokio::spawn(link.run(link_stop.clone()));
     let tracker = TaskTracker::new();
-    tracker.spawn(sample_loop(
-        config.clone(),
-        handle.clone(),
-        shutdown.clone(),
-    ));
-    tracker.spawn(host_loop(
-        config.clone(),
-        facts,
-        handle.clone(),
-        shutdown.clone(),
-    ));
+    tracker.spawn(sample_loop(config.clone(), handle.clone(), shutdown.clone()));
+    tracker.spawn(host_loop(config.clone(), facts, handle.clone(), shutdown.clone()));
     tracker.spawn(inbox.run(incoming, shutdown.clone()));
     // With fsync on every append the flusher only persists the cursor.
-    let flush_every = Duration::from_millis(if sync_each {
-        1000
-    } else {
-        config.spool.fsync_interval_ms
-    });
-    tracker.spawn(crate::mqtt::flush_spool(
-        handle.spool().clone(),
-        flush_every,
-        shutdown.clone(),
-    ));
+    let flush_every = Duration::from_millis(if sync_each { 1000 } else { config.spool.fsync_interval_ms });
+    tracker.spawn(crate::mqtt::flush_spool(handle.spool().clone(), flush_every, shutdown.clone()));
     tracker.close();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
@@ -155,40 +120,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     info!("shutting down");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     emit(&handle, "agent_stopping", serde_json::json!({}));
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            grace_s = SHUTDOWN_GRACE.as_secs(),
-            "tasks did not stop in time"
-        );
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "tasks did not stop in time");
     }
     link_stop.cancel();
-    if tokio::time::timeout(SHUTDOWN_GRACE, link_task)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(SHUTDOWN_GRACE, link_task).await.is_err() {
         warn!("mqtt link did not stop in time");
     }
     Ok(())
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn boot_id(root: &Path) -> Option<String> {
-    fsutil::read_small(
-        &fsutil::under_root(root, "/proc/sys/kernel/random/boot_id"),
-        128,
-    )
-    .ok()
-    .map(|s| s.trim().to_owned())
-    .filter(|s| !s.is_empty())
+    fsutil::read_small(&fsutil::under_root(root, "/proc/sys/kernel/random/boot_id"), 128)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// Appends a lifecycle event `{"seq","ts","kind",...fields}` to the events stream.
@@ -198,9 +148,7 @@ fn emit(handle: &LinkHandle, kind: &str, fields: serde_json::Value) {
         _ => serde_json::Map::new(),
     };
     fields.insert("kind".into(), kind.into());
-    if let Err(err) = handle.append(Stream::Events, |seq| {
-        protocol::stream_body(seq, now_ms(), 0, &fields)
-    }) {
+    if let Err(err) = handle.append(Stream::Events, |seq| protocol::stream_body(seq, now_ms(), 0, &fields)) {
         warn!(%err, kind, "cannot spool event");
     }
 }
@@ -239,12 +187,7 @@ fn stable(facts: &HostFacts) -> HostFacts {
     f
 }
 
-async fn host_loop(
-    config: Config,
-    mut last: HostFacts,
-    handle: LinkHandle,
-    shutdown: CancellationToken,
-) {
+async fn host_loop(config: Config, mut last: HostFacts, handle: LinkHandle, shutdown: CancellationToken) {
     let topic = Topics::new(&config.device_id()).map(|t| t.host());
     let Ok(topic) = topic else { return };
     let period = Duration::from_secs(config.telemetry.host_interval_s);
@@ -256,21 +199,13 @@ async fn host_loop(
             _ = tick.tick() => {}
         }
         let (root, state_dir) = (config.host.root.clone(), config.state_dir.clone());
-        let Ok(facts) = tokio::task::spawn_blocking(move || probe::probe(&root, &state_dir)).await
-        else {
+        let Ok(facts) = tokio::task::spawn_blocking(move || probe::probe(&root, &state_dir)).await else {
             return;
         };
         if stable(&facts) != stable(&last) {
             info!("host facts changed; republishing");
-            handle.set_state(
-                topic.clone(),
-                serde_json::to_vec(&facts).unwrap_or_default(),
-            );
-            emit(
-                &handle,
-                "host_changed",
-                serde_json::json!({ "cameras": facts.cameras.len() }),
-            );
+            handle.set_state(topic.clone(), serde_json::to_vec(&facts).unwrap_or_default());
+            emit(&handle, "host_changed", serde_json::json!({ "cameras": facts.cameras.len() }));
             last = facts;
         }
     }
@@ -294,27 +229,14 @@ impl Inbox {
                 reported.generation = Some(d.generation);
             }
         }
-        Inbox {
-            topics,
-            groups: config.groups.clone(),
-            desired_dir,
-            handle,
-            reported,
-        }
+        Inbox { topics, groups: config.groups.clone(), desired_dir, handle, reported }
     }
 
     fn publish_reported(&self) {
-        self.handle.set_state(
-            self.topics.reported(),
-            serde_json::to_vec(&self.reported).unwrap_or_default(),
-        );
+        self.handle.set_state(self.topics.reported(), serde_json::to_vec(&self.reported).unwrap_or_default());
     }
 
-    async fn run(
-        mut self,
-        mut incoming: tokio::sync::mpsc::Receiver<Message>,
-        shutdown: CancellationToken,
-    ) {
+    async fn run(mut self, mut incoming: tokio::sync::mpsc::Receiver<Message>, shutdown: CancellationToken) {
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -364,19 +286,10 @@ impl Inbox {
                             "desired_accepted",
                             serde_json::json!({ "topic": msg.topic, "generation": d.generation }),
                         );
-                        DesiredReport {
-                            accepted: true,
-                            generation: Some(d.generation),
-                            error: None,
-                            ts: now_ms(),
-                        }
+                        DesiredReport { accepted: true, generation: Some(d.generation), error: None, ts: now_ms() }
                     }
-                    Ok(Err(err)) => {
-                        self.rejected(msg, None, format!("cannot store the document: {err}"))
-                    }
-                    Err(err) => {
-                        self.rejected(msg, None, format!("cannot store the document: {err}"))
-                    }
+                    Ok(Err(err)) => self.rejected(msg, None, format!("cannot store the document: {err}")),
+                    Err(err) => self.rejected(msg, None, format!("cannot store the document: {err}")),
                 }
             }
             Err(err) => {
@@ -392,17 +305,8 @@ impl Inbox {
 
     fn rejected(&self, msg: &Message, generation: Option<u64>, error: String) -> DesiredReport {
         warn!(topic = %msg.topic, bytes = msg.payload.len(), %error, "desired rejected");
-        emit(
-            &self.handle,
-            "desired_rejected",
-            serde_json::json!({ "topic": msg.topic, "error": error }),
-        );
-        DesiredReport {
-            accepted: false,
-            generation,
-            error: Some(error),
-            ts: now_ms(),
-        }
+        emit(&self.handle, "desired_rejected", serde_json::json!({ "topic": msg.topic, "error": error }));
+        DesiredReport { accepted: false, generation, error: Some(error), ts: now_ms() }
     }
 
     fn command(&self, msg: &Message, request_id: Result<String, protocol::Error>) {
@@ -418,17 +322,13 @@ impl Inbox {
                     _ => String::new(),
                 };
                 warn!(topic = %msg.topic, %err, "command refused");
-                (
-                    protocol::INVALID_REQUEST_ID_REPLY.to_owned(),
-                    Reply::error(&id, &err),
-                )
+                (protocol::INVALID_REQUEST_ID_REPLY.to_owned(), Reply::error(&id, &err))
             }
             Ok(id) => {
                 let reply = match protocol::parse_command(&msg.payload) {
-                    Ok(Command::Ping) => Reply::ok(
-                        &id,
-                        serde_json::json!({ "agent_version": crate::VERSION, "ts": now_ms() }),
-                    ),
+                    Ok(Command::Ping) => {
+                        Reply::ok(&id, serde_json::json!({ "agent_version": crate::VERSION, "ts": now_ms() }))
+                    }
                     Err(err) => {
                         warn!(topic = %msg.topic, %err, "command refused");
                         Reply::error(&id, &err)
@@ -437,10 +337,7 @@ impl Inbox {
                 (id, reply)
             }
         };
-        self.handle.send(
-            self.topics.reply(&reply_id),
-            serde_json::to_vec(&reply).unwrap_or_default(),
-        );
+        self.handle.send(self.topics.reply(&reply_id), serde_json::to_vec(&reply).unwrap_or_default());
     }
 }
 

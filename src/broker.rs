@@ -61,10 +61,7 @@ fn config(listen: SocketAddr) -> rumqttd::Config {
 /// long as the process.
 pub fn spawn(listen: SocketAddr) -> Result<()> {
     check_free(listen)?;
-    std::thread::Builder::new()
-        .name("broker".into())
-        .spawn(move || run_blocking(listen))
-        .map_err(Error::Thread)?;
+    std::thread::Builder::new().name("broker".into()).spawn(move || run_blocking(listen)).map_err(Error::Thread)?;
     info!(%listen, "embedded mqtt broker started");
     Ok(())
 }
@@ -79,12 +76,7 @@ pub fn run(listen: SocketAddr) -> Result<()> {
 
 fn check_free(listen: SocketAddr) -> Result<()> {
     // rumqttd logs a bind failure from its own thread and carries on; check first so the error reaches the user.
-    std::net::TcpListener::bind(listen)
-        .map(drop)
-        .map_err(|source| Error::Listen {
-            addr: listen,
-            source,
-        })
+    std::net::TcpListener::bind(listen).map(drop).map_err(|source| Error::Listen { addr: listen, source })
 }
 
 fn run_blocking(listen: SocketAddr) {

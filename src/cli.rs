@@ -142,19 +142,13 @@ fn secs(what: &str, s: f64) -> anyhow::Result<Duration> {
 }
 
 fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> {
     logging::init(log_level.unwrap_or("warn"), config::LogFormat::Text);
     let now_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     };
     match cmd {
         FleetCommand::Broker { listen } => {
@@ -162,11 +156,7 @@ fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> 
             crate::broker::run(listen)?;
             Ok(0)
         }
-        FleetCommand::Devices {
-            broker,
-            json,
-            timeout,
-        } => {
+        FleetCommand::Devices { broker, json, timeout } => {
             let access = broker.access()?;
             let limit = secs("--timeout", timeout)?;
             let devices = small_runtime()?.block_on(fleet::snapshot(&access, "+", limit))?;
@@ -180,18 +170,16 @@ fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> 
             }
             Ok(0)
         }
-        FleetCommand::Status {
-            device,
-            broker,
-            json,
-            timeout,
-        } => {
+        FleetCommand::Status { device, broker, json, timeout } => {
             crate::protocol::Topics::new(&device)?;
             let access = broker.access()?;
             let limit = secs("--timeout", timeout)?;
             let devices = small_runtime()?.block_on(fleet::snapshot(&access, &device, limit))?;
             let Some(view) = devices.get(&device) else {
-                anyhow::bail!("device `{device}` has published nothing on {}: check the id with `jetship devices`", access.url);
+                anyhow::bail!(
+                    "device `{device}` has published nothing on {}: check the id with `jetship devices`",
+                    access.url
+                );
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(view)?);
@@ -200,12 +188,7 @@ fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> 
             }
             Ok(0)
         }
-        FleetCommand::Ping {
-            device,
-            broker,
-            count,
-            timeout,
-        } => {
+        FleetCommand::Ping { device, broker, count, timeout } => {
             let access = broker.access()?;
             let limit = secs("--timeout", timeout)?;
             let rt = small_runtime()?;
@@ -220,10 +203,7 @@ fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> 
                             .and_then(|r| r.get("agent_version"))
                             .and_then(|v| v.as_str())
                             .unwrap_or("?");
-                        println!(
-                            "reply from {device}: time={:.1} ms agent={version}",
-                            p.rtt_ms
-                        );
+                        println!("reply from {device}: time={:.1} ms agent={version}", p.rtt_ms);
                     }
                     Ok(p) => {
                         failed += 1;
@@ -278,10 +258,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Agent => {
             let loaded = config::load(cli.config.as_deref())?;
             let cfg = loaded.config;
-            logging::init(
-                cli.log_level.as_deref().unwrap_or(&cfg.log.level),
-                cfg.log.format,
-            );
+            logging::init(cli.log_level.as_deref().unwrap_or(&cfg.log.level), cfg.log.format);
             for f in &loaded.files {
                 tracing::info!(file = %f.display(), "config loaded");
             }
@@ -362,10 +339,7 @@ fn optional_config(path: &Option<PathBuf>, log_level: Option<&str>) -> Config {
 
 /// Maps an error to the process exit code: configuration errors get EX_CONFIG (78), everything else 1.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err
-        .chain()
-        .any(|e| e.downcast_ref::<config::Error>().is_some())
-    {
+    if err.chain().any(|e| e.downcast_ref::<config::Error>().is_some()) {
         crate::EXIT_CONFIG
     } else {
         1

@@ -26,11 +26,7 @@ pub enum Error {
     #[error("config {path} is not valid TOML: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("config {path}: key `{key}`: {message}")]
-    Schema {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
+    Schema { path: PathBuf, key: String, message: String },
     #[error("config is invalid:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
 }
@@ -95,9 +91,7 @@ pub struct HostConfig {
 
 impl Default for HostConfig {
     fn default() -> Self {
-        Self {
-            root: PathBuf::from("/"),
-        }
+        Self { root: PathBuf::from("/") }
     }
 }
 
@@ -114,10 +108,7 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self {
-            interval_s: 10,
-            host_interval_s: 30,
-        }
+        Self { interval_s: 10, host_interval_s: 30 }
     }
 }
 
@@ -184,10 +175,7 @@ pub struct SpoolConfig {
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        Self {
-            max_bytes: 64 * 1024 * 1024,
-            fsync_interval_ms: 1000,
-        }
+        Self { max_bytes: 64 * 1024 * 1024, fsync_interval_ms: 1000 }
     }
 }
 
@@ -203,10 +191,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
+        Self { level: "info".into(), format: LogFormat::Text }
     }
 }
 
@@ -232,10 +217,7 @@ pub fn resolve_path(explicit: Option<&Path>) -> (PathBuf, bool) {
 
 /// The drop-in directory beside a config file: `agent.toml` -> `agent.d`.
 pub fn drop_in_dir(path: &Path) -> PathBuf {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!("{stem}.d"))
 }
 
@@ -265,12 +247,7 @@ pub fn load_files(path: &Path, required: bool) -> Result<Loaded> {
     match std::fs::metadata(path) {
         Ok(_) => files.push(path.to_path_buf()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
-        Err(source) => {
-            return Err(Error::Read {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+        Err(source) => return Err(Error::Read { path: path.to_path_buf(), source }),
     }
     let dir = drop_in_dir(path);
     match std::fs::read_dir(&dir) {
@@ -299,22 +276,15 @@ pub fn load_files(path: &Path, required: bool) -> Result<Loaded> {
 
 /// Parses config text as if it were the file `path` (used by tests and `check-config`).
 pub fn parse_str(text: &str, path: &Path) -> Result<Config> {
-    let table = toml::from_str::<toml::Table>(text).map_err(|e| Error::Syntax {
-        path: path.to_path_buf(),
-        message: e.to_string().trim().to_owned(),
-    })?;
+    let table = toml::from_str::<toml::Table>(text)
+        .map_err(|e| Error::Syntax { path: path.to_path_buf(), message: e.to_string().trim().to_owned() })?;
     from_table(table, path)
 }
 
 fn parse_file(path: &Path) -> Result<toml::Table> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    toml::from_str::<toml::Table>(&text).map_err(|e| Error::Syntax {
-        path: path.to_path_buf(),
-        message: e.to_string().trim().to_owned(),
-    })
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    toml::from_str::<toml::Table>(&text)
+        .map_err(|e| Error::Syntax { path: path.to_path_buf(), message: e.to_string().trim().to_owned() })
 }
 
 fn from_table(table: toml::Table, path: &Path) -> Result<Config> {
@@ -322,11 +292,7 @@ fn from_table(table: toml::Table, path: &Path) -> Result<Config> {
         let key = e.path().to_string();
         Error::Schema {
             path: path.to_path_buf(),
-            key: if key == "." {
-                "(top level)".into()
-            } else {
-                key
-            },
+            key: if key == "." { "(top level)".into() } else { key },
             message: e.into_inner().to_string(),
         }
     })
@@ -347,92 +313,51 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 /// Whether `id` is a valid device or group id: `[A-Za-z0-9_-]{1,64}`. Ids become MQTT topic levels, so this
 /// also keeps `+`, `#` and `/` out of topics.
 pub fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl Config {
     /// Checks the rules serde cannot: every problem is reported with its key path, not just the first.
     pub fn check(&self) -> Result<()> {
         let mut problems = Vec::new();
-        let mut bad = |key: &str, message: String| {
-            problems.push(Problem {
-                key: key.into(),
-                message,
-            })
-        };
+        let mut bad = |key: &str, message: String| problems.push(Problem { key: key.into(), message });
         if let Some(id) = &self.device_id {
             if !valid_id(id) {
-                bad(
-                    "device_id",
-                    format!("`{id}` must match [A-Za-z0-9_-]{{1,64}}"),
-                );
+                bad("device_id", format!("`{id}` must match [A-Za-z0-9_-]{{1,64}}"));
             }
         }
         if !self.state_dir.is_absolute() {
-            bad(
-                "state_dir",
-                format!("`{}` must be an absolute path", self.state_dir.display()),
-            );
+            bad("state_dir", format!("`{}` must be an absolute path", self.state_dir.display()));
         }
         for (i, g) in self.groups.iter().enumerate() {
             if !valid_id(g) {
-                bad(
-                    &format!("groups[{i}]"),
-                    format!("`{g}` must match [A-Za-z0-9_-]{{1,64}}"),
-                );
+                bad(&format!("groups[{i}]"), format!("`{g}` must match [A-Za-z0-9_-]{{1,64}}"));
             }
         }
         if !self.host.root.is_absolute() {
-            bad(
-                "host.root",
-                format!("`{}` must be an absolute path", self.host.root.display()),
-            );
+            bad("host.root", format!("`{}` must be an absolute path", self.host.root.display()));
         }
         if !(1..=86_400).contains(&self.telemetry.interval_s) {
-            bad(
-                "telemetry.interval_s",
-                format!(
-                    "{} must be between 1 and 86400 seconds",
-                    self.telemetry.interval_s
-                ),
-            );
+            bad("telemetry.interval_s", format!("{} must be between 1 and 86400 seconds", self.telemetry.interval_s));
         }
         if !(1..=86_400).contains(&self.telemetry.host_interval_s) {
             bad(
                 "telemetry.host_interval_s",
-                format!(
-                    "{} must be between 1 and 86400 seconds",
-                    self.telemetry.host_interval_s
-                ),
+                format!("{} must be between 1 and 86400 seconds", self.telemetry.host_interval_s),
             );
         }
         self.mqtt.check(&mut bad);
         if self.spool.max_bytes < 1024 {
-            bad(
-                "spool.max_bytes",
-                format!("{} is too small: use at least 1024", self.spool.max_bytes),
-            );
+            bad("spool.max_bytes", format!("{} is too small: use at least 1024", self.spool.max_bytes));
         }
         if self.spool.fsync_interval_ms > 60_000 {
             bad(
                 "spool.fsync_interval_ms",
-                format!(
-                    "{} is over 60000: a power cut would lose a minute of telemetry",
-                    self.spool.fsync_interval_ms
-                ),
+                format!("{} is over 60000: a power cut would lose a minute of telemetry", self.spool.fsync_interval_ms),
             );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            bad(
-                "log.level",
-                format!(
-                    "`{}` is not a tracing filter ({e}); use e.g. \"info\"",
-                    self.log.level
-                ),
-            );
+            bad("log.level", format!("`{}` is not a tracing filter ({e}); use e.g. \"info\"", self.log.level));
         }
         if problems.is_empty() {
             Ok(())
@@ -443,10 +368,7 @@ impl Config {
 
     /// The MQTT client id: `mqtt.client_id`, else the device id.
     pub fn client_id(&self) -> String {
-        self.mqtt
-            .client_id
-            .clone()
-            .unwrap_or_else(|| self.device_id())
+        self.mqtt.client_id.clone().unwrap_or_else(|| self.device_id())
     }
 
     /// The device id: the configured one, else the hostname reduced to the allowed characters.
@@ -454,18 +376,10 @@ impl Config {
         if let Some(id) = &self.device_id {
             return id.clone();
         }
-        let host = hostname::get()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
         let cleaned: String = host
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '-'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
             .take(64)
             .collect();
         if cleaned.is_empty() {
@@ -481,25 +395,13 @@ impl MqttConfig {
         if let Some(url) = &self.url {
             if let Err(e) = crate::mqtt::BrokerUrl::parse(url) {
                 bad("mqtt.url", e.to_string());
-            } else if url.starts_with("mqtt://")
-                && (self.ca_file.is_some() || self.client_cert.is_some())
-            {
-                bad(
-                    "mqtt.url",
-                    format!("`{url}` is plain MQTT but TLS files are set: use mqtts://"),
-                );
+            } else if url.starts_with("mqtt://") && (self.ca_file.is_some() || self.client_cert.is_some()) {
+                bad("mqtt.url", format!("`{url}` is plain MQTT but TLS files are set: use mqtts://"));
             } else if url.starts_with("mqtts://") && self.ca_file.is_none() {
-                bad(
-                    "mqtt.ca_file",
-                    "mqtts needs the CA certificate that signs the broker's certificate".into(),
-                );
+                bad("mqtt.ca_file", "mqtts needs the CA certificate that signs the broker's certificate".into());
             }
         } else if self.username.is_some() || self.ca_file.is_some() || self.client_cert.is_some() {
-            bad(
-                "mqtt.url",
-                "credentials or TLS files are set but no url: the embedded broker takes neither"
-                    .into(),
-            );
+            bad("mqtt.url", "credentials or TLS files are set but no url: the embedded broker takes neither".into());
         }
         for (key, path) in [
             ("mqtt.ca_file", &self.ca_file),
@@ -509,38 +411,23 @@ impl MqttConfig {
         ] {
             if let Some(p) = path {
                 if !p.is_file() {
-                    bad(
-                        key,
-                        format!("`{}` does not exist or is not a file", p.display()),
-                    );
+                    bad(key, format!("`{}` does not exist or is not a file", p.display()));
                 }
             }
         }
         if self.client_cert.is_some() != self.client_key.is_some() {
-            bad(
-                "mqtt.client_key",
-                "client_cert and client_key must be set together".into(),
-            );
+            bad("mqtt.client_key", "client_cert and client_key must be set together".into());
         }
         if self.password_file.is_some() && self.username.is_none() {
-            bad(
-                "mqtt.username",
-                "password_file is set without a username".into(),
-            );
+            bad("mqtt.username", "password_file is set without a username".into());
         }
         if let Some(id) = &self.client_id {
             if id.is_empty() || id.len() > 128 {
-                bad(
-                    "mqtt.client_id",
-                    format!("`{id}` must be 1 to 128 characters"),
-                );
+                bad("mqtt.client_id", format!("`{id}` must be 1 to 128 characters"));
             }
         }
         if !(5..=3600).contains(&self.keep_alive_s) {
-            bad(
-                "mqtt.keep_alive_s",
-                format!("{} must be between 5 and 3600 seconds", self.keep_alive_s),
-            );
+            bad("mqtt.keep_alive_s", format!("{} must be between 5 and 3600 seconds", self.keep_alive_s));
         }
         if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
             bad(
@@ -581,37 +468,25 @@ mod tests {
 
     #[test]
     fn wrong_type_names_key_path() {
-        let err = parse("[telemetry]\ninterval_s = \"ten\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse("[telemetry]\ninterval_s = \"ten\"\n").unwrap_err().to_string();
         assert!(err.contains("telemetry.interval_s"), "{err}");
     }
 
     #[test]
     fn syntax_error_names_file_and_line() {
         let err = parse("state_dir = \n").unwrap_err().to_string();
-        assert!(
-            err.contains("agent.toml") && err.contains("line 1"),
-            "{err}"
-        );
+        assert!(err.contains("agent.toml") && err.contains("line 1"), "{err}");
     }
 
     #[test]
     fn check_reports_every_problem() {
-        let c = parse("device_id = \"bad/id\"\nstate_dir = \"rel\"\ngroups = [\"ok\", \"#\"]\n[telemetry]\ninterval_s = 0\n").unwrap();
-        let Err(Error::Invalid(problems)) = c.check() else {
-            panic!("expected invalid")
-        };
+        let c = parse(
+            "device_id = \"bad/id\"\nstate_dir = \"rel\"\ngroups = [\"ok\", \"#\"]\n[telemetry]\ninterval_s = 0\n",
+        )
+        .unwrap();
+        let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "device_id",
-                "state_dir",
-                "groups[1]",
-                "telemetry.interval_s"
-            ]
-        );
+        assert_eq!(keys, ["device_id", "state_dir", "groups[1]", "telemetry.interval_s"]);
     }
 
     #[test]
@@ -620,16 +495,9 @@ mod tests {
         let main = dir.path().join("agent.toml");
         std::fs::write(&main, "groups = [\"lab\"]\n[telemetry]\ninterval_s = 5\n").unwrap();
         std::fs::create_dir(dir.path().join("agent.d")).unwrap();
-        std::fs::write(
-            dir.path().join("agent.d/20-b.toml"),
-            "[telemetry]\ninterval_s = 7\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("agent.d/10-a.toml"),
-            "[telemetry]\ninterval_s = 6\n[host]\nroot = \"/host\"\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("agent.d/20-b.toml"), "[telemetry]\ninterval_s = 7\n").unwrap();
+        std::fs::write(dir.path().join("agent.d/10-a.toml"), "[telemetry]\ninterval_s = 6\n[host]\nroot = \"/host\"\n")
+            .unwrap();
         std::fs::write(dir.path().join("agent.d/notes.txt"), "ignored").unwrap();
         let loaded = load_files(&main, true).unwrap();
         assert_eq!(loaded.config.telemetry.interval_s, 7);
@@ -637,31 +505,18 @@ mod tests {
         assert_eq!(loaded.config.groups, ["lab"]);
         assert_eq!(loaded.files.len(), 3);
 
-        std::fs::write(
-            dir.path().join("agent.d/30-bad.toml"),
-            "[telemetry]\nintervall = 1\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("agent.d/30-bad.toml"), "[telemetry]\nintervall = 1\n").unwrap();
         let err = load_files(&main, true).unwrap_err().to_string();
-        assert!(
-            err.contains("30-bad.toml") && err.contains("telemetry.intervall"),
-            "{err}"
-        );
+        assert!(err.contains("30-bad.toml") && err.contains("telemetry.intervall"), "{err}");
     }
 
     #[test]
     fn missing_default_file_is_fine_but_missing_explicit_file_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let absent = dir.path().join("agent.toml");
-        assert_eq!(
-            load_files(&absent, false).unwrap().config,
-            Config::default()
-        );
+        assert_eq!(load_files(&absent, false).unwrap().config, Config::default());
         let err = load_files(&absent, true).unwrap_err().to_string();
-        assert!(
-            err.contains("cannot read config") && err.contains("agent.toml"),
-            "{err}"
-        );
+        assert!(err.contains("cannot read config") && err.contains("agent.toml"), "{err}");
     }
 
     #[test]

@@ -81,15 +81,10 @@ pub fn cli_config_path() -> PathBuf {
 /// Reads cli.toml; a missing file is an empty one.
 pub fn load_cli_file(path: &Path) -> Result<CliFile> {
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            message: e.to_string().trim().to_owned(),
-        }),
+        Ok(text) => toml::from_str(&text)
+            .map_err(|e| Error::Config { path: path.to_path_buf(), message: e.to_string().trim().to_owned() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CliFile::default()),
-        Err(e) => Err(Error::Config {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        }),
+        Err(e) => Err(Error::Config { path: path.to_path_buf(), message: e.to_string() }),
     }
 }
 
@@ -145,16 +140,9 @@ impl DeviceView {
     pub fn row(&self) -> DeviceRow {
         let host = self.host.as_ref();
         let s = |v: Option<&Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
-        let sample: Option<Sample> = self
-            .telemetry
-            .clone()
-            .and_then(|t| serde_json::from_value(t).ok());
+        let sample: Option<Sample> = self.telemetry.clone().and_then(|t| serde_json::from_value(t).ok());
         let hottest = sample.as_ref().and_then(|s| s.hottest().cloned());
-        let deployments = self
-            .reported
-            .as_ref()
-            .map(|r| r.deployments.as_slice())
-            .unwrap_or_default();
+        let deployments = self.reported.as_ref().map(|r| r.deployments.as_slice()).unwrap_or_default();
         DeviceRow {
             device: self.id.clone(),
             online: self.status.as_ref().map(|s| s.online),
@@ -166,26 +154,14 @@ impl DeviceView {
                 .filter(|d| d.get("state").and_then(|s| s.as_str()) == Some("running"))
                 .count(),
             deployments_total: deployments.len(),
-            cpu_pct: sample
-                .as_ref()
-                .and_then(|s| s.cpu.as_ref().map(|c| c.total_pct)),
-            gpu_pct: sample
-                .as_ref()
-                .and_then(|s| s.gpu.as_ref().and_then(|g| g.load_pct)),
-            ram_used_bytes: sample
-                .as_ref()
-                .and_then(|s| s.memory.as_ref().map(|m| m.used_bytes)),
-            ram_total_bytes: sample
-                .as_ref()
-                .and_then(|s| s.memory.as_ref().map(|m| m.total_bytes)),
+            cpu_pct: sample.as_ref().and_then(|s| s.cpu.as_ref().map(|c| c.total_pct)),
+            gpu_pct: sample.as_ref().and_then(|s| s.gpu.as_ref().and_then(|g| g.load_pct)),
+            ram_used_bytes: sample.as_ref().and_then(|s| s.memory.as_ref().map(|m| m.used_bytes)),
+            ram_total_bytes: sample.as_ref().and_then(|s| s.memory.as_ref().map(|m| m.total_bytes)),
             hottest_zone: hottest.as_ref().map(|z| z.name.clone()),
             hottest_c: hottest.and_then(|z| z.temp_c),
             vdd_in_mw: sample.as_ref().and_then(|s| s.input_power_mw()),
-            last_seen_ms: self
-                .telemetry
-                .as_ref()
-                .and_then(|t| t.get("ts"))
-                .and_then(|t| t.as_u64()),
+            last_seen_ms: self.telemetry.as_ref().and_then(|t| t.get("ts")).and_then(|t| t.as_u64()),
         }
     }
 }
@@ -199,22 +175,14 @@ pub fn apply(devices: &mut BTreeMap<String, DeviceView>, topic: &str, payload: &
     if payload.is_empty() {
         return;
     }
-    let view = devices.entry(id.to_owned()).or_insert_with(|| DeviceView {
-        id: id.to_owned(),
-        ..Default::default()
-    });
+    let view = devices.entry(id.to_owned()).or_insert_with(|| DeviceView { id: id.to_owned(), ..Default::default() });
     match kind {
-        DeviceTopic::Status => {
-            view.status = serde_json::from_slice(payload).ok().or(view.status.take())
-        }
+        DeviceTopic::Status => view.status = serde_json::from_slice(payload).ok().or(view.status.take()),
         DeviceTopic::Host => view.host = serde_json::from_slice(payload).ok().or(view.host.take()),
         DeviceTopic::Telemetry => {
             if let Ok(v) = serde_json::from_slice::<Value>(payload) {
                 let newer = match (&view.telemetry, v.get("seq").and_then(Value::as_u64)) {
-                    (Some(old), Some(seq)) => old
-                        .get("seq")
-                        .and_then(Value::as_u64)
-                        .is_none_or(|o| seq >= o),
+                    (Some(old), Some(seq)) => old.get("seq").and_then(Value::as_u64).is_none_or(|o| seq >= o),
                     _ => true,
                 };
                 if newer {
@@ -222,11 +190,7 @@ pub fn apply(devices: &mut BTreeMap<String, DeviceView>, topic: &str, payload: &
                 }
             }
         }
-        DeviceTopic::Reported => {
-            view.reported = serde_json::from_slice(payload)
-                .ok()
-                .or(view.reported.take())
-        }
+        DeviceTopic::Reported => view.reported = serde_json::from_slice(payload).ok().or(view.reported.take()),
         DeviceTopic::Events | DeviceTopic::Desired => {}
     }
 }
@@ -294,12 +258,8 @@ pub fn table(rows: &[DeviceRow], now_ms: u64) -> String {
                 _ => "-".into(),
             },
             format!("{}/{}", r.deployments_running, r.deployments_total),
-            r.cpu_pct
-                .map(|v| format!("{v:.0}%"))
-                .unwrap_or_else(|| "-".into()),
-            r.gpu_pct
-                .map(|v| format!("{v:.0}%"))
-                .unwrap_or_else(|| "-".into()),
+            r.cpu_pct.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "-".into()),
+            r.gpu_pct.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "-".into()),
             match (r.ram_used_bytes, r.ram_total_bytes) {
                 (Some(u), Some(t)) => format!("{}/{}", gib(u), gib(t)),
                 _ => "-".into(),
@@ -308,28 +268,15 @@ pub fn table(rows: &[DeviceRow], now_ms: u64) -> String {
                 (Some(z), Some(c)) => format!("{z} {c:.0}C"),
                 _ => "-".into(),
             },
-            r.vdd_in_mw
-                .map(|mw| format!("{:.1}W", mw as f64 / 1000.0))
-                .unwrap_or_else(|| "-".into()),
+            r.vdd_in_mw.map(|mw| format!("{:.1}W", mw as f64 / 1000.0)).unwrap_or_else(|| "-".into()),
             ago(r.last_seen_ms, now_ms),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            lines
-                .iter()
-                .map(|l| l[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let widths: Vec<usize> =
+        (0..header.len()).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for l in lines {
-        let cells: Vec<String> = l
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let cells: Vec<String> = l.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
@@ -362,31 +309,21 @@ pub fn detail(view: &DeviceView, now_ms: u64) -> String {
             out.push_str(&format!("cameras:      {}\n", c.len()));
         }
     }
-    out.push_str(&format!(
-        "deployments:  {}/{} running\n",
-        r.deployments_running, r.deployments_total
-    ));
+    out.push_str(&format!("deployments:  {}/{} running\n", r.deployments_running, r.deployments_total));
     if let Some(rep) = &view.reported {
         out.push_str(&format!("generation:   {}\n", fmt_opt(rep.generation)));
         for (topic, d) in &rep.desired {
             out.push_str(&format!(
                 "desired:      {topic}: {}{}\n",
                 if d.accepted { "accepted" } else { "rejected" },
-                d.error
-                    .as_deref()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
+                d.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
             ));
         }
     }
     out.push_str(&format!(
         "cpu:          {}\ngpu:          {}\n",
-        r.cpu_pct
-            .map(|v| format!("{v:.1}%"))
-            .unwrap_or_else(|| "-".into()),
-        r.gpu_pct
-            .map(|v| format!("{v:.1}%"))
-            .unwrap_or_else(|| "-".into())
+        r.cpu_pct.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "-".into()),
+        r.gpu_pct.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "-".into())
     ));
     if let (Some(u), Some(t)) = (r.ram_used_bytes, r.ram_total_bytes) {
         out.push_str(&format!("ram:          {} / {} GiB\n", gib(u), gib(t)));
@@ -397,16 +334,8 @@ pub fn detail(view: &DeviceView, now_ms: u64) -> String {
     if let Some(mw) = r.vdd_in_mw {
         out.push_str(&format!("vdd_in:       {mw} mW\n"));
     }
-    let seq = view
-        .telemetry
-        .as_ref()
-        .and_then(|t| t.get("seq"))
-        .and_then(Value::as_u64);
-    out.push_str(&format!(
-        "last seen:    {} (telemetry seq {})\n",
-        ago(r.last_seen_ms, now_ms),
-        fmt_opt(seq)
-    ));
+    let seq = view.telemetry.as_ref().and_then(|t| t.get("seq")).and_then(Value::as_u64);
+    out.push_str(&format!("last seen:    {} (telemetry seq {})\n", ago(r.last_seen_ms, now_ms), fmt_opt(seq)));
     out
 }
 
@@ -425,10 +354,7 @@ impl Session {
         let mut net = el.network_options();
         net.set_tcp_nodelay(true);
         el.set_network_options(net);
-        let mut s = Session {
-            el,
-            url: access.url.clone(),
-        };
+        let mut s = Session { el, url: access.url.clone() };
         loop {
             match s.next(deadline).await? {
                 Event::Incoming(Incoming::ConnAck(_)) => return Ok(s),
@@ -440,31 +366,22 @@ impl Session {
     async fn next(&mut self, deadline: Instant) -> Result<Event> {
         match tokio::time::timeout_at(deadline, self.el.poll()).await {
             Ok(Ok(ev)) => Ok(ev),
-            Ok(Err(e)) => Err(Error::Connect {
-                url: self.url.clone(),
-                message: e.to_string(),
-            }),
+            Ok(Err(e)) => Err(Error::Connect { url: self.url.clone(), message: e.to_string() }),
             Err(_) => Err(Error::Timeout(Duration::ZERO)),
         }
     }
 
     fn subscribe(&mut self, filters: Vec<String>, qos: QoS) {
         let f = filters.into_iter().map(|f| SubscribeFilter::new(f, qos));
-        self.el
-            .pending
-            .push_back(Request::Subscribe(Subscribe::new_many(f)));
+        self.el.pending.push_back(Request::Subscribe(Subscribe::new_many(f)));
     }
 
     fn publish(&mut self, topic: String, payload: Vec<u8>, qos: QoS) {
-        self.el
-            .pending
-            .push_back(Request::Publish(Publish::new(topic, qos, payload)));
+        self.el.pending.push_back(Request::Publish(Publish::new(topic, qos, payload)));
     }
 
     fn disconnect(mut self) {
-        self.el
-            .pending
-            .push_back(Request::Disconnect(rumqttc::Disconnect));
+        self.el.pending.push_back(Request::Disconnect(rumqttc::Disconnect));
         // Best effort: the broker drops the session anyway when the socket closes.
         let _ = futures_util::FutureExt::now_or_never(self.el.poll());
     }
@@ -472,20 +389,12 @@ impl Session {
 
 /// Collects the retained device topics matching `device` (`+` for all) until the broker has sent them all
 /// (a sync message published after subscribing comes back after the retained ones) or `limit` passes.
-pub async fn snapshot(
-    access: &BrokerAccess,
-    device: &str,
-    limit: Duration,
-) -> Result<BTreeMap<String, DeviceView>> {
+pub async fn snapshot(access: &BrokerAccess, device: &str, limit: Duration) -> Result<BTreeMap<String, DeviceView>> {
     let deadline = Instant::now() + limit;
-    let mut s = Session::connect(access, deadline)
-        .await
-        .map_err(|e| timeout_as(e, limit))?;
+    let mut s = Session::connect(access, deadline).await.map_err(|e| timeout_as(e, limit))?;
     let sync = format!("jetship/cli/{:016x}/sync", rand::random::<u64>());
-    let mut filters: Vec<String> = ["status", "host", "telemetry", "reported"]
-        .iter()
-        .map(|k| format!("{ROOT}/{device}/{k}"))
-        .collect();
+    let mut filters: Vec<String> =
+        ["status", "host", "telemetry", "reported"].iter().map(|k| format!("{ROOT}/{device}/{k}")).collect();
     filters.push(sync.clone());
     s.subscribe(filters, QoS::AtMostOnce);
     let mut devices = BTreeMap::new();
@@ -497,9 +406,7 @@ pub async fn snapshot(
             Err(e) => return Err(e),
         };
         match ev {
-            Event::Incoming(Incoming::SubAck(_)) => {
-                s.publish(sync.clone(), b"sync".to_vec(), QoS::AtMostOnce)
-            }
+            Event::Incoming(Incoming::SubAck(_)) => s.publish(sync.clone(), b"sync".to_vec(), QoS::AtMostOnce),
             Event::Incoming(Incoming::Publish(p)) if p.topic == sync => break,
             Event::Incoming(Incoming::Publish(p)) => apply(&mut devices, &p.topic, &p.payload),
             _ => {}
@@ -529,9 +436,7 @@ pub struct Pong {
 pub async fn ping(access: &BrokerAccess, device: &str, limit: Duration) -> Result<Pong> {
     let topics = Topics::new(device)?;
     let deadline = Instant::now() + limit;
-    let mut s = Session::connect(access, deadline)
-        .await
-        .map_err(|e| timeout_as(e, limit))?;
+    let mut s = Session::connect(access, deadline).await.map_err(|e| timeout_as(e, limit))?;
     let request_id = format!("ping-{:016x}", rand::random::<u64>());
     let reply_topic = topics.reply(&request_id);
     s.subscribe(vec![reply_topic.clone()], QoS::AtLeastOnce);
@@ -540,27 +445,15 @@ pub async fn ping(access: &BrokerAccess, device: &str, limit: Duration) -> Resul
         let ev = s.next(deadline).await.map_err(|e| timeout_as(e, limit))?;
         match ev {
             Event::Incoming(Incoming::SubAck(_)) => {
-                s.publish(
-                    topics.cmd(&request_id),
-                    br#"{"cmd":"ping"}"#.to_vec(),
-                    QoS::AtLeastOnce,
-                );
+                s.publish(topics.cmd(&request_id), br#"{"cmd":"ping"}"#.to_vec(), QoS::AtLeastOnce);
                 sent_at = Some(std::time::Instant::now());
             }
             Event::Incoming(Incoming::Publish(p)) if p.topic == reply_topic => {
                 let rtt = sent_at.map(|t| t.elapsed()).unwrap_or_default();
-                let reply: protocol::Reply = serde_json::from_slice(&p.payload).map_err(|e| {
-                    Error::Invalid(protocol::Error::NotJson {
-                        message: e.to_string(),
-                    })
-                })?;
+                let reply: protocol::Reply = serde_json::from_slice(&p.payload)
+                    .map_err(|e| Error::Invalid(protocol::Error::NotJson { message: e.to_string() }))?;
                 s.disconnect();
-                return Ok(Pong {
-                    device: device.to_owned(),
-                    request_id,
-                    rtt_ms: rtt.as_secs_f64() * 1000.0,
-                    reply,
-                });
+                return Ok(Pong { device: device.to_owned(), request_id, rtt_ms: rtt.as_secs_f64() * 1000.0, reply });
             }
             _ => {}
         }
@@ -635,22 +528,13 @@ mod tests {
 
     #[test]
     fn flags_and_env_override_the_cli_file() {
-        let file = CliBroker {
-            url: Some("mqtts://file:8883".into()),
-            username: Some("ops".into()),
-            ..Default::default()
-        };
-        let over = CliBroker {
-            url: Some("mqtt://flag:1883".into()),
-            ..Default::default()
-        };
+        let file =
+            CliBroker { url: Some("mqtts://file:8883".into()), username: Some("ops".into()), ..Default::default() };
+        let over = CliBroker { url: Some("mqtt://flag:1883".into()), ..Default::default() };
         let a = resolve_access(&file, &over);
         assert_eq!(a.url, "mqtt://flag:1883");
         assert_eq!(a.username.as_deref(), Some("ops"));
-        assert_eq!(
-            resolve_access(&CliBroker::default(), &CliBroker::default()).url,
-            DEFAULT_BROKER
-        );
+        assert_eq!(resolve_access(&CliBroker::default(), &CliBroker::default()).url, DEFAULT_BROKER);
     }
 
     #[test]
@@ -661,13 +545,7 @@ mod tests {
         let err = load_cli_file(&p).unwrap_err().to_string();
         assert!(err.contains("cli.toml") && err.contains("urll"), "{err}");
         std::fs::write(&p, "[broker]\nurl = \"mqtt://h\"\n").unwrap();
-        assert_eq!(
-            load_cli_file(&p).unwrap().broker.url.as_deref(),
-            Some("mqtt://h")
-        );
-        assert_eq!(
-            load_cli_file(&dir.path().join("none.toml")).unwrap(),
-            CliFile::default()
-        );
+        assert_eq!(load_cli_file(&p).unwrap().broker.url.as_deref(), Some("mqtt://h"));
+        assert_eq!(load_cli_file(&dir.path().join("none.toml")).unwrap(), CliFile::default());
     }
 }

@@ -7,6 +7,8 @@ pub mod agent;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod devices;
+pub mod exec;
 pub mod fleet;
 pub mod fsutil;
 pub mod l4t;
@@ -15,6 +17,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod probe;
 pub mod protocol;
+pub mod runtime;
 pub mod sim;
 pub mod spool;
 

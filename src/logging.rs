@@ -8,17 +8,11 @@ use crate::config::LogFormat;
 /// are ignored), which keeps tests that run several commands in one process simple.
 pub fn init(level: &str, format: LogFormat) {
     // The embedded broker (rumqttd) logs every connection at info: keep it to warnings unless asked.
-    let level = if level.contains("rumqttd") {
-        level.to_owned()
-    } else {
-        format!("{level},rumqttd=warn")
-    };
+    let level = if level.contains("rumqttd") { level.to_owned() } else { format!("{level},rumqttd=warn") };
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{
-    ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, Publish, QoS,
-    Request, Subscribe, SubscribeFilter, TlsConfiguration, Transport,
+    ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, Publish, QoS, Request, Subscribe,
+    SubscribeFilter, TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -61,45 +61,23 @@ pub struct BrokerUrl {
 impl BrokerUrl {
     /// Parses and checks a broker URL.
     pub fn parse(s: &str) -> Result<BrokerUrl> {
-        let bad = |message: &str| Error::Url {
-            url: s.to_owned(),
-            message: message.to_owned(),
-        };
-        let u = url::Url::parse(s).map_err(|e| {
-            bad(&format!(
-                "{e}; expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
-            ))
-        })?;
+        let bad = |message: &str| Error::Url { url: s.to_owned(), message: message.to_owned() };
+        let u =
+            url::Url::parse(s).map_err(|e| bad(&format!("{e}; expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")))?;
         let tls = match u.scheme() {
             "mqtt" | "tcp" => false,
             "mqtts" | "ssl" => true,
-            other => {
-                return Err(bad(&format!(
-                    "scheme `{other}` is not supported: use mqtt:// or mqtts://"
-                )))
-            }
+            other => return Err(bad(&format!("scheme `{other}` is not supported: use mqtt:// or mqtts://"))),
         };
-        let host = u
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| bad("no host"))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = u.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         if !(u.path().is_empty() || u.path() == "/") || u.query().is_some() {
             return Err(bad("a path or query is not allowed"));
         }
         if !u.username().is_empty() || u.password().is_some() {
-            return Err(bad(
-                "put credentials in username/password_file, not in the url",
-            ));
+            return Err(bad("put credentials in username/password_file, not in the url"));
         }
-        Ok(BrokerUrl {
-            tls,
-            host,
-            port: u.port().unwrap_or(if tls { 8883 } else { 1883 }),
-        })
+        Ok(BrokerUrl { tls, host, port: u.port().unwrap_or(if tls { 8883 } else { 1883 }) })
     }
 }
 
@@ -115,11 +93,7 @@ pub struct BrokerAccess {
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::File {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| Error::File { what, path: path.to_path_buf(), source })
 }
 
 impl BrokerAccess {
@@ -144,27 +118,16 @@ impl BrokerAccess {
                 }
             };
             let client_auth = match (&self.client_cert, &self.client_key) {
-                (Some(c), Some(k)) => Some((
-                    read_file("client certificate", c)?,
-                    read_file("client key", k)?,
-                )),
+                (Some(c), Some(k)) => Some((read_file("client certificate", c)?, read_file("client key", k)?)),
                 _ => None,
             };
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth,
-            }));
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple { ca, alpn: None, client_auth }));
         }
         if let Some(user) = &self.username {
             let password = match &self.password_file {
                 Some(p) => {
                     let text = read_file("password file", p)?;
-                    String::from_utf8_lossy(&text)
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned()
+                    String::from_utf8_lossy(&text).lines().next().unwrap_or_default().to_owned()
                 }
                 None => String::new(),
             };
@@ -223,22 +186,14 @@ impl LinkHandle {
 
     /// Sets a retained state topic: published now if connected and again after every reconnect.
     pub fn set_state(&self, topic: String, payload: Vec<u8>) {
-        if self
-            .tx
-            .try_send(LinkRequest::State { topic, payload })
-            .is_err()
-        {
+        if self.tx.try_send(LinkRequest::State { topic, payload }).is_err() {
             warn!("mqtt link is busy or stopped; state update dropped");
         }
     }
 
     /// Sends a QoS 1 message if connected (replies); dropped while offline.
     pub fn send(&self, topic: String, payload: Vec<u8>) {
-        if self
-            .tx
-            .try_send(LinkRequest::Transient { topic, payload })
-            .is_err()
-        {
+        if self.tx.try_send(LinkRequest::Transient { topic, payload }).is_err() {
             warn!("mqtt link is busy or stopped; message dropped");
         }
     }
@@ -296,11 +251,7 @@ impl Link {
         let (in_tx, in_rx) = mpsc::channel(64);
         let spool = Arc::new(Mutex::new(spool));
         let wake = Arc::new(Notify::new());
-        let handle = LinkHandle {
-            tx,
-            spool: spool.clone(),
-            wake: wake.clone(),
-        };
+        let handle = LinkHandle { tx, spool: spool.clone(), wake: wake.clone() };
         let link = Link {
             eventloop,
             opts,
@@ -377,14 +328,9 @@ impl Link {
                 self.connected = true;
                 lock(&self.spool).rewind();
                 if !self.opts.subscriptions.is_empty() {
-                    let filters = self
-                        .opts
-                        .subscriptions
-                        .iter()
-                        .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                    self.eventloop
-                        .pending
-                        .push_back(Request::Subscribe(Subscribe::new_many(filters)));
+                    let filters =
+                        self.opts.subscriptions.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                    self.eventloop.pending.push_back(Request::Subscribe(Subscribe::new_many(filters)));
                 }
                 for (topic, payload) in self.states.clone() {
                     self.publish(topic, payload, true);
@@ -394,11 +340,7 @@ impl Link {
             }
             Event::Incoming(Incoming::PubAck(ack)) => self.acked(ack.pkid),
             Event::Incoming(Incoming::Publish(p)) => {
-                let msg = Message {
-                    topic: p.topic.clone(),
-                    payload: p.payload.clone(),
-                    retain: p.retain,
-                };
+                let msg = Message { topic: p.topic.clone(), payload: p.payload.clone(), retain: p.retain };
                 if self.incoming.try_send(msg).is_err() {
                     warn!(topic = %p.topic, "incoming message dropped: the agent is not keeping up");
                 }
@@ -406,9 +348,7 @@ impl Link {
             Event::Incoming(Incoming::SubAck(ack)) => {
                 for code in &ack.return_codes {
                     if matches!(code, rumqttc::SubscribeReasonCode::Failure) {
-                        warn!(
-                            "broker refused a subscription: check the ACL for this device's topics"
-                        );
+                        warn!("broker refused a subscription: check the ACL for this device's topics");
                     }
                 }
             }
@@ -493,11 +433,7 @@ impl Link {
                     debug!(dropped, pkid, seq = rec.seq, "reporting dropped records");
                     self.reporting_dropped = Some((pkid, dropped));
                 }
-                self.spool_inflight.push_back(SpoolInflight {
-                    pkid,
-                    end: rec.end,
-                    acked: false,
-                });
+                self.spool_inflight.push_back(SpoolInflight { pkid, end: rec.end, acked: false });
             }
         }
     }
@@ -506,11 +442,7 @@ impl Link {
         if let Some(b) = self.busy.get_mut(pkid as usize) {
             *b = false;
         }
-        if let Some(e) = self
-            .spool_inflight
-            .iter_mut()
-            .find(|e| e.pkid == pkid && !e.acked)
-        {
+        if let Some(e) = self.spool_inflight.iter_mut().find(|e| e.pkid == pkid && !e.acked) {
             e.acked = true;
         }
         let mut end = None;
@@ -540,9 +472,7 @@ impl Link {
                     }
                 }
             }
-            self.eventloop
-                .pending
-                .push_back(Request::Disconnect(rumqttc::Disconnect));
+            self.eventloop.pending.push_back(Request::Disconnect(rumqttc::Disconnect));
             let deadline = Instant::now() + Duration::from_secs(1);
             while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
                 if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
@@ -587,11 +517,7 @@ pub fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
 
 /// Makes the spool durable every `interval` (fsync of the active segment, cursor written atomically), on a
 /// blocking thread, until `shutdown`.
-pub async fn flush_spool(
-    spool: Arc<Mutex<Spool>>,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
+pub async fn flush_spool(spool: Arc<Mutex<Spool>>, interval: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -622,18 +548,11 @@ mod tests {
     fn broker_urls_are_parsed_with_default_ports() {
         assert_eq!(
             BrokerUrl::parse("mqtt://10.0.0.2").unwrap(),
-            BrokerUrl {
-                tls: false,
-                host: "10.0.0.2".into(),
-                port: 1883
-            }
+            BrokerUrl { tls: false, host: "10.0.0.2".into(), port: 1883 }
         );
         let u = BrokerUrl::parse("mqtts://broker.example.com").unwrap();
         assert!(u.tls && u.port == 8883);
-        assert_eq!(
-            BrokerUrl::parse("mqtt://127.0.0.1:2883/").unwrap().port,
-            2883
-        );
+        assert_eq!(BrokerUrl::parse("mqtt://127.0.0.1:2883/").unwrap().port, 2883);
     }
 
     #[test]
@@ -651,12 +570,10 @@ mod tests {
 
     #[test]
     fn dropped_count_is_added_to_the_telemetry_body() {
-        let v: serde_json::Value =
-            serde_json::from_slice(&with_dropped(br#"{"seq":4,"ts":1}"#, 7)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&with_dropped(br#"{"seq":4,"ts":1}"#, 7)).unwrap();
         assert_eq!(v["dropped"], 7);
         assert_eq!(v["seq"], 4);
-        let v: serde_json::Value =
-            serde_json::from_slice(&with_dropped(br#"{"seq":4,"dropped":2}"#, 3)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&with_dropped(br#"{"seq":4,"dropped":2}"#, 3)).unwrap();
         assert_eq!(v["dropped"], 5);
     }
 

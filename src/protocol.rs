@@ -28,10 +28,7 @@ pub enum Error {
     #[error("payload is not UTF-8 JSON: {message}")]
     NotJson { message: String },
     #[error("field `{field}` must be {expected}")]
-    WrongType {
-        field: String,
-        expected: &'static str,
-    },
+    WrongType { field: String, expected: &'static str },
     #[error("unknown command `{name}`: known commands are {known}")]
     UnknownCommand { name: String, known: &'static str },
     #[error("invalid {what} `{id}`: it must match [A-Za-z0-9_-]{{1,64}} (no `+`, `#` or `/`)")]
@@ -88,14 +85,9 @@ impl Topics {
     /// Topics for `device_id`, which must be a valid id (the config check guarantees it for the agent).
     pub fn new(device_id: &str) -> Result<Topics> {
         if !valid_id(device_id) {
-            return Err(Error::InvalidId {
-                what: "device id",
-                id: device_id.to_owned(),
-            });
+            return Err(Error::InvalidId { what: "device id", id: device_id.to_owned() });
         }
-        Ok(Topics {
-            base: format!("{ROOT}/{device_id}"),
-        })
+        Ok(Topics { base: format!("{ROOT}/{device_id}") })
     }
 
     /// `jetship/v1/<id>`.
@@ -148,9 +140,7 @@ pub enum Incoming {
     /// `desired` for this device (`group == None`) or for one of its groups.
     Desired { group: Option<String> },
     /// `cmd/<request_id>`; `Err` carries the refused id (already explained by `Error::InvalidId`).
-    Cmd {
-        request_id: std::result::Result<String, Error>,
-    },
+    Cmd { request_id: std::result::Result<String, Error> },
     /// Anything else (ignored).
     Other,
 }
@@ -164,21 +154,13 @@ pub fn classify(topics: &Topics, groups: &[String], topic: &str) -> Incoming {
         let request_id = if valid_id(rest) {
             Ok(rest.to_owned())
         } else {
-            Err(Error::InvalidId {
-                what: "request id",
-                id: rest.to_owned(),
-            })
+            Err(Error::InvalidId { what: "request id", id: rest.to_owned() })
         };
         return Incoming::Cmd { request_id };
     }
-    if let Some(group) = topic
-        .strip_prefix(&format!("{ROOT}/groups/"))
-        .and_then(|r| r.strip_suffix("/desired"))
-    {
+    if let Some(group) = topic.strip_prefix(&format!("{ROOT}/groups/")).and_then(|r| r.strip_suffix("/desired")) {
         if groups.iter().any(|g| g == group) {
-            return Incoming::Desired {
-                group: Some(group.to_owned()),
-            };
+            return Incoming::Desired { group: Some(group.to_owned()) };
         }
     }
     Incoming::Other
@@ -244,10 +226,7 @@ pub fn parse_desired(payload: &[u8]) -> Result<Desired> {
     let generation = match value.get("generation") {
         Some(serde_json::Value::Number(n)) if n.is_u64() => n.as_u64().unwrap_or_default(),
         _ => {
-            return Err(Error::WrongType {
-                field: "generation".into(),
-                expected: "present and a non-negative integer",
-            })
+            return Err(Error::WrongType { field: "generation".into(), expected: "present and a non-negative integer" })
         }
     };
     let deployments = match value.get("deployments") {
@@ -257,27 +236,14 @@ pub fn parse_desired(payload: &[u8]) -> Result<Desired> {
             for (i, item) in items.iter().enumerate() {
                 match item {
                     serde_json::Value::Object(m) => out.push(m.clone()),
-                    _ => {
-                        return Err(Error::WrongType {
-                            field: format!("deployments[{i}]"),
-                            expected: "an object",
-                        })
-                    }
+                    _ => return Err(Error::WrongType { field: format!("deployments[{i}]"), expected: "an object" }),
                 }
             }
             out
         }
-        Some(_) => {
-            return Err(Error::WrongType {
-                field: "deployments".into(),
-                expected: "an array of objects",
-            })
-        }
+        Some(_) => return Err(Error::WrongType { field: "deployments".into(), expected: "an array of objects" }),
     };
-    Ok(Desired {
-        generation,
-        deployments,
-    })
+    Ok(Desired { generation, deployments })
 }
 
 /// An imperative command the agent knows.
@@ -294,50 +260,27 @@ pub fn parse_command(payload: &[u8]) -> Result<Command> {
     let value = parse_json_object(payload)?;
     let name = match value.get("cmd") {
         Some(serde_json::Value::String(s)) => s.as_str(),
-        _ => {
-            return Err(Error::WrongType {
-                field: "cmd".into(),
-                expected: "present and a string",
-            })
-        }
+        _ => return Err(Error::WrongType { field: "cmd".into(), expected: "present and a string" }),
     };
     match value.get("args") {
         None | Some(serde_json::Value::Null) | Some(serde_json::Value::Object(_)) => {}
-        Some(_) => {
-            return Err(Error::WrongType {
-                field: "args".into(),
-                expected: "an object",
-            })
-        }
+        Some(_) => return Err(Error::WrongType { field: "args".into(), expected: "an object" }),
     }
     match name {
         "ping" => Ok(Command::Ping),
-        other => Err(Error::UnknownCommand {
-            name: other.chars().take(64).collect(),
-            known: KNOWN_COMMANDS,
-        }),
+        other => Err(Error::UnknownCommand { name: other.chars().take(64).collect(), known: KNOWN_COMMANDS }),
     }
 }
 
 fn parse_json_object(payload: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>> {
     if payload.len() > MAX_INCOMING_BYTES {
-        return Err(Error::TooLarge {
-            size: payload.len(),
-            limit: MAX_INCOMING_BYTES,
-        });
+        return Err(Error::TooLarge { size: payload.len(), limit: MAX_INCOMING_BYTES });
     }
-    let text = std::str::from_utf8(payload).map_err(|e| Error::NotJson {
-        message: e.to_string(),
-    })?;
+    let text = std::str::from_utf8(payload).map_err(|e| Error::NotJson { message: e.to_string() })?;
     match serde_json::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::Object(m)) => Ok(m),
-        Ok(_) => Err(Error::WrongType {
-            field: "(top level)".into(),
-            expected: "a JSON object",
-        }),
-        Err(e) => Err(Error::NotJson {
-            message: e.to_string(),
-        }),
+        Ok(_) => Err(Error::WrongType { field: "(top level)".into(), expected: "a JSON object" }),
+        Err(e) => Err(Error::NotJson { message: e.to_string() }),
     }
 }
 
@@ -356,22 +299,12 @@ pub struct Reply {
 impl Reply {
     /// A successful reply.
     pub fn ok(request_id: &str, result: serde_json::Value) -> Reply {
-        Reply {
-            ok: true,
-            error: None,
-            request_id: request_id.to_owned(),
-            result: Some(result),
-        }
+        Reply { ok: true, error: None, request_id: request_id.to_owned(), result: Some(result) }
     }
 
     /// A refusal naming what was wrong.
     pub fn error(request_id: &str, error: &Error) -> Reply {
-        Reply {
-            ok: false,
-            error: Some(error.to_string()),
-            request_id: request_id.to_owned(),
-            result: None,
-        }
+        Reply { ok: false, error: Some(error.to_string()), request_id: request_id.to_owned(), result: None }
     }
 }
 
@@ -441,10 +374,7 @@ mod tests {
     #[test]
     fn device_ids_with_wildcards_or_separators_are_refused() {
         for bad in ["", "a/b", "a+b", "#", "+", "a b", "é", &"x".repeat(65)] {
-            assert!(
-                matches!(Topics::new(bad), Err(Error::InvalidId { .. })),
-                "{bad:?}"
-            );
+            assert!(matches!(Topics::new(bad), Err(Error::InvalidId { .. })), "{bad:?}");
         }
         assert!(Topics::new(&"x".repeat(64)).is_ok());
     }
@@ -453,29 +383,16 @@ mod tests {
     fn classify_recognises_desired_groups_and_commands() {
         let t = t();
         let groups = vec!["lab".to_owned()];
-        assert_eq!(
-            classify(&t, &groups, "jetship/v1/orin-1/desired"),
-            Incoming::Desired { group: None }
-        );
+        assert_eq!(classify(&t, &groups, "jetship/v1/orin-1/desired"), Incoming::Desired { group: None });
         assert_eq!(
             classify(&t, &groups, "jetship/v1/groups/lab/desired"),
-            Incoming::Desired {
-                group: Some("lab".into())
-            }
+            Incoming::Desired { group: Some("lab".into()) }
         );
-        assert_eq!(
-            classify(&t, &groups, "jetship/v1/groups/other/desired"),
-            Incoming::Other
-        );
-        assert_eq!(
-            classify(&t, &groups, "jetship/v1/orin-2/desired"),
-            Incoming::Other
-        );
+        assert_eq!(classify(&t, &groups, "jetship/v1/groups/other/desired"), Incoming::Other);
+        assert_eq!(classify(&t, &groups, "jetship/v1/orin-2/desired"), Incoming::Other);
         assert_eq!(
             classify(&t, &groups, "jetship/v1/orin-1/cmd/abc_1-2"),
-            Incoming::Cmd {
-                request_id: Ok("abc_1-2".into())
-            }
+            Incoming::Cmd { request_id: Ok("abc_1-2".into()) }
         );
     }
 
@@ -485,9 +402,7 @@ mod tests {
         for bad in ["a/b", "", "a.b", "+", "#", "x+", &"r".repeat(65)] {
             let topic = format!("jetship/v1/orin-1/cmd/{bad}");
             match classify(&t, &[], &topic) {
-                Incoming::Cmd {
-                    request_id: Err(Error::InvalidId { id, .. }),
-                } => assert_eq!(id, bad),
+                Incoming::Cmd { request_id: Err(Error::InvalidId { id, .. }) } => assert_eq!(id, bad),
                 other => panic!("{bad:?}: {other:?}"),
             }
         }
@@ -495,18 +410,9 @@ mod tests {
 
     #[test]
     fn parse_device_topic_splits_and_checks_ids() {
-        assert_eq!(
-            parse_device_topic("jetship/v1/d1/status"),
-            Some(("d1", DeviceTopic::Status))
-        );
-        assert_eq!(
-            parse_device_topic("jetship/v1/d1/telemetry"),
-            Some(("d1", DeviceTopic::Telemetry))
-        );
-        assert_eq!(
-            parse_device_topic("jetship/v1/d1/reported"),
-            Some(("d1", DeviceTopic::Reported))
-        );
+        assert_eq!(parse_device_topic("jetship/v1/d1/status"), Some(("d1", DeviceTopic::Status)));
+        assert_eq!(parse_device_topic("jetship/v1/d1/telemetry"), Some(("d1", DeviceTopic::Telemetry)));
+        assert_eq!(parse_device_topic("jetship/v1/d1/reported"), Some(("d1", DeviceTopic::Reported)));
         assert_eq!(parse_device_topic("jetship/v1/d1/cmd/x"), None);
         assert_eq!(parse_device_topic("jetship/v1/groups/desired"), None);
         assert_eq!(parse_device_topic("jetship/v2/d1/status"), None);
@@ -515,17 +421,10 @@ mod tests {
 
     #[test]
     fn desired_accepts_generation_and_deployments() {
-        let d = parse_desired(br#"{"generation":3,"deployments":[{"name":"yolo"}],"extra":1}"#)
-            .unwrap();
+        let d = parse_desired(br#"{"generation":3,"deployments":[{"name":"yolo"}],"extra":1}"#).unwrap();
         assert_eq!(d.generation, 3);
         assert_eq!(d.deployments.len(), 1);
-        assert_eq!(
-            parse_desired(br#"{"generation":0}"#)
-                .unwrap()
-                .deployments
-                .len(),
-            0
-        );
+        assert_eq!(parse_desired(br#"{"generation":0}"#).unwrap().deployments.len(), 0);
     }
 
     #[test]
@@ -543,11 +442,7 @@ mod tests {
         ];
         for (payload, want) in cases {
             let err = parse_desired(payload).unwrap_err().to_string();
-            assert!(
-                err.contains(want),
-                "{:?}: {err}",
-                String::from_utf8_lossy(payload)
-            );
+            assert!(err.contains(want), "{:?}: {err}", String::from_utf8_lossy(payload));
         }
     }
 
@@ -561,25 +456,11 @@ mod tests {
     #[test]
     fn commands_are_parsed_and_unknown_ones_named() {
         assert_eq!(parse_command(br#"{"cmd":"ping"}"#).unwrap(), Command::Ping);
-        assert_eq!(
-            parse_command(br#"{"cmd":"ping","args":{}}"#).unwrap(),
-            Command::Ping
-        );
-        let err = parse_command(br#"{"cmd":"reboot"}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("unknown command `reboot`") && err.contains("ping"),
-            "{err}"
-        );
-        assert!(parse_command(br#"{"cmd":5}"#)
-            .unwrap_err()
-            .to_string()
-            .contains("`cmd`"));
-        assert!(parse_command(br#"{"cmd":"ping","args":[1]}"#)
-            .unwrap_err()
-            .to_string()
-            .contains("`args`"));
+        assert_eq!(parse_command(br#"{"cmd":"ping","args":{}}"#).unwrap(), Command::Ping);
+        let err = parse_command(br#"{"cmd":"reboot"}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown command `reboot`") && err.contains("ping"), "{err}");
+        assert!(parse_command(br#"{"cmd":5}"#).unwrap_err().to_string().contains("`cmd`"));
+        assert!(parse_command(br#"{"cmd":"ping","args":[1]}"#).unwrap_err().to_string().contains("`args`"));
         assert!(matches!(parse_command(b"ping"), Err(Error::NotJson { .. })));
     }
 
@@ -596,8 +477,7 @@ mod tests {
         assert_eq!(v["ts"], 1000);
         assert_eq!(v["cpu"], 1.5);
         assert!(v.get("dropped").is_none());
-        let v: serde_json::Value =
-            serde_json::from_slice(&stream_body(8, 1, 3, &F { seq: 0, cpu: 0.0 })).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&stream_body(8, 1, 3, &F { seq: 0, cpu: 0.0 })).unwrap();
         assert_eq!(v["dropped"], 3);
     }
 }

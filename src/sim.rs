@@ -54,10 +54,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         let facts = crate::probe::probe(&args.host_root, &args.state_dir);
         let host = serde_json::to_vec(&facts)?;
         let sample = Sampler::new(args.host_root.clone(), args.state_dir.clone()).sample();
-        let access = BrokerAccess {
-            url: args.broker.clone(),
-            ..Default::default()
-        };
+        let access = BrokerAccess { url: args.broker.clone(), ..Default::default() };
         let stop_links = CancellationToken::new();
         let mut links = Vec::new();
         let devices = CancellationToken::new();
@@ -65,17 +62,12 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         for i in 0..args.devices {
             let id = format!("{}-{i:04}", args.prefix);
             let topics = Topics::new(&id)?;
-            let spool = Spool::open(
-                &args.state_dir.join(&id).join("spool"),
-                8 * 1024 * 1024,
-                false,
-            )?;
+            let spool = Spool::open(&args.state_dir.join(&id).join("spool"), 8 * 1024 * 1024, false)?;
             let status = |online| {
                 serde_json::to_vec(&Status {
                     online,
                     agent_version: crate::VERSION.into(),
-                    started_at: chrono::Utc::now()
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     boot_id: None,
                 })
                 .unwrap_or_default()

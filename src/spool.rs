@@ -47,10 +47,7 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
 /// A position in the spool: the index of the next record and where it starts on disk.
@@ -165,10 +162,7 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 
 /// Parses a header; `None` when it is short, has the wrong magic or a bad CRC.
 fn parse_header(b: &[u8]) -> Option<(u64, [u64; 2])> {
-    if b.len() < HEADER_LEN as usize
-        || &b[..8] != MAGIC
-        || crc32fast::hash(&b[..32]) != u32_at(b, 32)
-    {
+    if b.len() < HEADER_LEN as usize || &b[..8] != MAGIC || crc32fast::hash(&b[..32]) != u32_at(b, 32) {
         return None;
     }
     Some((u64_at(b, 8), [u64_at(b, 16), u64_at(b, 24)]))
@@ -180,10 +174,7 @@ fn parse_frame(b: &[u8]) -> Option<(Stream, u64, std::ops::Range<usize>, usize)>
         return None;
     }
     let len = u32_at(b, 0);
-    if len > MAX_RECORD
-        || (len as usize) < RECORD_PREFIX
-        || b.len() < FRAME_LEN as usize + len as usize
-    {
+    if len > MAX_RECORD || (len as usize) < RECORD_PREFIX || b.len() < FRAME_LEN as usize + len as usize {
         return None;
     }
     let payload = &b[8..8 + len as usize];
@@ -192,12 +183,7 @@ fn parse_frame(b: &[u8]) -> Option<(Stream, u64, std::ops::Range<usize>, usize)>
     }
     let stream = Stream::from_index(payload[0])?;
     let seq = u64_at(payload, 1);
-    Some((
-        stream,
-        seq,
-        8 + RECORD_PREFIX..8 + len as usize,
-        8 + len as usize,
-    ))
+    Some((stream, seq, 8 + RECORD_PREFIX..8 + len as usize, 8 + len as usize))
 }
 
 impl Spool {
@@ -224,8 +210,7 @@ impl Spool {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_suffix(".seg")
-                    .and_then(|s| s.parse::<u64>().ok())
+                name.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok())
             })
             .collect();
         bases.sort_unstable();
@@ -234,9 +219,7 @@ impl Spool {
         for base in bases {
             let path = seg_path(dir, base);
             let mut data = Vec::new();
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut data))
-                .map_err(io(&path))?;
+            File::open(&path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io(&path))?;
             let Some((hbase, hseq)) = parse_header(&data).filter(|(b, _)| *b == base) else {
                 warn!(path = %path.display(), "spool segment header is torn or corrupt; removing the segment");
                 fs::remove_file(&path).map_err(io(&path))?;
@@ -258,38 +241,24 @@ impl Spool {
                     None => {
                         warn!(path = %path.display(), offset = off, cut_bytes = data.len() - off,
                             "spool segment has a torn or corrupt record; truncating it there");
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .open(&path)
-                            .map_err(io(&path))?;
+                        let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
                         f.set_len(off as u64).map_err(io(&path))?;
                         f.sync_all().map_err(io(&path))?;
                         break;
                     }
                 }
             }
-            segments.push_back(Segment {
-                base: hbase,
-                count,
-                bytes: off as u64,
-            });
+            segments.push_back(Segment { base: hbase, count, bytes: off as u64 });
         }
         if segments.is_empty() {
             let base = saved.next;
             let path = seg_path(dir, base);
             fsutil::write_atomic(&path, &header(base, next_seq)).map_err(io(&path))?;
-            segments.push_back(Segment {
-                base,
-                count: 0,
-                bytes: HEADER_LEN,
-            });
+            segments.push_back(Segment { base, count: 0, bytes: HEADER_LEN });
         }
         let last = segments.back().map(|s| s.base).unwrap_or_default();
         let active_path = seg_path(dir, last);
-        let active = OpenOptions::new()
-            .append(true)
-            .open(&active_path)
-            .map_err(io(&active_path))?;
+        let active = OpenOptions::new().append(true).open(&active_path).map_err(io(&active_path))?;
 
         let mut spool = Spool {
             dir: dir.to_path_buf(),
@@ -299,16 +268,8 @@ impl Spool {
             segments,
             active,
             next_seq,
-            cursor: Pos {
-                index: 0,
-                seg: 0,
-                offset: HEADER_LEN,
-            },
-            send: Pos {
-                index: 0,
-                seg: 0,
-                offset: HEADER_LEN,
-            },
+            cursor: Pos { index: 0, seg: 0, offset: HEADER_LEN },
+            send: Pos { index: 0, seg: 0, offset: HEADER_LEN },
             dropped_unreported: saved.dropped_unreported,
             dropped_total: 0,
             dirty: false,
@@ -324,23 +285,13 @@ impl Spool {
     fn locate(&mut self, index: u64) -> Result<Pos> {
         let Some(seg) = self.segments.iter().find(|s| s.base + s.count > index) else {
             let last = self.segments.back().expect("spool has an active segment");
-            return Ok(Pos {
-                index: last.base + last.count,
-                seg: last.base,
-                offset: last.bytes,
-            });
+            return Ok(Pos { index: last.base + last.count, seg: last.base, offset: last.bytes });
         };
         let (base, bytes) = (seg.base, seg.bytes);
-        let mut pos = Pos {
-            index: base,
-            seg: base,
-            offset: HEADER_LEN,
-        };
+        let mut pos = Pos { index: base, seg: base, offset: HEADER_LEN };
         while pos.index < index && pos.offset < bytes {
             let mut len = [0u8; 4];
-            self.reader(base)?
-                .read_exact_at(&mut len, pos.offset)
-                .map_err(io(&self.dir))?;
+            self.reader(base)?.read_exact_at(&mut len, pos.offset).map_err(io(&self.dir))?;
             pos.offset += FRAME_LEN + u32::from_le_bytes(len) as u64;
             pos.index += 1;
         }
@@ -366,11 +317,7 @@ impl Spool {
                     let s = &self.segments[i];
                     if pos.offset >= s.bytes && i + 1 < self.segments.len() {
                         let n = &self.segments[i + 1];
-                        pos = Pos {
-                            index: n.base,
-                            seg: n.base,
-                            offset: HEADER_LEN,
-                        };
+                        pos = Pos { index: n.base, seg: n.base, offset: HEADER_LEN };
                         continue;
                     }
                     return pos;
@@ -380,14 +327,8 @@ impl Spool {
                         .segments
                         .iter()
                         .find(|s| s.base > pos.seg)
-                        .unwrap_or_else(|| {
-                            self.segments.back().expect("spool has an active segment")
-                        });
-                    pos = Pos {
-                        index: n.base.max(pos.index),
-                        seg: n.base,
-                        offset: HEADER_LEN,
-                    };
+                        .unwrap_or_else(|| self.segments.back().expect("spool has an active segment"));
+                    pos = Pos { index: n.base.max(pos.index), seg: n.base, offset: HEADER_LEN };
                     return pos;
                 }
             }
@@ -412,10 +353,7 @@ impl Spool {
         let crc = crc32fast::hash(&frame[8..]);
         frame[4..8].copy_from_slice(&crc.to_le_bytes());
 
-        let seg = self
-            .segments
-            .back_mut()
-            .expect("spool has an active segment");
+        let seg = self.segments.back_mut().expect("spool has an active segment");
         let path = seg_path(&self.dir, seg.base);
         if let Err(e) = self.active.write_all(&frame) {
             // Leave no half record behind: the next append would land after garbage.
@@ -445,15 +383,8 @@ impl Spool {
         let base = last.base + last.count;
         let path = seg_path(&self.dir, base);
         fsutil::write_atomic(&path, &header(base, self.next_seq)).map_err(io(&path))?;
-        self.active = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        self.segments.push_back(Segment {
-            base,
-            count: 0,
-            bytes: HEADER_LEN,
-        });
+        self.active = OpenOptions::new().append(true).open(&path).map_err(io(&path))?;
+        self.segments.push_back(Segment { base, count: 0, bytes: HEADER_LEN });
         Ok(())
     }
 
@@ -466,11 +397,7 @@ impl Spool {
                 self.dropped_unreported += lost;
                 self.dropped_total += lost;
                 self.cursor_dirty = true;
-                warn!(
-                    records = lost,
-                    max_bytes = self.max_bytes,
-                    "spool full; dropped the oldest undelivered records"
-                );
+                warn!(records = lost, max_bytes = self.max_bytes, "spool full; dropped the oldest undelivered records");
             }
             total -= front.bytes;
             self.remove_segment(front.base)?;
@@ -508,22 +435,14 @@ impl Spool {
             }
             let pos = self.send;
             let mut head = [0u8; 8];
-            self.reader(base)?
-                .read_exact_at(&mut head, pos.offset)
-                .map_err(io(&self.dir))?;
+            self.reader(base)?.read_exact_at(&mut head, pos.offset).map_err(io(&self.dir))?;
             let len = u32_at(&head, 0).min(MAX_RECORD) as usize;
             let mut frame = vec![0u8; FRAME_LEN as usize + len];
             frame[..8].copy_from_slice(&head);
-            let read = self
-                .reader(base)?
-                .read_exact_at(&mut frame[8..], pos.offset + FRAME_LEN);
+            let read = self.reader(base)?.read_exact_at(&mut frame[8..], pos.offset + FRAME_LEN);
             match read.ok().and_then(|_| parse_frame(&frame)) {
                 Some((stream, seq, body, flen)) => {
-                    self.send = Pos {
-                        index: pos.index + 1,
-                        seg: base,
-                        offset: pos.offset + flen as u64,
-                    };
+                    self.send = Pos { index: pos.index + 1, seg: base, offset: pos.offset + flen as u64 };
                     return Ok(Some(Record {
                         index: pos.index,
                         stream,
@@ -539,11 +458,7 @@ impl Spool {
                         offset = pos.offset,
                         "spool record unreadable; skipping the rest of its segment"
                     );
-                    self.send = Pos {
-                        index: pos.index,
-                        seg: base,
-                        offset: bytes,
-                    };
+                    self.send = Pos { index: pos.index, seg: base, offset: bytes };
                     if self.segments.back().map(|s| s.base) == Some(base) {
                         return Ok(None);
                     }
@@ -600,11 +515,7 @@ impl Spool {
         } else {
             None
         };
-        Ok(Flush {
-            dir: self.dir.clone(),
-            file,
-            cursor,
-        })
+        Ok(Flush { dir: self.dir.clone(), file, cursor })
     }
 
     /// Fsyncs and persists the cursor now (shutdown, tests).
@@ -630,11 +541,7 @@ impl Spool {
 
     /// Sizes and counters.
     pub fn stats(&self) -> Stats {
-        let last = self
-            .segments
-            .back()
-            .map(|s| s.base + s.count)
-            .unwrap_or_default();
+        let last = self.segments.back().map(|s| s.base + s.count).unwrap_or_default();
         Stats {
             bytes: self.segments.iter().map(|s| s.bytes).sum(),
             segments: self.segments.len(),
@@ -719,11 +626,7 @@ mod tests {
         drop(f);
 
         let mut s = Spool::open(dir.path(), 1 << 20, false).unwrap();
-        assert_eq!(
-            fs::metadata(&seg).unwrap().len(),
-            good_len,
-            "torn tail not truncated"
-        );
+        assert_eq!(fs::metadata(&seg).unwrap().len(), good_len, "torn tail not truncated");
         let seqs: Vec<u64> = drain(&mut s).into_iter().map(|r| r.1).collect();
         assert_eq!(seqs, [1, 2]);
         assert_eq!(s.append(Stream::Telemetry, body("t")).unwrap(), 3);
@@ -755,15 +658,10 @@ mod tests {
         let mut s = Spool::open(dir.path(), max, false).unwrap();
         let pad = "x".repeat(200);
         for _ in 0..100 {
-            s.append(Stream::Events, |seq| format!("{seq}{pad}").into_bytes())
-                .unwrap();
+            s.append(Stream::Events, |seq| format!("{seq}{pad}").into_bytes()).unwrap();
         }
         let stats = s.stats();
-        assert!(
-            stats.bytes <= max + 512,
-            "spool grew to {} bytes",
-            stats.bytes
-        );
+        assert!(stats.bytes <= max + 512, "spool grew to {} bytes", stats.bytes);
         assert!(stats.dropped_total > 50, "{stats:?}");
         let dropped = stats.dropped_total;
         assert_eq!(s.dropped_unreported(), dropped);
@@ -775,11 +673,7 @@ mod tests {
         s.reported_dropped(dropped);
         assert_eq!(s.dropped_unreported(), 0);
         // What is left comes out in order, newest last, with no duplicates.
-        let seqs: Vec<u64> = drain(&mut s)
-            .into_iter()
-            .filter(|r| r.0 == Stream::Events)
-            .map(|r| r.1)
-            .collect();
+        let seqs: Vec<u64> = drain(&mut s).into_iter().filter(|r| r.0 == Stream::Events).map(|r| r.1).collect();
         assert!(!seqs.is_empty());
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
         assert_eq!(*seqs.last().unwrap(), 100);

@@ -45,24 +45,13 @@ fn agent_creates_state_dir_and_exits_zero_on_sigterm() {
     }
     assert!(state.is_dir(), "agent did not create its state dir");
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(15));
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "agent did not exit 0 on SIGTERM: {log}"
-    );
-    assert!(
-        log.contains("agent started") && log.contains("shutting down"),
-        "{log}"
-    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "agent did not exit 0 on SIGTERM: {log}");
+    assert!(log.contains("agent started") && log.contains("shutting down"), "{log}");
 }
 
 #[test]
@@ -77,18 +66,13 @@ fn agent_with_invalid_config_exits_78_naming_every_problem() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
-    assert!(
-        stderr.contains("`device_id`") && stderr.contains("`state_dir`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("`device_id`") && stderr.contains("`state_dir`"), "{stderr}");
 }
 
 #[test]
 fn agent_with_missing_explicit_config_fails_with_the_path() {
-    let out = Command::new(support::jetship_bin())
-        .args(["--config", "/nonexistent/jetship.toml", "agent"])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(support::jetship_bin()).args(["--config", "/nonexistent/jetship.toml", "agent"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("/nonexistent/jetship.toml"), "{stderr}");

@@ -14,15 +14,8 @@ fn example_path() -> &'static Path {
 #[test]
 fn example_config_parses_and_equals_the_defaults() {
     let loaded = config::load_files(example_path(), true).expect("config/agent.toml must parse");
-    loaded
-        .config
-        .check()
-        .expect("config/agent.toml must be valid");
-    assert_eq!(
-        loaded.config,
-        Config::default(),
-        "config/agent.toml must document the defaults"
-    );
+    loaded.config.check().expect("config/agent.toml must be valid");
+    assert_eq!(loaded.config, Config::default(), "config/agent.toml must document the defaults");
 }
 
 #[test]
@@ -34,16 +27,11 @@ fn example_config_documents_every_key_of_the_defaults() {
     fn walk(v: &toml::Value, prefix: &str, text: &str, section: &str, missing: &mut Vec<String>) {
         if let toml::Value::Table(t) = v {
             for (k, v) in t {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 match v {
                     toml::Value::Table(_) => walk(v, &path, text, &path, missing),
                     _ => {
-                        let header_ok =
-                            section.is_empty() || text.contains(&format!("[{section}]"));
+                        let header_ok = section.is_empty() || text.contains(&format!("[{section}]"));
                         let key_ok = text.lines().any(|l| {
                             let l = l.trim_start_matches('#').trim_start();
                             l.starts_with(&format!("{k} ="))
@@ -58,14 +46,8 @@ fn example_config_documents_every_key_of_the_defaults() {
     }
     walk(&defaults, "", &text, "", &mut missing);
     // device_id defaults to None, which TOML cannot show; it is documented as a commented line.
-    assert!(
-        text.contains("# device_id ="),
-        "device_id must be documented"
-    );
-    assert!(
-        missing.is_empty(),
-        "keys missing from config/agent.toml: {missing:?}"
-    );
+    assert!(text.contains("# device_id ="), "device_id must be documented");
+    assert!(missing.is_empty(), "keys missing from config/agent.toml: {missing:?}");
 }
 
 #[test]
@@ -73,17 +55,10 @@ fn check_config_reports_file_and_key_and_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, "[telemetry]\ninterval_secs = 5\n").unwrap();
-    let out = Command::new(support::jetship_bin())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(support::jetship_bin()).arg("check-config").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
-    assert!(
-        stderr.contains("agent.toml") && stderr.contains("telemetry.interval_secs"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("agent.toml") && stderr.contains("telemetry.interval_secs"), "{stderr}");
 }
 
 #[test]
@@ -92,22 +67,14 @@ fn check_config_prints_merged_config_with_drop_ins() {
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, "device_id = \"lab-1\"\n").unwrap();
     std::fs::create_dir(dir.path().join("agent.d")).unwrap();
-    std::fs::write(
-        dir.path().join("agent.d/50-telemetry.toml"),
-        "[telemetry]\ninterval_s = 2\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("agent.d/50-telemetry.toml"), "[telemetry]\ninterval_s = 2\n").unwrap();
     let out = Command::new(support::jetship_bin())
         .arg("check-config")
         .arg(&path)
         .env_remove("JETSHIP_STATE_DIR")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let merged: Config = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
     assert_eq!(merged.device_id.as_deref(), Some("lab-1"));
     assert_eq!(merged.telemetry.interval_s, 2);
@@ -125,11 +92,7 @@ fn state_dir_env_overrides_the_file() {
         .env("JETSHIP_STATE_DIR", "/srv/jetship")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("state_dir = \"/srv/jetship\""));
 }
 
@@ -138,15 +101,7 @@ fn jetship_config_env_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("custom.toml");
     std::fs::write(&path, "groups = [\"lab\"]\n").unwrap();
-    let out = Command::new(support::jetship_bin())
-        .arg("check-config")
-        .env("JETSHIP_CONFIG", &path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(support::jetship_bin()).arg("check-config").env("JETSHIP_CONFIG", &path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("groups = [\"lab\"]"));
 }

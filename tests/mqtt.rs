@@ -29,10 +29,7 @@ impl Agent {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Agent {
-            child: Some(child),
-            log,
-        }
+        Agent { child: Some(child), log }
     }
 
     fn signal(&mut self, sig: nix::sys::signal::Signal) -> Option<std::process::ExitStatus> {
@@ -52,9 +49,7 @@ impl Agent {
     }
 
     fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     fn log(&self) -> String {
@@ -93,10 +88,7 @@ fn agent_config(dir: &Path, device_id: &str, mqtt: &str, extra: &str) -> PathBuf
 }
 
 fn seqs(obs: &Observer, topic: &str) -> Vec<u64> {
-    obs.json(topic)
-        .iter()
-        .filter_map(|v| v["seq"].as_u64())
-        .collect()
+    obs.json(topic).iter().filter_map(|v| v["seq"].as_u64()).collect()
 }
 
 /// Checks the order rule: every seq is either a repeat of one already seen (a resend after a reconnect) or
@@ -111,10 +103,7 @@ fn check_order(seqs: &[u64]) -> (Vec<u64>, u64) {
         if seen.contains(&s) {
             continue;
         }
-        assert!(
-            s > max,
-            "seq {s} arrived after {max}: out of order in {seqs:?}"
-        );
+        assert!(s > max, "seq {s} arrived after {max}: out of order in {seqs:?}");
         missing += s - max - 1;
         max = s;
         seen.insert(s);
@@ -138,32 +127,19 @@ fn agent_announces_itself_and_goes_offline_through_the_will_on_sigkill() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let obs = Observer::start(&broker, &["jetship/v1/presence-1/#"], false, &[]);
-    let cfg = agent_config(
-        dir.path(),
-        "presence-1",
-        &format!("url = \"{}\"", broker.url()),
-        "",
-    );
+    let cfg = agent_config(dir.path(), "presence-1", &format!("url = \"{}\"", broker.url()), "");
     let mut agent = Agent::start(&cfg);
 
-    obs.wait_for(
-        "online status, host facts and telemetry",
-        Duration::from_secs(10),
-        |l| {
-            l.iter()
-                .any(|(t, p)| t.ends_with("/status") && p.contains("\"online\":true"))
-                && l.iter().any(|(t, _)| t.ends_with("/host"))
-                && l.iter().any(|(t, _)| t.ends_with("/telemetry"))
-        },
-    );
+    obs.wait_for("online status, host facts and telemetry", Duration::from_secs(10), |l| {
+        l.iter().any(|(t, p)| t.ends_with("/status") && p.contains("\"online\":true"))
+            && l.iter().any(|(t, _)| t.ends_with("/host"))
+            && l.iter().any(|(t, _)| t.ends_with("/telemetry"))
+    });
     let status = obs.json("jetship/v1/presence-1/status").pop().unwrap();
     assert_eq!(status["agent_version"], jetship::VERSION);
     assert_eq!(status["boot_id"], "0f6c3a2e-8d1b-4a53-9d0e-5b1c2f3a4d5e");
     let host = obs.json("jetship/v1/presence-1/host").pop().unwrap();
-    assert_eq!(
-        host["model"],
-        "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super"
-    );
+    assert_eq!(host["model"], "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super");
     assert_eq!(host["jetpack"], "6.2");
     let events = obs.json("jetship/v1/presence-1/events");
     assert_eq!(events[0]["kind"], "agent_started");
@@ -171,19 +147,13 @@ fn agent_announces_itself_and_goes_offline_through_the_will_on_sigkill() {
 
     // SIGKILL: no goodbye from the agent, the broker publishes the will after the keep-alive runs out.
     agent.signal(nix::sys::signal::Signal::SIGKILL);
-    obs.wait_for(
-        "offline status from the will",
-        Duration::from_secs(15),
-        |l| {
-            l.iter()
-                .any(|(t, p)| t.ends_with("/status") && p.contains("\"online\":false"))
-        },
-    );
+    obs.wait_for("offline status from the will", Duration::from_secs(15), |l| {
+        l.iter().any(|(t, p)| t.ends_with("/status") && p.contains("\"online\":false"))
+    });
     // A new subscriber sees the retained offline status.
     let late = Observer::start(&broker, &["jetship/v1/presence-1/status"], false, &[]);
     late.wait_for("retained offline status", Duration::from_secs(5), |l| {
-        l.last()
-            .is_some_and(|(_, p)| p.contains("\"online\":false"))
+        l.last().is_some_and(|(_, p)| p.contains("\"online\":false"))
     });
 }
 
@@ -193,29 +163,16 @@ fn clean_shutdown_publishes_offline_status_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let obs = Observer::start(&broker, &["jetship/v1/clean-1/status"], false, &[]);
     // A long keep-alive: only the agent's own goodbye can make it offline within the wait below.
-    let cfg = agent_config(
-        dir.path(),
-        "clean-1",
-        &format!("url = \"{}\"", broker.url()),
-        "",
-    )
-    .to_string_lossy()
-    .into_owned();
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("keep_alive_s = 5", "keep_alive_s = 600");
+    let cfg =
+        agent_config(dir.path(), "clean-1", &format!("url = \"{}\"", broker.url()), "").to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("keep_alive_s = 5", "keep_alive_s = 600");
     std::fs::write(&cfg, text).unwrap();
     let mut agent = Agent::start(Path::new(&cfg));
-    obs.wait_for("online", Duration::from_secs(10), |l| {
-        l.iter().any(|(_, p)| p.contains("\"online\":true"))
-    });
+    obs.wait_for("online", Duration::from_secs(10), |l| l.iter().any(|(_, p)| p.contains("\"online\":true")));
     let started = Instant::now();
     let status = agent.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
     assert_eq!(status.code(), Some(0), "{}", agent.log());
-    obs.wait_for("offline", Duration::from_secs(3), |l| {
-        l.last()
-            .is_some_and(|(_, p)| p.contains("\"online\":false"))
-    });
+    obs.wait_for("offline", Duration::from_secs(3), |l| l.last().is_some_and(|(_, p)| p.contains("\"online\":false")));
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
@@ -225,33 +182,18 @@ fn telemetry_survives_a_60s_broker_outage_in_order_without_gaps() {
     let dir = tempfile::tempdir().unwrap();
     let topic = "jetship/v1/outage-1/telemetry";
     let obs = Observer::start(&broker, &[topic], true, &[]);
-    let cfg = agent_config(
-        dir.path(),
-        "outage-1",
-        &format!("url = \"{}\"", broker.url()),
-        "",
-    );
+    let cfg = agent_config(dir.path(), "outage-1", &format!("url = \"{}\"", broker.url()), "");
     let mut agent = Agent::start(&cfg);
-    obs.wait_for(
-        "telemetry before the outage",
-        Duration::from_secs(10),
-        |l| max_seq(l, topic) >= 3,
-    );
+    obs.wait_for("telemetry before the outage", Duration::from_secs(10), |l| max_seq(l, topic) >= 3);
 
     broker.stop();
     let before = max_seq(&obs.lines(), topic);
     std::thread::sleep(OUTAGE);
-    assert!(
-        agent.running(),
-        "agent exited during the outage: {}",
-        agent.log()
-    );
+    assert!(agent.running(), "agent exited during the outage: {}", agent.log());
     broker.restart();
 
     // 60 samples were taken during the outage; all must arrive.
-    obs.wait_for("the spooled telemetry", Duration::from_secs(30), |l| {
-        max_seq(l, topic) >= before + 62
-    });
+    obs.wait_for("the spooled telemetry", Duration::from_secs(30), |l| max_seq(l, topic) >= before + 62);
     let (order, missing) = check_order(&seqs(&obs, topic));
     assert_eq!(order[0], 1);
     assert_eq!(missing, 0, "gaps in {order:?}");
@@ -271,11 +213,7 @@ fn agent_killed_during_outage_delivers_its_spool_after_restart() {
         "[spool]\nfsync_interval_ms = 1000\n",
     );
     let mut agent = Agent::start(&cfg);
-    obs.wait_for(
-        "telemetry before the outage",
-        Duration::from_secs(10),
-        |l| max_seq(l, topic) >= 2,
-    );
+    obs.wait_for("telemetry before the outage", Duration::from_secs(10), |l| max_seq(l, topic) >= 2);
 
     broker.stop();
     let before = max_seq(&obs.lines(), topic);
@@ -286,11 +224,9 @@ fn agent_killed_during_outage_delivers_its_spool_after_restart() {
     broker.restart();
 
     // About 6 samples from the killed agent and 3 from the new one, then live ones.
-    obs.wait_for(
-        "the spooled telemetry of both agent runs",
-        Duration::from_secs(30),
-        |l| max_seq(l, topic) >= before + 11,
-    );
+    obs.wait_for("the spooled telemetry of both agent runs", Duration::from_secs(30), |l| {
+        max_seq(l, topic) >= before + 11
+    });
     let (order, missing) = check_order(&seqs(&obs, topic));
     assert_eq!(order[0], 1);
     // At most the last fsync interval (1 s = 1 sample, plus the one being written) may be lost, and only as a
@@ -306,42 +242,22 @@ fn tiny_spool_drops_the_oldest_and_reports_the_count() {
     let topic = "jetship/v1/bound-1/telemetry";
     let obs = Observer::start(&broker, &[topic], true, &[]);
     broker.stop();
-    let cfg = agent_config(
-        dir.path(),
-        "bound-1",
-        &format!("url = \"{}\"", broker.url()),
-        "[spool]\nmax_bytes = 1024\n",
-    );
+    let cfg =
+        agent_config(dir.path(), "bound-1", &format!("url = \"{}\"", broker.url()), "[spool]\nmax_bytes = 1024\n");
     let mut agent = Agent::start(&cfg);
     std::thread::sleep(Duration::from_secs(12));
     broker.restart();
 
-    obs.wait_for(
-        "a telemetry message reporting drops",
-        Duration::from_secs(20),
-        |l| {
-            l.iter()
-                .any(|(t, p)| t == topic && p.contains("\"dropped\":"))
-        },
-    );
+    obs.wait_for("a telemetry message reporting drops", Duration::from_secs(20), |l| {
+        l.iter().any(|(t, p)| t == topic && p.contains("\"dropped\":"))
+    });
     let msgs = obs.json(topic);
     let reported: u64 = msgs.iter().filter_map(|v| v["dropped"].as_u64()).sum();
-    let (order, missing) = check_order(
-        &msgs
-            .iter()
-            .filter_map(|v| v["seq"].as_u64())
-            .collect::<Vec<_>>(),
-    );
-    assert!(
-        order[0] > 1,
-        "the oldest samples should have been dropped: {order:?}"
-    );
+    let (order, missing) = check_order(&msgs.iter().filter_map(|v| v["seq"].as_u64()).collect::<Vec<_>>());
+    assert!(order[0] > 1, "the oldest samples should have been dropped: {order:?}");
     assert!(missing > 0);
     // The count covers the missing telemetry (and the agent_started event, which shares the spool).
-    assert!(
-        reported >= missing && reported <= missing + 1,
-        "reported {reported}, missing {missing}: {order:?}"
-    );
+    assert!(reported >= missing && reported <= missing + 1, "reported {reported}, missing {missing}: {order:?}");
     assert!(agent.running());
 }
 
@@ -350,39 +266,20 @@ fn bad_desired_and_commands_get_errors_and_change_nothing() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let base = "jetship/v1/input-1";
-    let obs = Observer::start(
-        &broker,
-        &[&format!("{base}/reply/#"), &format!("{base}/reported")],
-        false,
-        &[],
-    );
-    let cfg = agent_config(
-        dir.path(),
-        "input-1",
-        &format!("url = \"{}\"", broker.url()),
-        "",
-    );
+    let obs = Observer::start(&broker, &[&format!("{base}/reply/#"), &format!("{base}/reported")], false, &[]);
+    let cfg = agent_config(dir.path(), "input-1", &format!("url = \"{}\"", broker.url()), "");
     let mut agent = Agent::start(&cfg);
     obs.wait_for("first report", Duration::from_secs(10), |l| !l.is_empty());
 
     // A good document first: it is stored and reported.
-    publish(
-        &broker,
-        &format!("{base}/desired"),
-        br#"{"generation":5,"deployments":[]}"#,
-        true,
-    );
+    publish(&broker, &format!("{base}/desired"), br#"{"generation":5,"deployments":[]}"#, true);
     obs.wait_for("acceptance", Duration::from_secs(5), |l| {
-        l.iter()
-            .any(|(_, p)| p.contains("\"generation\":5") && p.contains("\"accepted\":true"))
+        l.iter().any(|(_, p)| p.contains("\"generation\":5") && p.contains("\"accepted\":true"))
     });
     let stored = dir.path().join("state-input-1/desired/device.json");
     let good = std::fs::read(&stored).unwrap();
 
-    let big = format!(
-        "{{\"generation\":6,\"pad\":\"{}\"}}",
-        "x".repeat(1024 * 1024 + 10)
-    );
+    let big = format!("{{\"generation\":6,\"pad\":\"{}\"}}", "x".repeat(1024 * 1024 + 10));
     let bad_desired: Vec<(&[u8], &str)> = vec![
         (b"{not json", "not UTF-8 JSON"),
         (big.as_bytes(), "over the"),
@@ -393,96 +290,47 @@ fn bad_desired_and_commands_get_errors_and_change_nothing() {
     for (payload, want) in &bad_desired {
         publish(&broker, &format!("{base}/desired"), payload, false);
         obs.wait_for(want, Duration::from_secs(5), |l| {
-            l.iter().any(|(t, p)| {
-                t.ends_with("/reported") && p.contains("\"accepted\":false") && p.contains(want)
-            })
+            l.iter().any(|(t, p)| t.ends_with("/reported") && p.contains("\"accepted\":false") && p.contains(want))
         });
-        assert_eq!(
-            std::fs::read(&stored).unwrap(),
-            good,
-            "a rejected document replaced the stored one"
-        );
+        assert_eq!(std::fs::read(&stored).unwrap(), good, "a rejected document replaced the stored one");
     }
     let last: Value = obs.json(&format!("{base}/reported")).pop().unwrap();
     assert_eq!(last["generation"], 5, "{last}");
 
     let cmds: Vec<(String, Vec<u8>, &str, &str)> = vec![
-        (
-            format!("{base}/cmd/r1"),
-            b"ping".to_vec(),
-            "r1",
-            "not UTF-8 JSON",
-        ),
-        (
-            format!("{base}/cmd/r2"),
-            br#"{"cmd":"format-disk"}"#.to_vec(),
-            "r2",
-            "unknown command `format-disk`",
-        ),
-        (
-            format!("{base}/cmd/r3"),
-            br#"{"cmd":42}"#.to_vec(),
-            "r3",
-            "`cmd`",
-        ),
+        (format!("{base}/cmd/r1"), b"ping".to_vec(), "r1", "not UTF-8 JSON"),
+        (format!("{base}/cmd/r2"), br#"{"cmd":"format-disk"}"#.to_vec(), "r2", "unknown command `format-disk`"),
+        (format!("{base}/cmd/r3"), br#"{"cmd":42}"#.to_vec(), "r3", "`cmd`"),
         (
             format!("{base}/cmd/r4"),
             format!("{{\"cmd\":\"ping\",\"x\":\"{}\"}}", "y".repeat(1024 * 1024)).into_bytes(),
             "r4",
             "over the",
         ),
-        (
-            format!("{base}/cmd/a.b"),
-            br#"{"cmd":"ping"}"#.to_vec(),
-            "_invalid",
-            "invalid request id `a.b`",
-        ),
-        (
-            format!("{base}/cmd/x/y"),
-            br#"{"cmd":"ping"}"#.to_vec(),
-            "_invalid",
-            "invalid request id `x/y`",
-        ),
-        (
-            format!("{base}/cmd/{}", "z".repeat(65)),
-            br#"{"cmd":"ping"}"#.to_vec(),
-            "_invalid",
-            "invalid request id",
-        ),
+        (format!("{base}/cmd/a.b"), br#"{"cmd":"ping"}"#.to_vec(), "_invalid", "invalid request id `a.b`"),
+        (format!("{base}/cmd/x/y"), br#"{"cmd":"ping"}"#.to_vec(), "_invalid", "invalid request id `x/y`"),
+        (format!("{base}/cmd/{}", "z".repeat(65)), br#"{"cmd":"ping"}"#.to_vec(), "_invalid", "invalid request id"),
     ];
     for (topic, payload, reply_id, want) in &cmds {
         publish(&broker, topic, payload, false);
         let reply_topic = format!("{base}/reply/{reply_id}");
         obs.wait_for(want, Duration::from_secs(5), |l| {
-            l.iter()
-                .any(|(t, p)| *t == reply_topic && p.contains("\"ok\":false") && p.contains(want))
+            l.iter().any(|(t, p)| *t == reply_topic && p.contains("\"ok\":false") && p.contains(want))
         });
     }
-    assert!(
-        agent.running(),
-        "agent exited on bad input: {}",
-        agent.log()
-    );
+    assert!(agent.running(), "agent exited on bad input: {}", agent.log());
 
     // Still answering, and the accepted document is untouched.
-    publish(
-        &broker,
-        &format!("{base}/cmd/after"),
-        br#"{"cmd":"ping"}"#,
-        false,
-    );
+    publish(&broker, &format!("{base}/cmd/after"), br#"{"cmd":"ping"}"#, false);
     obs.wait_for("ping reply", Duration::from_secs(5), |l| {
-        l.iter()
-            .any(|(t, p)| t.ends_with("/reply/after") && p.contains("\"ok\":true"))
+        l.iter().any(|(t, p)| t.ends_with("/reply/after") && p.contains("\"ok\":true"))
     });
     assert_eq!(std::fs::read(&stored).unwrap(), good);
 }
 
 fn jetship(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(support::jetship_bin());
-    cmd.args(args)
-        .env_remove("JETSHIP_BROKER")
-        .env("JETSHIP_CLI_CONFIG", "/nonexistent/cli.toml");
+    cmd.args(args).env_remove("JETSHIP_BROKER").env("JETSHIP_CLI_CONFIG", "/nonexistent/cli.toml");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -491,11 +339,7 @@ fn jetship(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 
 fn devices_json(url: &str) -> Vec<Value> {
     let out = jetship(&["devices", "--json", "--broker", url], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -506,32 +350,20 @@ fn devices_shows_a_new_agent_within_one_interval_and_offline_after_sigkill() {
     let url = broker.url();
     let cfg = agent_config(dir.path(), "fleet-1", &format!("url = \"{url}\""), "");
     // One telemetry interval of 3 s: the device must be listed, with facts and a sample, within it.
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("interval_s = 1", "interval_s = 3");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("interval_s = 1", "interval_s = 3");
     std::fs::write(&cfg, text).unwrap();
     let started = Instant::now();
     let mut agent = Agent::start(&cfg);
     let row = loop {
         let rows = devices_json(&url);
-        if let Some(r) = rows
-            .into_iter()
-            .find(|r| r["device"] == "fleet-1" && !r["last_seen_ms"].is_null())
-        {
+        if let Some(r) = rows.into_iter().find(|r| r["device"] == "fleet-1" && !r["last_seen_ms"].is_null()) {
             break r;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "device not listed within one interval: {}",
-            agent.log()
-        );
+        assert!(started.elapsed() < Duration::from_secs(3), "device not listed within one interval: {}", agent.log());
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(row["online"], true);
-    assert_eq!(
-        row["model"],
-        "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super"
-    );
+    assert_eq!(row["model"], "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super");
     assert_eq!(row["l4t"], "36.4.3");
     assert_eq!(row["jetpack"], "6.2");
     assert_eq!(row["deployments_total"], 0);
@@ -539,68 +371,35 @@ fn devices_shows_a_new_agent_within_one_interval_and_offline_after_sigkill() {
     // The table for people, with broker access from cli.toml.
     let cli = dir.path().join("cli.toml");
     std::fs::write(&cli, format!("[broker]\nurl = \"{url}\"\n")).unwrap();
-    let out = jetship(
-        &["devices"],
-        &[("JETSHIP_CLI_CONFIG", cli.to_str().unwrap())],
-    );
+    let out = jetship(&["devices"], &[("JETSHIP_CLI_CONFIG", cli.to_str().unwrap())]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        table.starts_with("DEVICE") && table.contains("fleet-1") && table.contains("36.4.3/6.2"),
-        "{table}"
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.starts_with("DEVICE") && table.contains("fleet-1") && table.contains("36.4.3/6.2"), "{table}");
 
     let out = jetship(&["status", "fleet-1", "--broker", &url], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("online:       yes")
-            && text.contains("Orin Nano")
-            && text.contains("jetpack:      6.2"),
+        text.contains("online:       yes") && text.contains("Orin Nano") && text.contains("jetpack:      6.2"),
         "{text}"
     );
 
     let out = jetship(&["ping", "fleet-1", "--broker", &url, "-c", "2"], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        text.matches("reply from fleet-1: time=").count(),
-        2,
-        "{text}"
-    );
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.matches("reply from fleet-1: time=").count(), 2, "{text}");
 
     agent.signal(nix::sys::signal::Signal::SIGKILL);
     let killed = Instant::now();
     loop {
         let rows = devices_json(&url);
-        if rows
-            .iter()
-            .any(|r| r["device"] == "fleet-1" && r["online"] == false)
-        {
+        if rows.iter().any(|r| r["device"] == "fleet-1" && r["online"] == false) {
             break;
         }
-        assert!(
-            killed.elapsed() < Duration::from_secs(15),
-            "still online after SIGKILL: {rows:?}"
-        );
+        assert!(killed.elapsed() < Duration::from_secs(15), "still online after SIGKILL: {rows:?}");
         std::thread::sleep(Duration::from_millis(250));
     }
-    let out = jetship(
-        &["ping", "fleet-1", "--broker", &url, "--timeout", "1"],
-        &[],
-    );
+    let out = jetship(&["ping", "fleet-1", "--broker", &url, "--timeout", "1"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no reply from fleet-1"));
 }
@@ -612,10 +411,7 @@ fn controller_commands_explain_bad_input() {
     let out = jetship(&["status", "a+b", "--broker", &url], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid device id `a+b`"));
-    let out = jetship(
-        &["status", "nobody", "--broker", &url, "--timeout", "2"],
-        &[],
-    );
+    let out = jetship(&["status", "nobody", "--broker", &url, "--timeout", "2"], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("device `nobody` has published nothing"));
     let out = jetship(&["devices", "--broker", "http://127.0.0.1:1"], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("use mqtt:// or mqtts://"));
@@ -623,10 +419,7 @@ fn controller_commands_explain_bad_input() {
     let out = jetship(&["devices"], &[("JETSHIP_BROKER", &dead)]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        err.contains("cannot reach the broker") && err.contains(&dead),
-        "{err}"
-    );
+    assert!(err.contains("cannot reach the broker") && err.contains(&dead), "{err}");
 }
 
 #[test]
@@ -634,12 +427,7 @@ fn agent_without_url_runs_an_embedded_broker_that_others_can_use() {
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_port();
     let url = format!("mqtt://127.0.0.1:{port}");
-    let cfg = agent_config(
-        dir.path(),
-        "solo-1",
-        &format!("embedded_listen = \"127.0.0.1:{port}\""),
-        "",
-    );
+    let cfg = agent_config(dir.path(), "solo-1", &format!("embedded_listen = \"127.0.0.1:{port}\""), "");
     let mut agent = Agent::start(&cfg);
     let start = Instant::now();
     let row = loop {
@@ -647,57 +435,25 @@ fn agent_without_url_runs_an_embedded_broker_that_others_can_use() {
             let out = jetship(&["devices", "--json", "--broker", &url], &[]);
             if out.status.success() {
                 let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-                if let Some(r) = rows
-                    .into_iter()
-                    .find(|r| r["device"] == "solo-1" && !r["last_seen_ms"].is_null())
-                {
+                if let Some(r) = rows.into_iter().find(|r| r["device"] == "solo-1" && !r["last_seen_ms"].is_null()) {
                     break r;
                 }
             }
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "not listed on the embedded broker: {}",
-            agent.log()
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "not listed on the embedded broker: {}", agent.log());
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(row["online"], true);
     assert_eq!(row["jetpack"], "6.2");
     // An independent client sees the retained status on the embedded broker.
     let out = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "jetship/v1/solo-1/status",
-            "-C",
-            "1",
-            "-W",
-            "5",
-        ])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "jetship/v1/solo-1/status", "-C", "1", "-W", "5"])
         .output()
         .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("\"online\":true"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"online\":true"), "{out:?}");
     let out = jetship(&["ping", "solo-1", "--broker", &url], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(
-        agent
-            .signal(nix::sys::signal::Signal::SIGTERM)
-            .and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        agent.log()
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(agent.signal(nix::sys::signal::Signal::SIGTERM).and_then(|s| s.code()), Some(0), "{}", agent.log());
 }
 
 #[test]
@@ -712,27 +468,20 @@ fn standalone_broker_serves_agents_and_controllers() {
         .unwrap();
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "jetship broker did not listen"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "jetship broker did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
     // A second broker on the same address fails with a message naming the address.
     let out = jetship(&["broker", "--listen", &format!("127.0.0.1:{port}")], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains(&format!("cannot listen on 127.0.0.1:{port}")));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on 127.0.0.1:{port}")));
 
     let cfg = agent_config(dir.path(), "lab-1", &format!("url = \"{url}\""), "");
     let mut agent = Agent::start(&cfg);
     let start = Instant::now();
     loop {
         let rows = devices_json(&url);
-        if rows
-            .iter()
-            .any(|r| r["device"] == "lab-1" && r["online"] == true)
-        {
+        if rows.iter().any(|r| r["device"] == "lab-1" && r["online"] == true) {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "{}", agent.log());
@@ -740,14 +489,8 @@ fn standalone_broker_serves_agents_and_controllers() {
     }
     agent.signal(nix::sys::signal::Signal::SIGKILL);
     let start = Instant::now();
-    while !devices_json(&url)
-        .iter()
-        .any(|r| r["device"] == "lab-1" && r["online"] == false)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "will not delivered by the embedded broker"
-        );
+    while !devices_json(&url).iter().any(|r| r["device"] == "lab-1" && r["online"] == false) {
+        assert!(start.elapsed() < Duration::from_secs(15), "will not delivered by the embedded broker");
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = broker.kill();
@@ -755,54 +498,22 @@ fn standalone_broker_serves_agents_and_controllers() {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new(support::require_tool("openssl", "openssl"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(support::require_tool("openssl", "openssl")).current_dir(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate for `client_cn`, made with the openssl CLI.
 fn make_certs(dir: &Path, client_cn: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     let mut ca = vec!["req", "-x509"];
     ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=jetship-test-ca",
-    ]);
-    ca.extend([
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=jetship-test-ca"]);
+    ca.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
     openssl(dir, &ca);
     for (name, cn, ext) in [
-        (
-            "server",
-            "127.0.0.1",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        ),
+        ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
         ("client", client_cn, "extendedKeyUsage=clientAuth\n"),
     ] {
         std::fs::write(
@@ -868,51 +579,26 @@ fn tls_with_client_certificates_connects_and_plain_or_anonymous_clients_do_not()
     let cfg = agent_config(dir.path(), "tls-1", &mqtt, "");
     let mut agent = Agent::start(&cfg);
     // The same device without a client certificate must be refused by the broker.
-    let no_cert = agent_config(
-        dir.path(),
-        "tls-2",
-        &format!("url = \"{url}\"\nca_file = \"{}\"", c("ca.pem")),
-        "",
-    );
+    let no_cert = agent_config(dir.path(), "tls-2", &format!("url = \"{url}\"\nca_file = \"{}\"", c("ca.pem")), "");
     let mut refused = Agent::start(&no_cert);
 
-    let tls_args = [
-        "--ca-file",
-        &c("ca.pem"),
-        "--client-cert",
-        &c("client.pem"),
-        "--client-key",
-        &c("client.key"),
-    ];
+    let tls_args = ["--ca-file", &c("ca.pem"), "--client-cert", &c("client.pem"), "--client-key", &c("client.key")];
     let start = Instant::now();
     let rows = loop {
         let mut args = vec!["devices", "--json", "--broker", &url];
         args.extend(tls_args);
         let out = jetship(&args, &[]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-        if rows
-            .iter()
-            .any(|r| r["device"] == "tls-1" && !r["last_seen_ms"].is_null())
+        if rows.iter().any(|r| r["device"] == "tls-1" && !r["last_seen_ms"].is_null())
             && start.elapsed() > Duration::from_secs(3)
         {
             break rows;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "agent not seen over TLS: {}",
-            agent.log()
-        );
+        assert!(start.elapsed() < Duration::from_secs(15), "agent not seen over TLS: {}", agent.log());
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(
-        !rows.iter().any(|r| r["device"] == "tls-2"),
-        "a client without certificate got through: {rows:?}"
-    );
+    assert!(!rows.iter().any(|r| r["device"] == "tls-2"), "a client without certificate got through: {rows:?}");
     assert!(refused.running() && agent.running());
     let log = refused.log();
     assert!(log.contains("mqtt connection lost"), "{log}");
@@ -920,27 +606,9 @@ fn tls_with_client_certificates_connects_and_plain_or_anonymous_clients_do_not()
     let mut args = vec!["ping", "tls-1", "--broker", &url];
     args.extend(tls_args);
     let out = jetship(&args, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 
     // Plain MQTT to the TLS port fails with a message naming the broker.
-    let out = jetship(
-        &[
-            "devices",
-            "--broker",
-            &url.replace("mqtts://", "mqtt://"),
-            "--timeout",
-            "3",
-        ],
-        &[],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = jetship(&["devices", "--broker", &url.replace("mqtts://", "mqtt://"), "--timeout", "3"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
 }

@@ -70,23 +70,13 @@ impl Mosquitto {
         }
         let conf_path = dir.path().join("mosquitto.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let mut m = Mosquitto {
-            port,
-            dir,
-            conf: conf_path,
-            child: None,
-            tls: is_tls,
-        };
+        let mut m = Mosquitto { port, dir, conf: conf_path, child: None, tls: is_tls };
         m.restart();
         m
     }
 
     pub fn url(&self) -> String {
-        format!(
-            "{}://127.0.0.1:{}",
-            if self.tls { "mqtts" } else { "mqtt" },
-            self.port
-        )
+        format!("{}://127.0.0.1:{}", if self.tls { "mqtts" } else { "mqtt" }, self.port)
     }
 
     /// Stops the broker with SIGTERM (it saves its persistence file) and waits for it to exit.
@@ -120,11 +110,7 @@ impl Mosquitto {
         self.child = Some(child);
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "mosquitto did not start: {}",
-                self.log()
-            );
+            assert!(start.elapsed() < Duration::from_secs(10), "mosquitto did not start: {}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -151,23 +137,10 @@ pub struct Observer {
 }
 
 impl Observer {
-    pub fn start(
-        broker: &Mosquitto,
-        topics: &[&str],
-        persistent: bool,
-        extra: &[&str],
-    ) -> Observer {
+    pub fn start(broker: &Mosquitto, topics: &[&str], persistent: bool, extra: &[&str]) -> Observer {
         require_tool("mosquitto_sub", "mosquitto-clients");
         let mut cmd = Command::new("mosquitto_sub");
-        cmd.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.port.to_string(),
-            "-v",
-            "-q",
-            "1",
-        ]);
+        cmd.args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-v", "-q", "1"]);
         if persistent {
             let id = format!("observer-{}-{}", std::process::id(), broker.port);
             cmd.args(["-c", "-i", &id]);
@@ -176,11 +149,7 @@ impl Observer {
             cmd.args(["-t", t]);
         }
         cmd.args(extra);
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto_sub");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start mosquitto_sub");
         let out = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let l = lines.clone();
@@ -211,12 +180,7 @@ impl Observer {
     }
 
     /// Waits until `pred` holds for the lines received, or panics after `limit` showing what arrived.
-    pub fn wait_for(
-        &self,
-        what: &str,
-        limit: Duration,
-        pred: impl Fn(&[(String, String)]) -> bool,
-    ) {
+    pub fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&[(String, String)]) -> bool) {
         let start = Instant::now();
         loop {
             if pred(&self.lines()) {
@@ -224,24 +188,14 @@ impl Observer {
             }
             if start.elapsed() > limit {
                 let lines = self.lines();
-                let short = |(t, p): &(String, String)| {
-                    format!("{t} {}", p.chars().take(160).collect::<String>())
-                };
+                let short = |(t, p): &(String, String)| format!("{t} {}", p.chars().take(160).collect::<String>());
                 let mut shown: Vec<String> = lines.iter().take(8).map(short).collect();
                 if lines.len() > 16 {
                     shown.push(format!("... {} more ...", lines.len() - 16));
                 }
-                shown.extend(
-                    lines
-                        .iter()
-                        .skip(8.max(lines.len().saturating_sub(8)))
-                        .map(short),
-                );
+                shown.extend(lines.iter().skip(8.max(lines.len().saturating_sub(8))).map(short));
                 let tail = shown;
-                panic!(
-                    "timed out after {limit:?} waiting for {what}; first and last lines:\n{}",
-                    tail.join("\n")
-                );
+                panic!("timed out after {limit:?} waiting for {what}; first and last lines:\n{}", tail.join("\n"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -261,27 +215,12 @@ pub fn publish(broker: &Mosquitto, topic: &str, payload: &[u8], retain: bool) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), payload).unwrap();
     let mut cmd = Command::new("mosquitto_pub");
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &broker.port.to_string(),
-        "-q",
-        "1",
-        "-t",
-        topic,
-        "-f",
-    ])
-    .arg(file.path());
+    cmd.args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", topic, "-f"]).arg(file.path());
     if retain {
         cmd.arg("-r");
     }
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "mosquitto_pub failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "mosquitto_pub failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A host root with the files that identify a Jetson Orin Nano devkit "super" on JetPack 6.2 (L4T 36.4.3),
@@ -301,18 +240,9 @@ pub fn orin_host_root(dir: &Path) -> PathBuf {
         "etc/nv_tegra_release",
         b"# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025\n# KERNEL_VARIANT: oot\n",
     );
-    w(
-        "proc/device-tree/model",
-        b"NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super\0",
-    );
-    w(
-        "proc/device-tree/compatible",
-        b"nvidia,p3768-0000+p3767-0005-super\0nvidia,p3767-0005\0nvidia,tegra234\0",
-    );
-    w(
-        "proc/sys/kernel/random/boot_id",
-        b"0f6c3a2e-8d1b-4a53-9d0e-5b1c2f3a4d5e\n",
-    );
+    w("proc/device-tree/model", b"NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super\0");
+    w("proc/device-tree/compatible", b"nvidia,p3768-0000+p3767-0005-super\0nvidia,p3767-0005\0nvidia,tegra234\0");
+    w("proc/sys/kernel/random/boot_id", b"0f6c3a2e-8d1b-4a53-9d0e-5b1c2f3a4d5e\n");
     root
 }
 
