@@ -6,7 +6,8 @@
 //! `len u32 LE | crc32 u32 LE | stream u8 | seq u64 LE | body`. `cursor.json` holds the index of the first record
 //! the broker has not acknowledged (written with `fsutil::write_atomic`). Torn or corrupt records found on open
 //! are truncated away, never delivered. The spool is bounded in bytes: when full, whole oldest segments are
-//! dropped and the number of undelivered records lost is kept (persisted with the cursor) until the link has
+//! dropped (the newest record always stays, so the spool may exceed the bound by one record) and the number of
+//! undelivered records lost is kept (persisted with the cursor) until the link has
 //! delivered it in a telemetry message (`dropped`), see [`Spool::dropped_unreported`].
 //! Per-stream `seq` counters live in segment headers and records, so they survive restarts without a file of
 //! their own. This module does no networking and never decides what a record means.
@@ -369,10 +370,12 @@ impl Spool {
             self.active.sync_data().map_err(io(&path))?;
             self.dirty = false;
         }
+        // Bound first, while the new record is still in the active segment: the bound never drops the record
+        // just appended, even when one record is larger than the whole bound.
+        self.enforce_bound()?;
         if full {
             self.roll()?;
         }
-        self.enforce_bound()?;
         Ok(seq)
     }
 
@@ -679,6 +682,18 @@ mod tests {
         assert_eq!(*seqs.last().unwrap(), 100);
         assert_eq!(seqs[0], 100 - seqs.len() as u64 + 1);
         assert_eq!(dropped, 100 - seqs.len() as u64);
+    }
+
+    #[test]
+    fn a_record_larger_than_the_bound_is_kept_until_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1024, false).unwrap();
+        for _ in 0..3 {
+            s.append(Stream::Telemetry, |_| vec![b'x'; 1500]).unwrap();
+        }
+        let seqs: Vec<u64> = drain(&mut s).into_iter().map(|r| r.1).collect();
+        assert_eq!(seqs, [3]);
+        assert_eq!(s.dropped_unreported(), 2);
     }
 
     #[test]
