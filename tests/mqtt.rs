@@ -617,3 +617,51 @@ fn tls_with_client_certificates_connects_and_plain_or_anonymous_clients_do_not()
     let out = jetship(&["devices", "--broker", &url.replace("mqtts://", "mqtt://"), "--timeout", "3"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[test]
+fn username_and_password_file_authenticate_and_a_wrong_password_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let out = Command::new(support::require_tool("mosquitto_passwd", "mosquitto"))
+        .args(["-b", "-c", passwd.to_str().unwrap(), "auth-1", "s3cret"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let broker = Mosquitto::start_with_conf(&format!("password_file {}", passwd.display()));
+    let url = broker.url();
+    let good = dir.path().join("good.pw");
+    std::fs::write(&good, "s3cret\n").unwrap();
+    let bad = dir.path().join("bad.pw");
+    std::fs::write(&bad, "guess\n").unwrap();
+    let obs_out = |id: &str| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-u", "auth-1", "-P", "s3cret"])
+            .args(["-t", &format!("jetship/v1/{id}/status"), "-C", "1", "-W", "6"])
+            .output()
+            .unwrap()
+    };
+    let cfg = agent_config(
+        dir.path(),
+        "auth-1",
+        &format!("url = \"{url}\"\nusername = \"auth-1\"\npassword_file = \"{}\"", good.display()),
+        "",
+    );
+    let _agent = Agent::start(&cfg);
+    let out = obs_out("auth-1");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"online\":true"), "{out:?}");
+
+    let cfg = agent_config(
+        dir.path(),
+        "auth-2",
+        &format!("url = \"{url}\"\nusername = \"auth-1\"\npassword_file = \"{}\"", bad.display()),
+        "",
+    );
+    let mut refused = Agent::start(&cfg);
+    let out = obs_out("auth-2");
+    assert!(out.stdout.is_empty(), "wrong password got through: {out:?}");
+    assert!(refused.running());
+    assert!(refused.log().contains("broker refused the connection"), "{}", refused.log());
+}
