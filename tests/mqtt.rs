@@ -273,6 +273,8 @@ fn bad_desired_and_commands_get_errors_and_change_nothing() {
     let base = "jetship/v1/input-1";
     let obs = Observer::start(&broker, &[&format!("{base}/reply/#"), &format!("{base}/reported")], false, &[]);
     let cfg = agent_config(dir.path(), "input-1", &format!("url = \"{}\"", broker.url()), "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("groups = [\"lab\"]\n{text}")).unwrap();
     let mut agent = Agent::start(&cfg);
     obs.wait_for("first report", Duration::from_secs(10), |l| !l.is_empty());
 
@@ -331,6 +333,23 @@ fn bad_desired_and_commands_get_errors_and_change_nothing() {
         l.iter().any(|(t, p)| t.ends_with("/reply/after") && p.contains("\"ok\":true"))
     });
     assert_eq!(std::fs::read(&stored).unwrap(), good);
+
+    // Group documents: the agent follows its own groups only, and validates them the same way.
+    publish(&broker, "jetship/v1/groups/other/desired", br#"{"generation":1}"#, true);
+    publish(&broker, "jetship/v1/groups/lab/desired", br#"{"generation":"x"}"#, true);
+    obs.wait_for("group rejection", Duration::from_secs(5), |l| {
+        l.iter().any(|(_, p)| p.contains("groups/lab/desired\":{\"accepted\":false"))
+    });
+    publish(&broker, "jetship/v1/groups/lab/desired", br#"{"generation":2}"#, true);
+    obs.wait_for("group acceptance", Duration::from_secs(5), |l| {
+        l.iter().any(|(_, p)| p.contains("groups/lab/desired\":{\"accepted\":true"))
+    });
+    let state = dir.path().join("state-input-1/desired");
+    assert_eq!(std::fs::read(state.join("group-lab.json")).unwrap(), br#"{"generation":2}"#);
+    assert!(!state.join("group-other.json").exists());
+    let last: Value = obs.json(&format!("{base}/reported")).pop().unwrap();
+    assert!(last["desired"].get("jetship/v1/groups/other/desired").is_none(), "{last}");
+    assert_eq!(last["generation"], 5, "a group document must not change the device generation: {last}");
 }
 
 fn jetship(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
@@ -664,4 +683,40 @@ fn username_and_password_file_authenticate_and_a_wrong_password_is_refused() {
     assert!(out.stdout.is_empty(), "wrong password got through: {out:?}");
     assert!(refused.running());
     assert!(refused.log().contains("broker refused the connection"), "{}", refused.log());
+}
+
+#[test]
+fn host_is_republished_only_when_it_changes_such_as_a_camera_plugged_in() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = "jetship/v1/hotplug-1";
+    let obs = Observer::start(&broker, &[&format!("{base}/host"), &format!("{base}/events")], false, &[]);
+    let cfg = agent_config(dir.path(), "hotplug-1", &format!("url = \"{}\"", broker.url()), "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("interval_s = 1", "interval_s = 1\nhost_interval_s = 1");
+    std::fs::write(&cfg, text).unwrap();
+    let _agent = Agent::start(&cfg);
+    let host_topic = format!("{base}/host");
+    obs.wait_for("host facts", Duration::from_secs(10), |l| l.iter().any(|(t, _)| *t == host_topic));
+    let cameras_before = obs.json(&host_topic)[0]["cameras"].as_array().map(Vec::len);
+    // Three re-probes with nothing changed: no republish.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(obs.json(&host_topic).len(), 1, "host republished without a change");
+
+    let root = dir.path().join("host");
+    let n = 7;
+    let sys = root.join(format!("sys/class/video4linux/video{n}"));
+    std::fs::create_dir_all(&sys).unwrap();
+    std::fs::write(sys.join("name"), "USB Camera: HD Webcam\n").unwrap();
+    std::fs::write(sys.join("index"), "0\n").unwrap();
+    std::fs::create_dir_all(root.join("dev")).unwrap();
+    std::fs::write(root.join(format!("dev/video{n}")), "").unwrap();
+
+    obs.wait_for("republished host with the camera", Duration::from_secs(5), |l| {
+        l.iter().filter(|(t, _)| *t == host_topic).count() >= 2
+    });
+    let after = obs.json(&host_topic).pop().unwrap();
+    let cameras = after["cameras"].as_array().unwrap();
+    assert_eq!(Some(cameras.len()), cameras_before.map(|c| c + 1), "{after}");
+    assert!(cameras.iter().any(|c| c["node"] == format!("/dev/video{n}")), "{after}");
+    obs.wait_for("host_changed event", Duration::from_secs(5), |l| l.iter().any(|(_, p)| p.contains("host_changed")));
 }
