@@ -202,8 +202,8 @@ impl Spool {
             Err(_) => CursorFile::default(),
         };
         let mut next_seq = [1u64, 1u64];
-        for i in 0..2 {
-            next_seq[i] = next_seq[i].max(saved.next_seq[i]);
+        for (n, saved) in next_seq.iter_mut().zip(saved.next_seq) {
+            *n = (*n).max(saved);
         }
 
         let mut bases: Vec<u64> = fs::read_dir(dir)
