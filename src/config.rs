@@ -519,6 +519,38 @@ mod tests {
         assert!(err.contains("cannot read config") && err.contains("agent.toml"), "{err}");
     }
 
+    fn problem_keys(text: &str) -> Vec<String> {
+        match parse(text).unwrap().check() {
+            Ok(()) => Vec::new(),
+            Err(Error::Invalid(p)) => p.into_iter().map(|p| format!("{}: {}", p.key, p.message)).collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn mqtt_and_spool_settings_are_checked() {
+        assert!(problem_keys("[mqtt]\nurl = \"mqtt://broker:1883\"\n").is_empty());
+        let p = problem_keys("[mqtt]\nurl = \"http://broker\"\n");
+        assert!(p.len() == 1 && p[0].starts_with("mqtt.url") && p[0].contains("mqtt://"), "{p:?}");
+        let p = problem_keys("[mqtt]\nurl = \"mqtts://broker\"\n");
+        assert!(p.iter().any(|p| p.starts_with("mqtt.ca_file")), "{p:?}");
+        let p = problem_keys(
+            "[mqtt]\nurl = \"mqtts://b\"\nca_file = \"/nonexistent/ca.pem\"\nclient_cert = \"/nonexistent/c.pem\"\n",
+        );
+        assert!(p.iter().any(|p| p.starts_with("mqtt.ca_file") && p.contains("does not exist")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("mqtt.client_key") && p.contains("together")), "{p:?}");
+        let p = problem_keys("[mqtt]\nusername = \"u\"\n");
+        assert!(p.iter().any(|p| p.starts_with("mqtt.url") && p.contains("embedded")), "{p:?}");
+        let p = problem_keys("[mqtt]\nkeep_alive_s = 1\nreconnect_min_ms = 5000\nreconnect_max_ms = 1000\n");
+        assert!(p.iter().any(|p| p.starts_with("mqtt.keep_alive_s")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("mqtt.reconnect_min_ms")), "{p:?}");
+        let p = problem_keys("[spool]\nmax_bytes = 10\nfsync_interval_ms = 600000\n");
+        assert!(p.iter().any(|p| p.starts_with("spool.max_bytes")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("spool.fsync_interval_ms")), "{p:?}");
+        let err = parse("[mqtt]\nembedded_listen = \"localhost\"\n").unwrap_err().to_string();
+        assert!(err.contains("mqtt.embedded_listen"), "{err}");
+    }
+
     #[test]
     fn ids_are_topic_safe() {
         assert!(valid_id("orin-nano_01"));
