@@ -209,10 +209,86 @@ fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
     spool.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct SpoolInflight {
-    pkid: u16,
-    end: spool::Pos,
-    acked: bool,
+/// Spooled records in flight, in send order. The spool cursor may advance only over the acknowledged prefix,
+/// so an acknowledgement that overtakes an earlier one never skips a record. Pure bookkeeping.
+#[derive(Debug)]
+struct AckWindow<T> {
+    q: std::collections::VecDeque<(u16, T, bool)>,
+}
+
+impl<T: Copy> AckWindow<T> {
+    fn new() -> Self {
+        AckWindow { q: Default::default() }
+    }
+
+    fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    /// Records that the message carrying the record that ends at `end` went out with packet id `pkid`.
+    fn sent(&mut self, pkid: u16, end: T) {
+        self.q.push_back((pkid, end, false));
+    }
+
+    /// Marks `pkid` acknowledged; returns the end of the longest acknowledged prefix if it grew.
+    fn acked(&mut self, pkid: u16) -> Option<T> {
+        if let Some(e) = self.q.iter_mut().find(|e| e.0 == pkid && !e.2) {
+            e.2 = true;
+        }
+        let mut end = None;
+        while self.q.front().is_some_and(|e| e.2) {
+            end = self.q.pop_front().map(|e| e.1);
+        }
+        end
+    }
+
+    fn clear(&mut self) {
+        self.q.clear();
+    }
+}
+
+/// Packet ids 1..=max that this link hands out itself, so each acknowledgement maps to what it acknowledges.
+#[derive(Debug)]
+struct PacketIds {
+    busy: Vec<bool>,
+    last: u16,
+}
+
+impl PacketIds {
+    fn new(max: u16) -> Self {
+        PacketIds { busy: vec![false; max as usize + 1], last: 0 }
+    }
+
+    /// The next free id after the last one handed out, or `None` when all are in flight.
+    fn alloc(&mut self) -> Option<u16> {
+        let max = (self.busy.len() - 1) as u16;
+        for _ in 0..max {
+            self.last = self.last % max + 1;
+            if !self.busy[self.last as usize] {
+                self.busy[self.last as usize] = true;
+                return Some(self.last);
+            }
+        }
+        None
+    }
+
+    fn free(&mut self, pkid: u16) {
+        if let Some(b) = self.busy.get_mut(pkid as usize) {
+            *b = false;
+        }
+    }
+
+    fn is_busy(&self, pkid: u16) -> bool {
+        self.busy.get(pkid as usize).copied().unwrap_or(false)
+    }
+
+    fn any_free(&self) -> bool {
+        self.busy.iter().skip(1).any(|b| !b)
+    }
+
+    fn clear(&mut self) {
+        self.busy.iter_mut().for_each(|b| *b = false);
+    }
 }
 
 /// The task that owns the event loop. Create with [`Link::new`], run with [`Link::run`].
@@ -224,9 +300,8 @@ pub struct Link {
     wake: Arc<Notify>,
     incoming: mpsc::Sender<Message>,
     connected: bool,
-    busy: Vec<bool>,
-    last_pkid: u16,
-    spool_inflight: std::collections::VecDeque<SpoolInflight>,
+    pkids: PacketIds,
+    spool_inflight: AckWindow<spool::Pos>,
     states: Vec<(String, Vec<u8>)>,
     /// The telemetry message in flight that carries the spool's dropped count: (packet id, count).
     reporting_dropped: Option<(u16, u64)>,
@@ -260,9 +335,8 @@ impl Link {
             wake,
             incoming: in_tx,
             connected: false,
-            busy: vec![false; MAX_INFLIGHT as usize + 1],
-            last_pkid: 0,
-            spool_inflight: Default::default(),
+            pkids: PacketIds::new(MAX_INFLIGHT),
+            spool_inflight: AckWindow::new(),
             states: Vec::new(),
             reporting_dropped: None,
         };
@@ -314,7 +388,7 @@ impl Link {
 
     fn disconnected(&mut self) {
         self.connected = false;
-        self.busy.iter_mut().for_each(|b| *b = false);
+        self.pkids.clear();
         self.spool_inflight.clear();
         self.reporting_dropped = None;
     }
@@ -358,19 +432,8 @@ impl Link {
         false
     }
 
-    fn alloc_pkid(&mut self) -> Option<u16> {
-        for _ in 0..MAX_INFLIGHT {
-            self.last_pkid = self.last_pkid % MAX_INFLIGHT + 1;
-            if !self.busy[self.last_pkid as usize] {
-                self.busy[self.last_pkid as usize] = true;
-                return Some(self.last_pkid);
-            }
-        }
-        None
-    }
-
     fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool) -> Option<u16> {
-        let Some(pkid) = self.alloc_pkid() else {
+        let Some(pkid) = self.pkids.alloc() else {
             warn!(%topic, "too many messages in flight; message dropped");
             return None;
         };
@@ -407,7 +470,7 @@ impl Link {
         if !self.connected {
             return;
         }
-        while self.spool_inflight.len() < self.opts.window && self.busy.iter().skip(1).any(|b| !b) {
+        while self.spool_inflight.len() < self.opts.window && self.pkids.any_free() {
             let (rec, dropped) = {
                 let mut spool = lock(&self.spool);
                 match spool.next_unsent() {
@@ -433,23 +496,21 @@ impl Link {
                     debug!(dropped, pkid, seq = rec.seq, "reporting dropped records");
                     self.reporting_dropped = Some((pkid, dropped));
                 }
-                self.spool_inflight.push_back(SpoolInflight { pkid, end: rec.end, acked: false });
+                self.spool_inflight.sent(pkid, rec.end);
             }
         }
     }
 
     fn acked(&mut self, pkid: u16) {
-        if let Some(b) = self.busy.get_mut(pkid as usize) {
-            *b = false;
+        self.pkids.free(pkid);
+        if let Some((p, n)) = self.reporting_dropped {
+            if p == pkid {
+                // The broker has the telemetry message that carried the count: it is reported.
+                lock(&self.spool).reported_dropped(n);
+                self.reporting_dropped = None;
+            }
         }
-        if let Some(e) = self.spool_inflight.iter_mut().find(|e| e.pkid == pkid && !e.acked) {
-            e.acked = true;
-        }
-        let mut end = None;
-        while self.spool_inflight.front().is_some_and(|e| e.acked) {
-            end = self.spool_inflight.pop_front().map(|e| e.end);
-        }
-        if let Some(end) = end {
+        if let Some(end) = self.spool_inflight.acked(pkid) {
             if let Err(err) = lock(&self.spool).ack_through(end) {
                 warn!(%err, "cannot advance the spool cursor");
             }
@@ -463,7 +524,7 @@ impl Link {
             let topic = self.opts.topics.status();
             if let Some(pkid) = self.publish(topic, offline, true) {
                 let deadline = Instant::now() + OFFLINE_ACK_WAIT;
-                while self.busy[pkid as usize] {
+                while self.pkids.is_busy(pkid) {
                     match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
                         Ok(Ok(ev)) => {
                             self.handle_event(ev);
@@ -566,6 +627,44 @@ mod tests {
             let err = BrokerUrl::parse(url).unwrap_err().to_string();
             assert!(err.contains(want), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn cursor_advances_only_over_the_acknowledged_prefix() {
+        let mut w = AckWindow::new();
+        for (pkid, end) in [(1, 10), (2, 20), (3, 30), (4, 40)] {
+            w.sent(pkid, end);
+        }
+        assert_eq!(w.acked(2), None, "ack overtaking the first must not move the cursor");
+        assert_eq!(w.acked(3), None);
+        assert_eq!(w.acked(1), Some(30), "prefix 1..=3 acknowledged");
+        assert_eq!(w.acked(99), None, "unknown packet id");
+        assert_eq!(w.acked(1), None, "duplicate ack");
+        assert_eq!(w.len(), 1);
+        assert_eq!(w.acked(4), Some(40));
+        assert_eq!(w.len(), 0);
+        w.sent(5, 50);
+        w.clear();
+        assert_eq!(w.acked(5), None, "a reconnect forgets what was in flight");
+    }
+
+    #[test]
+    fn packet_ids_wrap_skip_busy_ones_and_run_out() {
+        let mut ids = PacketIds::new(3);
+        assert_eq!((ids.alloc(), ids.alloc(), ids.alloc()), (Some(1), Some(2), Some(3)));
+        assert!(!ids.any_free());
+        assert_eq!(ids.alloc(), None);
+        ids.free(2);
+        assert!(ids.is_busy(1) && !ids.is_busy(2));
+        assert_eq!(ids.alloc(), Some(2));
+        ids.free(1);
+        ids.free(3);
+        assert_eq!(ids.alloc(), Some(3), "continues after the last id handed out");
+        assert_eq!(ids.alloc(), Some(1));
+        ids.free(0);
+        ids.free(500);
+        ids.clear();
+        assert!(ids.any_free() && !ids.is_busy(3));
     }
 
     #[test]

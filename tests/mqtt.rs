@@ -264,6 +264,19 @@ fn tiny_spool_drops_the_oldest_and_reports_the_count() {
     // The count covers the missing telemetry (and the agent_started event, which shares the spool).
     assert!(reported >= missing && reported <= missing + 1, "reported {reported}, missing {missing}: {order:?}");
     assert!(agent.running());
+
+    // Reported once: neither later messages nor a restarted agent report the same drops again.
+    let last = *order.last().unwrap();
+    assert_eq!(agent.signal(nix::sys::signal::Signal::SIGTERM).and_then(|s| s.code()), Some(0));
+    let _agent = Agent::start(&cfg);
+    obs.wait_for("telemetry from the restarted agent", Duration::from_secs(10), |l| max_seq(l, topic) >= last + 3);
+    let again: u64 = obs
+        .json(topic)
+        .iter()
+        .filter(|v| v["seq"].as_u64().is_some_and(|s| s > last))
+        .filter_map(|v| v["dropped"].as_u64())
+        .sum();
+    assert_eq!(again, 0, "drops reported twice");
 }
 
 #[test]
