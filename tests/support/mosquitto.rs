@@ -209,7 +209,7 @@ impl Drop for Observer {
     }
 }
 
-/// Publishes one message with `mosquitto_pub` (payload from a file when given as `Payload::File`).
+/// Publishes one message with `mosquitto_pub` at QoS 1 (the payload goes through a file, so any bytes and sizes work).
 pub fn publish(broker: &Mosquitto, topic: &str, payload: &[u8], retain: bool) {
     require_tool("mosquitto_pub", "mosquitto-clients");
     let file = tempfile::NamedTempFile::new().unwrap();
