@@ -3,4 +3,5 @@
 //!
 //! Must not decide policy: requests arrive here already checked against the agent's local policy.
 
+pub mod conmon;
 pub mod spec;
