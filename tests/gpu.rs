@@ -733,3 +733,52 @@ fn csi_camera_with_the_gpu_gets_the_argus_socket() {
     let m = oci_mount(&s, "/tmp/argus_socket").unwrap();
     assert_eq!(m.source().as_deref(), Some(want.host.as_path()));
 }
+
+#[test]
+fn csv_ldcache_hook_runs_the_images_ldconfig_inside_the_rootfs() {
+    // The hook as the CSV plan builds it, run the way runc runs createContainer hooks: cwd = the container's
+    // root file system, with the GPU libraries mounted in it. Debian's ldconfig is static, so it can stand in
+    // for an image's.
+    let ldconfig = support::require_tool("ldconfig", "libc-bin");
+    support::require_tool("chroot", "coreutils");
+    let host = copy_fixture("orin-nx-jp512");
+    mknod(host.path(), "/dev/nvmap", 10, 125);
+    install_csv_files(host.path(), &[]);
+    let plan = gpu_plan(host.path(), GpuMode::Csv).unwrap();
+    let hook = plan.edits().unwrap().hooks[0].clone();
+
+    let run_hook = |rootfs: &Path| {
+        let out = std::process::Command::new(&hook.path)
+            .args(&hook.args)
+            .env_clear()
+            .envs(hook.env.iter().map(|e| e.split_once('=').unwrap()))
+            .current_dir(rootfs)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "hook failed: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let rootfs = tempfile::tempdir().unwrap();
+    let r = rootfs.path();
+    std::fs::create_dir_all(r.join("sbin")).unwrap();
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    std::fs::create_dir_all(r.join(TEGRA_LIBS.trim_start_matches('/'))).unwrap();
+    // A real shared object with a soname stands in for libcuda (the fixture's are placeholders).
+    let real_lib = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib/x86_64-linux-gnu"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten())
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("libz.so.1."))
+        .expect("libz (package zlib1g) is needed by this test");
+    let name = real_lib.file_name().unwrap();
+    std::fs::copy(&real_lib, r.join(TEGRA_LIBS.trim_start_matches('/')).join(name)).unwrap();
+
+    run_hook(r);
+    assert!(!r.join("etc/ld.so.cache").exists(), "an image without ldconfig is left alone");
+
+    std::fs::copy(&ldconfig, r.join("sbin/ldconfig")).unwrap();
+    run_hook(r);
+    let cache = std::fs::read(r.join("etc/ld.so.cache")).unwrap();
+    let want = format!("{TEGRA_LIBS}/libz.so.1");
+    assert!(cache.windows(want.len()).any(|w| w == want.as_bytes()), "{want} not in the image's ld.so.cache");
+}

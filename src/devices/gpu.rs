@@ -34,9 +34,10 @@ const RUNTIME_DIRS: [&str; 3] = ["/usr/bin", "/usr/local/bin", "/usr/sbin"];
 /// mount namespace before `pivot_root`, with the container's root file system as the working directory and the
 /// CSV bind mounts already in place, so `chroot .` runs the image's own `ldconfig` on the image's own
 /// `/etc/ld.so.cache`, adding the GPU library folders given as arguments. Images without `ldconfig` (static or
-/// distroless images) are left alone: the hook then succeeds without doing anything.
-pub const LDCACHE_SCRIPT: &str =
-    "[ -x sbin/ldconfig ] || [ -x usr/sbin/ldconfig ] || exit 0; exec chroot . ldconfig \"$@\"";
+/// distroless images) are left alone: the hook then succeeds without doing anything. A runtime that ran the
+/// hook from the host's `/` would otherwise rebuild the host's cache, so that case is a no-op too.
+pub const LDCACHE_SCRIPT: &str = "[ \"$(pwd -P)\" != / ] || exit 0; \
+     [ -x sbin/ldconfig ] || [ -x usr/sbin/ldconfig ] || exit 0; exec chroot . ldconfig \"$@\"";
 
 /// The environment of the CSV-mode ldconfig hook (runtimes start hooks with only what the spec gives).
 pub const HOOK_PATH_ENV: &str = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
