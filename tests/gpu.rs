@@ -782,3 +782,20 @@ fn csv_ldcache_hook_runs_the_images_ldconfig_inside_the_rootfs() {
     let want = format!("{TEGRA_LIBS}/libz.so.1");
     assert!(cache.windows(want.len()).any(|w| w == want.as_bytes()), "{want} not in the image's ld.so.cache");
 }
+
+#[test]
+fn csv_device_symlinks_are_followed_inside_the_host_root() {
+    // udev makes /dev/v4l2-nvdec a link to the nvhost node; an absolute target names a path on the host, which
+    // lives under the host root here (as it does for an agent that sees the host on /host).
+    let root = copy_fixture("agx-orin-jp60");
+    let r = root.path();
+    mknod(r, "/dev/nvhost-nvdec", 486, 0);
+    symlink("/dev/nvhost-nvdec", under(r, "/dev/v4l2-nvdec")).unwrap();
+    symlink("nvhost-nvdec", under(r, "/dev/v4l2-nvenc")).unwrap();
+    symlink("/dev/gone", under(r, "/dev/nvsciipc")).unwrap();
+    let entries = csv::parse("dev, /dev/v4l2-nvdec\ndev, /dev/v4l2-nvenc\ndev, /dev/nvsciipc\n").entries;
+    let mut warnings = Vec::new();
+    let edits = gpu::csv_edits(r, &entries, &mut warnings);
+    assert_eq!(edits.devices, [node("/dev/v4l2-nvdec", 486, 0), node("/dev/v4l2-nvenc", 486, 0)]);
+    assert!(warnings[0].contains("(1;") && warnings[0].ends_with("/dev/nvsciipc"), "{warnings:?}");
+}

@@ -402,7 +402,7 @@ pub fn plan_gpu(root: &Path, mode: GpuMode, request: &GpuRequest) -> Result<GpuP
             single(m, warnings)
         }
         GpuMode::Csv => {
-            let m = plan_csv(root, &mut warnings);
+            let m = plan_csv(root, request, &mut warnings);
             single(m, warnings)
         }
         GpuMode::NvidiaRuntime => single(plan_nvidia_runtime(root, request), warnings),
@@ -410,7 +410,7 @@ pub fn plan_gpu(root: &Path, mode: GpuMode, request: &GpuRequest) -> Result<GpuP
             let mut skipped = Vec::new();
             let attempts: [(GpuMode, &dyn Fn(&mut Vec<String>) -> Result<GpuMethod>); 3] = [
                 (GpuMode::Cdi, &|w| plan_cdi(root, request, w)),
-                (GpuMode::Csv, &|w| plan_csv(root, w)),
+                (GpuMode::Csv, &|w| plan_csv(root, request, w)),
                 (GpuMode::NvidiaRuntime, &|_| plan_nvidia_runtime(root, request)),
             ];
             for (mode, attempt) in attempts {
@@ -440,9 +440,9 @@ struct LiveNode {
 /// What `stat(2)` says of the host path `host` under `root`: `Ok(None)` when it does not exist,
 /// `Err(description)` when it is not a char or block device.
 fn live_node(root: &Path, host: &str) -> std::result::Result<Option<LiveNode>, String> {
-    let path = under_root(root, host);
-    // stat follows symlinks (udev links such as /dev/nvidia-uvm-tools are fine); a link leading out of a
-    // non-`/` root is harmless here: only numbers are read, and the runtime creates the node from them.
+    let Some(path) = resolve_links(root, host) else {
+        return Ok(None);
+    };
     let st = match nix::sys::stat::stat(&path) {
         Ok(st) => st,
         Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => return Ok(None),
@@ -465,23 +465,59 @@ fn live_node(root: &Path, host: &str) -> std::result::Result<Option<LiveNode>, S
     }))
 }
 
+/// The file under `root` that the host path `host` names, following symlinks of the last component inside the
+/// root (udev makes e.g. `/dev/v4l2-nvenc` a link to the nvhost node; an absolute target must be read under the
+/// host root, not on the agent's own `/`). `None` for a dangling link or a loop.
+fn resolve_links(root: &Path, host: &str) -> Option<PathBuf> {
+    let mut host = PathBuf::from(host);
+    for _ in 0..16 {
+        let path = under_root(root, &host.to_string_lossy());
+        match std::fs::read_link(&path) {
+            Ok(target) => {
+                let joined = host.parent().unwrap_or(Path::new("/")).join(target);
+                host = normalize(&joined);
+            }
+            Err(_) => return Some(path),
+        }
+    }
+    None
+}
+
+/// Resolves `.` and `..` lexically (`/dev/../dev/nvmap` -> `/dev/nvmap`), never above `/`.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
 fn plan_cdi(root: &Path, request: &GpuRequest, warnings: &mut Vec<String>) -> Result<GpuMethod> {
     let (kind, name) = request.cdi_name();
     let mut broken = Vec::new();
-    let mut chosen: Option<(PathBuf, cdi::Spec)> = None;
+    let mut chosen: Option<(PathBuf, cdi::Spec, cdi::Device)> = None;
     for found in cdi::find_specs(root) {
         match found.spec {
-            // Later directories override earlier ones (/var/run/cdi over /etc/cdi), as in the CDI standard.
-            Ok(spec) if spec.kind == kind && spec.device(name).is_some() => chosen = Some((found.path, spec)),
+            Ok(spec) if spec.kind == kind => {
+                // Later directories override earlier ones (/var/run/cdi over /etc/cdi), as in the CDI standard.
+                if let Some(device) = spec.device(name).cloned() {
+                    chosen = Some((found.path, spec, device));
+                }
+            }
             Ok(_) => {}
             Err(e) => broken.push(e.to_string()),
         }
     }
-    let Some((path, spec)) = chosen else {
+    let Some((path, spec, device)) = chosen else {
         return Err(GpuError::NoCdiSpec { device: request.to_string(), broken });
     };
     warnings.extend(broken.into_iter().map(|b| format!("ignored: {b}")));
-    let device = spec.device(name).expect("chosen spec declares the device");
     let mut edits = DeviceEdits::default();
     // Spec-wide edits first, then the device's, as the CDI reference implementation applies them.
     for ce in [&spec.container_edits, &device.container_edits] {
@@ -585,7 +621,7 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-fn plan_csv(root: &Path, warnings: &mut Vec<String>) -> Result<GpuMethod> {
+fn plan_csv(root: &Path, request: &GpuRequest, warnings: &mut Vec<String>) -> Result<GpuMethod> {
     let found = csv::find_files(root);
     if found.is_empty() {
         return Err(GpuError::NoCsv);
@@ -612,6 +648,9 @@ fn plan_csv(root: &Path, warnings: &mut Vec<String>) -> Result<GpuMethod> {
             files: names.join(", "),
             listed: entries.iter().filter(|e| e.kind == csv::EntryKind::Dev).count(),
         });
+    }
+    if !matches!(request.visible_devices(), "all" | "0") {
+        warnings.push(format!("CSV mode gives the whole GPU; the request for {request} is served with all of it"));
     }
     Ok(GpuMethod::Csv { files, edits })
 }
