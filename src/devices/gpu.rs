@@ -392,39 +392,31 @@ pub type Result<T> = std::result::Result<T, GpuError>;
 /// and fail with its error.
 pub fn plan_gpu(root: &Path, mode: GpuMode, request: &GpuRequest) -> Result<GpuPlan> {
     let mut warnings = Vec::new();
-    let single = |method: Result<GpuMethod>, warnings: Vec<String>| {
-        method.map(|method| GpuPlan { method, skipped: Vec::new(), warnings })
-    };
-    match mode {
-        GpuMode::Off => Ok(GpuPlan { method: GpuMethod::Off, skipped: Vec::new(), warnings }),
-        GpuMode::Cdi => {
-            let m = plan_cdi(root, request, &mut warnings);
-            single(m, warnings)
-        }
-        GpuMode::Csv => {
-            let m = plan_csv(root, request, &mut warnings);
-            single(m, warnings)
-        }
-        GpuMode::NvidiaRuntime => single(plan_nvidia_runtime(root, request), warnings),
-        GpuMode::Auto => {
-            let mut skipped = Vec::new();
-            let attempts: [(GpuMode, &dyn Fn(&mut Vec<String>) -> Result<GpuMethod>); 3] = [
-                (GpuMode::Cdi, &|w| plan_cdi(root, request, w)),
-                (GpuMode::Csv, &|w| plan_csv(root, request, w)),
-                (GpuMode::NvidiaRuntime, &|_| plan_nvidia_runtime(root, request)),
-            ];
-            for (mode, attempt) in attempts {
-                let mut w = Vec::new();
-                match attempt(&mut w) {
-                    Ok(method) => {
-                        tracing::debug!(%mode, skipped = skipped.len(), "gpu injection chosen");
-                        return Ok(GpuPlan { method, skipped, warnings: w });
-                    }
-                    Err(e) => skipped.push(Skipped { mode, reason: e.to_string() }),
-                }
+    if mode != GpuMode::Auto {
+        let method = plan_one(root, mode, request, &mut warnings)?;
+        return Ok(GpuPlan { method, skipped: Vec::new(), warnings });
+    }
+    let mut skipped = Vec::new();
+    for mode in [GpuMode::Cdi, GpuMode::Csv, GpuMode::NvidiaRuntime] {
+        let mut warnings = Vec::new();
+        match plan_one(root, mode, request, &mut warnings) {
+            Ok(method) => {
+                tracing::debug!(%mode, skipped = skipped.len(), "gpu injection chosen");
+                return Ok(GpuPlan { method, skipped, warnings });
             }
-            Err(GpuError::NothingFits { tried: skipped })
+            Err(e) => skipped.push(Skipped { mode, reason: e.to_string() }),
         }
+    }
+    Err(GpuError::NothingFits { tried: skipped })
+}
+
+/// The method of one concrete mode (not `auto`).
+fn plan_one(root: &Path, mode: GpuMode, request: &GpuRequest, warnings: &mut Vec<String>) -> Result<GpuMethod> {
+    match mode {
+        GpuMode::Off | GpuMode::Auto => Ok(GpuMethod::Off),
+        GpuMode::Cdi => plan_cdi(root, request, warnings),
+        GpuMode::Csv => plan_csv(root, request, warnings),
+        GpuMode::NvidiaRuntime => plan_nvidia_runtime(root, request),
     }
 }
 
