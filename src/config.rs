@@ -60,6 +60,7 @@ pub struct Config {
     pub groups: Vec<String>,
     pub host: HostConfig,
     pub telemetry: TelemetryConfig,
+    pub gpu: GpuConfig,
     pub log: LogConfig,
 }
 
@@ -71,6 +72,7 @@ impl Default for Config {
             groups: Vec::new(),
             host: HostConfig::default(),
             telemetry: TelemetryConfig::default(),
+            gpu: GpuConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -103,6 +105,15 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         Self { interval_s: 10 }
     }
+}
+
+/// How containers that ask for the GPU get it (see docs/gpu.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    /// `auto`, `cdi`, `csv`, `nvidia-runtime` or `off`. Defaults to `auto`: a CDI spec that matches the live
+    /// /dev, else the Jetson CSV files, else nvidia-container-runtime, else an error saying what to install.
+    pub mode: crate::devices::gpu::GpuMode,
 }
 
 /// Log output.
@@ -310,6 +321,15 @@ mod tests {
         assert_eq!(c.state_dir, Path::new("/var/lib/jetship"));
         assert_eq!(c.host.root, Path::new("/"));
         assert_eq!(c.telemetry.interval_s, 10);
+        assert_eq!(c.gpu.mode, crate::devices::gpu::GpuMode::Auto);
+    }
+
+    #[test]
+    fn gpu_mode_takes_the_documented_words_only() {
+        let c = parse("[gpu]\nmode = \"nvidia-runtime\"\n").unwrap();
+        assert_eq!(c.gpu.mode, crate::devices::gpu::GpuMode::NvidiaRuntime);
+        let err = parse("[gpu]\nmode = \"cuda\"\n").unwrap_err().to_string();
+        assert!(err.contains("gpu.mode") && err.contains("nvidia-runtime"), "{err}");
     }
 
     #[test]
