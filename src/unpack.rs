@@ -631,6 +631,11 @@ pub(crate) struct Applier {
     upper: HashSet<Components>,
     /// Directories whose times are set at the end (after their children are written).
     dir_times: Vec<(Components, Meta)>,
+    /// In `Apply` mode, existing directories this layer writes into, with the times they had before: restored
+    /// at the end, as the layer's own tree did not change them (umoci and Docker keep them too).
+    restore: Vec<(Components, Meta)>,
+    noted: HashSet<Components>,
+    noted_last: Option<Components>,
     stats: UnpackStats,
     buf: Vec<u8>,
     is_root: bool,
@@ -664,6 +669,9 @@ impl Applier {
             policy,
             upper: HashSet::new(),
             dir_times: Vec::new(),
+            restore: Vec::new(),
+            noted: HashSet::new(),
+            noted_last: None,
             stats: UnpackStats::default(),
             buf: vec![0; 256 * 1024],
             is_root: nix::unistd::geteuid().is_root(),
@@ -813,6 +821,7 @@ impl Applier {
             .expect("created")
             .try_clone_to_owned()
             .op("dup")?;
+        self.note_parent(parent, &pfd)?;
         let existing = match fstatat(&pfd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => Some(st),
             Err(Errno::ENOENT) => None,
@@ -836,6 +845,24 @@ impl Applier {
                 Ok((pfd, false))
             }
         }
+    }
+
+    /// Remembers the times of a directory this layer is about to change (only in `Apply` mode).
+    fn note_parent(&mut self, comps: &[OsString], fd: &OwnedFd) -> std::result::Result<(), Fail> {
+        if self.whiteouts != WhiteoutMode::Apply || self.noted_last.as_deref() == Some(comps) {
+            return Ok(());
+        }
+        self.noted_last = Some(comps.to_vec());
+        if self.noted.insert(comps.to_vec()) {
+            let st = nix::sys::stat::fstat(fd).op("stat")?;
+            let meta = Meta {
+                mtime: (st.st_mtime, st.st_mtime_nsec),
+                atime: Some((st.st_atime, st.st_atime_nsec)),
+                ..Meta::default()
+            };
+            self.restore.push((comps.to_vec(), meta));
+        }
+        Ok(())
     }
 
     fn chown_fd(&mut self, fd: BorrowedFd<'_>, meta: &Meta) -> std::result::Result<(), Fail> {
@@ -1117,6 +1144,7 @@ impl Applier {
                     return Ok(());
                 };
                 let pfd = pfd.try_clone_to_owned().op("dup")?;
+                self.note_parent(parent, &pfd)?;
                 match fstatat(&pfd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
                     Ok(st) => {
                         remove_at(&pfd, name, kind(&st) == libc::S_IFDIR)?;
@@ -1149,6 +1177,7 @@ impl Applier {
                     .expect("created")
                     .try_clone_to_owned()
                     .op("dup")?;
+                self.note_parent(dir, &fd)?;
                 let mut prefix = dir.to_vec();
                 self.clear_lower(&fd, &mut prefix)?;
                 self.res.invalidate();
@@ -1178,11 +1207,17 @@ impl Applier {
 
     /// Sets directory times last, deepest first, so creating children does not disturb them.
     pub(crate) fn finish(mut self) -> Result<UnpackStats> {
+        // Order matters for equal depth (the sort is stable): an explicit entry's times win.
         let mut times = std::mem::take(&mut self.res.created);
+        times.append(&mut self.restore);
         times.append(&mut self.dir_times);
         times.sort_by_key(|(c, _)| std::cmp::Reverse(c.len()));
         for (comps, meta) in times {
-            let (name, parent) = comps.split_last().expect("non-empty");
+            let Some((name, parent)) = comps.split_last() else {
+                let at = ts(meta.atime.unwrap_or(meta.mtime));
+                let _ = futimens(&self.res.root, &at, &ts(meta.mtime));
+                continue;
+            };
             let Ok(Some(pfd)) = self.res.open_dir(parent, false) else {
                 continue;
             };
