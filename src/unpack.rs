@@ -481,7 +481,7 @@ impl Resolver {
                                 target.to_string_lossy()
                             )))
                         }
-                        Some(Found::Other) => {
+                        Some(Found::Other) | Some(Found::File(_)) => {
                             return Err(Fail::Refuse(format!(
                                 "`{}` is not a directory in a lower layer",
                                 show(&comps[..=i])
@@ -540,6 +540,8 @@ impl Resolver {
 enum Found {
     Dir(Meta),
     Symlink(OsString),
+    /// A regular file, with the lower directory holding it.
+    File(OwnedFd),
     Other,
 }
 
@@ -604,6 +606,8 @@ fn lower_lookup(
                                 .unwrap_or_default()
                                 .into(),
                         )
+                    } else if kind(&st) == libc::S_IFREG {
+                        Found::File(dir.try_clone().op("dup")?)
                     } else {
                         Found::Other
                     });
@@ -616,7 +620,8 @@ fn lower_lookup(
         }
         match found {
             Some(Found::Dir(_)) => active = next,
-            other => return Ok(other),
+            // A non-directory above the path hides everything below it.
+            _ => return Ok(None),
         }
     }
     Ok(None)
@@ -1008,7 +1013,7 @@ impl Applier {
         comps: &[OsString],
         target: &[OsString],
     ) -> std::result::Result<(), Fail> {
-        let Some((tname, tparent)) = target.split_last() else {
+        let Some((tname, _)) = target.split_last() else {
             return Err(Fail::Refuse("hardlink target is the root directory".into()));
         };
         if target == comps {
@@ -1021,14 +1026,11 @@ impl Applier {
                 show(target)
             ))
         };
-        let tfd = match self.res.open_dir(tparent, false)? {
-            Some(fd) => fd.try_clone_to_owned().op("dup")?,
+        let (tfd, st) = match self.find(target)? {
+            Some(found) => found,
+            // A link to a file of a lower layer: copy the file up into this layer first, as overlayfs would.
+            None if self.copy_up(target)? => self.find(target)?.ok_or_else(missing)?,
             None => return Err(missing()),
-        };
-        let st = match fstatat(&tfd, tname.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(Errno::ENOENT) => return Err(missing()),
-            Err(e) => return Err(Fail::Io("stat hardlink target", e.into())),
         };
         if kind(&st) == libc::S_IFDIR {
             return Err(Fail::Refuse(format!(
@@ -1049,6 +1051,51 @@ impl Applier {
         .op("hardlink")?;
         self.stats.hardlinks += 1;
         Ok(())
+    }
+
+    /// The parent descriptor and status of `comps` in this layer's tree, if it exists there.
+    fn find(
+        &mut self,
+        comps: &[OsString],
+    ) -> std::result::Result<Option<(OwnedFd, nix::sys::stat::FileStat)>, Fail> {
+        let (name, parent) = comps.split_last().expect("non-empty");
+        let Some(fd) = self.res.open_dir(parent, false)? else {
+            return Ok(None);
+        };
+        let fd = fd.try_clone_to_owned().op("dup")?;
+        match fstatat(&fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some((fd, st))),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(Fail::Io("stat hardlink target", e.into())),
+        }
+    }
+
+    /// Copies a regular file that only a lower layer has into this layer (Overlay mode). False when no
+    /// lower layer has a regular file there.
+    fn copy_up(&mut self, comps: &[OsString]) -> std::result::Result<bool, Fail> {
+        if self.whiteouts != WhiteoutMode::Overlay {
+            return Ok(false);
+        }
+        let Some(Found::File(dir)) = lower_lookup(&self.res.lowers, comps)? else {
+            return Ok(false);
+        };
+        let name = comps.last().expect("non-empty");
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(&dir, name.as_os_str(), flags, Mode::empty()).op("open lower file")?;
+        let st = nix::sys::stat::fstat(&fd).op("stat lower file")?;
+        let meta = Meta {
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            atime: None,
+            xattrs: list_xattrs(&fd).op("list xattrs")?,
+        };
+        let mut file = File::from(fd);
+        self.file(comps, &meta, &mut file)?;
+        // Counted as the hardlink it serves, not as a file of the layer.
+        self.stats.files -= 1;
+        Ok(true)
     }
 
     pub(crate) fn device(

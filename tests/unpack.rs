@@ -268,6 +268,8 @@ fn test_image() -> Vec<Layer> {
             dir("usr/", 0o755),
             dir("usr/bin/", 0o755),
             file("usr/bin/.wh.tool-hard", "", 0o644),
+            // A hardlink to a file only a lower layer has (no `etc/` entry either).
+            hard("etc/hostname-link", "etc/hostname"),
         ],
         TAR,
     );
