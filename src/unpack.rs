@@ -602,9 +602,7 @@ fn lower_lookup(
                 if found.is_none() {
                     found = Some(if kind(&st) == libc::S_IFLNK {
                         Found::Symlink(
-                            nix::fcntl::readlinkat(dir, name.as_os_str())
-                                .unwrap_or_default()
-                                .into(),
+                            nix::fcntl::readlinkat(dir, name.as_os_str()).unwrap_or_default(),
                         )
                     } else if kind(&st) == libc::S_IFREG {
                         Found::File(dir.try_clone().op("dup")?)
