@@ -5,7 +5,8 @@
 //! `.tmp-*`, synced and renamed into place, so a directory under its final name is always complete; leftover
 //! `.tmp-*` directories from a crash are removed when the store is opened. It also mounts a container's root
 //! file system (overlayfs, or a flattened copy where overlayfs is unavailable) under a container directory the
-//! caller owns. It does not fetch blobs (callers pass a reader), decide which images to keep, or touch
+//! caller owns. Everything here blocks on file-system work: async callers run it in `spawn_blocking`.
+//! It does not fetch blobs (callers pass a reader), decide which images to keep, or touch
 //! container directories other than the one it is given.
 
 use std::fs;
@@ -378,6 +379,13 @@ impl Rootfs {
             self.mounted = false;
         }
         Ok(())
+    }
+
+    /// Leaves an overlay mounted after this value is dropped (for a container that outlives this process,
+    /// e.g. across an agent restart) and returns the root file system's path.
+    pub fn keep(mut self) -> PathBuf {
+        self.mounted = false;
+        self.path.clone()
     }
 
     /// Unmounts and deletes the container directory (upper, work and rootfs).

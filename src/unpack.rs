@@ -13,6 +13,8 @@
 //! `SECURE_SYMLINKS` rule). Hardlink targets are resolved the same way and must already exist inside the root.
 //! The last component is never followed: an existing entry there is removed and replaced. Symlink targets are
 //! stored verbatim; they are never followed while unpacking.
+//!
+//! Unpacking blocks on file-system work: async callers run it in `spawn_blocking`.
 
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr, OsString};

@@ -25,6 +25,7 @@ enum E {
     Symlink(&'static str, String),
     Hardlink(String, String),
     Char(&'static str, u32, u32),
+    Fifo(&'static str),
 }
 
 fn file(path: &str, content: &str, mode: u32) -> E {
@@ -149,6 +150,14 @@ fn tar_of(entries: &[E]) -> Vec<u8> {
                 b"",
                 &[],
             ),
+            E::Fifo(p) => append(
+                &mut b,
+                p.as_bytes(),
+                None,
+                header(tar::EntryType::Fifo, 0o620, 0, T0 + 70),
+                b"",
+                &[],
+            ),
             E::Char(p, major, minor) => {
                 let mut h = header(tar::EntryType::Char, 0o666, 0, T0);
                 h.set_device_major(*major).unwrap();
@@ -237,6 +246,11 @@ fn test_image() -> Vec<Layer> {
             dir("var/empty/", 0o711),
             dir("var/gone/", 0o755),
             file("var/gone/inside", "x\n", 0o644),
+            dir("var/lib/", 0o755),
+            file("var/lib/state", "old\n", 0o644),
+            E::Fifo("var/pipe"),
+            // A symlink whose target needs a PAX linkpath.
+            E::Symlink("opt/app/far", format!("/{}/target", "deep-dir".repeat(20))),
         ],
         GZ,
     );
@@ -253,6 +267,8 @@ fn test_image() -> Vec<Layer> {
             file("opt/app/up", "now a file\n", 0o644),
             dir("var/", 0o755),
             file("var/.wh.gone", "", 0o644),
+            // A directory replaced by a symlink.
+            link("var/lib", "/opt/app/data"),
             dir("usr/", 0o755),
             dir("usr/bin/", 0o755),
             file("usr/bin/a", "same inode\n", 0o755),
@@ -490,6 +506,20 @@ fn unpacked_trees_equal_umoci_unpack_flattened_copied_and_overlay() {
         !expected.contains_key("opt/app/data/a.txt") && expected.contains_key("opt/app/data/c.txt")
     );
     assert_eq!(expected["usr/bin/tool"].mode, 0o4755);
+    assert_eq!(
+        (expected["var/pipe"].kind, expected["var/lib"].kind),
+        ("fifo", "symlink")
+    );
+    assert_eq!(expected["etc/hostname-link"].links, ["etc/hostname"]);
+    assert!(
+        expected["opt/app/far"]
+            .target
+            .as_ref()
+            .unwrap()
+            .as_os_str()
+            .len()
+            > 100
+    );
 
     // 1. Every layer applied straight from its tar onto one tree, whiteouts as deletions.
     let flat = tmp.path().join("flat");
