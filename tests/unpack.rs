@@ -972,3 +972,47 @@ fn path_through_a_lower_layers_symlink_is_refused() {
         "only the first layer is committed"
     );
 }
+
+#[test]
+fn rootfs_falls_back_to_a_copy_when_overlay_cannot_mount() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layers = test_image();
+    let store = SnapshotStore::open(&tmp.path().join("state")).unwrap();
+    let snaps = store_snapshots(&store, &layers, &UnpackPolicy::default());
+    let lowers: Vec<&Path> = snaps.iter().map(|s| s.fs.as_path()).collect();
+    // overlayfs options cannot carry a `:` in a path, so the mount fails and Auto copies instead.
+    let dir = tmp.path().join("c:odd");
+    let err = snapshot::mount_rootfs(&lowers, &dir, RootfsMode::Overlay).unwrap_err();
+    assert!(matches!(err, SnapshotError::Mount { .. }), "{err}");
+    let copy = snapshot::mount_rootfs(&lowers, &dir, RootfsMode::Auto).unwrap();
+    assert_eq!(copy.kind(), RootfsKind::Copy);
+    assert_eq!(
+        fs::read(copy.path().join("etc/hostname")).unwrap(),
+        b"orin\n"
+    );
+    assert!(!copy.path().join("etc/removeme").exists());
+
+    // The overlay is unmounted when its value is dropped.
+    let ovl = snapshot::mount_rootfs(&lowers, &tmp.path().join("c2"), RootfsMode::Auto).unwrap();
+    assert_eq!(ovl.kind(), RootfsKind::Overlay);
+    let path = ovl.path().to_path_buf();
+    assert!(path.join("etc/hostname").exists());
+    drop(ovl);
+    assert!(
+        !path.join("etc/hostname").exists(),
+        "overlay still mounted after drop"
+    );
+}
+
+#[test]
+fn overlay_xattrs_from_a_layer_are_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = layer(
+        &[E::XattrFile("f", b"x", "trusted.overlay.redirect", b"/etc")],
+        TAR,
+    );
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let s = store_snapshots(&store, &[l], &UnpackPolicy::default());
+    assert_eq!(s[0].stats.as_ref().unwrap().xattrs_skipped, 1);
+    assert!(xattr_get(&s[0].fs.join("f"), "trusted.overlay.redirect").is_empty());
+}
