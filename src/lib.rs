@@ -14,6 +14,8 @@ pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod runtime;
+pub mod snapshot;
+pub mod unpack;
 
 /// The agent's version, as reported by `jetship --version` and in the MQTT `status` payload.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
