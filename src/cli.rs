@@ -69,7 +69,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Agent => {
             let loaded = config::load(cli.config.as_deref())?;
             let cfg = loaded.config;
-            logging::init(cli.log_level.as_deref().unwrap_or(&cfg.log.level), cfg.log.format);
+            logging::init(
+                cli.log_level.as_deref().unwrap_or(&cfg.log.level),
+                cfg.log.format,
+            );
             for f in &loaded.files {
                 tracing::info!(file = %f.display(), "config loaded");
             }
@@ -101,7 +104,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut sampler = metrics::Sampler::new(root, cfg.state_dir);
             let interval = match args.watch {
                 Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-                Some(s) => anyhow::bail!("--watch {s}: the interval must be a positive number of seconds"),
+                Some(s) => {
+                    anyhow::bail!("--watch {s}: the interval must be a positive number of seconds")
+                }
                 None => None,
             };
             let stdout = std::io::stdout();
@@ -147,7 +152,10 @@ fn optional_config(path: &Option<PathBuf>, log_level: Option<&str>) -> Config {
 
 /// Maps an error to the process exit code: configuration errors get EX_CONFIG (78), everything else 1.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|e| e.downcast_ref::<config::Error>().is_some()) {
+    if err
+        .chain()
+        .any(|e| e.downcast_ref::<config::Error>().is_some())
+    {
         crate::EXIT_CONFIG
     } else {
         1

@@ -11,6 +11,8 @@ pub mod l4t;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
+pub mod reference;
+pub mod resolve;
 
 /// The agent's version, as reported by `jetship --version` and in the MQTT `status` payload.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
