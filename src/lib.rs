@@ -7,11 +7,14 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod fsutil;
+pub mod image_store;
 pub mod l4t;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
+pub mod pull;
 pub mod reference;
+pub mod registry;
 pub mod resolve;
 
 /// The agent's version, as reported by `jetship --version` and in the MQTT `status` payload.
