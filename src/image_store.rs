@@ -119,6 +119,8 @@ pub struct GcReport {
     pub removed_bytes: u64,
     pub kept_blobs: usize,
     pub removed_partials: usize,
+    /// Records of images not in use, removed with their blobs.
+    pub removed_records: usize,
 }
 
 /// The content store rooted at `<state_dir>/images`.
@@ -379,13 +381,16 @@ impl ImageStore {
     }
 
     /// Removes blobs that no kept image references. `keep` names the records in use (`None`: every record);
-    /// for each, its current and previous manifest (for rollback) stay with their config and layers. Partial
-    /// downloads of blobs that are complete or no longer wanted are removed too.
+    /// for each, its current and previous manifest (for rollback) stay with their config and layers. Records not
+    /// in use are removed, and so are partial downloads of blobs that are complete or no longer wanted.
     pub fn gc(&self, keep: Option<&[String]>) -> Result<GcReport> {
         let records = self.records()?;
         let mut wanted: HashSet<String> = HashSet::new();
+        let mut report = GcReport::default();
         for r in &records {
             if keep.is_some_and(|k| !k.contains(&r.name)) {
+                self.remove_record(&r.name)?;
+                report.removed_records += 1;
                 continue;
             }
             if let Some(i) = &r.index_digest {
@@ -403,7 +408,6 @@ impl ImageStore {
                 }
             }
         }
-        let mut report = GcReport::default();
         let dir = self.root.join("blobs/sha256");
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;

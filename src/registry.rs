@@ -326,13 +326,22 @@ impl Client {
 
     /// Lists every tag of the repository, following `Link: <...>; rel="next"` pages.
     pub async fn list_tags(&self, image: &Reference) -> Result<Vec<String>> {
+        self.list_tags_paged(image, 1000).await
+    }
+
+    /// Lists every tag asking for `page_size` tags per request.
+    pub async fn list_tags_paged(
+        &self,
+        image: &Reference,
+        page_size: usize,
+    ) -> Result<Vec<String>> {
         #[derive(Deserialize)]
         struct TagList {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
         let mut tags = Vec::new();
-        let mut path = format!("v2/{}/tags/list?n=1000", image.repository);
+        let mut path = format!("v2/{}/tags/list?n={page_size}", image.repository);
         for _ in 0..TAG_PAGES_LIMIT {
             let resp = self.get(image, &path, &[], false).await?;
             let url = resp.url().to_string();
