@@ -448,7 +448,8 @@ async fn pull_inner(
         progress,
         image: image.clone(),
     };
-    let (index_digest, manifest) = select_manifest(&ctx, &res.manifest).await?;
+    let (index_digest, manifest) =
+        platform_manifest(client, &res.reference, &res.manifest, &opts.platform).await?;
     let parsed = validate_manifest(&image, &manifest)?;
     if let Some(idx) = &index_digest {
         store
@@ -545,12 +546,15 @@ async fn pull_inner(
     })
 }
 
-/// For an index or manifest list, the platform's manifest (fetched by digest); for a manifest, itself.
-async fn select_manifest(
-    ctx: &Ctx<'_>,
+/// For an index or manifest list, the platform's manifest (fetched by digest) and the index digest; for a
+/// manifest, itself.
+pub async fn platform_manifest(
+    client: &Client,
+    reference: &Reference,
     top: &FetchedManifest,
+    wanted: &Platform,
 ) -> Result<(Option<String>, FetchedManifest)> {
-    let image = &ctx.image;
+    let image = &reference.to_string();
     match top.media_type.as_str() {
         registry::OCI_MANIFEST | registry::DOCKER_MANIFEST => return Ok((None, top.clone())),
         registry::OCI_INDEX | registry::DOCKER_MANIFEST_LIST => {}
@@ -567,7 +571,6 @@ async fn select_manifest(
         digest: top.digest.clone(),
         detail: format!("not an image index: {e}"),
     })?;
-    let wanted = &ctx.opts.platform;
     let mut best: Option<(u8, &oci_spec::image::Descriptor)> = None;
     let mut available = Vec::new();
     for m in index.manifests() {
@@ -601,10 +604,13 @@ async fn select_manifest(
         });
     };
     let digest = desc.digest().to_string();
-    image_store::digest_hex(&digest).map_err(|e| ctx.store_err(e))?;
-    let child = ctx
-        .client
-        .manifest(ctx.reference, &digest)
+    image_store::digest_hex(&digest).map_err(|e| Error::BadManifest {
+        image: image.clone(),
+        digest: top.digest.clone(),
+        detail: e.to_string(),
+    })?;
+    let child = client
+        .manifest(reference, &digest)
         .await
         .map_err(|source| Error::Registry {
             image: image.clone(),

@@ -702,3 +702,236 @@ async fn auto_tag_resolves_against_the_registry_and_pins_the_digest() {
         .to_string();
     assert!(err.contains("L4T_VERSION"), "{err}");
 }
+
+fn jetship(config: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(support::jetship_bin());
+    c.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("L4T_VERSION")
+        .env_remove("JETSHIP_STATE_DIR");
+    c
+}
+
+/// A host root whose /etc/nv_tegra_release says `r` (e.g. `# R35 (release), REVISION: 4.1, ...`).
+fn host_root(line: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    std::fs::write(
+        root.path().join("etc/nv_tegra_release"),
+        format!("{line}\n"),
+    )
+    .unwrap();
+    root
+}
+
+#[tokio::test]
+async fn resolve_command_prints_choice_and_digest_then_rejections() {
+    let registry = Registry::start();
+    let p = Pusher::new(&registry.addr);
+    let mut digests = std::collections::HashMap::new();
+    let tags = [
+        "humble-ros-base-l4t-r35.4.1",
+        "humble-ros-base-l4t-r36.2.0",
+        "humble-ros-base-r36.4.0",
+        "humble-desktop-l4t-r36.2.0",
+        "latest-jetson-jetpack5",
+        "latest-jetson-jetpack6",
+    ];
+    for (i, tag) in tags.iter().enumerate() {
+        let img = reg::image(60 + i as u64, "arm64", &[(1000, Gzip)], true);
+        p.image("dustynv/ros", Some(tag), &img).await;
+        digests.insert(*tag, img.manifest.digest.clone());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = reg::write_config(
+        dir.path(),
+        &dir.path().join("state"),
+        "retry_backoff_cap_s = 0.1",
+    );
+    let image = format!("{}/dustynv/ros:humble-ros-base-{{auto}}", registry.addr);
+
+    // JetPack 6.2 host through L4T_VERSION.
+    let out = jetship(&cfg, &["resolve", &image])
+        .env("L4T_VERSION", "36.4.3")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = text.lines().next().unwrap();
+    let d = &digests["humble-ros-base-r36.4.0"];
+    assert_eq!(
+        first,
+        format!("{}/dustynv/ros:humble-ros-base-r36.4.0@{d}", registry.addr)
+    );
+    assert!(text.contains("rejected humble-ros-base-l4t-r36.2.0: built for L4T 36.2.0: incompatible, host L4T 36.4.3 takes R36 images from 36.4.0 on"), "{text}");
+    assert!(
+        text.contains("rejected humble-ros-base-l4t-r35.4.1:"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("rejected humble-desktop"),
+        "other flavours are not candidates: {text}"
+    );
+
+    // JetPack 5.1.2 host from a host tree (--root), as JSON.
+    let root = host_root("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023");
+    let out = jetship(
+        &cfg,
+        &[
+            "resolve",
+            &image,
+            "--root",
+            root.path().to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["digest"], digests["humble-ros-base-l4t-r35.4.1"]);
+    assert_eq!(v["decision"]["chosen"], "humble-ros-base-l4t-r35.4.1");
+    assert_eq!(v["decision"]["candidates"].as_array().unwrap().len(), 3);
+
+    // Template variables: the ultralytics naming.
+    let ul = format!(
+        "{}/dustynv/ros:latest-jetson-jetpack{{jetpack_major}}",
+        registry.addr
+    );
+    let out = jetship(
+        &cfg,
+        &["resolve", &ul, "--root", root.path().to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!(
+            "{}/dustynv/ros:latest-jetson-jetpack5@{}",
+            registry.addr, digests["latest-jetson-jetpack5"]
+        )),
+        "{text}"
+    );
+
+    // JetPack 4 host: nothing fits; every candidate is explained and the exit code says so.
+    let out = jetship(&cfg, &["resolve", &image])
+        .env("L4T_VERSION", "32.7.1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.starts_with("no tag of") && text.matches("rejected ").count() == 3,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn pull_command_prints_a_summary_and_stores_the_image() {
+    let registry = Registry::start();
+    let img = reg::image(70, "arm64", &[(200_000, Gzip), (100_000, Zstd)], true);
+    Pusher::new(&registry.addr)
+        .image("cli/app", Some("v1"), &img)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = reg::write_config(dir.path(), &state, "disk_reserve_bytes = 0");
+    let image = format!("{}/cli/app:v1", registry.addr);
+    let out = jetship(&cfg, &["pull", &image, "--platform", "linux/arm64"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with(&format!("pulled {image}@{}", img.manifest.digest)),
+        "{text}"
+    );
+    assert!(
+        text.contains("in 3 blobs") && text.contains("MB/s"),
+        "{text}"
+    );
+    let store = ImageStore::open(&state).unwrap();
+    assert_image_stored(&store, &img);
+
+    let out = jetship(&cfg, &["image-gc"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed 0 blobs"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_pull_resumes_from_kept_partials() {
+    let registry = Registry::start();
+    let img = one_layer_image(&registry, "kill/app", 6 * MIB, 80).await;
+    let layer = img.layers[0].clone();
+    let proxy = Proxy::start(&registry.addr).await;
+    proxy.faults().throttle_bps = Some(3 * MIB as u64);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = reg::write_config(dir.path(), &state, "disk_reserve_bytes = 0");
+    let image = format!("{}/kill/app:v1", proxy.addr);
+
+    let mut child = jetship(
+        &cfg,
+        &["pull", &image, "--platform", "linux/arm64", "--quiet"],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let store = ImageStore::open(&state).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.partial_len(&layer.digest) < MIB as u64 {
+        assert!(std::time::Instant::now() < deadline, "no partial appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "pull ended before it was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    let kept = store.partial_len(&layer.digest);
+    assert!(
+        kept >= MIB as u64 && kept < layer.data.len() as u64,
+        "{kept}"
+    );
+
+    proxy.faults().throttle_bps = None;
+    proxy.state.clear();
+    let out = jetship(&cfg, &["pull", &image, "--platform", "linux/arm64"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_image_stored(&store, &img);
+    let reqs = proxy.state.requests(&layer.digest);
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].range, Some(format!("bytes={kept}-")));
+    assert_eq!(
+        reqs[0].served,
+        layer.data.len() as u64 - kept,
+        "only the missing bytes were transferred"
+    );
+}
