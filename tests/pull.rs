@@ -935,3 +935,66 @@ async fn killed_pull_resumes_from_kept_partials() {
         "only the missing bytes were transferred"
     );
 }
+
+#[tokio::test]
+async fn mirror_is_tried_first_and_falls_through_to_the_registry() {
+    let upstream = Registry::start();
+    let mirror = Registry::start();
+    let img = reg::image(90, "arm64", &[(20_000, Gzip)], true);
+    let only_upstream = reg::image(91, "arm64", &[(20_000, Gzip)], true);
+    Pusher::new(&mirror.addr)
+        .image("mir/app", Some("v1"), &img)
+        .await;
+    Pusher::new(&upstream.addr)
+        .image("mir/app", Some("v1"), &img)
+        .await;
+    Pusher::new(&upstream.addr)
+        .image("mir/app", Some("v2"), &only_upstream)
+        .await;
+    let mirror_proxy = Proxy::start(&mirror.addr).await;
+    let upstream_proxy = Proxy::start(&upstream.addr).await;
+
+    let mut o = ClientOptions {
+        retries: 1,
+        ..Default::default()
+    };
+    o.mirrors.insert(
+        upstream_proxy.addr.clone(),
+        vec![url::Url::parse(&format!("http://{}", mirror_proxy.addr)).unwrap()],
+    );
+    let c = Client::new(o).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    pull(
+        &c,
+        &store,
+        &format!("{}/mir/app:v1", upstream_proxy.addr),
+        &opts("linux/arm64"),
+    )
+    .await
+    .unwrap();
+    assert_image_stored(&store, &img);
+    assert!(
+        upstream_proxy.state.requests("/v2/mir/").is_empty(),
+        "the mirror served everything"
+    );
+    assert!(!mirror_proxy
+        .state
+        .requests(&img.layers[0].digest)
+        .is_empty());
+
+    // The mirror lacks v2: the registry itself serves it.
+    pull(
+        &c,
+        &store,
+        &format!("{}/mir/app:v2", upstream_proxy.addr),
+        &opts("linux/arm64"),
+    )
+    .await
+    .unwrap();
+    assert_image_stored(&store, &only_upstream);
+    assert!(!upstream_proxy
+        .state
+        .requests(&only_upstream.layers[0].digest)
+        .is_empty());
+}
