@@ -9,8 +9,10 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -216,10 +218,38 @@ impl ImageStore {
         fsutil::write_atomic(&p, data).map_err(io_err(&p))
     }
 
-    /// Starts or resumes the download of a blob: opens its partial file, re-hashes what it already holds, and
-    /// records the expected size. A partial longer than `size` is discarded.
-    pub fn ingest(&self, digest: &str, size: u64, source: &str) -> Result<Ingest> {
+    /// Starts or resumes the download of a blob: takes the partial file's lock (waiting while another pull
+    /// writes the same blob), re-hashes what it already holds, and records the expected size. A partial longer
+    /// than `size` is discarded. `None` when the blob was committed by another pull meanwhile.
+    ///
+    /// Blocks: call it off the async threads.
+    pub fn ingest(&self, digest: &str, size: u64, source: &str) -> Result<Option<Ingest>> {
         let path = self.partial_path(digest)?;
+        let lock = loop {
+            let lock_file = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            let lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, errno)| {
+                Error::Io {
+                    path: path.clone(),
+                    source: io::Error::from(errno),
+                }
+            })?;
+            if self.has_blob(digest) {
+                // Whatever is at the partial path now is a leftover of a blob that is complete.
+                let _ = fs::remove_file(&path);
+                return Ok(None);
+            }
+            // The holder before us may have renamed or deleted the file we waited on: lock the current one.
+            let locked = lock.metadata().map_err(io_err(&path))?;
+            match fs::metadata(&path) {
+                Ok(m) if m.ino() == locked.ino() && m.dev() == locked.dev() => break lock,
+                _ => continue,
+            }
+        };
         let meta_path = path.with_extension("json");
         let meta = IngestMeta {
             digest: digest.to_owned(),
@@ -236,12 +266,7 @@ impl ImageStore {
             let json = serde_json::to_vec(&meta).unwrap_or_default();
             fsutil::write_atomic(&meta_path, &json).map_err(io_err(&meta_path))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = lock.try_clone().map_err(io_err(&path))?;
         let mut hasher = Sha256::new();
         let mut written = file.metadata().map_err(io_err(&path))?.len();
         if written > size {
@@ -258,7 +283,8 @@ impl ImageStore {
                 hasher.update(&buf[..n]);
             }
         }
-        Ok(Ingest {
+        Ok(Some(Ingest {
+            _lock: lock,
             blob_path: self.blob_path(digest)?,
             meta_path,
             path,
@@ -269,7 +295,7 @@ impl ImageStore {
             hasher,
             out: BufWriter::with_capacity(1 << 20, file),
             writeback_from: written,
-        })
+        }))
     }
 
     /// Records an image under its name; the manifest it pointed at before becomes `previous_manifest_digest`.
@@ -383,7 +409,8 @@ impl ImageStore {
 
     /// Removes blobs that no kept image references. `keep` names the records in use (`None`: every record);
     /// for each, its current and previous manifest (for rollback) stay with their config and layers. Records not
-    /// in use are removed, and so are partial downloads of blobs that are complete or no longer wanted.
+    /// in use are removed, and so are partial downloads of complete blobs and partials untouched for
+    /// [`STALE_PARTIAL`] (never one a pull is writing).
     pub fn gc(&self, keep: Option<&[String]>) -> Result<GcReport> {
         let records = self.records()?;
         let mut wanted: HashSet<String> = HashSet::new();
@@ -426,25 +453,43 @@ impl ImageStore {
         let ingest = self.root.join("ingest");
         for entry in fs::read_dir(&ingest).map_err(io_err(&ingest))? {
             let path = entry.map_err(io_err(&ingest))?.path();
+            if path.extension().map_or(true, |x| x != "partial") {
+                continue;
+            }
             let Some(stem) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
                 continue;
             };
-            let digest = format!("sha256:{stem}");
-            if self.has_blob(&digest) || !wanted.contains(&digest) && keep.is_some() {
-                if path.extension().is_some_and(|x| x == "partial") {
-                    report.removed_partials += 1;
-                }
-                fs::remove_file(&path).map_err(io_err(&path))?;
+            let complete = self.has_blob(&format!("sha256:{stem}"));
+            let stale = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > STALE_PARTIAL);
+            if !(complete || stale) {
+                continue; // kept for the pull that will resume it
             }
+            // A partial a pull is writing right now is locked: leave it.
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let Ok(_lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+                continue;
+            };
+            fs::remove_file(&path).map_err(io_err(&path))?;
+            let _ = fs::remove_file(path.with_extension("json"));
+            report.removed_partials += 1;
         }
         fsutil::sync_dir(&dir).map_err(io_err(&dir))?;
         Ok(report)
     }
 }
 
+/// Partial downloads untouched for this long are removed by GC even if their blob is missing.
+pub const STALE_PARTIAL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// A blob being written to `ingest/`. Bytes go through the hasher as they are written; `commit` checks size and
 /// digest, fsyncs, and renames into `blobs/`. Dropping it without commit keeps the partial for a later resume.
 pub struct Ingest {
+    /// Held until the ingest is dropped: one writer per blob, across pulls and processes.
+    _lock: Flock<File>,
     path: PathBuf,
     meta_path: PathBuf,
     blob_path: PathBuf,
@@ -571,12 +616,18 @@ mod tests {
         let store = ImageStore::open(dir.path()).unwrap();
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let d = digest_of(&data);
-        let mut ing = store.ingest(&d, data.len() as u64, "test").unwrap();
+        let mut ing = store
+            .ingest(&d, data.len() as u64, "test")
+            .unwrap()
+            .unwrap();
         ing.write(&data[..40_000]).unwrap();
         ing.flush().unwrap();
         drop(ing); // a cut connection or a killed agent
         assert_eq!(store.partial_len(&d), 40_000);
-        let mut ing = store.ingest(&d, data.len() as u64, "test").unwrap();
+        let mut ing = store
+            .ingest(&d, data.len() as u64, "test")
+            .unwrap()
+            .unwrap();
         assert_eq!(ing.resumed_from(), 40_000);
         ing.write(&data[40_000..]).unwrap();
         ing.commit().unwrap();
@@ -593,7 +644,10 @@ mod tests {
         let store = ImageStore::open(dir.path()).unwrap();
         let data = b"hello layer".to_vec();
         let d = digest_of(&data);
-        let mut ing = store.ingest(&d, data.len() as u64, "test").unwrap();
+        let mut ing = store
+            .ingest(&d, data.len() as u64, "test")
+            .unwrap()
+            .unwrap();
         let mut bad = data.clone();
         bad[3] ^= 0x20;
         ing.write(&bad).unwrap();
@@ -601,7 +655,10 @@ mod tests {
         assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
         assert!(!store.has_blob(&d));
         assert_eq!(store.partial_len(&d), 0, "a corrupt partial is discarded");
-        let mut ing = store.ingest(&d, data.len() as u64, "test").unwrap();
+        let mut ing = store
+            .ingest(&d, data.len() as u64, "test")
+            .unwrap()
+            .unwrap();
         assert!(
             matches!(ing.write(&[0u8; 12]), Err(Error::SizeMismatch { .. })),
             "more than declared"
@@ -614,6 +671,28 @@ mod tests {
             store.blob_path("sha256:../../etc"),
             Err(Error::BadDigest(_))
         ));
+    }
+
+    #[test]
+    fn a_second_writer_waits_and_finds_the_blob_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let data = vec![7u8; 50_000];
+        let d = digest_of(&data);
+        let mut first = store.ingest(&d, data.len() as u64, "a").unwrap().unwrap();
+        first.write(&data[..10]).unwrap();
+        let (s2, d2) = (store.clone(), d.clone());
+        let second = std::thread::spawn(move || s2.ingest(&d2, 50_000, "b").unwrap().is_none());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            !second.is_finished(),
+            "the second writer waits for the lock"
+        );
+        first.write(&data[10..]).unwrap();
+        first.commit().unwrap();
+        assert!(second.join().unwrap(), "the blob was committed meanwhile");
+        assert_eq!(store.partial_len(&d), 0);
+        assert!(store.has_blob(&d));
     }
 
     #[test]

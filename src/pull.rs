@@ -466,6 +466,9 @@ async fn pull_inner(
         digest: l.digest().to_string(),
         size: l.size(),
     }));
+    // A manifest may list the same layer twice (empty layers): fetch each blob once.
+    let mut seen = std::collections::HashSet::new();
+    jobs.retain(|j| seen.insert(j.digest.clone()));
     let total_bytes: u64 = jobs.iter().map(|j| j.size).sum();
     let present_bytes: u64 = jobs
         .iter()
@@ -802,10 +805,13 @@ async fn attempt_blob(
     let (digest, size, source) = (job.digest.clone(), job.size, ctx.reference.name());
     let fatal = |e: image_store::Error| AttemptError::Fatal(ctx.store_err(e));
     // Re-hashing a kept partial reads it whole: off the async threads.
-    let mut ingest = tokio::task::spawn_blocking(move || store.ingest(&digest, size, &source))
+    let ingest = tokio::task::spawn_blocking(move || store.ingest(&digest, size, &source))
         .await
         .map_err(|e| AttemptError::Transient(e.to_string()))?
         .map_err(fatal)?;
+    let Some(mut ingest) = ingest else {
+        return Ok(()); // another pull committed it while this one waited
+    };
     let offset = ingest.written();
     let resp = match ctx.client.blob(ctx.reference, &job.digest, offset).await {
         Ok(r) => r,

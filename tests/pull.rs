@@ -998,3 +998,31 @@ async fn mirror_is_tried_first_and_falls_through_to_the_registry() {
         .requests(&only_upstream.layers[0].digest)
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_layer_listed_twice_is_fetched_once() {
+    let registry = Registry::start();
+    let base = reg::image(95, "arm64", &[(30_000, Gzip)], true);
+    let twice = reg::manifest_for(
+        base.config.clone(),
+        vec![base.layers[0].clone(), base.layers[0].clone()],
+        true,
+    );
+    Pusher::new(&registry.addr)
+        .image("dup/app", Some("v1"), &twice)
+        .await;
+    let proxy = Proxy::start(&registry.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let report = pull(
+        &client(),
+        &store,
+        &format!("{}/dup/app:v1", proxy.addr),
+        &opts("linux/arm64"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.record.layers.len(), 2);
+    assert_eq!(proxy.state.requests(&base.layers[0].digest).len(), 1);
+    assert_image_stored(&store, &twice);
+}
