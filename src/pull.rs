@@ -495,7 +495,7 @@ async fn pull_inner(
 
     // The config must be an image config the runtime can read.
     let config_bytes = store
-        .read_blob(&config.digest().to_string(), 16 << 20)
+        .read_blob(config.digest().as_ref(), 16 << 20)
         .map_err(|e| ctx.store_err(e))?;
     let cfg = ImageConfiguration::from_reader(config_bytes.as_slice()).map_err(|e| {
         Error::BadManifest {
@@ -675,7 +675,7 @@ pub fn validate_manifest(image: &str, m: &FetchedManifest) -> Result<ImageManife
             media_type: config_type,
         });
     }
-    image_store::digest_hex(&config.digest().to_string()).map_err(|e| bad(e.to_string()))?;
+    image_store::digest_hex(config.digest().as_ref()).map_err(|e| bad(e.to_string()))?;
     if parsed.layers().is_empty() {
         return Err(bad("it lists no layers".into()));
     }
@@ -688,8 +688,7 @@ pub fn validate_manifest(image: &str, m: &FetchedManifest) -> Result<ImageManife
                 media_type: t,
             });
         }
-        image_store::digest_hex(&l.digest().to_string())
-            .map_err(|e| bad(format!("layer {i}: {e}")))?;
+        image_store::digest_hex(l.digest().as_ref()).map_err(|e| bad(format!("layer {i}: {e}")))?;
     }
     Ok(parsed)
 }

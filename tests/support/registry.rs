@@ -333,6 +333,9 @@ impl Pusher {
     }
 }
 
+/// A canned answer: status, content type, extra headers, body.
+pub type Canned = (u16, String, Vec<(String, String)>, Vec<u8>);
+
 /// Faults the proxy applies. Counters (`*_times`) count down per matching response.
 #[derive(Default)]
 pub struct Faults {
@@ -351,7 +354,7 @@ pub struct Faults {
     /// Demand `Authorization: Bearer <token>` on /v2/ and serve /token (Basic creds required if set).
     pub bearer: Option<(String, Option<(String, String)>)>,
     /// Served as-is for an exact path: (status, content type, extra headers, body).
-    pub overrides: HashMap<String, (u16, String, Vec<(String, String)>, Vec<u8>)>,
+    pub overrides: HashMap<String, Canned>,
 }
 
 /// One request the proxy saw.
