@@ -363,6 +363,8 @@ pub struct Seen {
     pub path: String,
     pub range: Option<String>,
     pub served: u64,
+    /// `ProxyState::clear` calls before the request arrived; requests of older generations are not reported.
+    pub generation: u64,
 }
 
 #[derive(Default)]
@@ -370,29 +372,27 @@ pub struct ProxyState {
     pub faults: Mutex<Faults>,
     pub seen: Mutex<Vec<Seen>>,
     pub token_requests: Mutex<Vec<String>>,
+    pub generation: std::sync::atomic::AtomicU64,
 }
 
 impl ProxyState {
     /// Body bytes served for paths containing `needle` (e.g. a digest).
     pub fn served(&self, needle: &str) -> u64 {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.path.contains(needle))
-            .map(|s| s.served)
-            .sum()
+        self.requests(needle).iter().map(|s| s.served).sum()
     }
+    /// Requests since the last `clear` whose path contains `needle`, in the order they finished.
     pub fn requests(&self, needle: &str) -> Vec<Seen> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.path.contains(needle))
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|s| s.generation == generation && s.path.contains(needle))
             .cloned()
             .collect()
     }
+    /// Forgets what was seen, including requests still in flight (a killed client's connection).
     pub fn clear(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.seen.lock().unwrap().clear();
     }
 }
@@ -490,6 +490,7 @@ async fn handle(
         path: path.clone(),
         range: range.clone(),
         served: 0,
+        generation: st.generation.load(std::sync::atomic::Ordering::SeqCst),
     };
 
     // Token endpoint and Bearer enforcement.
