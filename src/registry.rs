@@ -45,7 +45,7 @@ const TAG_PAGES_LIMIT: usize = 1000;
 pub enum Error {
     #[error("cannot set up the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
-    #[error("request to {url} failed: {source}")]
+    #[error("request to {url} failed: {}", error_chain(.source))]
     Http {
         url: String,
         #[source]
@@ -657,15 +657,18 @@ impl Client {
                     registry: registry.clone(),
                     header: header.to_owned(),
                 })?;
+                // Our own pull scope: a challenge may name `pull,push`, which anonymous clients cannot get.
+                // Realms that already carry parameters (nvcr.io's `proxy_auth?scope=...`) keep theirs.
+                let has = |k: &str| url.query_pairs().any(|(key, _)| key == k);
+                let (has_service, has_scope) = (has("service"), has("scope"));
                 {
                     let mut q = url.query_pairs_mut();
-                    if let Some(service) = params.get("service") {
+                    if let (Some(service), false) = (params.get("service"), has_service) {
                         q.append_pair("service", service);
                     }
-                    q.append_pair(
-                        "scope",
-                        params.get("scope").map(String::as_str).unwrap_or(scope),
-                    );
+                    if !has_scope {
+                        q.append_pair("scope", scope);
+                    }
                 }
                 let mut req = self.http.get(url.clone());
                 if let Some(c) = cred {
@@ -722,6 +725,22 @@ impl Client {
             }),
         }
     }
+}
+
+/// An error with its causes (`error sending request: connection refused`): reqwest's own text names only the
+/// outermost.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 /// The wait before retry number `attempt` (0-based): 0.5 s doubling, at most `cap`, with up to 25 % jitter.
@@ -939,6 +958,61 @@ mod tests {
         std::fs::write(&p, r#"{"auths":{"a.io":{"auth":"!!"}}}"#).unwrap();
         let err = read_docker_config(&p).unwrap_err().to_string();
         assert!(err.contains("config.json") && err.contains("a.io"), "{err}");
+    }
+
+    #[test]
+    fn credentials_come_from_password_files_and_win_over_docker_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "from-file\n").unwrap();
+        let dc = dir.path().join("config.json");
+        std::fs::write(&dc, r#"{"auths":{"nvcr.io":{"username":"a","password":"from-docker"},"ghcr.io":{"username":"g","password":"gp"}}}"#).unwrap();
+        let mut cfg = RegistryConfig {
+            docker_config: Some(dc),
+            ..Default::default()
+        };
+        cfg.credentials.insert(
+            "nvcr.io".into(),
+            crate::config::RegistryCredential {
+                username: "$oauthtoken".into(),
+                password_file: pw,
+            },
+        );
+        let o = ClientOptions::from_config(&cfg).unwrap();
+        assert_eq!(o.credentials["nvcr.io"].username, "$oauthtoken");
+        assert_eq!(
+            o.credentials["nvcr.io"].password, "from-file",
+            "trailing newline trimmed"
+        );
+        assert_eq!(o.credentials["ghcr.io"].password, "gp");
+        assert!(
+            !format!("{:?}", o.credentials["nvcr.io"]).contains("from-file"),
+            "passwords stay out of logs"
+        );
+        cfg.credentials.get_mut("nvcr.io").unwrap().password_file = dir.path().join("missing");
+        let err = ClientOptions::from_config(&cfg).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn connection_errors_name_the_url_and_the_cause() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Client::new(ClientOptions {
+            retries: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        let r = Reference::parse(&format!("127.0.0.1:{port}/a/b:v1")).unwrap();
+        let err = c.manifest(&r, "v1").await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("http://127.0.0.1:{port}/v2/a/b/manifests/v1")),
+            "{err}"
+        );
+        assert!(err.to_lowercase().contains("refused"), "{err}");
     }
 
     #[test]
