@@ -708,20 +708,26 @@ impl DiskNeed {
             .saturating_add(self.unpack)
             .saturating_add(self.reserve)
     }
+
+    /// Whether a pull with this need may start with `free` bytes free. Nothing to download always fits: a
+    /// re-pull must not fail on a full disk.
+    pub fn fits(&self, free: u64) -> bool {
+        self.download == 0 || self.total() <= free
+    }
 }
 
 fn preflight(ctx: &Ctx<'_>, manifest: &ImageManifest, download: u64) -> Result<()> {
-    if download == 0 {
-        return Ok(()); // nothing to fetch: a re-pull must not fail on a full disk
-    }
     let layers: u64 = manifest.layers().iter().map(|l| l.size()).sum();
     let need = DiskNeed {
         download,
         unpack: (layers as f64 * ctx.opts.unpack_factor) as u64,
         reserve: ctx.opts.disk_reserve,
     };
+    if need.download == 0 {
+        return Ok(());
+    }
     let free = ctx.store.free_bytes().map_err(|e| ctx.store_err(e))?;
-    if need.total() > free {
+    if !need.fits(free) {
         return Err(Error::NoSpace {
             image: ctx.image.clone(),
             dir: ctx.store.root().display().to_string(),
@@ -954,6 +960,9 @@ mod tests {
             reserve: 5,
         };
         assert_eq!(n.total(), 35);
+        assert!(n.fits(35) && !n.fits(34));
+        let nothing = DiskNeed { download: 0, ..n };
+        assert!(nothing.fits(0), "nothing to download never needs space");
         let big = DiskNeed {
             download: u64::MAX,
             unpack: 1,
