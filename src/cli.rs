@@ -115,10 +115,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Agent => {
             let loaded = config::load(cli.config.as_deref())?;
             let cfg = loaded.config;
-            logging::init(
-                cli.log_level.as_deref().unwrap_or(&cfg.log.level),
-                cfg.log.format,
-            );
+            logging::init(cli.log_level.as_deref().unwrap_or(&cfg.log.level), cfg.log.format);
             for f in &loaded.files {
                 tracing::info!(file = %f.display(), "config loaded");
             }
@@ -150,9 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut sampler = metrics::Sampler::new(root, cfg.state_dir);
             let interval = match args.watch {
                 Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-                Some(s) => {
-                    anyhow::bail!("--watch {s}: the interval must be a positive number of seconds")
-                }
+                Some(s) => anyhow::bail!("--watch {s}: the interval must be a positive number of seconds"),
                 None => None,
             };
             let stdout = std::io::stdout();
@@ -207,17 +202,12 @@ fn host_vars(cfg: &Config, root: Option<PathBuf>) -> crate::reference::TemplateV
     crate::reference::TemplateVars::from_facts(&probe::probe(&root, &cfg.state_dir))
 }
 
-fn run_pull(
-    config: &Option<PathBuf>,
-    log_level: Option<&str>,
-    args: PullArgs,
-) -> anyhow::Result<i32> {
+fn run_pull(config: &Option<PathBuf>, log_level: Option<&str>, args: PullArgs) -> anyhow::Result<i32> {
     use crate::pull::{self, Progress, PullOptions};
     let cfg = image_config(config, log_level)?;
     let vars = host_vars(&cfg, args.root);
     let opts = PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
-    let client =
-        crate::registry::Client::new(crate::registry::ClientOptions::from_config(&cfg.registry)?)?;
+    let client = crate::registry::Client::new(crate::registry::ClientOptions::from_config(&cfg.registry)?)?;
     let store = crate::image_store::ImageStore::open(&cfg.state_dir)?;
     let bars = indicatif::MultiProgress::new();
     if args.quiet || args.json {
@@ -228,26 +218,15 @@ fn run_pull(
     )
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
     .progress_chars("=> ");
-    let by_blob =
-        std::sync::Mutex::new(std::collections::HashMap::<String, indicatif::ProgressBar>::new());
+    let by_blob = std::sync::Mutex::new(std::collections::HashMap::<String, indicatif::ProgressBar>::new());
     let sink: pull::ProgressSink = std::sync::Arc::new(move |p: &Progress| {
         let mut map = by_blob.lock().unwrap_or_else(|e| e.into_inner());
         match p {
-            Progress::BlobStarted {
-                digest,
-                size,
-                offset,
-            } => {
+            Progress::BlobStarted { digest, size, offset } => {
                 let bar = map.entry(digest.clone()).or_insert_with(|| {
                     let b = bars.add(indicatif::ProgressBar::new(*size));
                     b.set_style(style.clone());
-                    b.set_prefix(
-                        digest
-                            .trim_start_matches("sha256:")
-                            .chars()
-                            .take(12)
-                            .collect::<String>(),
-                    );
+                    b.set_prefix(digest.trim_start_matches("sha256:").chars().take(12).collect::<String>());
                     b
                 });
                 bar.set_position(*offset);
@@ -260,11 +239,7 @@ fn run_pull(
                     b.inc(*bytes);
                 }
             }
-            Progress::BlobRetry {
-                digest,
-                attempt,
-                error,
-            } => {
+            Progress::BlobRetry { digest, attempt, error } => {
                 if let Some(b) = map.get(digest) {
                     b.set_message(format!("retry {attempt}: {error}"));
                 }
@@ -288,16 +263,7 @@ fn run_pull(
                 c2.cancel();
             }
         });
-        pull::pull(
-            &client,
-            &store,
-            &args.image,
-            &vars,
-            &opts,
-            Some(sink),
-            cancel,
-        )
-        .await
+        pull::pull(&client, &store, &args.image, &vars, &opts, Some(sink), cancel).await
     })?;
     if args.json {
         let mut v = serde_json::to_value(&report)?;
@@ -324,33 +290,22 @@ pub fn pull_summary(r: &crate::pull::PullReport) -> String {
     )
 }
 
-fn run_resolve(
-    config: &Option<PathBuf>,
-    log_level: Option<&str>,
-    args: ResolveArgs,
-) -> anyhow::Result<i32> {
+fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, args: ResolveArgs) -> anyhow::Result<i32> {
     use crate::pull::{self, PullOptions};
     let cfg = image_config(config, log_level)?;
     let vars = host_vars(&cfg, args.root);
     let opts = PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
-    let client =
-        crate::registry::Client::new(crate::registry::ClientOptions::from_config(&cfg.registry)?)?;
+    let client = crate::registry::Client::new(crate::registry::ClientOptions::from_config(&cfg.registry)?)?;
     let rt = image_runtime()?;
     let outcome = rt.block_on(async {
         let res = pull::resolve(&client, &args.image, &vars).await?;
-        let platform =
-            pull::platform_manifest(&client, &res.reference, &res.manifest, &opts.platform).await;
+        let platform = pull::platform_manifest(&client, &res.reference, &res.manifest, &opts.platform).await;
         Ok::<_, pull::Error>((res, platform))
     });
     let (res, platform) = match outcome {
         Ok(v) => v,
         // No tag fits: still print every candidate's reason before failing.
-        Err(pull::Error::NoCompatibleTag {
-            image,
-            host,
-            decision,
-            ..
-        }) => {
+        Err(pull::Error::NoCompatibleTag { image, host, decision, .. }) => {
             if args.json {
                 println!(
                     "{}",
@@ -402,19 +357,12 @@ pub fn explain(d: &crate::resolve::Decision) -> String {
         out.push_str(&format!("rejected {tag}: {why}\n"));
     }
     if d.unmatched > 0 {
-        out.push_str(&format!(
-            "({} other tags do not match the pattern)\n",
-            d.unmatched
-        ));
+        out.push_str(&format!("({} other tags do not match the pattern)\n", d.unmatched));
     }
     out
 }
 
-fn run_image_gc(
-    config: &Option<PathBuf>,
-    log_level: Option<&str>,
-    args: ImageGcArgs,
-) -> anyhow::Result<i32> {
+fn run_image_gc(config: &Option<PathBuf>, log_level: Option<&str>, args: ImageGcArgs) -> anyhow::Result<i32> {
     let cfg = image_config(config, log_level)?;
     let store = crate::image_store::ImageStore::open(&cfg.state_dir)?;
     let report = store.gc(None)?;
@@ -446,10 +394,7 @@ fn optional_config(path: &Option<PathBuf>, log_level: Option<&str>) -> Config {
 
 /// Maps an error to the process exit code: configuration errors get EX_CONFIG (78), everything else 1.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err
-        .chain()
-        .any(|e| e.downcast_ref::<config::Error>().is_some())
-    {
+    if err.chain().any(|e| e.downcast_ref::<config::Error>().is_some()) {
         crate::EXIT_CONFIG
     } else {
         1

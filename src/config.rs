@@ -93,9 +93,7 @@ pub struct HostConfig {
 
 impl Default for HostConfig {
     fn default() -> Self {
-        Self {
-            root: PathBuf::from("/"),
-        }
+        Self { root: PathBuf::from("/") }
     }
 }
 
@@ -210,10 +208,7 @@ pub fn resolve_path(explicit: Option<&Path>) -> (PathBuf, bool) {
 
 /// The drop-in directory beside a config file: `agent.toml` -> `agent.d`.
 pub fn drop_in_dir(path: &Path) -> PathBuf {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!("{stem}.d"))
 }
 
@@ -300,11 +295,7 @@ fn from_table(table: toml::Table, path: &Path) -> Result<Config> {
         let key = e.path().to_string();
         Error::Schema {
             path: path.to_path_buf(),
-            key: if key == "." {
-                "(top level)".into()
-            } else {
-                key
-            },
+            key: if key == "." { "(top level)".into() } else { key },
             message: e.into_inner().to_string(),
         }
     })
@@ -352,35 +343,19 @@ impl RegistryConfig {
             }
         }
         if !(1..=64).contains(&self.concurrency) {
-            bad(
-                "registry.concurrency",
-                format!("{} must be between 1 and 64", self.concurrency),
-            );
+            bad("registry.concurrency", format!("{} must be between 1 and 64", self.concurrency));
         }
         if self.retries > 100 {
-            bad(
-                "registry.retries",
-                format!("{} must be at most 100", self.retries),
-            );
+            bad("registry.retries", format!("{} must be at most 100", self.retries));
         }
-        if !(self.retry_backoff_cap_s.is_finite()
-            && (0.0..=3600.0).contains(&self.retry_backoff_cap_s))
-        {
+        if !(self.retry_backoff_cap_s.is_finite() && (0.0..=3600.0).contains(&self.retry_backoff_cap_s)) {
             bad(
                 "registry.retry_backoff_cap_s",
-                format!(
-                    "{} must be between 0 and 3600 seconds",
-                    self.retry_backoff_cap_s
-                ),
+                format!("{} must be between 0 and 3600 seconds", self.retry_backoff_cap_s),
             );
         }
-        if !(self.unpack_estimate_factor.is_finite()
-            && (0.0..=20.0).contains(&self.unpack_estimate_factor))
-        {
-            bad(
-                "registry.unpack_estimate_factor",
-                format!("{} must be between 0 and 20", self.unpack_estimate_factor),
-            );
+        if !(self.unpack_estimate_factor.is_finite() && (0.0..=20.0).contains(&self.unpack_estimate_factor)) {
+            bad("registry.unpack_estimate_factor", format!("{} must be between 0 and 20", self.unpack_estimate_factor));
         }
         if let Some(p) = &self.platform {
             if let Err(e) = crate::pull::Platform::parse(p) {
@@ -393,10 +368,7 @@ impl RegistryConfig {
 /// Whether `id` is a valid device or group id: `[A-Za-z0-9_-]{1,64}`. Ids become MQTT topic levels, so this
 /// also keeps `+`, `#` and `/` out of topics.
 pub fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl Config {
@@ -411,49 +383,28 @@ impl Config {
         };
         if let Some(id) = &self.device_id {
             if !valid_id(id) {
-                bad(
-                    "device_id",
-                    format!("`{id}` must match [A-Za-z0-9_-]{{1,64}}"),
-                );
+                bad("device_id", format!("`{id}` must match [A-Za-z0-9_-]{{1,64}}"));
             }
         }
         if !self.state_dir.is_absolute() {
-            bad(
-                "state_dir",
-                format!("`{}` must be an absolute path", self.state_dir.display()),
-            );
+            bad("state_dir", format!("`{}` must be an absolute path", self.state_dir.display()));
         }
         for (i, g) in self.groups.iter().enumerate() {
             if !valid_id(g) {
-                bad(
-                    &format!("groups[{i}]"),
-                    format!("`{g}` must match [A-Za-z0-9_-]{{1,64}}"),
-                );
+                bad(&format!("groups[{i}]"), format!("`{g}` must match [A-Za-z0-9_-]{{1,64}}"));
             }
         }
         if !self.host.root.is_absolute() {
-            bad(
-                "host.root",
-                format!("`{}` must be an absolute path", self.host.root.display()),
-            );
+            bad("host.root", format!("`{}` must be an absolute path", self.host.root.display()));
         }
         if !(1..=86_400).contains(&self.telemetry.interval_s) {
             bad(
                 "telemetry.interval_s",
-                format!(
-                    "{} must be between 1 and 86400 seconds",
-                    self.telemetry.interval_s
-                ),
+                format!("{} must be between 1 and 86400 seconds", self.telemetry.interval_s),
             );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            bad(
-                "log.level",
-                format!(
-                    "`{}` is not a tracing filter ({e}); use e.g. \"info\"",
-                    self.log.level
-                ),
-            );
+            bad("log.level", format!("`{}` is not a tracing filter ({e}); use e.g. \"info\"", self.log.level));
         }
         self.registry.check(&mut bad);
         if problems.is_empty() {
@@ -468,18 +419,10 @@ impl Config {
         if let Some(id) = &self.device_id {
             return id.clone();
         }
-        let host = hostname::get()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
         let cleaned: String = host
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '-'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
             .take(64)
             .collect();
         if cleaned.is_empty() {
@@ -517,37 +460,22 @@ mod tests {
 
     #[test]
     fn wrong_type_names_key_path() {
-        let err = parse("[telemetry]\ninterval_s = \"ten\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse("[telemetry]\ninterval_s = \"ten\"\n").unwrap_err().to_string();
         assert!(err.contains("telemetry.interval_s"), "{err}");
     }
 
     #[test]
     fn syntax_error_names_file_and_line() {
         let err = parse("state_dir = \n").unwrap_err().to_string();
-        assert!(
-            err.contains("agent.toml") && err.contains("line 1"),
-            "{err}"
-        );
+        assert!(err.contains("agent.toml") && err.contains("line 1"), "{err}");
     }
 
     #[test]
     fn check_reports_every_problem() {
         let c = parse("device_id = \"bad/id\"\nstate_dir = \"rel\"\ngroups = [\"ok\", \"#\"]\n[telemetry]\ninterval_s = 0\n").unwrap();
-        let Err(Error::Invalid(problems)) = c.check() else {
-            panic!("expected invalid")
-        };
+        let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "device_id",
-                "state_dir",
-                "groups[1]",
-                "telemetry.interval_s"
-            ]
-        );
+        assert_eq!(keys, ["device_id", "state_dir", "groups[1]", "telemetry.interval_s"]);
     }
 
     #[test]
@@ -556,16 +484,8 @@ mod tests {
         let main = dir.path().join("agent.toml");
         std::fs::write(&main, "groups = [\"lab\"]\n[telemetry]\ninterval_s = 5\n").unwrap();
         std::fs::create_dir(dir.path().join("agent.d")).unwrap();
-        std::fs::write(
-            dir.path().join("agent.d/20-b.toml"),
-            "[telemetry]\ninterval_s = 7\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("agent.d/10-a.toml"),
-            "[telemetry]\ninterval_s = 6\n[host]\nroot = \"/host\"\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("agent.d/20-b.toml"), "[telemetry]\ninterval_s = 7\n").unwrap();
+        std::fs::write(dir.path().join("agent.d/10-a.toml"), "[telemetry]\ninterval_s = 6\n[host]\nroot = \"/host\"\n").unwrap();
         std::fs::write(dir.path().join("agent.d/notes.txt"), "ignored").unwrap();
         let loaded = load_files(&main, true).unwrap();
         assert_eq!(loaded.config.telemetry.interval_s, 7);
@@ -573,31 +493,18 @@ mod tests {
         assert_eq!(loaded.config.groups, ["lab"]);
         assert_eq!(loaded.files.len(), 3);
 
-        std::fs::write(
-            dir.path().join("agent.d/30-bad.toml"),
-            "[telemetry]\nintervall = 1\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("agent.d/30-bad.toml"), "[telemetry]\nintervall = 1\n").unwrap();
         let err = load_files(&main, true).unwrap_err().to_string();
-        assert!(
-            err.contains("30-bad.toml") && err.contains("telemetry.intervall"),
-            "{err}"
-        );
+        assert!(err.contains("30-bad.toml") && err.contains("telemetry.intervall"), "{err}");
     }
 
     #[test]
     fn missing_default_file_is_fine_but_missing_explicit_file_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let absent = dir.path().join("agent.toml");
-        assert_eq!(
-            load_files(&absent, false).unwrap().config,
-            Config::default()
-        );
+        assert_eq!(load_files(&absent, false).unwrap().config, Config::default());
         let err = load_files(&absent, true).unwrap_err().to_string();
-        assert!(
-            err.contains("cannot read config") && err.contains("agent.toml"),
-            "{err}"
-        );
+        assert!(err.contains("cannot read config") && err.contains("agent.toml"), "{err}");
     }
 
     #[test]
@@ -611,9 +518,7 @@ mod tests {
     #[test]
     fn registry_section_is_checked() {
         let c = parse("[registry]\nconcurrency = 0\ninsecure = [\"http://x\"]\nplatform = \"windows\"\nunpack_estimate_factor = -1.0\n[registry.mirrors]\n\"docker.io\" = [\"ftp://m\"]\n[registry.credentials]\n\"nvcr.io\" = { username = \"$oauthtoken\", password_file = \"key\" }\n").unwrap();
-        let Err(Error::Invalid(problems)) = c.check() else {
-            panic!("expected invalid")
-        };
+        let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,

@@ -9,15 +9,9 @@ use std::path::Path;
 /// Writes `data` to `path` so that after a power cut the file holds either the old or the new content:
 /// write a temp file in the same directory, fsync it, rename it over `path`, fsync the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;
@@ -61,10 +55,7 @@ mod tests {
         write_atomic(&p, b"old").unwrap();
         write_atomic(&p, b"new content").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"new content");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 
@@ -78,13 +69,7 @@ mod tests {
 
     #[test]
     fn under_root_keeps_paths_inside_root() {
-        assert_eq!(
-            under_root(Path::new("/fx"), "/sys/class"),
-            Path::new("/fx/sys/class")
-        );
-        assert_eq!(
-            under_root(Path::new("/"), "/sys/class"),
-            Path::new("/sys/class")
-        );
+        assert_eq!(under_root(Path::new("/fx"), "/sys/class"), Path::new("/fx/sys/class"));
+        assert_eq!(under_root(Path::new("/"), "/sys/class"), Path::new("/sys/class"));
     }
 }

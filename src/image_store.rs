@@ -35,42 +35,25 @@ pub enum Error {
     #[error("blob {digest}: received bytes hash to {actual}; the download was corrupted and is discarded")]
     DigestMismatch { digest: String, actual: String },
     #[error("blob {digest}: expected {expected} bytes, received {actual}")]
-    SizeMismatch {
-        digest: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { digest: String, expected: u64, actual: u64 },
     #[error("no image `{0}` in the store: pull it first (`jetship pull`)")]
     NoImage(String),
     #[error("image record {path} is unreadable: {detail}")]
     BadRecord { path: PathBuf, detail: String },
     #[error("stored manifest {digest} of {image} is unusable: {detail}")]
-    BadManifest {
-        image: String,
-        digest: String,
-        detail: String,
-    },
+    BadManifest { image: String, digest: String, detail: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
 /// The hex part of a `sha256:<hex>` digest, validated so it is safe as a file name.
 pub fn digest_hex(digest: &str) -> Result<&str> {
     match digest.strip_prefix("sha256:") {
-        Some(h)
-            if h.len() == 64
-                && h.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
-        {
-            Ok(h)
-        }
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => Ok(h),
         _ => Err(Error::BadDigest(digest.to_owned())),
     }
 }
@@ -161,10 +144,7 @@ impl ImageStore {
 
     /// Where a partial download of a blob lives.
     pub fn partial_path(&self, digest: &str) -> Result<PathBuf> {
-        Ok(self
-            .root
-            .join("ingest")
-            .join(format!("{}.partial", digest_hex(digest)?)))
+        Ok(self.root.join("ingest").join(format!("{}.partial", digest_hex(digest)?)))
     }
 
     /// Whether a verified blob is present.
@@ -174,19 +154,14 @@ impl ImageStore {
 
     /// Bytes of a partial download kept from an earlier attempt (0 if none).
     pub fn partial_len(&self, digest: &str) -> u64 {
-        self.partial_path(digest)
-            .ok()
-            .and_then(|p| fs::metadata(p).ok())
-            .map_or(0, |m| m.len())
+        self.partial_path(digest).ok().and_then(|p| fs::metadata(p).ok()).map_or(0, |m| m.len())
     }
 
     /// Opens a verified blob for reading (layers are streamed from here when unpacking).
     pub fn open_blob(&self, digest: &str) -> Result<File> {
         let p = self.blob_path(digest)?;
         File::open(&p).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::MissingBlob {
-                digest: digest.to_owned(),
-            },
+            io::ErrorKind::NotFound => Error::MissingBlob { digest: digest.to_owned() },
             _ => Error::Io { path: p, source: e },
         })
     }
@@ -195,10 +170,7 @@ impl ImageStore {
     pub fn read_blob(&self, digest: &str, limit: u64) -> Result<Vec<u8>> {
         let p = self.blob_path(digest)?;
         let mut buf = Vec::new();
-        self.open_blob(digest)?
-            .take(limit)
-            .read_to_end(&mut buf)
-            .map_err(io_err(&p))?;
+        self.open_blob(digest)?.take(limit).read_to_end(&mut buf).map_err(io_err(&p))?;
         Ok(buf)
     }
 
@@ -206,10 +178,7 @@ impl ImageStore {
     pub fn put_blob(&self, digest: &str, data: &[u8]) -> Result<()> {
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(data)));
         if actual != digest {
-            return Err(Error::DigestMismatch {
-                digest: digest.to_owned(),
-                actual,
-            });
+            return Err(Error::DigestMismatch { digest: digest.to_owned(), actual });
         }
         let p = self.blob_path(digest)?;
         if p.is_file() {
@@ -226,18 +195,10 @@ impl ImageStore {
     pub fn ingest(&self, digest: &str, size: u64, source: &str) -> Result<Option<Ingest>> {
         let path = self.partial_path(digest)?;
         let lock = loop {
-            let lock_file = OpenOptions::new()
-                .create(true)
-                .read(true)
-                .append(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            let lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, errno)| {
-                Error::Io {
-                    path: path.clone(),
-                    source: io::Error::from(errno),
-                }
-            })?;
+            let lock_file =
+                OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(io_err(&path))?;
+            let lock = Flock::lock(lock_file, FlockArg::LockExclusive)
+                .map_err(|(_, errno)| Error::Io { path: path.clone(), source: io::Error::from(errno) })?;
             if self.has_blob(digest) {
                 // Whatever is at the partial path now is a leftover of a blob that is complete.
                 let _ = fs::remove_file(&path);
@@ -251,18 +212,9 @@ impl ImageStore {
             }
         };
         let meta_path = path.with_extension("json");
-        let meta = IngestMeta {
-            digest: digest.to_owned(),
-            size,
-            source: source.to_owned(),
-        };
-        let old: Option<IngestMeta> = fs::read(&meta_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if old
-            .as_ref()
-            .map_or(true, |m| m.size != size || m.source != source)
-        {
+        let meta = IngestMeta { digest: digest.to_owned(), size, source: source.to_owned() };
+        let old: Option<IngestMeta> = fs::read(&meta_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        if old.as_ref().map_or(true, |m| m.size != size || m.source != source) {
             let json = serde_json::to_vec(&meta).unwrap_or_default();
             fsutil::write_atomic(&meta_path, &json).map_err(io_err(&meta_path))?;
         }
@@ -314,22 +266,14 @@ impl ImageStore {
     }
 
     fn record_path(&self, name: &str) -> PathBuf {
-        self.root.join("refs").join(format!(
-            "{}.json",
-            hex::encode(Sha256::digest(name.as_bytes()))
-        ))
+        self.root.join("refs").join(format!("{}.json", hex::encode(Sha256::digest(name.as_bytes()))))
     }
 
     /// The record stored under `name`, if any.
     pub fn record(&self, name: &str) -> Result<Option<ImageRecord>> {
         let path = self.record_path(name);
         match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| Error::BadRecord {
-                    path,
-                    detail: e.to_string(),
-                }),
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::BadRecord { path, detail: e.to_string() }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(Error::Io { path, source }),
         }
@@ -383,27 +327,17 @@ impl ImageStore {
             digest: record.manifest_digest.clone(),
             detail,
         };
-        let manifest = ImageManifest::from_reader(
-            self.read_blob(&record.manifest_digest, 4 << 20)?.as_slice(),
-        )
-        .map_err(|e| bad(e.to_string()))?;
-        let config = ImageConfiguration::from_reader(
-            self.read_blob(&record.config_digest, 16 << 20)?.as_slice(),
-        )
-        .map_err(|e| bad(format!("config {}: {e}", record.config_digest)))?;
-        Ok(StoredImage {
-            record,
-            manifest,
-            config,
-        })
+        let manifest = ImageManifest::from_reader(self.read_blob(&record.manifest_digest, 4 << 20)?.as_slice())
+            .map_err(|e| bad(e.to_string()))?;
+        let config = ImageConfiguration::from_reader(self.read_blob(&record.config_digest, 16 << 20)?.as_slice())
+            .map_err(|e| bad(format!("config {}: {e}", record.config_digest)))?;
+        Ok(StoredImage { record, manifest, config })
     }
 
     /// Free bytes on the store's file system for an unprivileged writer.
     pub fn free_bytes(&self) -> Result<u64> {
-        let st = nix::sys::statvfs::statvfs(&self.root).map_err(|e| Error::Io {
-            path: self.root.clone(),
-            source: io::Error::from(e),
-        })?;
+        let st = nix::sys::statvfs::statvfs(&self.root)
+            .map_err(|e| Error::Io { path: self.root.clone(), source: io::Error::from(e) })?;
         Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
     }
 
@@ -424,8 +358,7 @@ impl ImageStore {
             if let Some(i) = &r.index_digest {
                 wanted.insert(i.clone());
             }
-            for m in std::iter::once(&r.manifest_digest).chain(r.previous_manifest_digest.as_ref())
-            {
+            for m in std::iter::once(&r.manifest_digest).chain(r.previous_manifest_digest.as_ref()) {
                 wanted.insert(m.clone());
                 // Read the manifest itself rather than trusting the record: it also covers the previous image.
                 if let Ok(bytes) = self.read_blob(m, 4 << 20) {
@@ -554,11 +487,7 @@ impl Ingest {
     pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
         let after = self.written + chunk.len() as u64;
         if after > self.size {
-            return Err(Error::SizeMismatch {
-                digest: self.digest.clone(),
-                expected: self.size,
-                actual: after,
-            });
+            return Err(Error::SizeMismatch { digest: self.digest.clone(), expected: self.size, actual: after });
         }
         self.out.write_all(chunk).map_err(io_err(&self.path))?;
         self.hasher.update(chunk);
@@ -579,19 +508,12 @@ impl Ingest {
     pub fn commit(mut self) -> Result<()> {
         self.flush()?;
         if self.written != self.size {
-            return Err(Error::SizeMismatch {
-                digest: self.digest.clone(),
-                expected: self.size,
-                actual: self.written,
-            });
+            return Err(Error::SizeMismatch { digest: self.digest.clone(), expected: self.size, actual: self.written });
         }
         let actual = format!("sha256:{}", hex::encode(self.hasher.finalize_reset()));
         if actual != self.digest {
             let _ = fs::remove_file(&self.path);
-            return Err(Error::DigestMismatch {
-                digest: self.digest.clone(),
-                actual,
-            });
+            return Err(Error::DigestMismatch { digest: self.digest.clone(), actual });
         }
         self.out.get_ref().sync_all().map_err(io_err(&self.path))?;
         fs::rename(&self.path, &self.blob_path).map_err(io_err(&self.blob_path))?;
@@ -616,18 +538,12 @@ mod tests {
         let store = ImageStore::open(dir.path()).unwrap();
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let d = digest_of(&data);
-        let mut ing = store
-            .ingest(&d, data.len() as u64, "test")
-            .unwrap()
-            .unwrap();
+        let mut ing = store.ingest(&d, data.len() as u64, "test").unwrap().unwrap();
         ing.write(&data[..40_000]).unwrap();
         ing.flush().unwrap();
         drop(ing); // a cut connection or a killed agent
         assert_eq!(store.partial_len(&d), 40_000);
-        let mut ing = store
-            .ingest(&d, data.len() as u64, "test")
-            .unwrap()
-            .unwrap();
+        let mut ing = store.ingest(&d, data.len() as u64, "test").unwrap().unwrap();
         assert_eq!(ing.resumed_from(), 40_000);
         ing.write(&data[40_000..]).unwrap();
         ing.commit().unwrap();
@@ -644,10 +560,7 @@ mod tests {
         let store = ImageStore::open(dir.path()).unwrap();
         let data = b"hello layer".to_vec();
         let d = digest_of(&data);
-        let mut ing = store
-            .ingest(&d, data.len() as u64, "test")
-            .unwrap()
-            .unwrap();
+        let mut ing = store.ingest(&d, data.len() as u64, "test").unwrap().unwrap();
         let mut bad = data.clone();
         bad[3] ^= 0x20;
         ing.write(&bad).unwrap();
@@ -655,22 +568,10 @@ mod tests {
         assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
         assert!(!store.has_blob(&d));
         assert_eq!(store.partial_len(&d), 0, "a corrupt partial is discarded");
-        let mut ing = store
-            .ingest(&d, data.len() as u64, "test")
-            .unwrap()
-            .unwrap();
-        assert!(
-            matches!(ing.write(&[0u8; 12]), Err(Error::SizeMismatch { .. })),
-            "more than declared"
-        );
-        assert!(matches!(
-            store.put_blob(&d, b"other"),
-            Err(Error::DigestMismatch { .. })
-        ));
-        assert!(matches!(
-            store.blob_path("sha256:../../etc"),
-            Err(Error::BadDigest(_))
-        ));
+        let mut ing = store.ingest(&d, data.len() as u64, "test").unwrap().unwrap();
+        assert!(matches!(ing.write(&[0u8; 12]), Err(Error::SizeMismatch { .. })), "more than declared");
+        assert!(matches!(store.put_blob(&d, b"other"), Err(Error::DigestMismatch { .. })));
+        assert!(matches!(store.blob_path("sha256:../../etc"), Err(Error::BadDigest(_))));
     }
 
     #[test]
@@ -684,10 +585,7 @@ mod tests {
         let (s2, d2) = (store.clone(), d.clone());
         let second = std::thread::spawn(move || s2.ingest(&d2, 50_000, "b").unwrap().is_none());
         std::thread::sleep(std::time::Duration::from_millis(100));
-        assert!(
-            !second.is_finished(),
-            "the second writer waits for the lock"
-        );
+        assert!(!second.is_finished(), "the second writer waits for the lock");
         first.write(&data[10..]).unwrap();
         first.commit().unwrap();
         assert!(second.join().unwrap(), "the blob was committed meanwhile");
@@ -713,13 +611,7 @@ mod tests {
         };
         let (m1, m2) = (digest_of(b"1"), digest_of(b"2"));
         store.write_record(rec(&m1)).unwrap();
-        assert_eq!(
-            store
-                .write_record(rec(&m1))
-                .unwrap()
-                .previous_manifest_digest,
-            None
-        );
+        assert_eq!(store.write_record(rec(&m1)).unwrap().previous_manifest_digest, None);
         let r = store.write_record(rec(&m2)).unwrap();
         assert_eq!(r.previous_manifest_digest.as_deref(), Some(m1.as_str()));
         assert_eq!(store.record("docker.io/a/b:{auto}").unwrap().unwrap(), r);

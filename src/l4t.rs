@@ -31,11 +31,7 @@ pub struct L4tVersion {
 
 impl L4tVersion {
     pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        Self {
-            major,
-            minor,
-            patch,
-        }
+        Self { major, minor, patch }
     }
 
     /// Parses the version token found in image tags and files: `36.4.3`, `36.4`, `r36.4.0`, `R32.7.1`.
@@ -60,10 +56,7 @@ impl L4tVersion {
 
     /// The JetPack release NVIDIA shipped with this L4T, if it is in the table.
     pub fn jetpack(&self) -> Option<&'static str> {
-        JETPACK_TABLE
-            .iter()
-            .find(|(v, _)| v == self)
-            .map(|(_, jp)| *jp)
+        JETPACK_TABLE.iter().find(|(v, _)| v == self).map(|(_, jp)| *jp)
     }
 
     /// The JetPack major version: from the table, or from the L4T major when the exact release is unknown
@@ -256,11 +249,7 @@ mod tests {
         assert_eq!(L4tVersion::parse_token("r36"), None);
         assert_eq!(L4tVersion::parse_token("1.2.3.4"), None);
         assert_eq!(L4tVersion::parse_token("roscore"), None);
-        assert_eq!(
-            L4tVersion::parse_token("2.2"),
-            None,
-            "a package version is not an L4T release"
-        );
+        assert_eq!(L4tVersion::parse_token("2.2"), None, "a package version is not an L4T release");
         assert!("36.x".parse::<L4tVersion>().is_err());
     }
 
@@ -288,11 +277,7 @@ mod tests {
             assert_eq!(v(l4t).jetpack(), jp, "L4T {l4t}");
         }
         assert_eq!(v("36.2.0").jetpack_major(), Some(6));
-        assert_eq!(
-            v("36.9.9").jetpack_major(),
-            Some(6),
-            "unknown R36 release still is JetPack 6"
-        );
+        assert_eq!(v("36.9.9").jetpack_major(), Some(6), "unknown R36 release still is JetPack 6");
         assert_eq!(v("32.7.1").jetpack_major(), Some(4));
         assert_eq!(v("31.1.0").jetpack_major(), None);
     }
@@ -339,16 +324,10 @@ mod tests {
             ("31.1.0", "31.1.1"),
         ];
         for (host, image) in yes {
-            assert!(
-                v(host).accepts_image(&v(image)),
-                "host {host} should accept image {image}"
-            );
+            assert!(v(host).accepts_image(&v(image)), "host {host} should accept image {image}");
         }
         for (host, image) in no {
-            assert!(
-                !v(host).accepts_image(&v(image)),
-                "host {host} should reject image {image}"
-            );
+            assert!(!v(host).accepts_image(&v(image)), "host {host} should reject image {image}");
         }
     }
 
@@ -364,13 +343,7 @@ mod tests {
 
     #[test]
     fn truncated_tegra_release_is_an_error_not_a_guess() {
-        for text in [
-            "",
-            "# R36 (rel",
-            "# R36 (release), REVISION: ",
-            "garbage\x00\x01",
-            "# Rxx (release), REVISION: 4.3",
-        ] {
+        for text in ["", "# R36 (rel", "# R36 (release), REVISION: ", "garbage\x00\x01", "# Rxx (release), REVISION: 4.3"] {
             let err = parse_nv_tegra_release(text).unwrap_err();
             assert!(err.to_string().contains("L4T_VERSION"), "{err}");
         }

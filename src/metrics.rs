@@ -118,11 +118,7 @@ impl Sample {
         self.thermal
             .iter()
             .filter(|z| z.temp_c.is_some())
-            .max_by(|a, b| {
-                a.temp_c
-                    .partial_cmp(&b.temp_c)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
+            .max_by(|a, b| a.temp_c.partial_cmp(&b.temp_c).unwrap_or(std::cmp::Ordering::Equal))
     }
 
     /// The module's input power (VDD_IN, or the R32 `POM_5V_IN`) in mW.

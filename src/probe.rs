@@ -125,14 +125,8 @@ pub fn probe(root: &Path, state_dir: &Path) -> HostFacts {
         .ok()
         .map(|s| s.trim_end_matches('\0').trim().to_owned())
         .filter(|s| !s.is_empty());
-    let kind = if l4t.is_some() {
-        HostKind::Jetson
-    } else {
-        HostKind::GenericLinux
-    };
-    let jetpack = l4t
-        .as_ref()
-        .map(|i| i.version.jetpack().unwrap_or("unknown").to_owned());
+    let kind = if l4t.is_some() { HostKind::Jetson } else { HostKind::GenericLinux };
+    let jetpack = l4t.as_ref().map(|i| i.version.jetpack().unwrap_or("unknown").to_owned());
     let jetpack_major = l4t.as_ref().and_then(|i| i.version.jetpack_major());
     let stack = l4t.as_ref().map(|i| i.version.stack()).unwrap_or_default();
     let _ = state_dir;
@@ -162,34 +156,21 @@ pub fn probe(root: &Path, state_dir: &Path) -> HostFacts {
 fn read_l4t(root: &Path, warnings: &mut Vec<String>) -> Option<L4tInfo> {
     if let Ok(v) = std::env::var("L4T_VERSION") {
         match v.parse::<L4tVersion>() {
-            Ok(version) => {
-                return Some(L4tInfo {
-                    version,
-                    source: "env".into(),
-                })
-            }
+            Ok(version) => return Some(L4tInfo { version, source: "env".into() }),
             Err(e) => warnings.push(format!("ignoring L4T_VERSION: {e}")),
         }
     }
     let release = under_root(root, "/etc/nv_tegra_release");
     if let Ok(text) = read_small(&release, 64 * 1024) {
         match l4t::parse_nv_tegra_release(&text) {
-            Ok(version) => {
-                return Some(L4tInfo {
-                    version,
-                    source: "nv_tegra_release".into(),
-                })
-            }
+            Ok(version) => return Some(L4tInfo { version, source: "nv_tegra_release".into() }),
             Err(e) => warnings.push(format!("{}: {e}", release.display())),
         }
     }
     let status = under_root(root, "/var/lib/dpkg/status");
     if let Ok(text) = std::fs::read_to_string(&status) {
         if let Some(version) = l4t::parse_dpkg_status(&text) {
-            return Some(L4tInfo {
-                version,
-                source: "dpkg".into(),
-            });
+            return Some(L4tInfo { version, source: "dpkg".into() });
         }
     }
     None
@@ -208,10 +189,7 @@ impl HostFacts {
             out.push_str(&format!("model:     {m}\n"));
         }
         if let Some(l4t) = &self.l4t {
-            out.push_str(&format!(
-                "l4t:       {} (from {})\n",
-                l4t.version, l4t.source
-            ));
+            out.push_str(&format!("l4t:       {} (from {})\n", l4t.version, l4t.source));
         }
         if let Some(jp) = &self.jetpack {
             out.push_str(&format!("jetpack:   {jp}\n"));

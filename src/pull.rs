@@ -52,50 +52,18 @@ pub enum Error {
     #[error("{image}: {{auto}} needs the host's L4T release, and this host has none: run on a Jetson, set L4T_VERSION, or name the tag")]
     NoHostRelease { image: String },
     #[error("{image}: no tag fits L4T {host}: {summary}")]
-    NoCompatibleTag {
-        image: String,
-        host: String,
-        summary: String,
-        decision: Box<Decision>,
-    },
+    NoCompatibleTag { image: String, host: String, summary: String, decision: Box<Decision> },
     #[error("{image}: manifest {digest} is malformed: {detail}")]
-    BadManifest {
-        image: String,
-        digest: String,
-        detail: String,
-    },
+    BadManifest { image: String, digest: String, detail: String },
     #[error("{image}: unsupported media type `{media_type}` for {what}; jetship takes OCI and Docker schema 2 images with tar, tar+gzip or tar+zstd layers")]
-    WrongMediaType {
-        image: String,
-        what: String,
-        media_type: String,
-    },
+    WrongMediaType { image: String, what: String, media_type: String },
     #[error("{image}: no manifest for platform {wanted} in the index (it has: {available}); pick one with --platform or registry.platform")]
-    NoPlatform {
-        image: String,
-        wanted: String,
-        available: String,
-    },
+    NoPlatform { image: String, wanted: String, available: String },
     #[error("{image}: not enough disk space in {dir}: needs {needed} bytes ({download} to download + {unpack} estimated to unpack + {reserve} reserve) but only {free} bytes are free; free space, run GC, or lower registry.disk_reserve_bytes")]
-    NoSpace {
-        image: String,
-        dir: String,
-        needed: u64,
-        free: u64,
-        download: u64,
-        unpack: u64,
-        reserve: u64,
-    },
+    NoSpace { image: String, dir: String, needed: u64, free: u64, download: u64, unpack: u64, reserve: u64 },
     #[error("{image}: blob {digest} failed after {attempts} attempts: {last}")]
-    Blob {
-        image: String,
-        digest: String,
-        attempts: u32,
-        last: String,
-    },
-    #[error(
-        "{image}: `{platform}` is not a platform (expected os/arch[/variant], e.g. linux/arm64)"
-    )]
+    Blob { image: String, digest: String, attempts: u32, last: String },
+    #[error("{image}: `{platform}` is not a platform (expected os/arch[/variant], e.g. linux/arm64)")]
     BadPlatform { image: String, platform: String },
     #[error("{image}: pull cancelled")]
     Cancelled { image: String },
@@ -114,13 +82,9 @@ pub struct Platform {
 impl Platform {
     /// Parses `linux/arm64`, `linux/arm64/v8`, `linux/amd64`; `aarch64` and `x86_64` are accepted as aliases.
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = || Error::BadPlatform {
-            image: "platform".into(),
-            platform: s.to_owned(),
-        };
+        let bad = || Error::BadPlatform { image: "platform".into(), platform: s.to_owned() };
         let parts: Vec<&str> = s.trim().split('/').collect();
-        let ok =
-            |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let ok = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !(2..=3).contains(&parts.len()) || !parts.iter().all(ok) || parts[0] != "linux" {
             return Err(bad());
         }
@@ -139,11 +103,7 @@ impl Platform {
             "arm" => ("arm", Some("v7")),
             other => (other, None),
         };
-        Self {
-            os: "linux".into(),
-            architecture: arch.into(),
-            variant: variant.map(str::to_owned),
-        }
+        Self { os: "linux".into(), architecture: arch.into(), variant: variant.map(str::to_owned) }
     }
 
     /// How well an index entry fits: `None` if not at all, higher is better (exact variant over none).
@@ -215,26 +175,13 @@ impl PullOptions {
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Progress {
     /// The manifest is known: how much there is and how much the store already has.
-    Planned {
-        image: String,
-        blobs: usize,
-        total_bytes: u64,
-        present_bytes: u64,
-    },
+    Planned { image: String, blobs: usize, total_bytes: u64, present_bytes: u64 },
     /// A blob download (re)starts at `offset` (bytes kept from earlier attempts).
-    BlobStarted {
-        digest: String,
-        size: u64,
-        offset: u64,
-    },
+    BlobStarted { digest: String, size: u64, offset: u64 },
     /// Bytes of a blob arrived.
     BlobBytes { digest: String, bytes: u64 },
     /// An attempt failed; the blob will be retried.
-    BlobRetry {
-        digest: String,
-        attempt: u32,
-        error: String,
-    },
+    BlobRetry { digest: String, attempt: u32, error: String },
     /// A blob is verified and stored (`cached`: it was already there).
     BlobDone { digest: String, cached: bool },
 }
@@ -253,36 +200,16 @@ pub struct PullStatus {
 
 /// Wraps `emit` so it is called at most once per `period` (plus once when the last blob is done): the agent's
 /// progress events.
-pub fn throttled(
-    period: Duration,
-    emit: impl Fn(PullStatus) + Send + Sync + 'static,
-) -> ProgressSink {
-    let state = Mutex::new((
-        None::<Instant>,
-        PullStatus {
-            total_bytes: 0,
-            done_bytes: 0,
-            blobs: 0,
-            blobs_done: 0,
-        },
-    ));
+pub fn throttled(period: Duration, emit: impl Fn(PullStatus) + Send + Sync + 'static) -> ProgressSink {
+    let state = Mutex::new((None::<Instant>, PullStatus { total_bytes: 0, done_bytes: 0, blobs: 0, blobs_done: 0 }));
     Arc::new(move |p: &Progress| {
         let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
         let (last, status) = &mut *guard;
         let mut force = false;
         match p {
-            Progress::Planned {
-                blobs,
-                total_bytes,
-                present_bytes,
-                ..
-            } => {
-                *status = PullStatus {
-                    total_bytes: *total_bytes,
-                    done_bytes: *present_bytes,
-                    blobs: *blobs,
-                    blobs_done: 0,
-                };
+            Progress::Planned { blobs, total_bytes, present_bytes, .. } => {
+                *status =
+                    PullStatus { total_bytes: *total_bytes, done_bytes: *present_bytes, blobs: *blobs, blobs_done: 0 };
             }
             Progress::BlobStarted { offset, .. } => status.done_bytes += offset,
             Progress::BlobBytes { bytes, .. } => status.done_bytes += bytes,
@@ -319,14 +246,9 @@ pub async fn resolve(client: &Client, input: &str, vars: &TemplateVars) -> Resul
     let expanded = reference::expand(input, vars)?;
     let parsed = Reference::parse(&expanded)?;
     let name = parsed.to_string();
-    let reg = |source| Error::Registry {
-        image: name.clone(),
-        source,
-    };
+    let reg = |source| Error::Registry { image: name.clone(), source };
     let (reference, decision) = if parsed.has_auto() && parsed.digest.is_none() {
-        let host = vars.l4t.ok_or_else(|| Error::NoHostRelease {
-            image: name.clone(),
-        })?;
+        let host = vars.l4t.ok_or_else(|| Error::NoHostRelease { image: name.clone() })?;
         let tags = client.list_tags(&parsed).await.map_err(reg)?;
         let pattern = parsed.tag.clone().unwrap_or_default();
         let decision = resolve::resolve(host, &pattern, &tags);
@@ -336,11 +258,7 @@ pub async fn resolve(client: &Client, input: &str, vars: &TemplateVars) -> Resul
                 let summary = if decision.candidates.is_empty() {
                     format!("none of the {} tags matches `{pattern}`", tags.len())
                 } else {
-                    let reasons: Vec<String> = decision
-                        .rejected()
-                        .take(5)
-                        .map(|(t, r)| format!("{t}: {r}"))
-                        .collect();
+                    let reasons: Vec<String> = decision.rejected().take(5).map(|(t, r)| format!("{t}: {r}")).collect();
                     reasons.join("; ")
                 };
                 return Err(Error::NoCompatibleTag {
@@ -354,17 +272,9 @@ pub async fn resolve(client: &Client, input: &str, vars: &TemplateVars) -> Resul
     } else {
         (parsed, None)
     };
-    let manifest = client
-        .manifest(&reference, reference.manifest_ref())
-        .await
-        .map_err(reg)?;
+    let manifest = client.manifest(&reference, reference.manifest_ref()).await.map_err(reg)?;
     let reference = reference.with_digest(&manifest.digest);
-    Ok(Resolution {
-        name,
-        reference,
-        decision,
-        manifest,
-    })
+    Ok(Resolution { name, reference, decision, manifest })
 }
 
 /// The outcome of a pull.
@@ -403,10 +313,7 @@ impl Ctx<'_> {
         }
     }
     fn store_err(&self, source: image_store::Error) -> Error {
-        Error::Store {
-            image: self.image.clone(),
-            source,
-        }
+        Error::Store { image: self.image.clone(), source }
     }
 }
 
@@ -440,53 +347,26 @@ async fn pull_inner(
 ) -> Result<PullReport> {
     let res = resolve(client, input, vars).await?;
     let image = res.reference.to_string();
-    let ctx = Ctx {
-        client,
-        store,
-        reference: &res.reference,
-        opts,
-        progress,
-        image: image.clone(),
-    };
-    let (index_digest, manifest) =
-        platform_manifest(client, &res.reference, &res.manifest, &opts.platform).await?;
+    let ctx = Ctx { client, store, reference: &res.reference, opts, progress, image: image.clone() };
+    let (index_digest, manifest) = platform_manifest(client, &res.reference, &res.manifest, &opts.platform).await?;
     let parsed = validate_manifest(&image, &manifest)?;
     if let Some(idx) = &index_digest {
-        store
-            .put_blob(idx, &res.manifest.bytes)
-            .map_err(|e| ctx.store_err(e))?;
+        store.put_blob(idx, &res.manifest.bytes).map_err(|e| ctx.store_err(e))?;
     }
 
     let config = parsed.config();
-    let mut jobs = vec![BlobJob {
-        digest: config.digest().to_string(),
-        size: config.size(),
-    }];
-    jobs.extend(parsed.layers().iter().map(|l| BlobJob {
-        digest: l.digest().to_string(),
-        size: l.size(),
-    }));
+    let mut jobs = vec![BlobJob { digest: config.digest().to_string(), size: config.size() }];
+    jobs.extend(parsed.layers().iter().map(|l| BlobJob { digest: l.digest().to_string(), size: l.size() }));
     // A manifest may list the same layer twice (empty layers): fetch each blob once.
     let mut seen = std::collections::HashSet::new();
     jobs.retain(|j| seen.insert(j.digest.clone()));
     let total_bytes: u64 = jobs.iter().map(|j| j.size).sum();
     let present_bytes: u64 = jobs
         .iter()
-        .map(|j| {
-            if store.has_blob(&j.digest) {
-                j.size
-            } else {
-                store.partial_len(&j.digest).min(j.size)
-            }
-        })
+        .map(|j| if store.has_blob(&j.digest) { j.size } else { store.partial_len(&j.digest).min(j.size) })
         .sum();
     preflight(&ctx, &parsed, total_bytes - present_bytes)?;
-    ctx.emit(Progress::Planned {
-        image: image.clone(),
-        blobs: jobs.len(),
-        total_bytes,
-        present_bytes,
-    });
+    ctx.emit(Progress::Planned { image: image.clone(), blobs: jobs.len(), total_bytes, present_bytes });
 
     let downloaded: u64 = futures_util::stream::iter(jobs.iter().map(|j| fetch_blob(&ctx, j)))
         .buffer_unordered(opts.concurrency)
@@ -494,28 +374,19 @@ async fn pull_inner(
         .await?;
 
     // The config must be an image config the runtime can read.
-    let config_bytes = store
-        .read_blob(config.digest().as_ref(), 16 << 20)
-        .map_err(|e| ctx.store_err(e))?;
-    let cfg = ImageConfiguration::from_reader(config_bytes.as_slice()).map_err(|e| {
-        Error::BadManifest {
-            image: image.clone(),
-            digest: manifest.digest.clone(),
-            detail: format!("config {} is not an image config: {e}", config.digest()),
-        }
+    let config_bytes = store.read_blob(config.digest().as_ref(), 16 << 20).map_err(|e| ctx.store_err(e))?;
+    let cfg = ImageConfiguration::from_reader(config_bytes.as_slice()).map_err(|e| Error::BadManifest {
+        image: image.clone(),
+        digest: manifest.digest.clone(),
+        detail: format!("config {} is not an image config: {e}", config.digest()),
     })?;
     // Store the manifest last: its presence means every blob it names is here.
-    store
-        .put_blob(&manifest.digest, &manifest.bytes)
-        .map_err(|e| ctx.store_err(e))?;
+    store.put_blob(&manifest.digest, &manifest.bytes).map_err(|e| ctx.store_err(e))?;
     let platform = format!(
         "{}/{}{}",
         cfg.os(),
         cfg.architecture(),
-        cfg.variant()
-            .as_deref()
-            .map(|v| format!("/{v}"))
-            .unwrap_or_default()
+        cfg.variant().as_deref().map(|v| format!("/{v}")).unwrap_or_default()
     );
     let record = ImageRecord {
         name: res.name.clone(),
@@ -582,13 +453,7 @@ pub async fn platform_manifest(
         if os == "unknown" {
             continue; // attestation manifests
         }
-        available.push(format!(
-            "{os}/{arch}{}",
-            p.variant()
-                .as_deref()
-                .map(|v| format!("/{v}"))
-                .unwrap_or_default()
-        ));
+        available.push(format!("{os}/{arch}{}", p.variant().as_deref().map(|v| format!("/{v}")).unwrap_or_default()));
         if let Some(score) = wanted.fit(&os, &arch, p.variant().as_deref()) {
             if best.map_or(true, |(s, _)| score > s) {
                 best = Some((score, m));
@@ -599,11 +464,7 @@ pub async fn platform_manifest(
         return Err(Error::NoPlatform {
             image: image.clone(),
             wanted: wanted.to_string(),
-            available: if available.is_empty() {
-                "no platforms".into()
-            } else {
-                available.join(", ")
-            },
+            available: if available.is_empty() { "no platforms".into() } else { available.join(", ") },
         });
     };
     let digest = desc.digest().to_string();
@@ -612,22 +473,13 @@ pub async fn platform_manifest(
         digest: top.digest.clone(),
         detail: e.to_string(),
     })?;
-    let child = client
-        .manifest(reference, &digest)
-        .await
-        .map_err(|source| Error::Registry {
-            image: image.clone(),
-            source,
-        })?;
-    if matches!(
-        child.media_type.as_str(),
-        registry::OCI_INDEX | registry::DOCKER_MANIFEST_LIST
-    ) {
+    let child =
+        client.manifest(reference, &digest).await.map_err(|source| Error::Registry { image: image.clone(), source })?;
+    if matches!(child.media_type.as_str(), registry::OCI_INDEX | registry::DOCKER_MANIFEST_LIST) {
         return Err(Error::BadManifest {
             image: image.clone(),
             digest: child.digest,
-            detail: "an index entry points at another index; nested indexes are not supported"
-                .into(),
+            detail: "an index entry points at another index; nested indexes are not supported".into(),
         });
     }
     Ok((Some(top.digest.clone()), child))
@@ -635,35 +487,22 @@ pub async fn platform_manifest(
 
 /// Parses an image manifest and checks media types, digests and sizes of what it names.
 pub fn validate_manifest(image: &str, m: &FetchedManifest) -> Result<ImageManifest> {
-    let bad = |detail: String| Error::BadManifest {
-        image: image.to_owned(),
-        digest: m.digest.clone(),
-        detail,
-    };
-    if !matches!(
-        m.media_type.as_str(),
-        registry::OCI_MANIFEST | registry::DOCKER_MANIFEST
-    ) {
+    let bad = |detail: String| Error::BadManifest { image: image.to_owned(), digest: m.digest.clone(), detail };
+    if !matches!(m.media_type.as_str(), registry::OCI_MANIFEST | registry::DOCKER_MANIFEST) {
         return Err(Error::WrongMediaType {
             image: image.to_owned(),
             what: "the platform manifest".into(),
             media_type: m.media_type.clone(),
         });
     }
-    let parsed = ImageManifest::from_reader(m.bytes.as_ref())
-        .map_err(|e| bad(format!("not an image manifest: {e}")))?;
+    let parsed =
+        ImageManifest::from_reader(m.bytes.as_ref()).map_err(|e| bad(format!("not an image manifest: {e}")))?;
     if parsed.schema_version() != 2 {
-        return Err(bad(format!(
-            "schemaVersion {} (expected 2)",
-            parsed.schema_version()
-        )));
+        return Err(bad(format!("schemaVersion {} (expected 2)", parsed.schema_version())));
     }
     if let Some(body_type) = parsed.media_type() {
         if body_type.to_string() != m.media_type {
-            return Err(bad(format!(
-                "its mediaType `{body_type}` contradicts the Content-Type `{}`",
-                m.media_type
-            )));
+            return Err(bad(format!("its mediaType `{body_type}` contradicts the Content-Type `{}`", m.media_type)));
         }
     }
     let config = parsed.config();
@@ -704,9 +543,7 @@ pub struct DiskNeed {
 impl DiskNeed {
     /// Total bytes that must be free.
     pub fn total(&self) -> u64 {
-        self.download
-            .saturating_add(self.unpack)
-            .saturating_add(self.reserve)
+        self.download.saturating_add(self.unpack).saturating_add(self.reserve)
     }
 
     /// Whether a pull with this need may start with `free` bytes free. Nothing to download always fits: a
@@ -718,11 +555,8 @@ impl DiskNeed {
 
 fn preflight(ctx: &Ctx<'_>, manifest: &ImageManifest, download: u64) -> Result<()> {
     let layers: u64 = manifest.layers().iter().map(|l| l.size()).sum();
-    let need = DiskNeed {
-        download,
-        unpack: (layers as f64 * ctx.opts.unpack_factor) as u64,
-        reserve: ctx.opts.disk_reserve,
-    };
+    let need =
+        DiskNeed { download, unpack: (layers as f64 * ctx.opts.unpack_factor) as u64, reserve: ctx.opts.disk_reserve };
     if need.download == 0 {
         return Ok(());
     }
@@ -753,10 +587,7 @@ enum AttemptError {
 
 async fn fetch_blob(ctx: &Ctx<'_>, job: &BlobJob) -> Result<u64> {
     if ctx.store.has_blob(&job.digest) {
-        ctx.emit(Progress::BlobDone {
-            digest: job.digest.clone(),
-            cached: true,
-        });
+        ctx.emit(Progress::BlobDone { digest: job.digest.clone(), cached: true });
         return Ok(0);
     }
     let mut failures = 0u32;
@@ -766,10 +597,7 @@ async fn fetch_blob(ctx: &Ctx<'_>, job: &BlobJob) -> Result<u64> {
         let outcome = attempt_blob(ctx, job, &mut downloaded).await;
         let err = match outcome {
             Ok(()) => {
-                ctx.emit(Progress::BlobDone {
-                    digest: job.digest.clone(),
-                    cached: false,
-                });
+                ctx.emit(Progress::BlobDone { digest: job.digest.clone(), cached: false });
                 return Ok(downloaded);
             }
             Err(AttemptError::Fatal(e)) => return Err(e),
@@ -792,20 +620,12 @@ async fn fetch_blob(ctx: &Ctx<'_>, job: &BlobJob) -> Result<u64> {
             });
         }
         tracing::warn!(image = %ctx.image, digest = %job.digest, attempt = failures, error = %err, "blob download failed, retrying");
-        ctx.emit(Progress::BlobRetry {
-            digest: job.digest.clone(),
-            attempt: failures,
-            error: err,
-        });
+        ctx.emit(Progress::BlobRetry { digest: job.digest.clone(), attempt: failures, error: err });
         tokio::time::sleep(registry::backoff(failures - 1, ctx.opts.backoff_cap)).await;
     }
 }
 
-async fn attempt_blob(
-    ctx: &Ctx<'_>,
-    job: &BlobJob,
-    downloaded: &mut u64,
-) -> std::result::Result<(), AttemptError> {
+async fn attempt_blob(ctx: &Ctx<'_>, job: &BlobJob, downloaded: &mut u64) -> std::result::Result<(), AttemptError> {
     let store = ctx.store.clone();
     let (digest, size, source) = (job.digest.clone(), job.size, ctx.reference.name());
     let fatal = |e: image_store::Error| AttemptError::Fatal(ctx.store_err(e));
@@ -821,22 +641,13 @@ async fn attempt_blob(
     let resp = match ctx.client.blob(ctx.reference, &job.digest, offset).await {
         Ok(r) => r,
         Err(e) if e.is_transient() => return Err(AttemptError::Transient(e.to_string())),
-        Err(source) => {
-            return Err(AttemptError::Fatal(Error::Registry {
-                image: ctx.image.clone(),
-                source,
-            }))
-        }
+        Err(source) => return Err(AttemptError::Fatal(Error::Registry { image: ctx.image.clone(), source })),
     };
     if resp.offset != offset {
         tracing::debug!(digest = %job.digest, offset, "registry ignored Range, downloading the whole blob");
         ingest.restart().map_err(fatal)?;
     }
-    ctx.emit(Progress::BlobStarted {
-        digest: job.digest.clone(),
-        size: job.size,
-        offset: ingest.written(),
-    });
+    ctx.emit(Progress::BlobStarted { digest: job.digest.clone(), size: job.size, offset: ingest.written() });
     let mut stream = std::pin::pin!(resp.into_stream());
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
@@ -855,10 +666,7 @@ async fn attempt_blob(
             Err(e) => return Err(fatal(e)),
         }
         *downloaded += chunk.len() as u64;
-        ctx.emit(Progress::BlobBytes {
-            digest: job.digest.clone(),
-            bytes: chunk.len() as u64,
-        });
+        ctx.emit(Progress::BlobBytes { digest: job.digest.clone(), bytes: chunk.len() as u64 });
     }
     ingest.flush().map_err(fatal)?;
     if ingest.written() < job.size {
@@ -871,9 +679,7 @@ async fn attempt_blob(
     // Verify, fsync and rename off the async threads.
     match tokio::task::spawn_blocking(move || ingest.commit()).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e @ image_store::Error::DigestMismatch { .. })) => {
-            Err(AttemptError::Corrupt(e.to_string()))
-        }
+        Ok(Err(e @ image_store::Error::DigestMismatch { .. })) => Err(AttemptError::Corrupt(e.to_string())),
         Ok(Err(e)) => Err(fatal(e)),
         Err(e) => Err(AttemptError::Transient(e.to_string())),
     }
@@ -893,21 +699,9 @@ mod tests {
         assert_eq!(arm.fit("windows", "arm64", None), None);
         let plain = Platform::parse("linux/arm64").unwrap();
         assert_eq!(plain.fit("linux", "arm64", Some("v8")), Some(1));
-        assert_eq!(
-            Platform::parse("linux/aarch64").unwrap().architecture,
-            "arm64"
-        );
-        assert_eq!(
-            Platform::parse("linux/amd64").unwrap().to_string(),
-            "linux/amd64"
-        );
-        for bad in [
-            "",
-            "linux",
-            "windows/amd64",
-            "linux/arm64/v8/x",
-            "linux//v8",
-        ] {
+        assert_eq!(Platform::parse("linux/aarch64").unwrap().architecture, "arm64");
+        assert_eq!(Platform::parse("linux/amd64").unwrap().to_string(), "linux/amd64");
+        for bad in ["", "linux", "windows/amd64", "linux/arm64/v8/x", "linux//v8"] {
             assert!(Platform::parse(bad).is_err(), "{bad}");
         }
         let h = Platform::host();
@@ -918,34 +712,14 @@ mod tests {
     fn throttle_emits_at_most_once_per_period_and_at_the_end() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
-        let sink = throttled(Duration::from_secs(3600), move |st| {
-            s2.lock().unwrap().push(st)
-        });
-        sink(&Progress::Planned {
-            image: "x".into(),
-            blobs: 2,
-            total_bytes: 100,
-            present_bytes: 10,
-        });
+        let sink = throttled(Duration::from_secs(3600), move |st| s2.lock().unwrap().push(st));
+        sink(&Progress::Planned { image: "x".into(), blobs: 2, total_bytes: 100, present_bytes: 10 });
         for _ in 0..50 {
-            sink(&Progress::BlobBytes {
-                digest: "d".into(),
-                bytes: 1,
-            });
+            sink(&Progress::BlobBytes { digest: "d".into(), bytes: 1 });
         }
-        sink(&Progress::BlobDone {
-            digest: "d".into(),
-            cached: false,
-        });
-        assert_eq!(
-            seen.lock().unwrap().len(),
-            1,
-            "only the first event within the period"
-        );
-        sink(&Progress::BlobDone {
-            digest: "e".into(),
-            cached: true,
-        });
+        sink(&Progress::BlobDone { digest: "d".into(), cached: false });
+        assert_eq!(seen.lock().unwrap().len(), 1, "only the first event within the period");
+        sink(&Progress::BlobDone { digest: "e".into(), cached: true });
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 2, "the last blob forces a final event");
         assert_eq!(seen[1].done_bytes, 60);
@@ -954,20 +728,12 @@ mod tests {
 
     #[test]
     fn disk_need_adds_download_unpack_and_reserve() {
-        let n = DiskNeed {
-            download: 10,
-            unpack: 20,
-            reserve: 5,
-        };
+        let n = DiskNeed { download: 10, unpack: 20, reserve: 5 };
         assert_eq!(n.total(), 35);
         assert!(n.fits(35) && !n.fits(34));
         let nothing = DiskNeed { download: 0, ..n };
         assert!(nothing.fits(0), "nothing to download never needs space");
-        let big = DiskNeed {
-            download: u64::MAX,
-            unpack: 1,
-            reserve: 1,
-        };
+        let big = DiskNeed { download: u64::MAX, unpack: 1, reserve: 1 };
         assert_eq!(big.total(), u64::MAX);
     }
 }

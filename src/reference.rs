@@ -21,11 +21,7 @@ pub enum Error {
     #[error("image reference `{reference}` is invalid: {reason}")]
     Invalid { reference: String, reason: String },
     #[error("image reference `{reference}` uses `{{{variable}}}` but this host has no {what}: run it on a Jetson, set L4T_VERSION, or write the tag out")]
-    MissingFact {
-        reference: String,
-        variable: String,
-        what: String,
-    },
+    MissingFact { reference: String, variable: String, what: String },
     #[error("image reference `{reference}` uses unknown template variable `{{{variable}}}` (known: {{l4t}} {{l4t_major}} {{l4t_minor}} {{jetpack}} {{jetpack_major}} {{cuda}} {{auto}})")]
     UnknownVariable { reference: String, variable: String },
 }
@@ -52,10 +48,7 @@ impl Reference {
     /// Parses and normalises a reference. Template variables other than `{auto}` must have been expanded
     /// (see [`expand`]); `{auto}` is allowed in the tag only.
     pub fn parse(input: &str) -> Result<Self> {
-        let bad = |reason: &str| Error::Invalid {
-            reference: input.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let bad = |reason: &str| Error::Invalid { reference: input.to_owned(), reason: reason.to_owned() };
         let s = input.trim();
         if s.is_empty() {
             return Err(bad("it is empty"));
@@ -73,10 +66,7 @@ impl Reference {
         // A ':' after the last '/' starts the tag; one before it belongs to a registry port.
         let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
         let (name, tag) = match name_tag[last_slash..].find(':') {
-            Some(i) => (
-                &name_tag[..last_slash + i],
-                Some(&name_tag[last_slash + i + 1..]),
-            ),
+            Some(i) => (&name_tag[..last_slash + i], Some(&name_tag[last_slash + i + 1..])),
             None => (name_tag, None),
         };
         if let Some(t) = tag {
@@ -89,9 +79,7 @@ impl Reference {
             _ => (DOCKER_HUB.to_owned(), name.to_owned()),
         };
         let registry = match registry.as_str() {
-            "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
-                DOCKER_HUB.to_owned()
-            }
+            "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => DOCKER_HUB.to_owned(),
             _ => registry,
         };
         let repository = if registry == DOCKER_HUB && !repository.contains('/') {
@@ -105,20 +93,12 @@ impl Reference {
             (None, Some(_)) => None,
             (None, None) => Some("latest".to_owned()),
         };
-        Ok(Self {
-            registry,
-            repository,
-            tag,
-            digest: digest.map(str::to_owned),
-        })
+        Ok(Self { registry, repository, tag, digest: digest.map(str::to_owned) })
     }
 
     /// The tag or digest to ask the registry's manifest endpoint for: the digest when pinned.
     pub fn manifest_ref(&self) -> &str {
-        self.digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or("latest")
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
     }
 
     /// Whether the tag still carries `{auto}` and must be resolved against the repository's tag list.
@@ -128,18 +108,12 @@ impl Reference {
 
     /// The same reference with the tag replaced.
     pub fn with_tag(&self, tag: &str) -> Self {
-        Self {
-            tag: Some(tag.to_owned()),
-            ..self.clone()
-        }
+        Self { tag: Some(tag.to_owned()), ..self.clone() }
     }
 
     /// The same reference pinned to `digest`.
     pub fn with_digest(&self, digest: &str) -> Self {
-        Self {
-            digest: Some(digest.to_owned()),
-            ..self.clone()
-        }
+        Self { digest: Some(digest.to_owned()), ..self.clone() }
     }
 
     /// `registry/repository`, without tag or digest.
@@ -165,19 +139,12 @@ impl fmt::Display for Reference {
 pub fn validate_digest(d: &str) -> std::result::Result<(), String> {
     match d.split_once(':') {
         Some(("sha256", hex))
-            if hex.len() == 64
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+            if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
         {
             Ok(())
         }
-        Some(("sha256", _)) => Err(format!(
-            "digest `{d}` must be sha256: followed by 64 lowercase hex digits"
-        )),
-        _ => Err(format!(
-            "digest `{d}` is not a sha256 digest (sha256:<64 hex>)"
-        )),
+        Some(("sha256", _)) => Err(format!("digest `{d}` must be sha256: followed by 64 lowercase hex digits")),
+        _ => Err(format!("digest `{d}` is not a sha256 digest (sha256:<64 hex>)")),
     }
 }
 
@@ -186,31 +153,21 @@ fn validate_tag(t: &str) -> std::result::Result<(), String> {
     let plain = t.replacen(AUTO, "x", 1);
     let ok = !plain.is_empty()
         && plain.len() <= 128
-        && plain
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && plain
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        && plain.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && plain.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if ok {
         Ok(())
     } else if t.contains('{') {
-        Err(format!(
-            "tag `{t}` has a template variable left unexpanded or more than one {AUTO}"
-        ))
+        Err(format!("tag `{t}` has a template variable left unexpanded or more than one {AUTO}"))
     } else {
-        Err(format!(
-            "tag `{t}` must be 1-128 of [A-Za-z0-9_.-], not starting with . or -"
-        ))
+        Err(format!("tag `{t}` must be 1-128 of [A-Za-z0-9_.-], not starting with . or -"))
     }
 }
 
 fn validate_repository(r: &str) -> std::result::Result<(), String> {
     let component_ok = |c: &str| {
         !c.is_empty()
-            && c.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
             && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
             && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
     };
@@ -266,10 +223,9 @@ pub fn expand(input: &str, vars: &TemplateVars) -> Result<String> {
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
-        let close = after.find('}').ok_or_else(|| Error::Invalid {
-            reference: input.to_owned(),
-            reason: "a `{` has no closing `}`".into(),
-        })?;
+        let close = after
+            .find('}')
+            .ok_or_else(|| Error::Invalid { reference: input.to_owned(), reason: "a `{` has no closing `}`".into() })?;
         let name = &after[..close];
         let missing = |what: &str| Error::MissingFact {
             reference: input.to_owned(),
@@ -279,36 +235,17 @@ pub fn expand(input: &str, vars: &TemplateVars) -> Result<String> {
         let value = match name {
             "auto" => AUTO.to_owned(),
             "l4t" => vars.l4t.ok_or_else(|| missing("L4T release"))?.to_string(),
-            "l4t_major" => vars
-                .l4t
-                .ok_or_else(|| missing("L4T release"))?
-                .major
-                .to_string(),
-            "l4t_minor" => vars
-                .l4t
-                .ok_or_else(|| missing("L4T release"))?
-                .minor
-                .to_string(),
+            "l4t_major" => vars.l4t.ok_or_else(|| missing("L4T release"))?.major.to_string(),
+            "l4t_minor" => vars.l4t.ok_or_else(|| missing("L4T release"))?.minor.to_string(),
             "jetpack" => vars
                 .jetpack
                 .as_deref()
                 .and_then(|j| j.split_whitespace().next())
                 .ok_or_else(|| missing("known JetPack release"))?
                 .to_owned(),
-            "jetpack_major" => vars
-                .jetpack_major
-                .ok_or_else(|| missing("JetPack release"))?
-                .to_string(),
-            "cuda" => vars
-                .cuda
-                .clone()
-                .ok_or_else(|| missing("known CUDA version"))?,
-            _ => {
-                return Err(Error::UnknownVariable {
-                    reference: input.to_owned(),
-                    variable: name.to_owned(),
-                })
-            }
+            "jetpack_major" => vars.jetpack_major.ok_or_else(|| missing("JetPack release"))?.to_string(),
+            "cuda" => vars.cuda.clone().ok_or_else(|| missing("known CUDA version"))?,
+            _ => return Err(Error::UnknownVariable { reference: input.to_owned(), variable: name.to_owned() }),
         };
         out.push_str(&value);
         rest = &after[close + 1..];
@@ -331,45 +268,23 @@ mod tests {
     #[test]
     fn docker_hub_names_are_normalised() {
         assert_eq!(p("ubuntu").to_string(), "docker.io/library/ubuntu:latest");
-        assert_eq!(
-            p("ubuntu:22.04").to_string(),
-            "docker.io/library/ubuntu:22.04"
-        );
-        assert_eq!(
-            p("dustynv/l4t-pytorch:r36.4.0").to_string(),
-            "docker.io/dustynv/l4t-pytorch:r36.4.0"
-        );
-        assert_eq!(
-            p("index.docker.io/library/ubuntu").to_string(),
-            "docker.io/library/ubuntu:latest"
-        );
+        assert_eq!(p("ubuntu:22.04").to_string(), "docker.io/library/ubuntu:22.04");
+        assert_eq!(p("dustynv/l4t-pytorch:r36.4.0").to_string(), "docker.io/dustynv/l4t-pytorch:r36.4.0");
+        assert_eq!(p("index.docker.io/library/ubuntu").to_string(), "docker.io/library/ubuntu:latest");
         assert_eq!(p("docker.io/ubuntu").repository, "library/ubuntu");
-        assert_eq!(
-            p("registry-1.docker.io/dustynv/ros:x").registry,
-            "docker.io"
-        );
+        assert_eq!(p("registry-1.docker.io/dustynv/ros:x").registry, "docker.io");
     }
 
     #[test]
     fn registry_part_needs_a_dot_a_port_or_localhost() {
         let r = p("nvcr.io/nvidia/l4t-pytorch:r35.2.1-pth2.0-py3");
-        assert_eq!(
-            (r.registry.as_str(), r.repository.as_str()),
-            ("nvcr.io", "nvidia/l4t-pytorch")
-        );
+        assert_eq!((r.registry.as_str(), r.repository.as_str()), ("nvcr.io", "nvidia/l4t-pytorch"));
         assert_eq!(r.tag.as_deref(), Some("r35.2.1-pth2.0-py3"));
         let r = p("127.0.0.1:5000/test/img");
-        assert_eq!(
-            (r.registry.as_str(), r.tag.as_deref()),
-            ("127.0.0.1:5000", Some("latest"))
-        );
+        assert_eq!((r.registry.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", Some("latest")));
         assert_eq!(p("localhost/x:1").registry, "localhost");
         assert_eq!(p("ghcr.io/a/b/c:v1").repository, "a/b/c");
-        assert_eq!(
-            p("myorg/img").registry,
-            "docker.io",
-            "no dot: a Docker Hub namespace"
-        );
+        assert_eq!(p("myorg/img").registry, "docker.io", "no dot: a Docker Hub namespace");
     }
 
     #[test]
@@ -414,34 +329,17 @@ mod tests {
     fn templates_fill_from_host_facts() {
         let vars = TemplateVars::from_l4t(L4tVersion::new(36, 4, 3));
         assert_eq!(
-            expand(
-                "ultralytics/ultralytics:latest-jetson-jetpack{jetpack_major}",
-                &vars
-            )
-            .unwrap(),
+            expand("ultralytics/ultralytics:latest-jetson-jetpack{jetpack_major}", &vars).unwrap(),
             "ultralytics/ultralytics:latest-jetson-jetpack6"
         );
         assert_eq!(expand("x:r{l4t}", &vars).unwrap(), "x:r36.4.3");
-        assert_eq!(
-            expand("x:{l4t_major}.{l4t_minor}-cu{cuda}", &vars).unwrap(),
-            "x:36.4-cu12.6"
-        );
+        assert_eq!(expand("x:{l4t_major}.{l4t_minor}-cu{cuda}", &vars).unwrap(), "x:36.4-cu12.6");
         assert_eq!(expand("x:jp{jetpack}", &vars).unwrap(), "x:jp6.2");
-        assert_eq!(
-            expand("dustynv/l4t-pytorch:{auto}", &vars).unwrap(),
-            "dustynv/l4t-pytorch:{auto}"
-        );
+        assert_eq!(expand("dustynv/l4t-pytorch:{auto}", &vars).unwrap(), "dustynv/l4t-pytorch:{auto}");
         let dp = TemplateVars::from_l4t(L4tVersion::new(36, 2, 0));
-        assert_eq!(
-            expand("x:jp{jetpack}", &dp).unwrap(),
-            "x:jp6.0",
-            "`6.0 DP` gives its first word"
-        );
+        assert_eq!(expand("x:jp{jetpack}", &dp).unwrap(), "x:jp6.0", "`6.0 DP` gives its first word");
         let jp4 = TemplateVars::from_l4t(L4tVersion::new(32, 7, 1));
-        assert_eq!(
-            expand("x:{jetpack_major}-{cuda}", &jp4).unwrap(),
-            "x:4-10.2"
-        );
+        assert_eq!(expand("x:{jetpack_major}-{cuda}", &jp4).unwrap(), "x:4-10.2");
     }
 
     #[test]
@@ -450,25 +348,11 @@ mod tests {
         let err = expand("x:jetpack{jetpack_major}", &none).unwrap_err();
         assert!(matches!(err, Error::MissingFact { .. }), "{err}");
         assert!(err.to_string().contains("L4T_VERSION"), "{err}");
-        let err = expand(
-            "x:{l4tt}",
-            &TemplateVars::from_l4t(L4tVersion::new(36, 4, 3)),
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("unknown template variable `{l4tt}`"),
-            "{err}"
-        );
-        assert!(matches!(
-            expand("x:{l4t", &none),
-            Err(Error::Invalid { .. })
-        ));
+        let err = expand("x:{l4tt}", &TemplateVars::from_l4t(L4tVersion::new(36, 4, 3))).unwrap_err();
+        assert!(err.to_string().contains("unknown template variable `{l4tt}`"), "{err}");
+        assert!(matches!(expand("x:{l4t", &none), Err(Error::Invalid { .. })));
         let unknown_jp = TemplateVars::from_l4t(L4tVersion::new(36, 9, 9));
-        assert!(
-            expand("x:{jetpack}", &unknown_jp).is_err(),
-            "unknown JetPack release"
-        );
+        assert!(expand("x:{jetpack}", &unknown_jp).is_err(), "unknown JetPack release");
         assert_eq!(expand("x:{jetpack_major}", &unknown_jp).unwrap(), "x:6");
     }
 }

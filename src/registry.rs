@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use reqwest::header::{
-    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, LINK, RANGE, WWW_AUTHENTICATE,
-};
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, LINK, RANGE, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -52,19 +50,11 @@ pub enum Error {
         source: reqwest::Error,
     },
     #[error("{url} answered {status}{}", if .body.is_empty() { String::new() } else { format!(": {}", .body) })]
-    Status {
-        url: String,
-        status: StatusCode,
-        body: String,
-    },
+    Status { url: String, status: StatusCode, body: String },
     #[error("{what} not found in {registry}: check the name and tag (`jetship resolve` lists the choices for {{auto}} tags)")]
     NotFound { registry: String, what: String },
     #[error("{registry} refused access to {repository}: {detail}")]
-    Unauthorized {
-        registry: String,
-        repository: String,
-        detail: String,
-    },
+    Unauthorized { registry: String, repository: String, detail: String },
     #[error("{registry} sent an authentication challenge jetship cannot follow: `{header}`")]
     BadChallenge { registry: String, header: String },
     #[error("token endpoint {realm} gave no usable token: {detail}")]
@@ -72,11 +62,7 @@ pub enum Error {
     #[error("manifest of {image} is larger than {limit} bytes; refusing it")]
     ManifestTooLarge { image: String, limit: usize },
     #[error("manifest of {image} has digest {actual}, but {expected} was asked for or announced: the registry or a proxy corrupted it")]
-    ManifestDigest {
-        image: String,
-        expected: String,
-        actual: String,
-    },
+    ManifestDigest { image: String, expected: String, actual: String },
     #[error("{url}: blob answer is unusable: {detail}")]
     BadBlobResponse { url: String, detail: String },
     #[error("cannot read credentials file {path}: {source}")]
@@ -94,9 +80,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Http { .. } => true,
-            Error::Status { status, .. } => {
-                *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
-            }
+            Error::Status { status, .. } => *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error(),
             Error::BadBlobResponse { .. } => true,
             _ => false,
         }
@@ -141,11 +125,8 @@ impl ClientOptions {
             credentials.extend(read_docker_config(path)?);
         }
         for (registry, c) in &cfg.credentials {
-            let password =
-                std::fs::read_to_string(&c.password_file).map_err(|source| Error::Credentials {
-                    path: c.password_file.clone(),
-                    source,
-                })?;
+            let password = std::fs::read_to_string(&c.password_file)
+                .map_err(|source| Error::Credentials { path: c.password_file.clone(), source })?;
             credentials.insert(
                 registry.clone(),
                 Credential {
@@ -157,12 +138,7 @@ impl ClientOptions {
         let mirrors = cfg
             .mirrors
             .iter()
-            .map(|(r, urls)| {
-                (
-                    r.clone(),
-                    urls.iter().filter_map(|u| Url::parse(u).ok()).collect(),
-                )
-            })
+            .map(|(r, urls)| (r.clone(), urls.iter().filter_map(|u| Url::parse(u).ok()).collect()))
             .collect();
         Ok(Self {
             mirrors,
@@ -188,14 +164,9 @@ pub fn read_docker_config(path: &Path) -> Result<HashMap<String, Credential>> {
         username: Option<String>,
         password: Option<String>,
     }
-    let bad = |detail: String| Error::DockerConfig {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Credentials {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bad = |detail: String| Error::DockerConfig { path: path.to_path_buf(), detail };
+    let text =
+        std::fs::read_to_string(path).map_err(|source| Error::Credentials { path: path.to_path_buf(), source })?;
     let file: File = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let mut out = HashMap::new();
     for (key, e) in file.auths {
@@ -215,20 +186,12 @@ pub fn read_docker_config(path: &Path) -> Result<HashMap<String, Credential>> {
                 let raw = base64::engine::general_purpose::STANDARD
                     .decode(a.trim())
                     .map_err(|err| bad(format!("auths.\"{key}\".auth is not base64: {err}")))?;
-                let raw = String::from_utf8(raw)
-                    .map_err(|_| bad(format!("auths.\"{key}\".auth is not UTF-8")))?;
-                let (u, p) = raw
-                    .split_once(':')
-                    .ok_or_else(|| bad(format!("auths.\"{key}\".auth is not user:password")))?;
-                Credential {
-                    username: u.to_owned(),
-                    password: p.to_owned(),
-                }
+                let raw = String::from_utf8(raw).map_err(|_| bad(format!("auths.\"{key}\".auth is not UTF-8")))?;
+                let (u, p) =
+                    raw.split_once(':').ok_or_else(|| bad(format!("auths.\"{key}\".auth is not user:password")))?;
+                Credential { username: u.to_owned(), password: p.to_owned() }
             }
-            (_, Some(u), Some(p)) => Credential {
-                username: u,
-                password: p,
-            },
+            (_, Some(u), Some(p)) => Credential { username: u, password: p },
             _ => continue,
         };
         out.insert(host, cred);
@@ -260,12 +223,7 @@ impl BlobResponse {
     /// The body as a stream of chunks.
     pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes>> {
         let url = self.url;
-        self.response.bytes_stream().map(move |r| {
-            r.map_err(|source| Error::Http {
-                url: url.clone(),
-                source,
-            })
-        })
+        self.response.bytes_stream().map(move |r| r.map_err(|source| Error::Http { url: url.clone(), source }))
     }
 }
 
@@ -293,26 +251,14 @@ impl Client {
             .pool_max_idle_per_host(16)
             .build()
             .map_err(Error::Client)?;
-        Ok(Self {
-            http,
-            opts,
-            auth: Mutex::new(HashMap::new()),
-        })
+        Ok(Self { http, opts, auth: Mutex::new(HashMap::new()) })
     }
 
     /// Base URLs to try for `registry`, mirrors first.
     pub fn endpoints(&self, registry: &str) -> Vec<Url> {
         let mut out: Vec<Url> = self.opts.mirrors.get(registry).cloned().unwrap_or_default();
-        let host = if registry == DOCKER_HUB {
-            DOCKER_HUB_ENDPOINT
-        } else {
-            registry
-        };
-        let scheme = if self.plain_http(registry) {
-            "http"
-        } else {
-            "https"
-        };
+        let host = if registry == DOCKER_HUB { DOCKER_HUB_ENDPOINT } else { registry };
+        let scheme = if self.plain_http(registry) { "http" } else { "https" };
         if let Ok(u) = Url::parse(&format!("{scheme}://{host}/")) {
             out.push(u);
         }
@@ -330,11 +276,7 @@ impl Client {
     }
 
     /// Lists every tag asking for `page_size` tags per request.
-    pub async fn list_tags_paged(
-        &self,
-        image: &Reference,
-        page_size: usize,
-    ) -> Result<Vec<String>> {
+    pub async fn list_tags_paged(&self, image: &Reference, page_size: usize) -> Result<Vec<String>> {
         #[derive(Deserialize)]
         struct TagList {
             #[serde(default)]
@@ -364,13 +306,7 @@ impl Client {
     /// Fetches a manifest or index by tag or digest. The digest is computed and checked against the digest asked
     /// for and the `Docker-Content-Digest` header.
     pub async fn manifest(&self, image: &Reference, reference: &str) -> Result<FetchedManifest> {
-        let accept = [
-            OCI_INDEX,
-            DOCKER_MANIFEST_LIST,
-            OCI_MANIFEST,
-            DOCKER_MANIFEST,
-        ]
-        .join(", ");
+        let accept = [OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", ");
         let path = format!("v2/{}/manifests/{reference}", image.repository);
         let resp = self.get(image, &path, &[(ACCEPT, accept)], false).await?;
         let url = resp.url().to_string();
@@ -380,29 +316,16 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
             .unwrap_or_default();
-        let announced = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MANIFEST_LIMIT as u64)
-        {
-            return Err(Error::ManifestTooLarge {
-                image: image.to_string(),
-                limit: MANIFEST_LIMIT,
-            });
+        let announced = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        if resp.content_length().is_some_and(|n| n > MANIFEST_LIMIT as u64) {
+            return Err(Error::ManifestTooLarge { image: image.to_string(), limit: MANIFEST_LIMIT });
         }
-        let bytes = read_limited(resp, MANIFEST_LIMIT, &url)
-            .await
-            .map_err(|e| match e {
-                Error::BadBlobResponse { .. } => Error::ManifestTooLarge {
-                    image: image.to_string(),
-                    limit: MANIFEST_LIMIT,
-                },
-                e => e,
-            })?;
+        let bytes = read_limited(resp, MANIFEST_LIMIT, &url).await.map_err(|e| match e {
+            Error::BadBlobResponse { .. } => {
+                Error::ManifestTooLarge { image: image.to_string(), limit: MANIFEST_LIMIT }
+            }
+            e => e,
+        })?;
         let digest = sha256_digest(&bytes);
         let expected = if reference.starts_with("sha256:") {
             Some(reference.to_owned())
@@ -411,11 +334,7 @@ impl Client {
         };
         if let Some(expected) = expected {
             if expected != digest {
-                return Err(Error::ManifestDigest {
-                    image: image.to_string(),
-                    expected,
-                    actual: digest,
-                });
+                return Err(Error::ManifestDigest { image: image.to_string(), expected, actual: digest });
             }
         }
         // Some registries answer `application/json`; the manifest's own mediaType field then says what it is.
@@ -427,58 +346,36 @@ impl Client {
                 #[serde(rename = "mediaType")]
                 media_type: Option<String>,
             }
-            serde_json::from_slice::<Probe>(&bytes)
-                .ok()
-                .and_then(|p| p.media_type)
-                .unwrap_or(header_type)
+            serde_json::from_slice::<Probe>(&bytes).ok().and_then(|p| p.media_type).unwrap_or(header_type)
         };
-        Ok(FetchedManifest {
-            media_type,
-            digest,
-            bytes,
-        })
+        Ok(FetchedManifest { media_type, digest, bytes })
     }
 
     /// Starts downloading a blob at `offset` (a `Range` request when `offset > 0`). Checks that a 206 answer starts
     /// where asked; a 200 answer to a range request means the registry ignored `Range` (offset 0 is returned).
     pub async fn blob(&self, image: &Reference, digest: &str, offset: u64) -> Result<BlobResponse> {
         let path = format!("v2/{}/blobs/{digest}", image.repository);
-        let headers: Vec<_> = if offset > 0 {
-            vec![(RANGE, format!("bytes={offset}-"))]
-        } else {
-            Vec::new()
-        };
+        let headers: Vec<_> = if offset > 0 { vec![(RANGE, format!("bytes={offset}-"))] } else { Vec::new() };
         let resp = self.get(image, &path, &headers, true).await?;
         let url = resp.url().to_string();
         let start = match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
-                let range = resp
-                    .headers()
-                    .get(CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                let start =
-                    parse_content_range_start(range).ok_or_else(|| Error::BadBlobResponse {
-                        url: url.clone(),
-                        detail: format!("206 with unusable Content-Range `{range}`"),
-                    })?;
+                let range = resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let start = parse_content_range_start(range).ok_or_else(|| Error::BadBlobResponse {
+                    url: url.clone(),
+                    detail: format!("206 with unusable Content-Range `{range}`"),
+                })?;
                 if start != offset {
                     return Err(Error::BadBlobResponse {
                         url,
-                        detail: format!(
-                            "asked for bytes from {offset}, got a range starting at {start}"
-                        ),
+                        detail: format!("asked for bytes from {offset}, got a range starting at {start}"),
                     });
                 }
                 start
             }
             _ => 0,
         };
-        Ok(BlobResponse {
-            offset: start,
-            url,
-            response: resp,
-        })
+        Ok(BlobResponse { offset: start, url, response: resp })
     }
 
     /// GET `path` on the first endpoint that answers, with authentication, retrying transient failures of
@@ -523,10 +420,7 @@ impl Client {
                 tracing::debug!(error = %e, attempt, "registry request failed, retrying");
             }
         }
-        Err(last_err.unwrap_or_else(|| Error::NotFound {
-            registry: image.registry.clone(),
-            what: image.to_string(),
-        }))
+        Err(last_err.unwrap_or_else(|| Error::NotFound { registry: image.registry.clone(), what: image.to_string() }))
     }
 
     async fn get_with_auth(
@@ -536,16 +430,14 @@ impl Client {
         url: &Url,
         headers: &[(reqwest::header::HeaderName, String)],
     ) -> Result<Response> {
-        let host = base.host_str().unwrap_or_default().to_owned()
-            + &base.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let host =
+            base.host_str().unwrap_or_default().to_owned() + &base.port().map(|p| format!(":{p}")).unwrap_or_default();
         let scope = format!("repository:{}:pull", image.repository);
         let key = (host.clone(), scope.clone());
         for round in 0..2 {
             let cached = {
                 let map = self.auth.lock().unwrap_or_else(|e| e.into_inner());
-                map.get(&key)
-                    .filter(|a| a.expires.map_or(true, |t| t > Instant::now()))
-                    .cloned()
+                map.get(&key).filter(|a| a.expires.map_or(true, |t| t > Instant::now())).cloned()
             };
             let mut req = self.http.get(url.clone());
             for (name, value) in headers {
@@ -554,23 +446,13 @@ impl Client {
             if let Some(a) = &cached {
                 req = req.header(AUTHORIZATION, &a.header);
             }
-            let resp = req.send().await.map_err(|source| Error::Http {
-                url: url.to_string(),
-                source,
-            })?;
+            let resp = req.send().await.map_err(|source| Error::Http { url: url.to_string(), source })?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && round == 0 {
-                let challenge = resp
-                    .headers()
-                    .get(WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned();
+                let challenge =
+                    resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
                 let auth = self.answer_challenge(image, &challenge, &scope).await?;
-                self.auth
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key.clone(), auth);
+                self.auth.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), auth);
                 continue;
             }
             if status.is_success() {
@@ -583,18 +465,11 @@ impl Client {
 
     async fn status_error(&self, image: &Reference, url: &Url, resp: Response) -> Error {
         let status = resp.status();
-        let body: String = resp
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(300)
-            .collect();
+        let body: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
         match status {
-            StatusCode::NOT_FOUND => Error::NotFound {
-                registry: image.registry.clone(),
-                what: format!("{} ({})", image, url.path()),
-            },
+            StatusCode::NOT_FOUND => {
+                Error::NotFound { registry: image.registry.clone(), what: format!("{} ({})", image, url.path()) }
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Unauthorized {
                 registry: image.registry.clone(),
                 repository: image.repository.clone(),
@@ -607,32 +482,18 @@ impl Client {
                     )
                 },
             },
-            _ => Error::Status {
-                url: url.to_string(),
-                status,
-                body: body.trim().to_owned(),
-            },
+            _ => Error::Status { url: url.to_string(), status, body: body.trim().to_owned() },
         }
     }
 
-    async fn answer_challenge(
-        &self,
-        image: &Reference,
-        header: &str,
-        scope: &str,
-    ) -> Result<CachedAuth> {
+    async fn answer_challenge(&self, image: &Reference, header: &str, scope: &str) -> Result<CachedAuth> {
         let registry = &image.registry;
         let cred = self.opts.credentials.get(registry);
-        let (scheme, params) = parse_challenge(header).ok_or_else(|| Error::BadChallenge {
-            registry: registry.clone(),
-            header: header.to_owned(),
-        })?;
+        let (scheme, params) = parse_challenge(header)
+            .ok_or_else(|| Error::BadChallenge { registry: registry.clone(), header: header.to_owned() })?;
         let basic = |c: &Credential| {
             let raw = format!("{}:{}", c.username, c.password);
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(raw)
-            )
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
         };
         match scheme.as_str() {
             "basic" => {
@@ -643,20 +504,14 @@ impl Client {
                         "the registry needs a username and password; set registry.credentials.\"{registry}\" or registry.docker_config"
                     ),
                 })?;
-                Ok(CachedAuth {
-                    header: basic(c),
-                    expires: None,
-                })
+                Ok(CachedAuth { header: basic(c), expires: None })
             }
             "bearer" => {
-                let realm = params.get("realm").ok_or_else(|| Error::BadChallenge {
-                    registry: registry.clone(),
-                    header: header.to_owned(),
-                })?;
-                let mut url = Url::parse(realm).map_err(|_| Error::BadChallenge {
-                    registry: registry.clone(),
-                    header: header.to_owned(),
-                })?;
+                let realm = params
+                    .get("realm")
+                    .ok_or_else(|| Error::BadChallenge { registry: registry.clone(), header: header.to_owned() })?;
+                let mut url = Url::parse(realm)
+                    .map_err(|_| Error::BadChallenge { registry: registry.clone(), header: header.to_owned() })?;
                 // Our own pull scope: a challenge may name `pull,push`, which anonymous clients cannot get.
                 // Realms that already carry parameters (nvcr.io's `proxy_auth?scope=...`) keep theirs.
                 let has = |k: &str| url.query_pairs().any(|(key, _)| key == k);
@@ -674,10 +529,7 @@ impl Client {
                 if let Some(c) = cred {
                     req = req.header(AUTHORIZATION, basic(c));
                 }
-                let resp = req.send().await.map_err(|source| Error::Http {
-                    url: url.to_string(),
-                    source,
-                })?;
+                let resp = req.send().await.map_err(|source| Error::Http { url: url.to_string(), source })?;
                 let status = resp.status();
                 if !status.is_success() {
                     return Err(Error::Unauthorized {
@@ -700,18 +552,12 @@ impl Client {
                     expires_in: Option<u64>,
                 }
                 let body = read_limited(resp, 1 << 20, realm).await?;
-                let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| Error::Token {
+                let t: TokenResponse = serde_json::from_slice(&body)
+                    .map_err(|e| Error::Token { realm: realm.clone(), detail: e.to_string() })?;
+                let token = t.token.or(t.access_token).filter(|t| !t.is_empty()).ok_or_else(|| Error::Token {
                     realm: realm.clone(),
-                    detail: e.to_string(),
+                    detail: "neither `token` nor `access_token` in the answer".into(),
                 })?;
-                let token = t
-                    .token
-                    .or(t.access_token)
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| Error::Token {
-                        realm: realm.clone(),
-                        detail: "neither `token` nor `access_token` in the answer".into(),
-                    })?;
                 // Renew a little early; 60 s is the spec's default lifetime.
                 let life = t.expires_in.unwrap_or(60).saturating_sub(10).max(5);
                 Ok(CachedAuth {
@@ -719,10 +565,7 @@ impl Client {
                     expires: Some(Instant::now() + Duration::from_secs(life)),
                 })
             }
-            _ => Err(Error::BadChallenge {
-                registry: registry.clone(),
-                header: header.to_owned(),
-            }),
+            _ => Err(Error::BadChallenge { registry: registry.clone(), header: header.to_owned() }),
         }
     }
 }
@@ -763,11 +606,7 @@ pub fn parse_challenge(header: &str) -> Option<(String, HashMap<String, String>)
     let mut rest = rest.trim();
     while !rest.is_empty() {
         let (key, after) = rest.split_once('=')?;
-        let key = key
-            .trim()
-            .trim_start_matches(',')
-            .trim()
-            .to_ascii_lowercase();
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
         let after = after.trim_start();
         let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
             let end = quoted.find('"')?;
@@ -788,17 +627,11 @@ pub fn next_link(headers: &HeaderMap) -> Option<String> {
         let value = value.to_str().ok()?;
         for part in value.split(',') {
             let (target, params) = part.split_once(';')?;
-            if params.replace(' ', "").contains("rel=\"next\"")
-                || params.replace(' ', "").contains("rel=next")
-            {
+            if params.replace(' ', "").contains("rel=\"next\"") || params.replace(' ', "").contains("rel=next") {
                 let target = target.trim().trim_start_matches('<').trim_end_matches('>');
                 // The target may be absolute; keep its path and query relative to the endpoint.
                 if let Ok(u) = Url::parse(target) {
-                    return Some(format!(
-                        "{}{}",
-                        u.path(),
-                        u.query().map(|q| format!("?{q}")).unwrap_or_default()
-                    ));
+                    return Some(format!("{}{}", u.path(), u.query().map(|q| format!("?{q}")).unwrap_or_default()));
                 }
                 return Some(target.to_owned());
             }
@@ -831,10 +664,7 @@ async fn read_limited(resp: Response, limit: usize, url: &str) -> Result<Bytes> 
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|source| Error::Http {
-            url: url.to_owned(),
-            source,
-        })?;
+        let chunk = chunk.map_err(|source| Error::Http { url: url.to_owned(), source })?;
         if out.len() + chunk.len() > limit {
             return Err(Error::BadBlobResponse {
                 url: url.to_owned(),
@@ -860,16 +690,13 @@ mod tests {
         assert_eq!(p["realm"], "https://auth.docker.io/token");
         assert_eq!(p["service"], "registry.docker.io");
         assert_eq!(p["scope"], "repository:library/ubuntu:pull");
-        let (_, p) = parse_challenge(r#"Bearer realm="https://nvcr.io/proxy_auth",scope="repository:nvidia/l4t-base:pull,push""#).unwrap();
-        assert_eq!(
-            p["scope"], "repository:nvidia/l4t-base:pull,push",
-            "commas inside quotes stay"
-        );
+        let (_, p) = parse_challenge(
+            r#"Bearer realm="https://nvcr.io/proxy_auth",scope="repository:nvidia/l4t-base:pull,push""#,
+        )
+        .unwrap();
+        assert_eq!(p["scope"], "repository:nvidia/l4t-base:pull,push", "commas inside quotes stay");
         let (s, p) = parse_challenge(r#"Basic realm="Registry Realm""#).unwrap();
-        assert_eq!(
-            (s.as_str(), p["realm"].as_str()),
-            ("basic", "Registry Realm")
-        );
+        assert_eq!((s.as_str(), p["realm"].as_str()), ("basic", "Registry Realm"));
         assert!(parse_challenge("").is_none());
         assert!(parse_challenge(r#"Bearer realm="unterminated"#).is_none());
     }
@@ -877,18 +704,10 @@ mod tests {
     #[test]
     fn link_header_gives_next_page() {
         let mut h = HeaderMap::new();
-        h.insert(
-            LINK,
-            r#"</v2/a/tags/list?last=b&n=2>; rel="next""#.parse().unwrap(),
-        );
+        h.insert(LINK, r#"</v2/a/tags/list?last=b&n=2>; rel="next""#.parse().unwrap());
         assert_eq!(next_link(&h).as_deref(), Some("/v2/a/tags/list?last=b&n=2"));
         let mut h = HeaderMap::new();
-        h.insert(
-            LINK,
-            r#"<https://r.example/v2/a/tags/list?n=2&last=c>; rel="next""#
-                .parse()
-                .unwrap(),
-        );
+        h.insert(LINK, r#"<https://r.example/v2/a/tags/list?n=2&last=c>; rel="next""#.parse().unwrap());
         assert_eq!(next_link(&h).as_deref(), Some("/v2/a/tags/list?n=2&last=c"));
         assert_eq!(next_link(&HeaderMap::new()), None);
     }
@@ -901,43 +720,20 @@ mod tests {
         assert!(is_loopback("[::1]:5000"));
         assert!(!is_loopback("nvcr.io"));
         assert!(!is_loopback("10.0.0.1:5000"));
-        let c = Client::new(ClientOptions {
-            insecure: vec!["lab.local:5000".into()],
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(
-            c.endpoints("docker.io")[0].as_str(),
-            "https://registry-1.docker.io/"
-        );
-        assert_eq!(
-            c.endpoints("lab.local:5000")[0].as_str(),
-            "http://lab.local:5000/"
-        );
-        assert_eq!(
-            c.endpoints("127.0.0.1:5000")[0].as_str(),
-            "http://127.0.0.1:5000/"
-        );
+        let c = Client::new(ClientOptions { insecure: vec!["lab.local:5000".into()], ..Default::default() }).unwrap();
+        assert_eq!(c.endpoints("docker.io")[0].as_str(), "https://registry-1.docker.io/");
+        assert_eq!(c.endpoints("lab.local:5000")[0].as_str(), "http://lab.local:5000/");
+        assert_eq!(c.endpoints("127.0.0.1:5000")[0].as_str(), "http://127.0.0.1:5000/");
         assert_eq!(c.endpoints("nvcr.io")[0].as_str(), "https://nvcr.io/");
     }
 
     #[test]
     fn mirrors_come_before_the_registry() {
         let mut opts = ClientOptions::default();
-        opts.mirrors.insert(
-            "docker.io".into(),
-            vec![Url::parse("http://127.0.0.1:6000").unwrap()],
-        );
+        opts.mirrors.insert("docker.io".into(), vec![Url::parse("http://127.0.0.1:6000").unwrap()]);
         let c = Client::new(opts).unwrap();
-        let e: Vec<_> = c
-            .endpoints("docker.io")
-            .iter()
-            .map(|u| u.to_string())
-            .collect();
-        assert_eq!(
-            e,
-            ["http://127.0.0.1:6000/", "https://registry-1.docker.io/"]
-        );
+        let e: Vec<_> = c.endpoints("docker.io").iter().map(|u| u.to_string()).collect();
+        assert_eq!(e, ["http://127.0.0.1:6000/", "https://registry-1.docker.io/"]);
     }
 
     #[test]
@@ -967,28 +763,16 @@ mod tests {
         std::fs::write(&pw, "from-file\n").unwrap();
         let dc = dir.path().join("config.json");
         std::fs::write(&dc, r#"{"auths":{"nvcr.io":{"username":"a","password":"from-docker"},"ghcr.io":{"username":"g","password":"gp"}}}"#).unwrap();
-        let mut cfg = RegistryConfig {
-            docker_config: Some(dc),
-            ..Default::default()
-        };
+        let mut cfg = RegistryConfig { docker_config: Some(dc), ..Default::default() };
         cfg.credentials.insert(
             "nvcr.io".into(),
-            crate::config::RegistryCredential {
-                username: "$oauthtoken".into(),
-                password_file: pw,
-            },
+            crate::config::RegistryCredential { username: "$oauthtoken".into(), password_file: pw },
         );
         let o = ClientOptions::from_config(&cfg).unwrap();
         assert_eq!(o.credentials["nvcr.io"].username, "$oauthtoken");
-        assert_eq!(
-            o.credentials["nvcr.io"].password, "from-file",
-            "trailing newline trimmed"
-        );
+        assert_eq!(o.credentials["nvcr.io"].password, "from-file", "trailing newline trimmed");
         assert_eq!(o.credentials["ghcr.io"].password, "gp");
-        assert!(
-            !format!("{:?}", o.credentials["nvcr.io"]).contains("from-file"),
-            "passwords stay out of logs"
-        );
+        assert!(!format!("{:?}", o.credentials["nvcr.io"]).contains("from-file"), "passwords stay out of logs");
         cfg.credentials.get_mut("nvcr.io").unwrap().password_file = dir.path().join("missing");
         let err = ClientOptions::from_config(&cfg).unwrap_err().to_string();
         assert!(err.contains("missing"), "{err}");
@@ -996,22 +780,11 @@ mod tests {
 
     #[tokio::test]
     async fn connection_errors_name_the_url_and_the_cause() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let c = Client::new(ClientOptions {
-            retries: 1,
-            ..Default::default()
-        })
-        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let c = Client::new(ClientOptions { retries: 1, ..Default::default() }).unwrap();
         let r = Reference::parse(&format!("127.0.0.1:{port}/a/b:v1")).unwrap();
         let err = c.manifest(&r, "v1").await.unwrap_err().to_string();
-        assert!(
-            err.contains(&format!("http://127.0.0.1:{port}/v2/a/b/manifests/v1")),
-            "{err}"
-        );
+        assert!(err.contains(&format!("http://127.0.0.1:{port}/v2/a/b/manifests/v1")), "{err}");
         assert!(err.to_lowercase().contains("refused"), "{err}");
     }
 

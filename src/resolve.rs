@@ -35,10 +35,7 @@ impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Token::L4t { version } => write!(f, "L4T {version}"),
-            Token::Jetpack {
-                major,
-                minor: Some(m),
-            } => write!(f, "JetPack {major}.{m}"),
+            Token::Jetpack { major, minor: Some(m) } => write!(f, "JetPack {major}.{m}"),
             Token::Jetpack { major, minor: None } => write!(f, "JetPack {major}"),
         }
     }
@@ -48,30 +45,21 @@ impl fmt::Display for Token {
 /// L4T version (the jetson-containers rule), else the first `jetpackN[.M]` / `jpN[.M]` part.
 pub fn read_token(tag: &str) -> Option<Token> {
     let parts = || tag.split(['-', '_']);
-    if let Some(version) = parts()
-        .filter(|p| p.starts_with(['r', 'R']))
-        .find_map(L4tVersion::parse_token)
-    {
+    if let Some(version) = parts().filter(|p| p.starts_with(['r', 'R'])).find_map(L4tVersion::parse_token) {
         return Some(Token::L4t { version });
     }
     parts().find_map(|p| {
         let lower = p.to_ascii_lowercase();
-        let num = lower
-            .strip_prefix("jetpack")
-            .or_else(|| lower.strip_prefix("jp"))?;
+        let num = lower.strip_prefix("jetpack").or_else(|| lower.strip_prefix("jp"))?;
         let (major, minor) = match num.split_once('.') {
             Some((a, b)) => (a, Some(b)),
             None => (num, None),
         };
-        let digits =
-            |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
+        let digits = |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(major) || minor.is_some_and(|m| !digits(m)) {
             return None;
         }
-        Some(Token::Jetpack {
-            major: major.parse().ok()?,
-            minor: minor.and_then(|m| m.parse().ok()),
-        })
+        Some(Token::Jetpack { major: major.parse().ok()?, minor: minor.and_then(|m| m.parse().ok()) })
     })
 }
 
@@ -90,10 +78,7 @@ pub enum Rejection {
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Rejection::NoReleaseToken => write!(
-                f,
-                "no L4T (r36.4.0) or JetPack (jetpack6, jp6) token in the tag"
-            ),
+            Rejection::NoReleaseToken => write!(f, "no L4T (r36.4.0) or JetPack (jetpack6, jp6) token in the tag"),
             Rejection::Incompatible { token, rule } => {
                 write!(f, "built for {token}: incompatible, {rule}")
             }
@@ -131,9 +116,7 @@ pub struct Decision {
 impl Decision {
     /// The rejected candidates with their reasons.
     pub fn rejected(&self) -> impl Iterator<Item = (&str, &Rejection)> {
-        self.candidates
-            .iter()
-            .filter_map(|c| c.rejection.as_ref().map(|r| (c.tag.as_str(), r)))
+        self.candidates.iter().filter_map(|c| c.rejection.as_ref().map(|r| (c.tag.as_str(), r)))
     }
 }
 
@@ -188,11 +171,7 @@ fn compatible(host: L4tVersion, token: &Token) -> bool {
 /// The host's JetPack release as (major, minor), minor 0 when only the major is known.
 fn host_jetpack(host: L4tVersion) -> Option<(u32, u32)> {
     let major = host.jetpack_major()?;
-    let minor = host
-        .jetpack()
-        .and_then(|j| j.split([' ', '.']).nth(1))
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
+    let minor = host.jetpack().and_then(|j| j.split([' ', '.']).nth(1)).and_then(|m| m.parse().ok()).unwrap_or(0);
     Some((major, minor))
 }
 
@@ -210,14 +189,7 @@ struct Rank {
 
 fn rank(host: L4tVersion, pattern: &str, tag: &str, token: &Token) -> Rank {
     let (release, newer) = match *token {
-        Token::L4t { version } => (
-            [
-                version.major as i64,
-                version.minor as i64,
-                version.patch as i64,
-            ],
-            version > host,
-        ),
+        Token::L4t { version } => ([version.major as i64, version.minor as i64, version.patch as i64], version > host),
         Token::Jetpack { major, minor } => {
             let img = (major, minor.unwrap_or(0));
             let newer = host_jetpack(host).is_some_and(|h| img > h);
@@ -226,10 +198,7 @@ fn rank(host: L4tVersion, pattern: &str, tag: &str, token: &Token) -> Rank {
     };
     let release = if newer { release } else { release.map(|x| -x) };
     let wild = wildcard(pattern, tag);
-    let variant_tokens = wild
-        .split(['-', '_'])
-        .filter(|p| is_variant_token(p))
-        .count();
+    let variant_tokens = wild.split(['-', '_']).filter(|p| is_variant_token(p)).count();
     let package_version = wild
         .split(['-', '_'])
         .find_map(|p| {
@@ -249,10 +218,10 @@ fn rank(host: L4tVersion, pattern: &str, tag: &str, token: &Token) -> Rank {
 
 /// `cu128`-style CUDA tokens and `24.04`-style Ubuntu tokens.
 fn is_variant_token(p: &str) -> bool {
-    let cuda = p
-        .strip_prefix("cu")
-        .is_some_and(|d| (2..=4).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()));
-    let ubuntu = matches!(p.split_once('.'), Some((y, m)) if y.len() == 2 && m == "04" && y.bytes().all(|b| b.is_ascii_digit()));
+    let cuda =
+        p.strip_prefix("cu").is_some_and(|d| (2..=4).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()));
+    let ubuntu =
+        matches!(p.split_once('.'), Some((y, m)) if y.len() == 2 && m == "04" && y.bytes().all(|b| b.is_ascii_digit()));
     cuda || ubuntu
 }
 
@@ -293,11 +262,9 @@ pub fn resolve(host: L4tVersion, pattern: &str, tags: &[String]) -> Decision {
             continue;
         }
         match read_token(tag) {
-            None => rejected.push(Candidate {
-                tag: tag.clone(),
-                token: None,
-                rejection: Some(Rejection::NoReleaseToken),
-            }),
+            None => {
+                rejected.push(Candidate { tag: tag.clone(), token: None, rejection: Some(Rejection::NoReleaseToken) })
+            }
             Some(token) if !compatible(host, &token) => rejected.push(Candidate {
                 tag: tag.clone(),
                 token: Some(token),
@@ -330,21 +297,11 @@ pub fn resolve(host: L4tVersion, pattern: &str, tags: &[String]) -> Decision {
                 by: win_tag.clone(),
                 because: why_outranked(win_rank, r, win_token, token),
             });
-            candidates.push(Candidate {
-                tag: tag.clone(),
-                token: Some(*token),
-                rejection,
-            });
+            candidates.push(Candidate { tag: tag.clone(), token: Some(*token), rejection });
         }
     }
     candidates.extend(rejected);
-    Decision {
-        pattern: pattern.to_owned(),
-        host,
-        chosen,
-        candidates,
-        unmatched,
-    }
+    Decision { pattern: pattern.to_owned(), host, chosen, candidates, unmatched }
 }
 
 /// Orders by the natural reading of the rank; exposed for docs and tests of the tie-break order.
@@ -405,12 +362,7 @@ mod tests {
 
     /// NGC l4t-pytorch style: L4T token first, framework suffixes after.
     fn ngc_pytorch() -> Vec<String> {
-        tags(&[
-            "r32.7.1-pth1.10-py3",
-            "r35.1.0-pth1.13-py3",
-            "r35.2.1-pth2.0-py3",
-            "r36.2.0-pth2.2-py3",
-        ])
+        tags(&["r32.7.1-pth1.10-py3", "r35.1.0-pth1.13-py3", "r35.2.1-pth2.0-py3", "r36.2.0-pth2.2-py3"])
     }
 
     /// ultralytics style: JetPack major in the tag.
@@ -438,42 +390,11 @@ mod tests {
         assert_eq!(read_token("humble-ros-base-l4t-r36.2.0"), l4t("36.2.0"));
         assert_eq!(read_token("r35.2.1-pth2.0-py3"), l4t("35.2.1"));
         assert_eq!(read_token("R32.7.1_foo"), l4t("32.7.1"));
-        assert_eq!(
-            read_token("latest-jetson-jetpack6"),
-            Some(Token::Jetpack {
-                major: 6,
-                minor: None
-            })
-        );
-        assert_eq!(
-            read_token("x-jp6.1"),
-            Some(Token::Jetpack {
-                major: 6,
-                minor: Some(1)
-            })
-        );
-        assert_eq!(
-            read_token("jp5"),
-            Some(Token::Jetpack {
-                major: 5,
-                minor: None
-            })
-        );
-        assert_eq!(
-            read_token("jetpack6-r36.4.0"),
-            l4t("36.4.0"),
-            "an L4T token is preferred"
-        );
-        for none in [
-            "latest",
-            "humble-ros-base",
-            "ros-r2",
-            "r36",
-            "jpx",
-            "jetpack",
-            "2.2",
-            "jp123",
-        ] {
+        assert_eq!(read_token("latest-jetson-jetpack6"), Some(Token::Jetpack { major: 6, minor: None }));
+        assert_eq!(read_token("x-jp6.1"), Some(Token::Jetpack { major: 6, minor: Some(1) }));
+        assert_eq!(read_token("jp5"), Some(Token::Jetpack { major: 5, minor: None }));
+        assert_eq!(read_token("jetpack6-r36.4.0"), l4t("36.4.0"), "an L4T token is preferred");
+        for none in ["latest", "humble-ros-base", "ros-r2", "r36", "jpx", "jetpack", "2.2", "jp123"] {
             assert_eq!(read_token(none), None, "{none}");
         }
     }
@@ -481,18 +402,9 @@ mod tests {
     #[test]
     fn pattern_matches_literal_text_around_auto() {
         assert!(matches_pattern("{auto}", "r36.4.0"));
-        assert!(matches_pattern(
-            "humble-ros-base-{auto}",
-            "humble-ros-base-l4t-r36.2.0"
-        ));
-        assert!(!matches_pattern(
-            "humble-ros-base-{auto}",
-            "humble-desktop-l4t-r36.2.0"
-        ));
-        assert!(
-            !matches_pattern("humble-ros-base-{auto}", "humble-ros-base-"),
-            "auto is never empty"
-        );
+        assert!(matches_pattern("humble-ros-base-{auto}", "humble-ros-base-l4t-r36.2.0"));
+        assert!(!matches_pattern("humble-ros-base-{auto}", "humble-desktop-l4t-r36.2.0"));
+        assert!(!matches_pattern("humble-ros-base-{auto}", "humble-ros-base-"), "auto is never empty");
         assert!(matches_pattern("{auto}-pth2.0-py3", "r35.2.1-pth2.0-py3"));
         assert!(!matches_pattern("{auto}-py3", "py3"));
         assert!(matches_pattern("fixed", "fixed"));
@@ -501,17 +413,9 @@ mod tests {
     #[test]
     fn dustynv_pytorch_resolves_per_host() {
         let t = dustynv_pytorch();
-        assert_eq!(
-            chosen(JP62, "{auto}", &t).as_deref(),
-            Some("r36.4.0"),
-            "36.4.7 is newer than 36.4.3"
-        );
+        assert_eq!(chosen(JP62, "{auto}", &t).as_deref(), Some("r36.4.0"), "36.4.7 is newer than 36.4.3");
         assert_eq!(chosen(JP60, "{auto}", &t).as_deref(), Some("r36.3.0"));
-        assert_eq!(
-            chosen(JP512, "{auto}", &t).as_deref(),
-            Some("2.2-r35.4.1"),
-            "higher package version wins a tie"
-        );
+        assert_eq!(chosen(JP512, "{auto}", &t).as_deref(), Some("2.2-r35.4.1"), "higher package version wins a tie");
         assert_eq!(chosen(JP461, "{auto}", &t).as_deref(), Some("r32.7.1"));
     }
 
@@ -523,10 +427,7 @@ mod tests {
         assert_eq!(chosen("36.2.0", "{auto}", &t).as_deref(), Some("r36.2.0"));
         assert_eq!(chosen("36.4.3", "{auto}", &t).as_deref(), Some("r36.4.3"));
         // A 36.4 host never takes a pre-36.4 image and vice versa, even when nothing else exists.
-        assert_eq!(
-            chosen("36.4.3", "{auto}", &tags(&["r36.3.0", "r36.2.0"])),
-            None
-        );
+        assert_eq!(chosen("36.4.3", "{auto}", &tags(&["r36.3.0", "r36.2.0"])), None);
         assert_eq!(chosen("36.3.0", "{auto}", &tags(&["r36.4.0"])), None);
         let d = resolve(v("36.3.0"), "{auto}", &tags(&["r36.4.0"]));
         let (tag, why) = d.rejected().next().unwrap();
@@ -536,13 +437,7 @@ mod tests {
             "built for L4T 36.4.0: incompatible, host L4T 36.3.0 takes R36 images before 36.4.0"
         );
         let d = resolve(v("36.4.3"), "{auto}", &tags(&["r36.3.0"]));
-        assert!(d
-            .rejected()
-            .next()
-            .unwrap()
-            .1
-            .to_string()
-            .contains("takes R36 images from 36.4.0 on"));
+        assert!(d.rejected().next().unwrap().1.to_string().contains("takes R36 images from 36.4.0 on"));
     }
 
     #[test]
@@ -559,38 +454,14 @@ mod tests {
     fn dustynv_ros_uses_literal_text_and_skips_other_flavours() {
         let t = dustynv_ros();
         let p = "humble-ros-base-{auto}";
-        assert_eq!(
-            chosen(JP62, p, &t).as_deref(),
-            Some("humble-ros-base-r36.4.0"),
-            "no variant tokens"
-        );
-        assert_eq!(
-            chosen(JP60, p, &t).as_deref(),
-            Some("humble-ros-base-l4t-r36.2.0")
-        );
-        assert_eq!(
-            chosen(JP512, p, &t).as_deref(),
-            Some("humble-ros-base-l4t-r35.4.1")
-        );
-        assert_eq!(
-            chosen(JP461, p, &t).as_deref(),
-            Some("humble-ros-base-l4t-r32.7.1")
-        );
+        assert_eq!(chosen(JP62, p, &t).as_deref(), Some("humble-ros-base-r36.4.0"), "no variant tokens");
+        assert_eq!(chosen(JP60, p, &t).as_deref(), Some("humble-ros-base-l4t-r36.2.0"));
+        assert_eq!(chosen(JP512, p, &t).as_deref(), Some("humble-ros-base-l4t-r35.4.1"));
+        assert_eq!(chosen(JP461, p, &t).as_deref(), Some("humble-ros-base-l4t-r32.7.1"));
         let d = resolve(v(JP62), p, &t);
         assert_eq!(d.unmatched, 2, "humble-desktop and iron are not candidates");
-        let cu = d
-            .candidates
-            .iter()
-            .find(|c| c.tag.ends_with("cu128-24.04"))
-            .unwrap();
-        assert!(
-            cu.rejection
-                .as_ref()
-                .unwrap()
-                .to_string()
-                .contains("fewer variant tokens"),
-            "{cu:?}"
-        );
+        let cu = d.candidates.iter().find(|c| c.tag.ends_with("cu128-24.04")).unwrap();
+        assert!(cu.rejection.as_ref().unwrap().to_string().contains("fewer variant tokens"), "{cu:?}");
     }
 
     #[test]
@@ -600,70 +471,38 @@ mod tests {
         assert_eq!(chosen(JP512, p, &t).as_deref(), Some("r35.2.1-pth2.0-py3"));
         assert_eq!(chosen(JP461, p, &t).as_deref(), Some("r32.7.1-pth1.10-py3"));
         assert_eq!(chosen(JP60, p, &t).as_deref(), Some("r36.2.0-pth2.2-py3"));
-        assert_eq!(
-            chosen(JP62, p, &t),
-            None,
-            "no 36.4 build: explain, do not guess"
-        );
+        assert_eq!(chosen(JP62, p, &t), None, "no 36.4 build: explain, do not guess");
         let d = resolve(v(JP62), p, &t);
         assert_eq!(d.rejected().count(), 4);
-        assert!(d
-            .rejected()
-            .all(|(_, r)| matches!(r, Rejection::Incompatible { .. })));
+        assert!(d.rejected().all(|(_, r)| matches!(r, Rejection::Incompatible { .. })));
     }
 
     #[test]
     fn ultralytics_jetpack_tokens_match_jetpack_major() {
         let t = ultralytics();
         let p = "latest-jetson-{auto}";
-        assert_eq!(
-            chosen(JP62, p, &t).as_deref(),
-            Some("latest-jetson-jetpack6")
-        );
-        assert_eq!(
-            chosen(JP60, p, &t).as_deref(),
-            Some("latest-jetson-jetpack6")
-        );
-        assert_eq!(
-            chosen(JP512, p, &t).as_deref(),
-            Some("latest-jetson-jetpack5")
-        );
-        assert_eq!(
-            chosen(JP461, p, &t).as_deref(),
-            Some("latest-jetson-jetpack4")
-        );
+        assert_eq!(chosen(JP62, p, &t).as_deref(), Some("latest-jetson-jetpack6"));
+        assert_eq!(chosen(JP60, p, &t).as_deref(), Some("latest-jetson-jetpack6"));
+        assert_eq!(chosen(JP512, p, &t).as_deref(), Some("latest-jetson-jetpack5"));
+        assert_eq!(chosen(JP461, p, &t).as_deref(), Some("latest-jetson-jetpack4"));
         let d = resolve(v(JP512), p, &t);
         let why: Vec<_> = d.rejected().map(|(t, r)| format!("{t}: {r}")).collect();
         assert!(
-            why.iter().any(|w| w
-                == "latest-jetson-jetpack6: built for JetPack 6: incompatible, host is JetPack 5"),
+            why.iter().any(|w| w == "latest-jetson-jetpack6: built for JetPack 6: incompatible, host is JetPack 5"),
             "{why:?}"
         );
         // A whole-tag pattern: the JetPack token sits in the wildcard text.
-        assert_eq!(
-            chosen(JP62, "{auto}", &t).as_deref(),
-            Some("8.3.0-jetson-jetpack6"),
-            "higher package version"
-        );
+        assert_eq!(chosen(JP62, "{auto}", &t).as_deref(), Some("8.3.0-jetson-jetpack6"), "higher package version");
     }
 
     #[test]
     fn jetpack_minor_tokens_respect_the_36_4_boundary() {
         let t = tags(&["jp6.0", "jp6.1", "jp6.2"]);
         assert_eq!(chosen(JP62, "{auto}", &t).as_deref(), Some("jp6.2"));
-        assert_eq!(
-            chosen("36.4.0", "{auto}", &t).as_deref(),
-            Some("jp6.1"),
-            "6.2 is newer than 6.1"
-        );
+        assert_eq!(chosen("36.4.0", "{auto}", &t).as_deref(), Some("jp6.1"), "6.2 is newer than 6.1");
         assert_eq!(chosen(JP60, "{auto}", &t).as_deref(), Some("jp6.0"));
         let d = resolve(v(JP60), "{auto}", &t);
-        assert!(
-            d.rejected()
-                .all(|(_, r)| r.to_string().contains("6.1 and later R36.4")),
-            "{:?}",
-            d.candidates
-        );
+        assert!(d.rejected().all(|(_, r)| r.to_string().contains("6.1 and later R36.4")), "{:?}", d.candidates);
     }
 
     #[test]
@@ -671,13 +510,7 @@ mod tests {
         let t = tags(&["jetpack6", "r36.4.0"]);
         let d = resolve(v(JP62), "{auto}", &t);
         assert_eq!(d.chosen.as_deref(), Some("r36.4.0"));
-        assert!(d
-            .rejected()
-            .next()
-            .unwrap()
-            .1
-            .to_string()
-            .contains("more precise"));
+        assert!(d.rejected().next().unwrap().1.to_string().contains("more precise"));
     }
 
     #[test]
@@ -694,28 +527,15 @@ mod tests {
     #[test]
     fn r38_host_takes_anything_and_old_hosts_need_equal_versions() {
         let t = dustynv_pytorch();
-        assert_eq!(
-            chosen("38.2", "{auto}", &t).as_deref(),
-            Some("r36.4.7"),
-            "newest not newer than 38.2"
-        );
+        assert_eq!(chosen("38.2", "{auto}", &t).as_deref(), Some("r36.4.7"), "newest not newer than 38.2");
         assert_eq!(chosen("32.6.1", "{auto}", &t), None);
-        assert_eq!(
-            chosen("32.6.1", "{auto}", &tags(&["r32.6.1", "r32.7.1"])).as_deref(),
-            Some("r32.6.1")
-        );
+        assert_eq!(chosen("32.6.1", "{auto}", &tags(&["r32.6.1", "r32.7.1"])).as_deref(), Some("r32.6.1"));
     }
 
     #[test]
     fn tie_break_order_is_total_and_documented() {
         let h = v(JP62);
-        let lt = |a: &str, b: &str| {
-            assert_eq!(
-                compare_tags(h, "{auto}", a, b),
-                Some(Ordering::Less),
-                "{a} < {b}"
-            )
-        };
+        let lt = |a: &str, b: &str| assert_eq!(compare_tags(h, "{auto}", a, b), Some(Ordering::Less), "{a} < {b}");
         lt("r36.4.3", "r36.4.0"); // newest not newer than host
         lt("r36.4.0", "r36.4.7"); // not newer before newer
         lt("r36.4.4", "r36.4.7"); // closest newer first
@@ -724,9 +544,6 @@ mod tests {
         lt("2.2-r36.4.0", "2.1-r36.4.0"); // higher package version
         lt("a-r36.4.0", "b-r36.4.0"); // byte order last
         let empty = resolve(h, "{auto}", &[]);
-        assert_eq!(
-            (empty.chosen, empty.candidates.len(), empty.unmatched),
-            (None, 0, 0)
-        );
+        assert_eq!((empty.chosen, empty.candidates.len(), empty.unmatched), (None, 0, 0));
     }
 }

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// The repository's fixture host tree `tests/fixtures/hosts/<name>`.
 pub fn fixture_host(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hosts")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts").join(name)
 }
 
 /// The `jetship` binary built for this test run.
@@ -19,20 +17,14 @@ pub fn jetship_bin() -> PathBuf {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Path of an external program the test needs. Panics with the install hint when it is missing:
 /// such a test fails, it is never skipped.
 pub fn require_tool(program: &str, debian_package: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in
-        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-    {
+    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]) {
         let candidate = dir.join(program);
         if candidate.is_file() {
             return candidate;

@@ -52,10 +52,7 @@ impl Registry {
             let hash = bcrypt::hash(password, 4).unwrap();
             let htpasswd = dir.path().join("htpasswd");
             std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
-            yaml.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n",
-                htpasswd.display()
-            ));
+            yaml.push_str(&format!("auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n", htpasswd.display()));
         }
         let config = dir.path().join("config.yml");
         std::fs::write(&config, yaml).unwrap();
@@ -69,17 +66,10 @@ impl Registry {
         let addr = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on {addr}"
-            );
+            assert!(Instant::now() < deadline, "docker-registry did not listen on {addr}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
+        Self { child, addr, _dir: dir }
     }
 }
 
@@ -100,11 +90,7 @@ pub struct Blob {
 
 impl Blob {
     pub fn new(media_type: &str, data: Vec<u8>) -> Self {
-        Self {
-            digest: sha256(&data),
-            media_type: media_type.to_owned(),
-            data,
-        }
+        Self { digest: sha256(&data), media_type: media_type.to_owned(), data }
     }
     pub fn descriptor(&self) -> serde_json::Value {
         serde_json::json!({"mediaType": self.media_type, "digest": self.digest, "size": self.data.len()})
@@ -145,10 +131,7 @@ pub fn layer(seed: u64, size: usize, compression: Compression, oci: bool) -> (Bl
         tar.append_data(&mut h, name, data).unwrap();
     };
     add(&format!("data-{seed}.bin"), &payload);
-    add(
-        &format!("etc/layer-{seed}.txt"),
-        format!("layer {seed}\n").as_bytes(),
-    );
+    add(&format!("etc/layer-{seed}.txt"), format!("layer {seed}\n").as_bytes());
     let raw = tar.into_inner().unwrap();
     let diff_id = sha256(&raw);
     let (data, suffix) = match compression {
@@ -185,11 +168,8 @@ pub fn image(seed: u64, arch: &str, layers: &[(usize, Compression)], oci: bool) 
         "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["/bin/true"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
-    let config_type = if oci {
-        "application/vnd.oci.image.config.v1+json"
-    } else {
-        "application/vnd.docker.container.image.v1+json"
-    };
+    let config_type =
+        if oci { "application/vnd.oci.image.config.v1+json" } else { "application/vnd.docker.container.image.v1+json" };
     let config = Blob::new(config_type, serde_json::to_vec(&config).unwrap());
     manifest_for(config, blobs, oci)
 }
@@ -201,11 +181,7 @@ pub fn manifest_for(config: Blob, layers: Vec<Blob>, oci: bool) -> Image {
         "config": config.descriptor(),
         "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
     });
-    Image {
-        config,
-        layers,
-        manifest: Blob::new(mt, serde_json::to_vec(&m).unwrap()),
-    }
+    Image { config, layers, manifest: Blob::new(mt, serde_json::to_vec(&m).unwrap()) }
 }
 
 /// An index / manifest list over (image, arch, variant).
@@ -237,11 +213,7 @@ pub struct Pusher {
 impl Pusher {
     pub fn new(addr: &str) -> Self {
         jetship::install_crypto_provider();
-        Self {
-            http: reqwest::Client::new(),
-            base: format!("http://{addr}"),
-            auth: None,
-        }
+        Self { http: reqwest::Client::new(), base: format!("http://{addr}"), auth: None }
     }
     pub fn with_basic(mut self, user: &str, password: &str) -> Self {
         self.auth = Some((user.into(), password.into()));
@@ -257,69 +229,39 @@ impl Pusher {
 
     pub async fn blob(&self, repo: &str, blob: &Blob) {
         let head = self
-            .req(
-                reqwest::Method::HEAD,
-                &format!("{}/v2/{repo}/blobs/{}", self.base, blob.digest),
-            )
+            .req(reqwest::Method::HEAD, &format!("{}/v2/{repo}/blobs/{}", self.base, blob.digest))
             .send()
             .await
             .unwrap();
         if head.status().is_success() {
             return;
         }
-        let start = self
-            .req(
-                reqwest::Method::POST,
-                &format!("{}/v2/{repo}/blobs/uploads/", self.base),
-            )
-            .send()
-            .await
-            .unwrap();
+        let start =
+            self.req(reqwest::Method::POST, &format!("{}/v2/{repo}/blobs/uploads/", self.base)).send().await.unwrap();
         assert_eq!(start.status(), 202, "upload start for {repo}");
         let loc = start.headers()["location"].to_str().unwrap().to_owned();
-        let loc = if loc.starts_with("http") {
-            loc
-        } else {
-            format!("{}{loc}", self.base)
-        };
+        let loc = if loc.starts_with("http") { loc } else { format!("{}{loc}", self.base) };
         let sep = if loc.contains('?') { '&' } else { '?' };
         let put = self
-            .req(
-                reqwest::Method::PUT,
-                &format!("{loc}{sep}digest={}", blob.digest),
-            )
+            .req(reqwest::Method::PUT, &format!("{loc}{sep}digest={}", blob.digest))
             .header("content-type", "application/octet-stream")
             .body(blob.data.clone())
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            put.status(),
-            201,
-            "blob upload {}: {}",
-            blob.digest,
-            put.text().await.unwrap_or_default()
-        );
+        assert_eq!(put.status(), 201, "blob upload {}: {}", blob.digest, put.text().await.unwrap_or_default());
     }
 
     pub async fn manifest(&self, repo: &str, reference: &str, m: &Blob) {
         let r = self
-            .req(
-                reqwest::Method::PUT,
-                &format!("{}/v2/{repo}/manifests/{reference}", self.base),
-            )
+            .req(reqwest::Method::PUT, &format!("{}/v2/{repo}/manifests/{reference}", self.base))
             .header("content-type", &m.media_type)
             .body(m.data.clone())
             .send()
             .await
             .unwrap();
         let status = r.status();
-        assert_eq!(
-            status,
-            201,
-            "manifest put {repo}:{reference}: {}",
-            r.text().await.unwrap_or_default()
-        );
+        assert_eq!(status, 201, "manifest put {repo}:{reference}: {}", r.text().await.unwrap_or_default());
     }
 
     /// Pushes an image's blobs and its manifest under `tag` (or only by digest when `tag` is None).
@@ -328,8 +270,7 @@ impl Pusher {
         for l in &img.layers {
             self.blob(repo, l).await;
         }
-        self.manifest(repo, tag.unwrap_or(&img.manifest.digest), &img.manifest)
-            .await;
+        self.manifest(repo, tag.unwrap_or(&img.manifest.digest), &img.manifest).await;
     }
 }
 
@@ -384,15 +325,11 @@ impl ProxyState {
     pub fn requests(&self, needle: &str) -> Vec<Seen> {
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let seen = self.seen.lock().unwrap();
-        seen.iter()
-            .filter(|s| s.generation == generation && s.path.contains(needle))
-            .cloned()
-            .collect()
+        seen.iter().filter(|s| s.generation == generation && s.path.contains(needle)).cloned().collect()
     }
     /// Forgets what was seen, including requests still in flight (a killed client's connection).
     pub fn clear(&self) {
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.seen.lock().unwrap().clear();
     }
 }
@@ -445,10 +382,7 @@ async fn respond(
     headers: &[(String, String)],
     body: &[u8],
 ) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
+    let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -470,10 +404,7 @@ async fn handle(
     let mut line = String::new();
     rd.read_line(&mut line).await?;
     let mut parts = line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or("").to_owned(),
-        parts.next().unwrap_or("").to_owned(),
-    );
+    let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
     let mut headers = HashMap::new();
     loop {
         line.clear();
@@ -500,28 +431,13 @@ async fn handle(
             st.token_requests.lock().unwrap().push(path.clone());
             if let Some((u, p)) = creds {
                 use base64::Engine;
-                let want = format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-                );
+                let want = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
                 if headers.get("authorization") != Some(&want) {
-                    return respond(
-                        &mut wr,
-                        401,
-                        &[],
-                        b"{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}",
-                    )
-                    .await;
+                    return respond(&mut wr, 401, &[], b"{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}").await;
                 }
             }
             let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
-            return respond(
-                &mut wr,
-                200,
-                &[("Content-Type".into(), "application/json".into())],
-                body.as_bytes(),
-            )
-            .await;
+            return respond(&mut wr, 200, &[("Content-Type".into(), "application/json".into())], body.as_bytes()).await;
         }
         if headers.get("authorization") != Some(&format!("Bearer {token}")) {
             let challenge = format!("Bearer realm=\"http://{me}/token\",service=\"test-registry\"");
@@ -572,10 +488,7 @@ async fn handle(
         Ok(r) => r,
         Err(_) => return respond(&mut wr, 502, &[], b"upstream failed").await,
     };
-    let mut head = format!(
-        "HTTP/1.1 {} X\r\nConnection: close\r\n",
-        resp.status().as_u16()
-    );
+    let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", resp.status().as_u16());
     for (k, v) in resp.headers() {
         let k = k.as_str();
         if [
@@ -649,13 +562,6 @@ async fn handle(
 /// Writes an agent config for tests: state dir, and registry settings as TOML lines.
 pub fn write_config(dir: &Path, state_dir: &Path, registry_toml: &str) -> std::path::PathBuf {
     let p = dir.join("agent.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "state_dir = \"{}\"\n[registry]\n{registry_toml}\n",
-            state_dir.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&p, format!("state_dir = \"{}\"\n[registry]\n{registry_toml}\n", state_dir.display())).unwrap();
     p
 }
