@@ -17,8 +17,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("cannot create state dir {}: check `state_dir` and permissions", config.state_dir.display()))?;
+    std::fs::create_dir_all(&config.state_dir).with_context(|| {
+        format!("cannot create state dir {}: check `state_dir` and permissions", config.state_dir.display())
+    })?;
     let root = config.host.root.clone();
     let state_dir = config.state_dir.clone();
     let facts = tokio::task::spawn_blocking(move || probe::probe(&root, &state_dir)).await?;

@@ -147,7 +147,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut sampler = metrics::Sampler::new(root, cfg.state_dir);
             let interval = match args.watch {
                 Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-                Some(s) => anyhow::bail!("--watch {s}: the interval must be a positive number of seconds"),
+                Some(s) => {
+                    anyhow::bail!("--watch {s}: the interval must be a positive number of seconds")
+                }
                 None => None,
             };
             let stdout = std::io::stdout();

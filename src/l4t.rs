@@ -102,9 +102,7 @@ impl L4tVersion {
             38 | 39 => true,
             36 => image.major == 36 && ((host >= boundary) == (*image >= boundary)),
             35 | 34 => image.major == host.major,
-            32 if host >= L4tVersion::new(32, 7, 0) => {
-                image.major == 32 && *image >= L4tVersion::new(32, 7, 0)
-            }
+            32 if host >= L4tVersion::new(32, 7, 0) => image.major == 32 && *image >= L4tVersion::new(32, 7, 0),
             _ => host == *image,
         }
     }
@@ -189,11 +187,8 @@ pub fn parse_nv_tegra_release(text: &str) -> Result<L4tVersion, Error> {
     let rest = rest.strip_prefix('R').ok_or_else(bad)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let major: u32 = digits.parse().map_err(|_| bad())?;
-    let revision = first
-        .split(',')
-        .find_map(|field| field.trim().strip_prefix("REVISION:"))
-        .map(str::trim)
-        .ok_or_else(bad)?;
+    let revision =
+        first.split(',').find_map(|field| field.trim().strip_prefix("REVISION:")).map(str::trim).ok_or_else(bad)?;
     let mut parts = revision.split('.');
     let minor = parts.next().and_then(parse_part).ok_or_else(bad)?;
     let patch = match parts.next() {
@@ -343,7 +338,9 @@ mod tests {
 
     #[test]
     fn truncated_tegra_release_is_an_error_not_a_guess() {
-        for text in ["", "# R36 (rel", "# R36 (release), REVISION: ", "garbage\x00\x01", "# Rxx (release), REVISION: 4.3"] {
+        for text in
+            ["", "# R36 (rel", "# R36 (release), REVISION: ", "garbage\x00\x01", "# Rxx (release), REVISION: 4.3"]
+        {
             let err = parse_nv_tegra_release(text).unwrap_err();
             assert!(err.to_string().contains("L4T_VERSION"), "{err}");
         }

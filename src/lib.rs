@@ -6,6 +6,8 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod devices;
+pub mod exec;
 pub mod fsutil;
 pub mod image_store;
 pub mod l4t;
@@ -16,6 +18,7 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod resolve;
+pub mod runtime;
 
 /// The agent's version, as reported by `jetship --version` and in the MQTT `status` payload.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

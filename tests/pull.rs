@@ -450,20 +450,17 @@ fn jetship(config: &std::path::Path, args: &[&str]) -> std::process::Command {
     c
 }
 
-/// A host root whose /etc/nv_tegra_release says `r` (e.g. `# R35 (release), REVISION: 4.1, ...`).
-fn host_root(line: &str) -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("etc")).unwrap();
-    std::fs::write(root.path().join("etc/nv_tegra_release"), format!("{line}\n")).unwrap();
-    root
+fn fixture(name: &str) -> String {
+    support::fixture_host(name).to_str().unwrap().to_owned()
 }
 
 #[tokio::test]
-async fn resolve_command_prints_choice_and_digest_then_rejections() {
+async fn resolve_command_picks_per_fixture_host_and_explains_rejections() {
     let registry = Registry::start();
     let p = Pusher::new(&registry.addr);
     let mut digests = std::collections::HashMap::new();
     let tags = [
+        "humble-ros-base-l4t-r32.7.1",
         "humble-ros-base-l4t-r35.4.1",
         "humble-ros-base-l4t-r36.2.0",
         "humble-ros-base-r36.4.0",
@@ -479,30 +476,52 @@ async fn resolve_command_prints_choice_and_digest_then_rejections() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = reg::write_config(dir.path(), &dir.path().join("state"), "retry_backoff_cap_s = 0.1");
     let image = format!("{}/dustynv/ros:humble-ros-base-{{auto}}", registry.addr);
+    let resolve = |host: &str, extra: &[&str]| {
+        let root = fixture(host);
+        let mut args = vec!["resolve", image.as_str(), "--root", root.as_str()];
+        args.extend_from_slice(extra);
+        let out = jetship(&cfg, &args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
 
-    // JetPack 6.2 host through L4T_VERSION.
-    let out = jetship(&cfg, &["resolve", &image]).env("L4T_VERSION", "36.4.3").output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    let first = text.lines().next().unwrap();
-    let d = &digests["humble-ros-base-r36.4.0"];
-    assert_eq!(first, format!("{}/dustynv/ros:humble-ros-base-r36.4.0@{d}", registry.addr));
-    assert!(text.contains("rejected humble-ros-base-l4t-r36.2.0: built for L4T 36.2.0: incompatible, host L4T 36.4.3 takes R36 images from 36.4.0 on"), "{text}");
-    assert!(text.contains("rejected humble-ros-base-l4t-r35.4.1:"), "{text}");
-    assert!(!text.contains("rejected humble-desktop"), "other flavours are not candidates: {text}");
+    // Each fixture host gets the build for its L4T; the first line is the pinned reference.
+    for (host, tag) in [
+        ("orin-nano-super-jp62", "humble-ros-base-r36.4.0"),
+        ("agx-orin-jp60", "humble-ros-base-l4t-r36.2.0"),
+        ("orin-nx-jp512", "humble-ros-base-l4t-r35.4.1"),
+        ("nano-jp461", "humble-ros-base-l4t-r32.7.1"),
+    ] {
+        let (code, text, err) = resolve(host, &[]);
+        assert_eq!(code, Some(0), "{host}: {text}{err}");
+        let first = text.lines().next().unwrap_or_default();
+        assert_eq!(first, format!("{}/dustynv/ros:{tag}@{}", registry.addr, digests[tag]), "{host}");
+        assert_eq!(text.matches("rejected ").count(), 3, "{host}: every other candidate explained: {text}");
+        assert!(!text.contains("rejected humble-desktop"), "other flavours are not candidates: {text}");
+    }
+    // The 36.4 boundary, in words.
+    let (_, text, _) = resolve("orin-nano-super-jp62", &[]);
+    assert!(
+        text.contains("rejected humble-ros-base-l4t-r36.2.0: built for L4T 36.2.0: incompatible, host L4T 36.4.3 takes R36 images from 36.4.0 on"),
+        "{text}"
+    );
+    let (_, text, _) = resolve("agx-orin-jp60", &[]);
+    assert!(text.contains("rejected humble-ros-base-r36.4.0: built for L4T 36.4.0: incompatible, host L4T 36.3.0 takes R36 images before 36.4.0"), "{text}");
 
-    // JetPack 5.1.2 host from a host tree (--root), as JSON.
-    let root = host_root("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023");
-    let out = jetship(&cfg, &["resolve", &image, "--root", root.path().to_str().unwrap(), "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // JSON for a JetPack 5.1.2 host.
+    let (code, text, err) = resolve("orin-nx-jp512", &["--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["digest"], digests["humble-ros-base-l4t-r35.4.1"]);
     assert_eq!(v["decision"]["chosen"], "humble-ros-base-l4t-r35.4.1");
-    assert_eq!(v["decision"]["candidates"].as_array().unwrap().len(), 3);
+    assert_eq!(v["decision"]["candidates"].as_array().unwrap().len(), 4);
 
-    // Template variables: the ultralytics naming.
+    // Template variables: the ultralytics naming, from the fixture host's JetPack.
     let ul = format!("{}/dustynv/ros:latest-jetson-jetpack{{jetpack_major}}", registry.addr);
-    let out = jetship(&cfg, &["resolve", &ul, "--root", root.path().to_str().unwrap()]).output().unwrap();
+    let out = jetship(&cfg, &["resolve", &ul, "--root", &fixture("orin-nx-jp512")]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with(&format!(
@@ -512,11 +531,23 @@ async fn resolve_command_prints_choice_and_digest_then_rejections() {
         "{text}"
     );
 
-    // JetPack 4 host: nothing fits; every candidate is explained and the exit code says so.
-    let out = jetship(&cfg, &["resolve", &image]).env("L4T_VERSION", "32.7.1").output().unwrap();
+    // Not a Jetson: {auto} cannot be resolved, and the error says why.
+    let (code, _, err) = resolve("generic-x86", &[]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("L4T_VERSION") && err.contains("dustynv/ros"), "{err}");
+
+    // A release no tag fits (L4T_VERSION overrides a Jetson's files): every candidate explained, exit code 1.
+    let out = jetship(&cfg, &["resolve", &image, "--root", &fixture("nano-jp461")])
+        .env("L4T_VERSION", "32.6.1")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text.starts_with("no tag of") && text.matches("rejected ").count() == 3, "{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("no tag of") && text.matches("rejected ").count() == 4,
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]

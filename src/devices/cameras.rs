@@ -1,0 +1,386 @@
+//! V4L2 cameras: the `/sys/class/video4linux/videoN` entries with their `/dev/videoN` nodes, whether each node
+//! captures video or only carries UVC metadata, and the stable `/dev/v4l/by-id` and `/dev/v4l/by-path` names.
+//!
+//! Reads only. A node is opened (read-only, non-blocking) for `VIDIOC_QUERYCAP` only when it is a char device
+//! whose numbers match what sysfs says for that entry, so a stray file or a fixture placeholder is never opened;
+//! otherwise sysfs `index` decides (0 = capture). Nothing here streams video or changes device settings.
+//!
+//! [`resolve`] turns a deployment's `cameras = [...]` selectors into the device nodes to create in the
+//! container (each capture node with its metadata sibling, numbers from the live node); a selector that matches
+//! nothing is [`CameraError::Missing`], which the agent maps to the `waiting-for-device` state instead of
+//! starting (and crash-looping) the container.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::read_regular;
+use crate::fsutil::under_root;
+use crate::runtime::spec::{BindMount, DeviceNode};
+
+/// The char-device major of video4linux nodes.
+const V4L_MAJOR: u64 = 81;
+
+/// A V4L2 video node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Camera {
+    /// `/dev/videoN` (host path, not prefixed by the host root).
+    pub node: PathBuf,
+    /// The camera's name from sysfs (or the driver's card name), e.g. `HD Pro Webcam C920`.
+    pub name: Option<String>,
+    /// sysfs `index`: the node's number within its device (0 = the first node, the capture node of a UVC
+    /// camera).
+    pub index: Option<u32>,
+    /// True for a capture node, false for a UVC metadata node.
+    pub capture: bool,
+    /// How `capture` was decided: `querycap` (the driver said), `sysfs-index` (index 0 = capture) or
+    /// `assumed` (no index in sysfs: older kernels have no metadata nodes, so the node captures).
+    pub detected_by: String,
+    /// Stable names in `/dev/v4l/by-id` that point to this node (host paths).
+    pub by_id: Vec<PathBuf>,
+    /// Stable names in `/dev/v4l/by-path` that point to this node (host paths).
+    pub by_path: Vec<PathBuf>,
+}
+
+/// Every video4linux node under `root`, ordered by number. Entries without a `/dev` node are skipped with a
+/// warning, as are problems opening a real device (then sysfs decides).
+pub fn discover(root: &Path, warnings: &mut Vec<String>) -> Vec<Camera> {
+    let class = under_root(root, "/sys/class/video4linux");
+    let Ok(entries) = std::fs::read_dir(&class) else {
+        return Vec::new();
+    };
+    let mut numbered: Vec<(u32, String)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n = name.strip_prefix("video")?.parse().ok()?;
+            Some((n, name))
+        })
+        .collect();
+    numbered.sort();
+    let by_id = stable_links(root, "/dev/v4l/by-id");
+    let by_path = stable_links(root, "/dev/v4l/by-path");
+    let mut cameras = Vec::new();
+    for (_, name) in numbered {
+        let sys = class.join(&name);
+        let node = Path::new("/dev").join(&name);
+        let node_file = under_root(root, &node.to_string_lossy());
+        let Ok(meta) = std::fs::metadata(&node_file) else {
+            warnings.push(format!(
+                "/sys/class/video4linux/{name} has no {} node; camera skipped (is udev running?)",
+                node.display()
+            ));
+            continue;
+        };
+        let sys_name = read_attr(&sys.join("name"));
+        let index = read_attr(&sys.join("index")).and_then(|s| s.parse::<u32>().ok());
+        let sys_dev = read_attr(&sys.join("dev"));
+        let mut cam = Camera {
+            node: node.clone(),
+            name: sys_name.clone(),
+            index,
+            capture: index.map_or(true, |i| i == 0),
+            detected_by: if index.is_some() { "sysfs-index" } else { "assumed" }.into(),
+            by_id: links_to(&by_id, &node),
+            by_path: links_to(&by_path, &node),
+        };
+        if meta.file_type().is_char_device() {
+            let rdev = (nix::sys::stat::major(meta.rdev()), nix::sys::stat::minor(meta.rdev()));
+            let expected = sys_dev.as_deref().and_then(parse_dev);
+            let matches = match expected {
+                Some(want) => want == rdev,
+                None => rdev.0 == V4L_MAJOR,
+            };
+            if !matches {
+                let want = sys_dev.as_deref().unwrap_or("major 81");
+                warnings.push(format!(
+                    "{} is char device {}:{} but sysfs says {want}; not opened, capture decided from sysfs",
+                    node.display(),
+                    rdev.0,
+                    rdev.1
+                ));
+            } else {
+                match query_caps(&node_file) {
+                    Ok(caps) => {
+                        cam.capture = caps.capture;
+                        cam.detected_by = "querycap".into();
+                        if cam.name.is_none() && !caps.card.is_empty() {
+                            cam.name = Some(caps.card);
+                        }
+                    }
+                    Err(e) => warnings
+                        .push(format!("{}: VIDIOC_QUERYCAP failed ({e}); capture decided from sysfs", node.display())),
+                }
+            }
+        }
+        cameras.push(cam);
+    }
+    cameras
+}
+
+/// Reads a one-line sysfs attribute; `None` when missing, empty or not text.
+fn read_attr(path: &Path) -> Option<String> {
+    let s = read_regular(path, 4096).ok()?;
+    let s = s.trim_end_matches(['\n', '\0']).trim();
+    if s.is_empty() || s.contains('\u{fffd}') || s.chars().any(char::is_control) {
+        return None;
+    }
+    Some(s.to_owned())
+}
+
+/// Parses sysfs `dev` (`81:0`).
+fn parse_dev(s: &str) -> Option<(u64, u64)> {
+    let (a, b) = s.split_once(':')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// What VIDIOC_QUERYCAP told.
+struct Caps {
+    capture: bool,
+    card: String,
+}
+
+/// Opens the node read-only and non-blocking (QUERYCAP needs no write access, and a busy camera must not stall
+/// the probe) and asks the driver what the node does.
+fn query_caps(node: &Path) -> std::io::Result<Caps> {
+    use v4l::v4l2;
+    use v4l::v4l_sys::v4l2_capability;
+    const CAPTURE: u32 = 0x0000_0001 | 0x0000_1000; // V4L2_CAP_VIDEO_CAPTURE | _MPLANE
+    const DEVICE_CAPS: u32 = 0x8000_0000;
+
+    let file =
+        OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC).open(node)?;
+    // SAFETY: v4l2_capability is plain old data (zeroes are valid) and lives for the whole call; the fd is open.
+    let caps = unsafe {
+        let mut caps: v4l2_capability = std::mem::zeroed();
+        v4l2::ioctl(
+            file.as_raw_fd(),
+            v4l2::vidioc::VIDIOC_QUERYCAP,
+            &mut caps as *mut v4l2_capability as *mut std::os::raw::c_void,
+        )?;
+        caps
+    };
+    // device_caps describes this node; capabilities describes the whole device (all its nodes).
+    let flags = if caps.capabilities & DEVICE_CAPS != 0 { caps.device_caps } else { caps.capabilities };
+    // Not the v4l crate's Capabilities: its conversion panics on a card name that is not UTF-8.
+    let card = String::from_utf8_lossy(&caps.card).trim_end_matches('\0').trim().to_owned();
+    Ok(Caps { capture: flags & CAPTURE != 0, card })
+}
+
+/// The symlinks in a `/dev/v4l/by-*` directory as (host link path, host target path).
+fn stable_links(root: &Path, dir: &str) -> Vec<(PathBuf, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(under_root(root, dir)) else {
+        return Vec::new();
+    };
+    let mut links: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            // udev escapes by-id names to ASCII; anything else could not be reported in JSON.
+            e.file_name().to_str()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            let link = Path::new(dir).join(e.file_name());
+            // Resolve lexically against the host path: the link must not be followed on this machine's root.
+            let target = normalize(&Path::new(dir).join(target));
+            Some((link, target))
+        })
+        .collect();
+    links.sort();
+    links
+}
+
+fn links_to(links: &[(PathBuf, PathBuf)], node: &Path) -> Vec<PathBuf> {
+    links.iter().filter(|(_, t)| t == node).map(|(l, _)| l.clone()).collect()
+}
+
+/// Resolves `.` and `..` without touching the file system (`/dev/v4l/by-id/../../video0` -> `/dev/video0`).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// The cameras a selector names: `all` (every node), a path (`/dev/video0` or a `/dev/v4l/by-*` name), or
+/// otherwise a case-insensitive substring of the camera name or of a by-id name. Both nodes of a UVC camera
+/// match a name, which is harmless: passing the metadata node too does no harm.
+pub fn select<'a>(cameras: &'a [Camera], selector: &str) -> Vec<&'a Camera> {
+    let selector = selector.trim();
+    if selector == "all" {
+        return cameras.iter().collect();
+    }
+    if selector.starts_with('/') {
+        let p = Path::new(selector);
+        return cameras.iter().filter(|c| c.node == p || c.by_id.iter().chain(&c.by_path).any(|l| l == p)).collect();
+    }
+    let needle = selector.to_lowercase();
+    if needle.is_empty() {
+        return Vec::new();
+    }
+    cameras
+        .iter()
+        .filter(|c| {
+            c.name.as_ref().is_some_and(|n| n.to_lowercase().contains(&needle))
+                || c.by_id
+                    .iter()
+                    .any(|l| l.file_name().is_some_and(|f| f.to_string_lossy().to_lowercase().contains(&needle)))
+        })
+        .collect()
+}
+
+/// The libargus socket of `nvargus-daemon`, which CSI cameras are reached through.
+pub const ARGUS_SOCKET: &str = "/tmp/argus_socket";
+
+/// Why the requested cameras cannot be given to a container.
+#[derive(Debug, thiserror::Error)]
+pub enum CameraError {
+    /// A selector matches no camera on this host (not plugged in, not yet enumerated, or a typo). This is not a
+    /// failure of the deployment: the agent puts it in the `waiting-for-device` state and starts it once the
+    /// camera appears (a later `discover` + `resolve` succeeds), instead of starting a container that would
+    /// crash-loop without its camera.
+    #[error("camera `{selector}` is not connected: no video device matches it (check `ls -l /dev/video* /dev/v4l/by-id`); the deployment waits for it")]
+    Missing {
+        /// The selector as configured.
+        selector: String,
+    },
+    /// A camera's node exists but is not a char device (a broken udev setup or a stray file).
+    #[error("camera node {} is not a char device ({found}); check udev (`udevadm trigger --subsystem-match=video4linux`)", .node.display())]
+    NotDevice {
+        /// The node's host path.
+        node: PathBuf,
+        /// What is there instead.
+        found: String,
+    },
+}
+
+/// The device nodes for the camera `selectors` of a deployment: `all`, a node path (`/dev/video0`), a
+/// `/dev/v4l/by-id/...` or `/dev/v4l/by-path/...` path, a bare by-id name, or a case-insensitive name substring
+/// (see [`select`]). Each selected node brings its siblings (the other nodes of the same sysfs `device`, e.g.
+/// the UVC metadata node beside the capture node). Numbers and mode come from `stat(2)` of the live node under
+/// `root`, with the cgroup rule `rwm`; the container path is the host node path. `cameras` is a fresh
+/// [`discover`] of the same root.
+///
+/// A selector that matches nothing, including `all` on a host without cameras, gives
+/// [`CameraError::Missing`] for the first such selector.
+pub fn resolve(
+    cameras: &[Camera],
+    root: &Path,
+    selectors: &[String],
+) -> std::result::Result<Vec<DeviceNode>, CameraError> {
+    let parents: Vec<Option<PathBuf>> = cameras.iter().map(|c| sysfs_parent(root, &c.node)).collect();
+    let mut chosen = vec![false; cameras.len()];
+    for selector in selectors {
+        let sel = selector.trim();
+        let exact_by_id: Vec<&Camera> = if sel.contains('/') {
+            Vec::new()
+        } else {
+            cameras.iter().filter(|c| c.by_id.iter().any(|l| l.file_name().is_some_and(|f| f == sel))).collect()
+        };
+        let matched = if exact_by_id.is_empty() { select(cameras, sel) } else { exact_by_id };
+        if matched.is_empty() {
+            return Err(CameraError::Missing { selector: selector.clone() });
+        }
+        for m in matched {
+            let i = cameras.iter().position(|c| std::ptr::eq(c, m)).unwrap_or_default();
+            chosen[i] = true;
+            if let Some(parent) = &parents[i] {
+                for (j, p) in parents.iter().enumerate() {
+                    if p.as_ref() == Some(parent) {
+                        chosen[j] = true;
+                    }
+                }
+            }
+        }
+    }
+    let mut nodes = Vec::new();
+    for (cam, _) in cameras.iter().zip(chosen).filter(|(_, c)| *c) {
+        let path = under_root(root, &cam.node.to_string_lossy());
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            // Unplugged between discovery and now: the same as not connected.
+            Err(_) => return Err(CameraError::Missing { selector: cam.node.to_string_lossy().into_owned() }),
+        };
+        if !meta.file_type().is_char_device() {
+            let found = if meta.is_file() { "a regular file" } else { "not a device" };
+            return Err(CameraError::NotDevice { node: cam.node.clone(), found: found.into() });
+        }
+        nodes.push(DeviceNode {
+            path: cam.node.clone(),
+            kind: 'c',
+            major: nix::sys::stat::major(meta.rdev()) as i64,
+            minor: nix::sys::stat::minor(meta.rdev()) as i64,
+            file_mode: Some(meta.mode() & 0o777),
+            access: "rwm".into(),
+        });
+    }
+    Ok(nodes)
+}
+
+/// The real sysfs device a video node belongs to (`/sys/class/video4linux/videoN/device`, resolved).
+fn sysfs_parent(root: &Path, node: &Path) -> Option<PathBuf> {
+    let name = node.file_name()?.to_str()?;
+    std::fs::canonicalize(under_root(root, &format!("/sys/class/video4linux/{name}/device"))).ok()
+}
+
+/// The bind mount of [`ARGUS_SOCKET`] for a container that asks for cameras and the GPU, when the host runs
+/// `nvargus-daemon` (the socket exists under `root`). CSI cameras are only reachable through it; the argus
+/// client library comes with the GPU's CSV/CDI mounts, which is why the GPU is a condition.
+pub fn argus_mount(root: &Path, gpu: bool, selectors: &[String]) -> Option<BindMount> {
+    if !gpu || selectors.is_empty() || !super::gpu::is_socket(root, ARGUS_SOCKET) {
+        return None;
+    }
+    Some(BindMount { host: under_root(root, ARGUS_SOCKET), container: PathBuf::from(ARGUS_SOCKET), read_only: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cam(n: u32, name: &str, capture: bool, by_id: &str) -> Camera {
+        Camera {
+            node: PathBuf::from(format!("/dev/video{n}")),
+            name: Some(name.into()),
+            index: Some(if capture { 0 } else { 1 }),
+            capture,
+            detected_by: "sysfs-index".into(),
+            by_id: vec![PathBuf::from(format!("/dev/v4l/by-id/{by_id}"))],
+            by_path: vec![PathBuf::from(format!("/dev/v4l/by-path/platform-usb-0:{n}:1.0-video-index0"))],
+        }
+    }
+
+    #[test]
+    fn select_by_all_path_by_id_and_name() {
+        let cams = [
+            cam(0, "HD Pro Webcam C920", true, "usb-046d_HD_Pro_Webcam_C920-video-index0"),
+            cam(1, "HD Pro Webcam C920", false, "usb-046d_HD_Pro_Webcam_C920-video-index1"),
+            cam(2, "USB 2.0 Camera", true, "usb-Sonix_USB_2.0_Camera-video-index0"),
+        ];
+        let nodes =
+            |sel: &str| select(&cams, sel).iter().map(|c| c.node.to_string_lossy().into_owned()).collect::<Vec<_>>();
+        assert_eq!(nodes("all").len(), 3);
+        assert_eq!(nodes("/dev/video2"), ["/dev/video2"]);
+        assert_eq!(nodes("/dev/v4l/by-id/usb-046d_HD_Pro_Webcam_C920-video-index1"), ["/dev/video1"]);
+        assert_eq!(nodes("/dev/v4l/by-path/platform-usb-0:0:1.0-video-index0"), ["/dev/video0"]);
+        assert_eq!(nodes("c920"), ["/dev/video0", "/dev/video1"]);
+        assert_eq!(nodes("sonix"), ["/dev/video2"], "by-id names match too");
+        assert!(nodes("/dev/video9").is_empty());
+        assert!(nodes("  ").is_empty());
+    }
+
+    #[test]
+    fn normalize_resolves_relative_link_targets() {
+        assert_eq!(normalize(Path::new("/dev/v4l/by-id/../../video0")), Path::new("/dev/video0"));
+        assert_eq!(normalize(Path::new("/dev/v4l/by-id/../../../../../video0")), Path::new("/video0"));
+        assert_eq!(parse_dev("81:3\n".trim()), Some((81, 3)));
+        assert_eq!(parse_dev("x:3"), None);
+    }
+}
