@@ -32,3 +32,4 @@ pub fn require_tool(program: &str, debian_package: &str) -> PathBuf {
     }
     panic!("`{program}` is needed by this test: install it with `apt-get install {debian_package}` (scripts/test does this)");
 }
+pub mod registry;
