@@ -63,6 +63,7 @@ pub struct Config {
     pub gpu: GpuConfig,
     pub log: LogConfig,
     pub registry: RegistryConfig,
+    pub runtime: RuntimeConfig,
 }
 
 impl Default for Config {
@@ -76,8 +77,57 @@ impl Default for Config {
             gpu: GpuConfig::default(),
             log: LogConfig::default(),
             registry: RegistryConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
+}
+
+/// Which container backend runs containers, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// `auto`, `oci` (runc/crun under conmon, no daemon) or `docker` (the Docker Engine API). `auto` picks the
+    /// native backend when conmon and crun or runc are installed, else Docker when its socket answers, else
+    /// fails listing what to install. Defaults to `auto`.
+    pub backend: BackendChoice,
+    /// OCI runtime of the native backend: `auto` (crun on cgroup v2 hosts, else runc), `crun`, `runc` or a path.
+    /// Defaults to `auto`.
+    pub oci_runtime: String,
+    /// conmon binary. Defaults to the first `conmon` in /usr/bin, /usr/local/bin, /usr/libexec/podman.
+    pub conmon: Option<PathBuf>,
+    /// tmpfs directory for the OCI runtime's state and conmon's sockets (must not survive a reboot).
+    /// Defaults to `/run/jetship`.
+    pub run_dir: PathBuf,
+    /// A container's log file is rotated at this size (one previous file is kept). Defaults to 10 MiB.
+    pub log_max_bytes: u64,
+    /// Seconds between SIGTERM and SIGKILL when stopping a container. Defaults to 10.
+    pub stop_grace_s: u64,
+    /// Docker Engine socket for the docker backend. Defaults to `DOCKER_HOST` (unix://) or
+    /// `/var/run/docker.sock`.
+    pub docker_socket: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            backend: BackendChoice::Auto,
+            oci_runtime: "auto".into(),
+            conmon: None,
+            run_dir: PathBuf::from("/run/jetship"),
+            log_max_bytes: 10 * 1024 * 1024,
+            stop_grace_s: 10,
+            docker_socket: None,
+        }
+    }
+}
+
+/// `runtime.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    Auto,
+    Oci,
+    Docker,
 }
 
 /// Where the host's files are read from.
@@ -391,6 +441,17 @@ impl Config {
             bad("log.level", format!("`{}` is not a tracing filter ({e}); use e.g. \"info\"", self.log.level));
         }
         self.registry.check(&mut bad);
+        if !self.runtime.run_dir.is_absolute() {
+            bad("runtime.run_dir", format!("`{}` must be an absolute path", self.runtime.run_dir.display()));
+        }
+        if self.runtime.log_max_bytes < 4096 {
+            bad("runtime.log_max_bytes", format!("{} is too small; use at least 4096", self.runtime.log_max_bytes));
+        }
+        match self.runtime.oci_runtime.as_str() {
+            "auto" | "crun" | "runc" => {}
+            p if p.starts_with('/') => {}
+            other => bad("runtime.oci_runtime", format!("`{other}` must be auto, crun, runc or an absolute path")),
+        }
         if problems.is_empty() {
             Ok(())
         } else {
