@@ -40,6 +40,52 @@ pub enum Command {
     },
     #[command(flatten)]
     Fleet(FleetCommand),
+    /// Pull an image into the store: templates and {auto} resolved for this host, resumable, verified.
+    Pull(PullArgs),
+    /// Print the reference and digest an image resolves to on this host, then why other tags were rejected.
+    Resolve(ResolveArgs),
+    /// Delete stored blobs no image record references (each image keeps its current and previous version).
+    ImageGc(ImageGcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Image reference; may hold {l4t} {l4t_major} {l4t_minor} {jetpack} {jetpack_major} {cuda} and {auto}.
+    pub image: String,
+    /// Probe the host (for templates and {auto}) under DIR instead of `host.root`.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Platform to pull, e.g. linux/arm64 [default: registry.platform, else the host's].
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Print the result as JSON instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// Image reference, as for `pull`.
+    pub image: String,
+    /// Probe the host under DIR instead of `host.root`.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Also name the manifest for this platform [default: registry.platform, else the host's].
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageGcArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Controller and broker commands (docs/protocol.md).
@@ -313,6 +359,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Command::Fleet(cmd) => run_fleet(cmd, cli.log_level.as_deref()),
+        Command::Pull(args) => run_pull(&cli.config, cli.log_level.as_deref(), args),
+        Command::Resolve(args) => run_resolve(&cli.config, cli.log_level.as_deref(), args),
+        Command::ImageGc(args) => run_image_gc(&cli.config, cli.log_level.as_deref(), args),
         Command::CheckConfig { path } => {
             let path = path.or(cli.config);
             let loaded = config::load(path.as_deref())?;
@@ -323,6 +372,204 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Loads the config strictly (image commands write to the state dir) and sets up logging.
+fn image_config(path: &Option<PathBuf>, log_level: Option<&str>) -> anyhow::Result<Config> {
+    let loaded = config::load(path.as_deref())?;
+    logging::init(log_level.unwrap_or("warn"), loaded.config.log.format);
+    Ok(loaded.config)
+}
+
+fn image_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn host_vars(cfg: &Config, root: Option<PathBuf>) -> crate::reference::TemplateVars {
+    let root = root.unwrap_or_else(|| cfg.host.root.clone());
+    crate::reference::TemplateVars::from_facts(&probe::probe(&root, &cfg.state_dir))
+}
+
+fn run_pull(config: &Option<PathBuf>, log_level: Option<&str>, args: PullArgs) -> anyhow::Result<i32> {
+    use crate::pull::{self, Progress, PullOptions};
+    let cfg = image_config(config, log_level)?;
+    let vars = host_vars(&cfg, args.root);
+    let opts = PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
+    let client = crate::registry::Client::new(crate::registry::ClientOptions::from_config(&cfg.registry)?)?;
+    let store = crate::image_store::ImageStore::open(&cfg.state_dir)?;
+    let bars = indicatif::MultiProgress::new();
+    if args.quiet || args.json {
+        bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:>12} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let by_blob = std::sync::Mutex::new(std::collections::HashMap::<String, indicatif::ProgressBar>::new());
+    let sink: pull::ProgressSink = std::sync::Arc::new(move |p: &Progress| {
+        let mut map = by_blob.lock().unwrap_or_else(|e| e.into_inner());
+        match p {
+            Progress::BlobStarted { digest, size, offset } => {
+                let bar = map.entry(digest.clone()).or_insert_with(|| {
+                    let b = bars.add(indicatif::ProgressBar::new(*size));
+                    b.set_style(style.clone());
+                    b.set_prefix(digest.trim_start_matches("sha256:").chars().take(12).collect::<String>());
+                    b
+                });
+                bar.set_position(*offset);
+                if *offset > 0 {
+                    bar.set_message(format!("resumed at {}", indicatif::HumanBytes(*offset)));
+                }
+            }
+            Progress::BlobBytes { digest, bytes } => {
+                if let Some(b) = map.get(digest) {
+                    b.inc(*bytes);
+                }
+            }
+            Progress::BlobRetry { digest, attempt, error } => {
+                if let Some(b) = map.get(digest) {
+                    b.set_message(format!("retry {attempt}: {error}"));
+                }
+            }
+            Progress::BlobDone { digest, cached } => {
+                if let Some(b) = map.get(digest) {
+                    b.finish_with_message("done");
+                } else if !*cached {
+                    tracing::debug!(%digest, "blob done without a bar");
+                }
+            }
+            Progress::Planned { .. } => {}
+        }
+    });
+    let rt = image_runtime()?;
+    let report = rt.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                c2.cancel();
+            }
+        });
+        pull::pull(&client, &store, &args.image, &vars, &opts, Some(sink), cancel).await
+    })?;
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["elapsed_s"] = serde_json::json!(report.elapsed.as_secs_f64());
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{}", pull_summary(&report));
+    }
+    Ok(0)
+}
+
+/// The summary line `jetship pull` prints: what was pulled, bytes, time, rate.
+pub fn pull_summary(r: &crate::pull::PullReport) -> String {
+    let secs = r.elapsed.as_secs_f64().max(1e-6);
+    format!(
+        "pulled {}\n  {} in {} blobs: {} downloaded, {} reused, {:.1} s, {:.1} MB/s",
+        r.record.resolved,
+        indicatif::HumanBytes(r.total_bytes),
+        r.record.layers.len() + 1,
+        indicatif::HumanBytes(r.downloaded_bytes),
+        indicatif::HumanBytes(r.reused_bytes),
+        secs,
+        r.downloaded_bytes as f64 / 1e6 / secs
+    )
+}
+
+fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, args: ResolveArgs) -> anyhow::Result<i32> {
+    use crate::pull::{self, PullOptions};
+    let cfg = image_config(config, log_level)?;
+    let vars = host_vars(&cfg, args.root);
+    let opts = PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
+    let client = crate::registry::Client::new(crate::registry::ClientOptions::from_config(&cfg.registry)?)?;
+    let rt = image_runtime()?;
+    let outcome = rt.block_on(async {
+        let res = pull::resolve(&client, &args.image, &vars).await?;
+        let platform = pull::platform_manifest(&client, &res.reference, &res.manifest, &opts.platform).await;
+        Ok::<_, pull::Error>((res, platform))
+    });
+    let (res, platform) = match outcome {
+        Ok(v) => v,
+        // No tag fits: still print every candidate's reason before failing.
+        Err(pull::Error::NoCompatibleTag { image, host, decision, .. }) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"name": image, "chosen": null, "decision": decision})
+                    )?
+                );
+            } else {
+                println!("no tag of {image} fits L4T {host}");
+                print!("{}", explain(&decision));
+            }
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let digest = res.reference.digest.clone().unwrap_or_default();
+    let platform_line = match &platform {
+        Ok((Some(_), m)) => Some(format!("platform {}: {}", opts.platform, m.digest)),
+        Ok((None, _)) => None,
+        Err(e) => Some(format!("platform {}: {e}", opts.platform)),
+    };
+    if args.json {
+        let v = serde_json::json!({
+            "name": res.name,
+            "reference": res.reference.to_string(),
+            "digest": digest,
+            "media_type": res.manifest.media_type,
+            "platform": opts.platform.to_string(),
+            "platform_manifest": platform.as_ref().ok().map(|(_, m)| m.digest.clone()),
+            "decision": res.decision,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{}", res.reference);
+        if let Some(l) = platform_line {
+            println!("{l}");
+        }
+        if let Some(d) = &res.decision {
+            print!("{}", explain(d));
+        }
+    }
+    Ok(0)
+}
+
+/// The per-candidate explanation lines of `jetship resolve`.
+pub fn explain(d: &crate::resolve::Decision) -> String {
+    let mut out = format!("host L4T {}, pattern `{}`\n", d.host, d.pattern);
+    for (tag, why) in d.rejected() {
+        out.push_str(&format!("rejected {tag}: {why}\n"));
+    }
+    if d.unmatched > 0 {
+        out.push_str(&format!("({} other tags do not match the pattern)\n", d.unmatched));
+    }
+    out
+}
+
+fn run_image_gc(config: &Option<PathBuf>, log_level: Option<&str>, args: ImageGcArgs) -> anyhow::Result<i32> {
+    let cfg = image_config(config, log_level)?;
+    let store = crate::image_store::ImageStore::open(&cfg.state_dir)?;
+    let report = store.gc(None)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "removed {} blobs ({}), {} partial downloads; kept {} blobs",
+            report.removed_blobs,
+            indicatif::HumanBytes(report.removed_bytes),
+            report.removed_partials,
+            report.kept_blobs
+        );
+    }
+    Ok(0)
 }
 
 /// Loads the config for commands that can run without one: problems become a warning and defaults are used.

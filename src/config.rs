@@ -60,9 +60,12 @@ pub struct Config {
     pub groups: Vec<String>,
     pub host: HostConfig,
     pub telemetry: TelemetryConfig,
+    pub gpu: GpuConfig,
     pub log: LogConfig,
     pub mqtt: MqttConfig,
     pub spool: SpoolConfig,
+    pub registry: RegistryConfig,
+    pub runtime: RuntimeConfig,
 }
 
 impl Default for Config {
@@ -73,11 +76,62 @@ impl Default for Config {
             groups: Vec::new(),
             host: HostConfig::default(),
             telemetry: TelemetryConfig::default(),
+            gpu: GpuConfig::default(),
             log: LogConfig::default(),
             mqtt: MqttConfig::default(),
             spool: SpoolConfig::default(),
+            registry: RegistryConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
+}
+
+/// Which container backend runs containers, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// `auto`, `oci` (runc/crun under conmon, no daemon) or `docker` (the Docker Engine API). `auto` picks the
+    /// native backend when conmon and crun or runc are installed, else Docker when its socket answers, else
+    /// fails listing what to install. Defaults to `auto`.
+    pub backend: BackendChoice,
+    /// OCI runtime of the native backend: `auto` (crun on cgroup v2 hosts, else runc), `crun`, `runc` or a path.
+    /// Defaults to `auto`.
+    pub oci_runtime: String,
+    /// conmon binary. Defaults to the first `conmon` in /usr/bin, /usr/local/bin, /usr/libexec/podman.
+    pub conmon: Option<PathBuf>,
+    /// tmpfs directory for the OCI runtime's state and conmon's sockets (must not survive a reboot).
+    /// Defaults to `/run/jetship`.
+    pub run_dir: PathBuf,
+    /// A container's log file is rotated at this size (one previous file is kept). Defaults to 10 MiB.
+    pub log_max_bytes: u64,
+    /// Seconds between SIGTERM and SIGKILL when stopping a container. Defaults to 10.
+    pub stop_grace_s: u64,
+    /// Docker Engine socket for the docker backend. Defaults to `DOCKER_HOST` (unix://) or
+    /// `/var/run/docker.sock`.
+    pub docker_socket: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            backend: BackendChoice::Auto,
+            oci_runtime: "auto".into(),
+            conmon: None,
+            run_dir: PathBuf::from("/run/jetship"),
+            log_max_bytes: 10 * 1024 * 1024,
+            stop_grace_s: 10,
+            docker_socket: None,
+        }
+    }
+}
+
+/// `runtime.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    Auto,
+    Oci,
+    Docker,
 }
 
 /// Where the host's files are read from.
@@ -179,6 +233,15 @@ impl Default for SpoolConfig {
     }
 }
 
+/// How containers that ask for the GPU get it (see docs/gpu.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    /// `auto`, `cdi`, `csv`, `nvidia-runtime` or `off`. Defaults to `auto`: a CDI spec that matches the live
+    /// /dev, else the Jetson CSV files, else nvidia-container-runtime, else an error saying what to install.
+    pub mode: crate::devices::gpu::GpuMode,
+}
+
 /// Log output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -201,6 +264,62 @@ impl Default for LogConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Image registries and pulls (see docs/images.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Mirrors tried in order before the registry itself, keyed by registry host (`docker.io`, `nvcr.io`), each
+    /// a base URL such as `https://mirror.example:5000` or `http://127.0.0.1:5000`. Defaults to none.
+    pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
+    /// Registries (`host[:port]`) spoken to over plain HTTP. Loopback registries (127.0.0.0/8, localhost, ::1)
+    /// always are. Defaults to none.
+    pub insecure: Vec<String>,
+    /// Credentials per registry host; they win over `docker_config`. Defaults to none.
+    pub credentials: std::collections::BTreeMap<String, RegistryCredential>,
+    /// A Docker `config.json` whose `auths` give credentials. Defaults to none (not read).
+    pub docker_config: Option<PathBuf>,
+    /// Layers downloaded at once. Defaults to 4.
+    pub concurrency: usize,
+    /// Consecutive failed attempts per blob (and per manifest or tag request) before the pull fails; an attempt
+    /// that made progress resets the count. Defaults to 5.
+    pub retries: u32,
+    /// Longest wait between retries, in seconds (the wait doubles from 0.5 s up to this). Defaults to 30.
+    pub retry_backoff_cap_s: f64,
+    /// Bytes that must stay free on the state dir's disk after a pull. Defaults to 1073741824 (1 GiB).
+    pub disk_reserve_bytes: u64,
+    /// Space needed to unpack layers, as a multiple of their compressed size. Defaults to 2.0.
+    pub unpack_estimate_factor: f64,
+    /// Platform to pull (`linux/arm64`, `linux/arm64/v8`, `linux/amd64`). Defaults to the host's.
+    pub platform: Option<String>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            mirrors: Default::default(),
+            insecure: Vec::new(),
+            credentials: Default::default(),
+            docker_config: None,
+            concurrency: 4,
+            retries: 5,
+            retry_backoff_cap_s: 30.0,
+            disk_reserve_bytes: 1 << 30,
+            unpack_estimate_factor: 2.0,
+            platform: None,
+        }
+    }
+}
+
+/// A username and the file holding its password or token (kept out of the config so the config can be shared).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryCredential {
+    /// User name (`$oauthtoken` for nvcr.io API keys).
+    pub username: String,
+    /// File whose content (trailing newline trimmed) is the password or token.
+    pub password_file: PathBuf,
 }
 
 /// The config file to read: the explicit path, else `JETSHIP_CONFIG`, else `/etc/jetship/agent.toml`.
@@ -310,6 +429,58 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
+impl RegistryConfig {
+    fn check(&self, bad: &mut impl FnMut(&str, String)) {
+        for (registry, urls) in &self.mirrors {
+            for (i, u) in urls.iter().enumerate() {
+                match url::Url::parse(u) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+                    _ => bad(
+                        &format!("registry.mirrors.\"{registry}\"[{i}]"),
+                        format!("`{u}` must be an http:// or https:// base URL such as https://mirror.example:5000"),
+                    ),
+                }
+            }
+        }
+        for (i, r) in self.insecure.iter().enumerate() {
+            if r.is_empty() || r.contains('/') {
+                bad(
+                    &format!("registry.insecure[{i}]"),
+                    format!("`{r}` must be a registry host[:port] without scheme or path"),
+                );
+            }
+        }
+        for (registry, c) in &self.credentials {
+            if !c.password_file.is_absolute() {
+                bad(
+                    &format!("registry.credentials.\"{registry}\".password_file"),
+                    format!("`{}` must be an absolute path", c.password_file.display()),
+                );
+            }
+        }
+        if !(1..=64).contains(&self.concurrency) {
+            bad("registry.concurrency", format!("{} must be between 1 and 64", self.concurrency));
+        }
+        if self.retries > 100 {
+            bad("registry.retries", format!("{} must be at most 100", self.retries));
+        }
+        if !(self.retry_backoff_cap_s.is_finite() && (0.0..=3600.0).contains(&self.retry_backoff_cap_s)) {
+            bad(
+                "registry.retry_backoff_cap_s",
+                format!("{} must be between 0 and 3600 seconds", self.retry_backoff_cap_s),
+            );
+        }
+        if !(self.unpack_estimate_factor.is_finite() && (0.0..=20.0).contains(&self.unpack_estimate_factor)) {
+            bad("registry.unpack_estimate_factor", format!("{} must be between 0 and 20", self.unpack_estimate_factor));
+        }
+        if let Some(p) = &self.platform {
+            if let Err(e) = crate::pull::Platform::parse(p) {
+                bad("registry.platform", e.to_string());
+            }
+        }
+    }
+}
+
 /// Whether `id` is a valid device or group id: `[A-Za-z0-9_-]{1,64}`. Ids become MQTT topic levels, so this
 /// also keeps `+`, `#` and `/` out of topics.
 pub fn valid_id(id: &str) -> bool {
@@ -358,6 +529,18 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             bad("log.level", format!("`{}` is not a tracing filter ({e}); use e.g. \"info\"", self.log.level));
+        }
+        self.registry.check(&mut bad);
+        if !self.runtime.run_dir.is_absolute() {
+            bad("runtime.run_dir", format!("`{}` must be an absolute path", self.runtime.run_dir.display()));
+        }
+        if self.runtime.log_max_bytes < 4096 {
+            bad("runtime.log_max_bytes", format!("{} is too small; use at least 4096", self.runtime.log_max_bytes));
+        }
+        match self.runtime.oci_runtime.as_str() {
+            "auto" | "crun" | "runc" => {}
+            p if p.starts_with('/') => {}
+            other => bad("runtime.oci_runtime", format!("`{other}` must be auto, crun, runc or an absolute path")),
         }
         if problems.is_empty() {
             Ok(())
@@ -456,6 +639,15 @@ mod tests {
         assert_eq!(c.state_dir, Path::new("/var/lib/jetship"));
         assert_eq!(c.host.root, Path::new("/"));
         assert_eq!(c.telemetry.interval_s, 10);
+        assert_eq!(c.gpu.mode, crate::devices::gpu::GpuMode::Auto);
+    }
+
+    #[test]
+    fn gpu_mode_takes_the_documented_words_only() {
+        let c = parse("[gpu]\nmode = \"nvidia-runtime\"\n").unwrap();
+        assert_eq!(c.gpu.mode, crate::devices::gpu::GpuMode::NvidiaRuntime);
+        let err = parse("[gpu]\nmode = \"cuda\"\n").unwrap_err().to_string();
+        assert!(err.contains("gpu.mode") && err.contains("nvidia-runtime"), "{err}");
     }
 
     #[test]
@@ -549,6 +741,24 @@ mod tests {
         assert!(p.iter().any(|p| p.starts_with("spool.fsync_interval_ms")), "{p:?}");
         let err = parse("[mqtt]\nembedded_listen = \"localhost\"\n").unwrap_err().to_string();
         assert!(err.contains("mqtt.embedded_listen"), "{err}");
+    }
+
+    #[test]
+    fn registry_section_is_checked() {
+        let c = parse("[registry]\nconcurrency = 0\ninsecure = [\"http://x\"]\nplatform = \"windows\"\nunpack_estimate_factor = -1.0\n[registry.mirrors]\n\"docker.io\" = [\"ftp://m\"]\n[registry.credentials]\n\"nvcr.io\" = { username = \"$oauthtoken\", password_file = \"key\" }\n").unwrap();
+        let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "registry.mirrors.\"docker.io\"[0]",
+                "registry.insecure[0]",
+                "registry.credentials.\"nvcr.io\".password_file",
+                "registry.concurrency",
+                "registry.unpack_estimate_factor",
+                "registry.platform"
+            ]
+        );
     }
 
     #[test]

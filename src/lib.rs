@@ -11,15 +11,22 @@ pub mod devices;
 pub mod exec;
 pub mod fleet;
 pub mod fsutil;
+pub mod image_store;
 pub mod l4t;
 pub mod logging;
 pub mod metrics;
 pub mod mqtt;
 pub mod probe;
 pub mod protocol;
+pub mod pull;
+pub mod reference;
+pub mod registry;
+pub mod resolve;
 pub mod runtime;
 pub mod sim;
+pub mod snapshot;
 pub mod spool;
+pub mod unpack;
 
 /// The agent's version, as reported by `jetship --version` and in the MQTT `status` payload.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -4,6 +4,11 @@
 //! Reads only. A node is opened (read-only, non-blocking) for `VIDIOC_QUERYCAP` only when it is a char device
 //! whose numbers match what sysfs says for that entry, so a stray file or a fixture placeholder is never opened;
 //! otherwise sysfs `index` decides (0 = capture). Nothing here streams video or changes device settings.
+//!
+//! [`resolve`] turns a deployment's `cameras = [...]` selectors into the device nodes to create in the
+//! container (each capture node with its metadata sibling, numbers from the live node); a selector that matches
+//! nothing is [`CameraError::Missing`], which the agent maps to the `waiting-for-device` state instead of
+//! starting (and crash-looping) the container.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -14,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::read_regular;
 use crate::fsutil::under_root;
+use crate::runtime::spec::{BindMount, DeviceNode};
 
 /// The char-device major of video4linux nodes.
 const V4L_MAJOR: u64 = 81;
@@ -229,6 +235,110 @@ pub fn select<'a>(cameras: &'a [Camera], selector: &str) -> Vec<&'a Camera> {
                     .any(|l| l.file_name().is_some_and(|f| f.to_string_lossy().to_lowercase().contains(&needle)))
         })
         .collect()
+}
+
+/// The libargus socket of `nvargus-daemon`, which CSI cameras are reached through.
+pub const ARGUS_SOCKET: &str = "/tmp/argus_socket";
+
+/// Why the requested cameras cannot be given to a container.
+#[derive(Debug, thiserror::Error)]
+pub enum CameraError {
+    /// A selector matches no camera on this host (not plugged in, not yet enumerated, or a typo). This is not a
+    /// failure of the deployment: the agent puts it in the `waiting-for-device` state and starts it once the
+    /// camera appears (a later `discover` + `resolve` succeeds), instead of starting a container that would
+    /// crash-loop without its camera.
+    #[error("camera `{selector}` is not connected: no video device matches it (check `ls -l /dev/video* /dev/v4l/by-id`); the deployment waits for it")]
+    Missing {
+        /// The selector as configured.
+        selector: String,
+    },
+    /// A camera's node exists but is not a char device (a broken udev setup or a stray file).
+    #[error("camera node {} is not a char device ({found}); check udev (`udevadm trigger --subsystem-match=video4linux`)", .node.display())]
+    NotDevice {
+        /// The node's host path.
+        node: PathBuf,
+        /// What is there instead.
+        found: String,
+    },
+}
+
+/// The device nodes for the camera `selectors` of a deployment: `all`, a node path (`/dev/video0`), a
+/// `/dev/v4l/by-id/...` or `/dev/v4l/by-path/...` path, a bare by-id name, or a case-insensitive name substring
+/// (see [`select`]). Each selected node brings its siblings (the other nodes of the same sysfs `device`, e.g.
+/// the UVC metadata node beside the capture node). Numbers and mode come from `stat(2)` of the live node under
+/// `root`, with the cgroup rule `rwm`; the container path is the host node path. `cameras` is a fresh
+/// [`discover`] of the same root.
+///
+/// A selector that matches nothing, including `all` on a host without cameras, gives
+/// [`CameraError::Missing`] for the first such selector.
+pub fn resolve(
+    cameras: &[Camera],
+    root: &Path,
+    selectors: &[String],
+) -> std::result::Result<Vec<DeviceNode>, CameraError> {
+    let parents: Vec<Option<PathBuf>> = cameras.iter().map(|c| sysfs_parent(root, &c.node)).collect();
+    let mut chosen = vec![false; cameras.len()];
+    for selector in selectors {
+        let sel = selector.trim();
+        let exact_by_id: Vec<&Camera> = if sel.contains('/') {
+            Vec::new()
+        } else {
+            cameras.iter().filter(|c| c.by_id.iter().any(|l| l.file_name().is_some_and(|f| f == sel))).collect()
+        };
+        let matched = if exact_by_id.is_empty() { select(cameras, sel) } else { exact_by_id };
+        if matched.is_empty() {
+            return Err(CameraError::Missing { selector: selector.clone() });
+        }
+        for m in matched {
+            let i = cameras.iter().position(|c| std::ptr::eq(c, m)).unwrap_or_default();
+            chosen[i] = true;
+            if let Some(parent) = &parents[i] {
+                for (j, p) in parents.iter().enumerate() {
+                    if p.as_ref() == Some(parent) {
+                        chosen[j] = true;
+                    }
+                }
+            }
+        }
+    }
+    let mut nodes = Vec::new();
+    for (cam, _) in cameras.iter().zip(chosen).filter(|(_, c)| *c) {
+        let path = under_root(root, &cam.node.to_string_lossy());
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            // Unplugged between discovery and now: the same as not connected.
+            Err(_) => return Err(CameraError::Missing { selector: cam.node.to_string_lossy().into_owned() }),
+        };
+        if !meta.file_type().is_char_device() {
+            let found = if meta.is_file() { "a regular file" } else { "not a device" };
+            return Err(CameraError::NotDevice { node: cam.node.clone(), found: found.into() });
+        }
+        nodes.push(DeviceNode {
+            path: cam.node.clone(),
+            kind: 'c',
+            major: nix::sys::stat::major(meta.rdev()) as i64,
+            minor: nix::sys::stat::minor(meta.rdev()) as i64,
+            file_mode: Some(meta.mode() & 0o777),
+            access: "rwm".into(),
+        });
+    }
+    Ok(nodes)
+}
+
+/// The real sysfs device a video node belongs to (`/sys/class/video4linux/videoN/device`, resolved).
+fn sysfs_parent(root: &Path, node: &Path) -> Option<PathBuf> {
+    let name = node.file_name()?.to_str()?;
+    std::fs::canonicalize(under_root(root, &format!("/sys/class/video4linux/{name}/device"))).ok()
+}
+
+/// The bind mount of [`ARGUS_SOCKET`] for a container that asks for cameras and the GPU, when the host runs
+/// `nvargus-daemon` (the socket exists under `root`). CSI cameras are only reachable through it; the argus
+/// client library comes with the GPU's CSV/CDI mounts, which is why the GPU is a condition.
+pub fn argus_mount(root: &Path, gpu: bool, selectors: &[String]) -> Option<BindMount> {
+    if !gpu || selectors.is_empty() || !super::gpu::is_socket(root, ARGUS_SOCKET) {
+        return None;
+    }
+    Some(BindMount { host: under_root(root, ARGUS_SOCKET), container: PathBuf::from(ARGUS_SOCKET), read_only: false })
 }
 
 #[cfg(test)]

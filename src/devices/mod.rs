@@ -1,14 +1,19 @@
 //! Host devices a container may be given: the GPU injection descriptions the NVIDIA container toolkit leaves on
 //! a Jetson (CDI specs in `cdi`, Jetson CSV mount lists in `csv`) and V4L2 cameras (`cameras`).
 //!
-//! This module reads and parses; it decides nothing about containers and never writes. Paths handed in are under
-//! the configured host root so tests run against fixture trees; paths handed out are host paths (`/dev/video0`,
-//! `/etc/cdi/nvidia.yaml`), never prefixed by the root. Applying CDI edits or CSV mounts to a container is the
-//! runtime module's job, not this one's.
+//! `gpu` decides how a container gets the GPU (CDI, CSV, nvidia-container-runtime) and turns the parsed files
+//! into edits of a runtime spec; `cameras::resolve` does the same for camera selectors.
+//!
+//! This module reads, parses and plans; it never starts containers and never writes to the host. Paths handed
+//! in are under the configured host root so tests run against fixture trees; paths it reports are host paths
+//! (`/dev/video0`, `/etc/cdi/nvidia.yaml`), never prefixed by the root, except the sources of bind mounts and
+//! hook programs in runtime-spec edits, which are what the runtime opens and so are joined under the root.
+//! Running the container with those edits is the runtime module's job, not this one's.
 
 pub mod cameras;
 pub mod cdi;
 pub mod csv;
+pub mod gpu;
 
 use std::io;
 use std::path::Path;

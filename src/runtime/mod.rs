@@ -1,6 +1,159 @@
-//! Container runtime backends. `spec` turns an image config plus a deployment into an OCI runtime spec; the
-//! backends that run it (native runc/crun under conmon, Docker Engine) implement one narrow trait.
+//! Container runtime backends. `spec` turns an image config plus a deployment into an OCI runtime spec;
+//! `conmon` supervises containers over runc/crun. Backends (native OCI, Docker Engine) implement one narrow
+//! trait, [`ContainerRuntime`], chosen by `runtime.backend`, so the reconciler and `jetship run` see one API.
 //!
 //! Must not decide policy: requests arrive here already checked against the agent's local policy.
 
+pub mod conmon;
 pub mod spec;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::devices::gpu::GpuRequest;
+pub use conmon::LogLine;
+pub use spec::{BindMount, IpcMode, NetworkMode};
+
+/// Label keys marking what jetship owns, shared by every backend (Docker labels, conmon metadata).
+pub mod labels {
+    /// The deployment a container belongs to.
+    pub const DEPLOYMENT: &str = "io.jetship.deployment";
+    /// Hash of the container settings it was created from: a change means "replace the container".
+    pub const SPEC_HASH: &str = "io.jetship.spec-hash";
+    /// The agent (device id) that created it.
+    pub const AGENT: &str = "io.jetship.agent";
+    /// The pinned image reference (`name@sha256:...`).
+    pub const IMAGE: &str = "io.jetship.image";
+}
+
+/// Errors of a runtime backend, with the container or image named.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Supervisor(#[from] conmon::Error),
+    #[error(transparent)]
+    Spec(#[from] spec::Error),
+    #[error(transparent)]
+    Gpu(#[from] crate::devices::gpu::GpuError),
+    /// A requested camera is not connected: the deployment waits for it (`waiting-for-device`).
+    #[error(transparent)]
+    Camera(#[from] crate::devices::cameras::CameraError),
+    #[error("image {image}: {message}")]
+    Image { image: String, message: String },
+    #[error("container {id}: {message}")]
+    Container { id: String, message: String },
+    #[error("{backend} backend: {message}")]
+    Backend { backend: &'static str, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What a container should be: the deployment's settings, backend-neutral. The same value gives the same
+/// observable container on every backend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerConfig {
+    /// Pinned image reference (`registry/repo@sha256:...`), as resolved for this host.
+    pub image: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+    /// KEY=VALUE entries over the image's environment.
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub ipc: IpcMode,
+    pub network: NetworkMode,
+    pub shm_size_bytes: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub volumes: Vec<Volume>,
+    /// `None`: no GPU; `Some("all")` or a CDI device name such as `nvidia.com/gpu=0`.
+    pub gpu: Option<String>,
+    /// Camera selectors: `all`, `/dev/video0`, a by-id name, or a name substring.
+    pub cameras: Vec<String>,
+}
+
+/// A bind mount asked for by a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    pub host: PathBuf,
+    pub container: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl ContainerConfig {
+    /// The GPU request, parsed.
+    pub fn gpu_request(&self) -> Result<Option<GpuRequest>> {
+        self.gpu.as_deref().map(GpuRequest::parse).transpose().map_err(Error::from)
+    }
+
+    /// A stable hash of the settings (sha256 of the canonical JSON), stored as [`labels::SPEC_HASH`].
+    pub fn spec_hash(&self) -> String {
+        use sha2::Digest;
+        let json = serde_json::to_vec(self).expect("container config serializes");
+        hex::encode(&sha2::Sha256::digest(&json)[..16])
+    }
+}
+
+/// A container's lifecycle state as a backend reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunState {
+    Created,
+    Running,
+    Paused,
+    Exited,
+    /// Known to jetship but gone from the runtime (e.g. after a reboot).
+    Missing,
+}
+
+/// A container a backend owns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    /// Backend id (the conmon/runc id, or Docker's container name).
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: RunState,
+    pub pid: Option<i32>,
+    pub exit_code: Option<i32>,
+    pub oom_killed: bool,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Resource use of a running container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerStats {
+    pub cpu_usage_ns: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub memory_limit_bytes: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// One container backend. Narrow on purpose: ensure the image, create, start, stop, remove, list what it owns,
+/// logs and stats. Restart policy, health checks and rollback live above it (the reconciler), so every
+/// backend behaves the same.
+#[async_trait::async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    /// `oci` or `docker`.
+    fn name(&self) -> &'static str;
+    /// Makes the pinned image available locally (pulled and, for the native backend, unpacked).
+    async fn ensure_image(&self, image: &str) -> Result<()>;
+    /// Creates (not starts) container `id` from `config`, labelled with `labels` (plus jetship's own).
+    async fn create(&self, id: &str, config: &ContainerConfig, labels: BTreeMap<String, String>) -> Result<()>;
+    async fn start(&self, id: &str) -> Result<()>;
+    /// SIGTERM, then SIGKILL after `grace`. Returns the exit code.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<Option<i32>>;
+    /// Removes a stopped container and everything the backend kept for it.
+    async fn remove(&self, id: &str) -> Result<()>;
+    /// Every container this backend owns (carries jetship's labels): what the agent adopts after a restart.
+    async fn list_owned(&self) -> Result<Vec<ContainerInfo>>;
+    /// The container's output, the last `tail` lines when given.
+    async fn logs(&self, id: &str, tail: Option<usize>) -> Result<Vec<LogLine>>;
+    async fn stats(&self, id: &str) -> Result<ContainerStats>;
+}

@@ -155,7 +155,8 @@ pub struct RunSpec {
     pub devices: Vec<DeviceNode>,
     pub hooks: Vec<HookSpec>,
     pub annotations: BTreeMap<String, String>,
-    /// Soft and hard RLIMIT_NOFILE. Defaults to 1048576, as Docker's daemon gives containers.
+    /// Soft and hard RLIMIT_NOFILE. Defaults to the agent's own limit (the systemd unit sets 65536), which the
+    /// container inherits through conmon.
     pub nofile: Option<u64>,
 }
 
@@ -173,20 +174,13 @@ pub struct HostFiles {
     pub hosts: PathBuf,
     /// The host's /dev/shm, bind-mounted in host-IPC mode.
     pub shm: PathBuf,
-    /// The host's /dev/mqueue, bind-mounted in host-IPC mode.
-    pub mqueue: PathBuf,
 }
 
 impl HostFiles {
     /// The usual paths under a host root.
     pub fn under(root: &Path) -> Self {
         let p = |abs: &str| crate::fsutil::under_root(root, abs);
-        Self {
-            resolv_conf: p("/etc/resolv.conf"),
-            hosts: p("/etc/hosts"),
-            shm: p("/dev/shm"),
-            mqueue: p("/dev/mqueue"),
-        }
+        Self { resolv_conf: p("/etc/resolv.conf"), hosts: p("/etc/hosts"), shm: p("/dev/shm") }
     }
 }
 
@@ -303,7 +297,10 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
     }
 
     let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
-    let nofile = run.nofile.unwrap_or(1_048_576);
+    let rlimits = match run.nofile {
+        Some(n) => vec![PosixRlimitBuilder::default().typ(PosixRlimitType::RlimitNofile).soft(n).hard(n).build()?],
+        None => Vec::new(),
+    };
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(UserBuilder::default().uid(user.uid).gid(user.gid).build()?)
@@ -317,11 +314,7 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
                 .permitted(caps)
                 .build()?,
         )
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .soft(nofile)
-            .hard(nofile)
-            .build()?])
+        .rlimits(rlimits)
         .no_new_privileges(false)
         .build()?;
 
@@ -339,16 +332,14 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
         mount("/sys/fs/cgroup", "cgroup", "cgroup", &["ro", "nosuid", "noexec", "nodev"])?,
     ];
     match run.ipc {
-        IpcMode::Host => {
-            mounts.push(bind(&host.shm, "/dev/shm", false)?);
-            mounts.push(bind(&host.mqueue, "/dev/mqueue", false)?);
-        }
+        IpcMode::Host => mounts.push(bind(&host.shm, "/dev/shm", false)?),
         IpcMode::Private => {
             let size = format!("size={shm_size}");
             mounts.push(mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &size])?);
-            mounts.push(mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?);
         }
     }
+    // An mqueue file system shows the queues of the mounting IPC namespace: the host's in host-IPC mode.
+    mounts.push(mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?);
     if run.network == NetworkMode::Host {
         mounts.push(bind(&host.resolv_conf, "/etc/resolv.conf", true)?);
         mounts.push(bind(&host.hosts, "/etc/hosts", true)?);
@@ -597,8 +588,10 @@ mod tests {
         let linux = spec.linux().as_ref().unwrap();
         assert!(linux.masked_paths().as_ref().unwrap().contains(&"/proc/kcore".to_string()));
         assert!(linux.readonly_paths().as_ref().unwrap().contains(&"/proc/sys".to_string()));
-        let rl = &process.rlimits().as_ref().unwrap()[0];
-        assert_eq!((rl.typ(), rl.soft(), rl.hard()), (PosixRlimitType::RlimitNofile, 1_048_576, 1_048_576));
+        assert!(process.rlimits().as_ref().is_none_or(|r| r.is_empty()), "no rlimit unless asked: inherit the agent's");
+        let spec = build_default(&RunSpec { nofile: Some(4096), ..RunSpec::default() });
+        let rl = &spec.process().as_ref().unwrap().rlimits().as_ref().unwrap()[0];
+        assert_eq!((rl.typ(), rl.soft(), rl.hard()), (PosixRlimitType::RlimitNofile, 4096, 4096));
         assert_eq!(process.cwd(), Path::new("/app"));
     }
 

@@ -34,3 +34,4 @@ pub fn require_tool(program: &str, debian_package: &str) -> PathBuf {
 }
 
 pub mod mosquitto;
+pub mod registry;
