@@ -44,6 +44,23 @@ pub fn under_root(root: &Path, abs: &str) -> std::path::PathBuf {
     root.join(abs.trim_start_matches('/'))
 }
 
+/// Resolves `.` and `..` lexically, never above `/`, without touching the file system
+/// (`/dev/v4l/by-id/../../video0` -> `/dev/video0`). For host paths read from symlinks and config.
+pub fn normalize_abs(p: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +82,13 @@ mod tests {
         let p = dir.path().join("f");
         fs::write(&p, [b'4', b'2', 0xff, b'x', b'y']).unwrap();
         assert_eq!(read_small(&p, 3).unwrap(), "42\u{fffd}");
+    }
+
+    #[test]
+    fn normalize_abs_resolves_dots_and_stops_at_root() {
+        assert_eq!(normalize_abs(Path::new("/dev/v4l/by-id/../../video0")), Path::new("/dev/video0"));
+        assert_eq!(normalize_abs(Path::new("/dev/../../../video0")), Path::new("/video0"));
+        assert_eq!(normalize_abs(Path::new("/dev/./nvmap")), Path::new("/dev/nvmap"));
     }
 
     #[test]

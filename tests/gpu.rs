@@ -18,26 +18,8 @@ const SPEC: &str = "/etc/cdi/nvidia.yaml";
 const JP6_LIBS: &str = "/usr/lib/aarch64-linux-gnu/nvidia";
 const TEGRA_LIBS: &str = "/usr/lib/aarch64-linux-gnu/tegra";
 
-/// Copies a fixture host tree (files, dirs, relative symlinks) into a temp dir.
 fn copy_fixture(host: &str) -> tempfile::TempDir {
-    fn copy(src: &Path, dst: &Path) {
-        std::fs::create_dir_all(dst).unwrap();
-        for e in std::fs::read_dir(src).unwrap() {
-            let e = e.unwrap();
-            let (s, d) = (e.path(), dst.join(e.file_name()));
-            let t = e.file_type().unwrap();
-            if t.is_symlink() {
-                symlink(std::fs::read_link(&s).unwrap(), &d).unwrap();
-            } else if t.is_dir() {
-                copy(&s, &d);
-            } else {
-                std::fs::copy(&s, &d).unwrap();
-            }
-        }
-    }
-    let dir = tempfile::tempdir().unwrap();
-    copy(&support::fixture_host(host), dir.path());
-    dir
+    support::copy_fixture_host(host)
 }
 
 fn under(root: &Path, abs: &str) -> PathBuf {

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -466,26 +465,8 @@ fn probe_of_the_real_root_completes_with_this_machines_facts() {
     assert_eq!(f.state_dir_disk.unwrap().path, state.path());
 }
 
-/// Copies a fixture host tree (files, dirs, relative symlinks) into a temp dir.
 fn copy_fixture(host: &str) -> tempfile::TempDir {
-    fn copy(src: &Path, dst: &Path) {
-        std::fs::create_dir_all(dst).unwrap();
-        for e in std::fs::read_dir(src).unwrap() {
-            let e = e.unwrap();
-            let (s, d) = (e.path(), dst.join(e.file_name()));
-            let t = e.file_type().unwrap();
-            if t.is_symlink() {
-                symlink(std::fs::read_link(&s).unwrap(), &d).unwrap();
-            } else if t.is_dir() {
-                copy(&s, &d);
-            } else {
-                std::fs::copy(&s, &d).unwrap();
-            }
-        }
-    }
-    let dir = tempfile::tempdir().unwrap();
-    copy(&support::fixture_host(host), dir.path());
-    dir
+    support::copy_fixture_host(host)
 }
 
 #[test]

@@ -13,7 +13,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -183,7 +183,7 @@ fn stable_links(root: &Path, dir: &str) -> Vec<(PathBuf, PathBuf)> {
             let target = std::fs::read_link(e.path()).ok()?;
             let link = Path::new(dir).join(e.file_name());
             // Resolve lexically against the host path: the link must not be followed on this machine's root.
-            let target = normalize(&Path::new(dir).join(target));
+            let target = crate::fsutil::normalize_abs(&Path::new(dir).join(target));
             Some((link, target))
         })
         .collect();
@@ -193,21 +193,6 @@ fn stable_links(root: &Path, dir: &str) -> Vec<(PathBuf, PathBuf)> {
 
 fn links_to(links: &[(PathBuf, PathBuf)], node: &Path) -> Vec<PathBuf> {
     links.iter().filter(|(_, t)| t == node).map(|(l, _)| l.clone()).collect()
-}
-
-/// Resolves `.` and `..` without touching the file system (`/dev/v4l/by-id/../../video0` -> `/dev/video0`).
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    out
 }
 
 /// The cameras a selector names: `all` (every node), a path (`/dev/video0` or a `/dev/v4l/by-*` name), or
@@ -374,13 +359,5 @@ mod tests {
         assert_eq!(nodes("sonix"), ["/dev/video2"], "by-id names match too");
         assert!(nodes("/dev/video9").is_empty());
         assert!(nodes("  ").is_empty());
-    }
-
-    #[test]
-    fn normalize_resolves_relative_link_targets() {
-        assert_eq!(normalize(Path::new("/dev/v4l/by-id/../../video0")), Path::new("/dev/video0"));
-        assert_eq!(normalize(Path::new("/dev/v4l/by-id/../../../../../video0")), Path::new("/video0"));
-        assert_eq!(parse_dev("81:3\n".trim()), Some((81, 3)));
-        assert_eq!(parse_dev("x:3"), None);
     }
 }

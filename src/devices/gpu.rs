@@ -27,9 +27,6 @@ use crate::runtime::spec::{BindMount, DeviceNode, HookSpec, RunSpec};
 /// The CDI kind of NVIDIA GPUs.
 pub const NVIDIA_GPU_KIND: &str = "nvidia.com/gpu";
 
-/// Where `nvidia-container-runtime` is looked for under the host root.
-const RUNTIME_DIRS: [&str; 3] = ["/usr/bin", "/usr/local/bin", "/usr/sbin"];
-
 /// The `createContainer` hook script of CSV mode. runc and crun run `createContainer` hooks in the container's
 /// mount namespace before `pivot_root`, with the container's root file system as the working directory and the
 /// CSV bind mounts already in place, so `chroot .` runs the image's own `ldconfig` on the image's own
@@ -356,7 +353,7 @@ pub enum GpuError {
         listed: usize,
     },
     /// `nvidia-container-runtime` is not installed.
-    #[error("nvidia-container-runtime is not installed in {dirs}: install the NVIDIA container toolkit (`sudo apt install nvidia-container-toolkit`)", dirs = RUNTIME_DIRS.join(", "))]
+    #[error("nvidia-container-runtime is not installed in {dirs}: install the NVIDIA container toolkit (`sudo apt install nvidia-container-toolkit`)", dirs = crate::exec::BIN_DIRS.join(", "))]
     NoNvidiaRuntime,
     /// `auto` found no way to give the container the GPU.
     #[error("no way to give the container the GPU on this host:\n{}\nfix one of them: on a Jetson install the NVIDIA container toolkit (`sudo apt install nvidia-container`, part of JetPack) and run `sudo nvidia-ctk cdi generate --mode=csv --output=/etc/cdi/nvidia.yaml`; on a discrete GPU install the driver and nvidia-container-toolkit and run `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`; or set gpu.mode = \"off\"", .tried.iter().map(|s| format!("  - {}: {}", s.mode, s.reason)).collect::<Vec<_>>().join("\n"))]
@@ -467,27 +464,12 @@ fn resolve_links(root: &Path, host: &str) -> Option<PathBuf> {
         match std::fs::read_link(&path) {
             Ok(target) => {
                 let joined = host.parent().unwrap_or(Path::new("/")).join(target);
-                host = normalize(&joined);
+                host = crate::fsutil::normalize_abs(&joined);
             }
             Err(_) => return Some(path),
         }
     }
     None
-}
-
-/// Resolves `.` and `..` lexically (`/dev/../dev/nvmap` -> `/dev/nvmap`), never above `/`.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            _ => {}
-        }
-    }
-    out
 }
 
 fn plan_cdi(root: &Path, request: &GpuRequest, warnings: &mut Vec<String>) -> Result<GpuMethod> {
@@ -749,10 +731,9 @@ fn expand_glob(root: &Path, pattern: &str) -> Vec<String> {
 }
 
 fn plan_nvidia_runtime(root: &Path, request: &GpuRequest) -> Result<GpuMethod> {
-    let runtime_path = RUNTIME_DIRS
-        .iter()
-        .map(|d| under_root(root, &format!("{d}/nvidia-container-runtime")))
-        .find(|p| is_executable(p))
+    // The runtime is run from the agent's view of the host: the path under the host root.
+    let runtime_path = crate::exec::find_program(root, "nvidia-container-runtime", crate::exec::BIN_DIRS)
+        .map(|p| under_root(root, &p.to_string_lossy()))
         .ok_or(GpuError::NoNvidiaRuntime)?;
     Ok(GpuMethod::NvidiaRuntime {
         runtime_path,

@@ -10,6 +10,29 @@ pub fn fixture_host(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts").join(name)
 }
 
+/// Copies fixture host tree `name` (files, dirs, relative symlinks) into a fresh temp dir, for tests that
+/// change it (mknod device nodes, hot-plug cameras).
+pub fn copy_fixture_host(name: &str) -> tempfile::TempDir {
+    fn copy(src: &Path, dst: &Path) {
+        std::fs::create_dir_all(dst).unwrap();
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            let (s, d) = (e.path(), dst.join(e.file_name()));
+            let t = e.file_type().unwrap();
+            if t.is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(&s).unwrap(), &d).unwrap();
+            } else if t.is_dir() {
+                copy(&s, &d);
+            } else {
+                std::fs::copy(&s, &d).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy(&fixture_host(name), dir.path());
+    dir
+}
+
 /// The `jetship` binary built for this test run.
 pub fn jetship_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_jetship"))
