@@ -87,6 +87,11 @@ async fn docker_inspect_shows_host_ipc_network_devices_shm_binds_labels_and_nvid
     let image = push_busybox(&Pusher::new(&registry.addr), &registry.addr, "jetship/inspect", "inspect").await;
     let cams = camera_root();
     let data = tempfile::tempdir().unwrap();
+    // nvargus-daemon's socket: CSI cameras with the GPU get it bind-mounted.
+    std::fs::create_dir_all(cams.path().join("tmp")).unwrap();
+    let argus = cams.path().join("tmp/argus_socket");
+    let _ = std::fs::remove_file(&argus);
+    let _argus = std::os::unix::net::UnixListener::bind(&argus).unwrap();
     let backend = DockerBackend::connect(&socket, options("agent-inspect", cams.path())).await.unwrap();
     backend.ensure_image(&image).await.unwrap();
 
@@ -110,7 +115,13 @@ async fn docker_inspect_shows_host_ipc_network_devices_shm_binds_labels_and_nvid
     assert_eq!(host["NetworkMode"], "host");
     assert_eq!(host["ShmSize"], 64 << 20);
     assert_eq!(host["Memory"], 128 << 20);
-    assert_eq!(host["Binds"], serde_json::json!([format!("{}:/models:ro", data.path().display())]));
+    assert_eq!(
+        host["Binds"],
+        serde_json::json!([
+            format!("{}:/models:ro", data.path().display()),
+            format!("{}:/tmp/argus_socket", argus.display())
+        ])
+    );
     assert_eq!(host["RestartPolicy"]["Name"], "no");
     assert_eq!(host["Runtime"], "nvidia", "the GPU is asked and the daemon lists the nvidia runtime");
     // The capture node brings its metadata sibling (same USB device), as on the native backend.
@@ -194,17 +205,22 @@ async fn engine_pulls_the_pinned_digest_with_credentials_and_progress_events() {
     opts.credentials.insert(registry.addr.clone(), Credential { username: "jet".into(), password: "s3cret".into() });
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
+    let events_after = events.clone();
     let backend = DockerBackend::connect(&socket, opts)
         .await
         .unwrap()
         .with_progress(Arc::new(move |p: &Progress| sink.lock().unwrap().push(p.clone())));
     backend.ensure_image(&image).await.unwrap();
-    let events = events.lock().unwrap().clone();
+    let events = std::mem::take(&mut *events.lock().unwrap());
     assert!(events.iter().any(|e| matches!(e, Progress::BlobStarted { .. })), "{events:?}");
     assert!(events.iter().any(|e| matches!(e, Progress::BlobBytes { bytes, .. } if *bytes > 0)), "{events:?}");
     assert!(events.iter().any(|e| matches!(e, Progress::BlobDone { cached: false, .. })), "{events:?}");
     let digests = docker_cli(&socket, &["images", "--digests", "--format", "{{.Repository}}@{{.Digest}}"]);
     assert!(digests.lines().any(|l| l == image), "{image} not in:\n{digests}");
+
+    // Already in the daemon: nothing is pulled again.
+    backend.ensure_image(&image).await.unwrap();
+    assert!(events_after.lock().unwrap().is_empty(), "a present image is not pulled again");
 
     // Unpinned references are refused: resolution is jetship's, not the Engine's.
     let tag = format!("{}/jetship/private:latest", registry.addr);

@@ -334,7 +334,15 @@ impl DockerBackend {
         all_labels.insert(labels::SPEC_HASH.to_owned(), config.spec_hash());
         all_labels.insert(labels::AGENT.to_owned(), self.options.agent_id.clone());
         all_labels.insert(labels::IMAGE.to_owned(), config.image.clone());
-        Ok(create_body(config, &gpu, devices, all_labels))
+        let mut body = create_body(config, &gpu, devices, all_labels);
+        // CSI cameras are reached through nvargus-daemon's socket, as on the native backend.
+        let gpu_given = gpu != DockerGpu::None;
+        if let Some(m) = cameras::argus_mount(&self.options.host_root, gpu_given, &config.cameras) {
+            if let Some(binds) = body.host_config.as_mut().and_then(|h| h.binds.as_mut()) {
+                binds.push(format!("{}:{}", m.host.display(), m.container.display()));
+            }
+        }
+        Ok(body)
     }
 
     async fn inspect_info(&self, id: &str) -> Result<ContainerInfo> {
