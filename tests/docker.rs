@@ -232,8 +232,7 @@ async fn agent_restart_adopts_the_running_container_and_reads_its_logs() {
     let socket = support::dockerd::shared();
     let registry = Registry::start();
     let image = push_busybox(&Pusher::new(&registry.addr), &registry.addr, "jetship/adopt", "adopt").await;
-    let mut config = jetship::config::Config::default();
-    config.device_id = Some("agent-adopt".into());
+    let mut config = jetship::config::Config { device_id: Some("agent-adopt".into()), ..Default::default() };
     config.runtime.docker_socket = Some(socket.clone());
     {
         let first = docker::connect(&config).await.unwrap();
