@@ -5,6 +5,7 @@
 //! Must not decide policy: requests arrive here already checked against the agent's local policy.
 
 pub mod conmon;
+pub mod docker;
 pub mod spec;
 
 use std::collections::BTreeMap;
