@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod deployment;
 pub mod devices;
 pub mod exec;
 pub mod fsutil;
