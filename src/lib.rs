@@ -14,6 +14,7 @@ pub mod image_store;
 pub mod l4t;
 pub mod logging;
 pub mod metrics;
+pub mod policy;
 pub mod probe;
 pub mod pull;
 pub mod reference;
