@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod deployment;
+pub mod desired;
 pub mod devices;
 pub mod exec;
 pub mod fsutil;
