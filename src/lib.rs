@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod policy;
 pub mod probe;
 pub mod pull;
+pub mod reconcile;
 pub mod reference;
 pub mod registry;
 pub mod resolve;
