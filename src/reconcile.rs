@@ -690,3 +690,901 @@ fn stage_name(stage: Stage) -> &'static str {
         Stage::Start => "starting the container",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployment::{parse, Format};
+
+    const APP: &str = "app";
+
+    fn t(secs: u64) -> Time {
+        Duration::from_secs(secs)
+    }
+
+    fn doc(text: &str) -> Document {
+        parse(text.as_bytes(), Some(Format::Toml), "t.toml").unwrap()
+    }
+
+    /// A one-deployment document `app` with image `busybox:<version>` and extra TOML lines.
+    fn app(version: &str, extra: &str) -> Document {
+        doc(&format!("[deployments.app]\nimage = \"busybox:{version}\"\n{extra}"))
+    }
+
+    const HEALTH: &str = "[deployments.app.health]\nexec = [\"true\"]\n";
+
+    fn hash(d: &Document) -> String {
+        d.deployments[APP].doc_hash()
+    }
+
+    fn pinned(image: &str) -> String {
+        format!("{image}@sha256:{}", "0".repeat(64))
+    }
+
+    fn container(d: &Document, state: RunState) -> ContainerView {
+        let h = hash(d);
+        ContainerView {
+            id: container_id(APP, &h),
+            doc_hash: Some(h),
+            image: pinned(&d.deployments[APP].image),
+            state,
+            exit_code: (state == RunState::Exited).then_some(1),
+            running_since: (state == RunState::Running).then_some(t(0)),
+            health: Health::NotChecked,
+        }
+    }
+
+    /// An `Actual` where `d`'s version is resolved and pulled, holding `containers`.
+    fn ready(d: &Document, containers: Vec<ContainerView>) -> Actual {
+        let image = pinned(&d.deployments[APP].image);
+        let obs = Observed {
+            containers,
+            resolved: Some(Resolved { doc_hash: hash(d), image: image.clone() }),
+            ..Default::default()
+        };
+        Actual { deployments: BTreeMap::from([(APP.to_owned(), obs)]), images: BTreeSet::from([image]) }
+    }
+
+    /// The actions, short: `verb target` with container ids shown as `new`/`old` relative to `d`.
+    fn short(actions: &[Action], d: &Document) -> Vec<String> {
+        let new_id = d.deployments.get(APP).map(|x| container_id(APP, &x.doc_hash()));
+        let id = |i: &str| if Some(i) == new_id.as_deref() { "new".to_owned() } else { "old".to_owned() };
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::Resolve { deployment, .. } => format!("resolve {deployment}"),
+                Action::Pull { deployment, .. } => format!("pull {deployment}"),
+                Action::Create { id: i, .. } => format!("create {}", id(i)),
+                Action::Start { id: i, .. } => format!("start {}", id(i)),
+                Action::Stop { id: i, .. } => format!("stop {}", id(i)),
+                Action::Remove { id: i, .. } => format!("remove {}", id(i)),
+                Action::StartHealthCheck { id: i, .. } => format!("health {}", id(i)),
+                Action::ScheduleRestart { deployment, .. } => format!("schedule {deployment}"),
+                Action::ResetBackoff { deployment } => format!("reset {deployment}"),
+                Action::MarkRolledBack { deployment, .. } => format!("rolled-back {deployment}"),
+                Action::Forget { deployment } => format!("forget {deployment}"),
+            })
+            .collect()
+    }
+
+    /// The executor's documented effects, as if every action succeeded at `now`.
+    fn apply(actual: &mut Actual, actions: &[Action], now: Time) {
+        for a in actions {
+            if let Action::Forget { deployment } = a {
+                actual.deployments.remove(deployment);
+                continue;
+            }
+            let obs = actual.deployments.entry(a.deployment().to_owned()).or_default();
+            let find = |obs: &mut Observed, id: &str| obs.containers.iter().position(|c| c.id == id).unwrap();
+            match a {
+                Action::Resolve { doc_hash, image, .. } => {
+                    obs.resolved = Some(Resolved { doc_hash: doc_hash.clone(), image: pinned(image) });
+                    obs.failure = None;
+                }
+                Action::Pull { image, .. } => {
+                    actual.images.insert(image.clone());
+                    obs.failure = None;
+                }
+                Action::Create { id, config, labels, .. } => {
+                    obs.containers.push(ContainerView {
+                        id: id.clone(),
+                        doc_hash: labels.get(DOC_HASH_LABEL).cloned(),
+                        image: config.image.clone(),
+                        state: RunState::Created,
+                        exit_code: None,
+                        running_since: None,
+                        health: Health::NotChecked,
+                    });
+                    obs.restart = RestartBook::default();
+                }
+                Action::Start { id, .. } => {
+                    let i = find(obs, id);
+                    let c = &mut obs.containers[i];
+                    (c.state, c.running_since, c.health, c.exit_code) =
+                        (RunState::Running, Some(now), Health::NotChecked, None);
+                    if obs.restart.next_at.take().is_some() {
+                        obs.restart.restarts += 1;
+                        obs.restart.consecutive += 1;
+                    }
+                }
+                Action::Stop { id, .. } => {
+                    let i = find(obs, id);
+                    let c = &mut obs.containers[i];
+                    (c.state, c.running_since, c.health, c.exit_code) =
+                        (RunState::Exited, None, Health::NotChecked, Some(143));
+                }
+                Action::Remove { id, .. } => obs.containers.retain(|c| &c.id != id),
+                Action::StartHealthCheck { id, .. } => {
+                    let i = find(obs, id);
+                    obs.containers[i].health = Health::Checking;
+                }
+                Action::ScheduleRestart { at, .. } => obs.restart.next_at = Some(*at),
+                Action::ResetBackoff { .. } => obs.restart.consecutive = 0,
+                Action::MarkRolledBack { doc_hash, reason, .. } => {
+                    obs.rolled_back = Some(RolledBack { doc_hash: doc_hash.clone(), reason: reason.clone() })
+                }
+                Action::Forget { .. } => unreachable!(),
+            }
+        }
+    }
+
+    /// Plans and applies until nothing is left to do, deciding each health check with `verdict`. Checks on the
+    /// way that planning is idempotent (the same input plans the same twice). Returns every round's actions.
+    fn settle(
+        desired: &Document,
+        actual: &mut Actual,
+        now: Time,
+        verdict: impl Fn(&str) -> Health,
+    ) -> Vec<Vec<String>> {
+        let mut rounds = Vec::new();
+        for _ in 0..30 {
+            let p = plan(desired, actual, now, &Backoff::default());
+            assert_eq!(p, plan(desired, actual, now, &Backoff::default()), "planning is not idempotent");
+            if p.actions.is_empty() {
+                return rounds;
+            }
+            rounds.push(short(&p.actions, desired));
+            apply(actual, &p.actions, now);
+            for obs in actual.deployments.values_mut() {
+                for c in &mut obs.containers {
+                    if c.health == Health::Checking {
+                        c.health = verdict(&c.image);
+                    }
+                }
+            }
+        }
+        panic!("did not settle: {rounds:?}");
+    }
+
+    fn state(d: &Document, actual: &Actual, now: Time) -> DeploymentState {
+        plan(d, actual, now, &Backoff::default()).states[APP].clone()
+    }
+
+    struct Case {
+        name: &'static str,
+        doc: Document,
+        actual: Actual,
+        now: Time,
+        actions: &'static [&'static str],
+        state: DeploymentState,
+    }
+
+    fn with(mut actual: Actual, f: impl FnOnce(&mut Observed)) -> Actual {
+        f(actual.deployments.entry(APP.into()).or_default());
+        actual
+    }
+
+    fn failure(d: &Document, stage: Stage, retry_at: Time) -> Failure {
+        Failure { doc_hash: hash(d), stage, error: "connection refused".into(), attempts: 2, retry_at }
+    }
+
+    fn cases() -> Vec<Case> {
+        let v1 = app("1", "");
+        let v1h = app("1", HEALTH);
+        let v1never = app("1", "restart = \"never\"");
+        let v1onf = app("1", "restart = \"on-failure\"");
+        let v2 = app("2", HEALTH);
+        let v2keep = app("2", &format!("{HEALTH}[deployments.app.update]\nkeep_old = true\n"));
+        let v2norb = app("2", &format!("{HEALTH}[deployments.app.update]\nrollback = false\n"));
+        let old = |state| ContainerView { id: "app-old".into(), ..container(&v1, state) };
+        let exited = |d: &Document, code| ContainerView { exit_code: Some(code), ..container(d, RunState::Exited) };
+        let health = |d: &Document, h: Health| ContainerView { health: h, ..container(d, RunState::Running) };
+        let unhealthy = Health::Unhealthy { reason: "exit code 1".into() };
+        vec![
+            Case {
+                name: "new deployment resolves first",
+                doc: v1.clone(),
+                actual: Actual::default(),
+                now: t(0),
+                actions: &["resolve app"],
+                state: DeploymentState::Pending,
+            },
+            Case {
+                name: "resolve in flight waits",
+                doc: v1.clone(),
+                actual: with(Actual::default(), |o| o.task = Some(Task::Resolving)),
+                now: t(0),
+                actions: &[],
+                state: DeploymentState::Resolving,
+            },
+            Case {
+                name: "pull in flight reports progress",
+                doc: v1.clone(),
+                actual: with(Actual::default(), |o| o.task = Some(Task::Pulling { done: 5, total: Some(10) })),
+                now: t(0),
+                actions: &[],
+                state: DeploymentState::Pulling { done: 5, total: Some(10) },
+            },
+            Case {
+                name: "resolved image is pulled",
+                doc: v1.clone(),
+                actual: {
+                    let mut a = ready(&v1, vec![]);
+                    a.images.clear();
+                    a
+                },
+                now: t(0),
+                actions: &["pull app"],
+                state: DeploymentState::Pulling { done: 0, total: None },
+            },
+            Case {
+                name: "pulled image is created",
+                doc: v1.clone(),
+                actual: ready(&v1, vec![]),
+                now: t(0),
+                actions: &["create new"],
+                state: DeploymentState::Starting,
+            },
+            Case {
+                name: "created container is started",
+                doc: v1.clone(),
+                actual: ready(&v1, vec![container(&v1, RunState::Created)]),
+                now: t(0),
+                actions: &["start new"],
+                state: DeploymentState::Starting,
+            },
+            Case {
+                name: "running without health check is running",
+                doc: v1.clone(),
+                actual: ready(&v1, vec![container(&v1, RunState::Running)]),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::Running,
+            },
+            Case {
+                name: "running with health check starts the checker",
+                doc: v1h.clone(),
+                actual: ready(&v1h, vec![container(&v1h, RunState::Running)]),
+                now: t(5),
+                actions: &["health new"],
+                state: DeploymentState::HealthChecking,
+            },
+            Case {
+                name: "health check undecided waits",
+                doc: v1h.clone(),
+                actual: ready(&v1h, vec![health(&v1h, Health::Checking)]),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::HealthChecking,
+            },
+            Case {
+                name: "healthy is running",
+                doc: v1h.clone(),
+                actual: ready(&v1h, vec![health(&v1h, Health::Healthy)]),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::Running,
+            },
+            Case {
+                name: "exit under always schedules a restart after the base backoff",
+                doc: v1.clone(),
+                actual: ready(&v1, vec![exited(&v1, 0)]),
+                now: t(5),
+                actions: &["schedule app"],
+                state: DeploymentState::Restarting { attempt: 1, backoff_ms: 1000, reason: "exited with code 0".into() },
+            },
+            Case {
+                name: "clean exit under on-failure completes",
+                doc: v1onf.clone(),
+                actual: ready(&v1onf, vec![exited(&v1onf, 0)]),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::Completed,
+            },
+            Case {
+                name: "failed exit under on-failure restarts",
+                doc: v1onf.clone(),
+                actual: ready(&v1onf, vec![exited(&v1onf, 2)]),
+                now: t(5),
+                actions: &["schedule app"],
+                state: DeploymentState::Restarting { attempt: 1, backoff_ms: 1000, reason: "exited with code 2".into() },
+            },
+            Case {
+                name: "failed exit under never fails",
+                doc: v1never.clone(),
+                actual: ready(&v1never, vec![exited(&v1never, 2)]),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::Failed { reason: "exited with code 2".into() },
+            },
+            Case {
+                name: "clean exit under never completes",
+                doc: v1never.clone(),
+                actual: ready(&v1never, vec![exited(&v1never, 0)]),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::Completed,
+            },
+            Case {
+                name: "scheduled restart not due waits",
+                doc: v1.clone(),
+                actual: with(ready(&v1, vec![exited(&v1, 1)]), |o| {
+                    o.restart = RestartBook { restarts: 3, consecutive: 3, next_at: Some(t(13)) }
+                }),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::Restarting { attempt: 4, backoff_ms: 8000, reason: "exited with code 1".into() },
+            },
+            Case {
+                name: "scheduled restart due starts",
+                doc: v1.clone(),
+                actual: with(ready(&v1, vec![exited(&v1, 1)]), |o| o.restart.next_at = Some(t(5))),
+                now: t(5),
+                actions: &["start new"],
+                state: DeploymentState::Starting,
+            },
+            Case {
+                name: "unhealthy without previous version restarts under always",
+                doc: v1h.clone(),
+                actual: ready(&v1h, vec![health(&v1h, unhealthy.clone())]),
+                now: t(5),
+                actions: &["stop new", "schedule app"],
+                state: DeploymentState::Restarting {
+                    attempt: 1,
+                    backoff_ms: 1000,
+                    reason: "health check failed: exit code 1".into(),
+                },
+            },
+            Case {
+                name: "unhealthy under never stays running and unhealthy",
+                doc: app("1", &format!("restart = \"never\"\n{HEALTH}")),
+                actual: ready(
+                    &app("1", &format!("restart = \"never\"\n{HEALTH}")),
+                    vec![health(&app("1", &format!("restart = \"never\"\n{HEALTH}")), unhealthy.clone())],
+                ),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::Unhealthy { reason: "health check failed: exit code 1".into() },
+            },
+            Case {
+                name: "missing camera waits for the device before create",
+                doc: v1.clone(),
+                actual: with(ready(&v1, vec![]), |o| o.device_missing = Some("camera all".into())),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::WaitingForDevice { device: "camera all".into() },
+            },
+            Case {
+                name: "missing camera waits for the device before start",
+                doc: v1.clone(),
+                actual: with(ready(&v1, vec![container(&v1, RunState::Created)]), |o| {
+                    o.device_missing = Some("/dev/video0".into())
+                }),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::WaitingForDevice { device: "/dev/video0".into() },
+            },
+            Case {
+                name: "failed pull waits for its retry",
+                doc: v1.clone(),
+                actual: with(
+                    {
+                        let mut a = ready(&v1, vec![]);
+                        a.images.clear();
+                        a
+                    },
+                    |o| o.failure = Some(failure(&v1, Stage::Pull, t(9))),
+                ),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::Failed {
+                    reason: "pulling the image failed (attempt 2): connection refused; retrying in 4s".into(),
+                },
+            },
+            Case {
+                name: "failed pull retries when due",
+                doc: v1.clone(),
+                actual: with(
+                    {
+                        let mut a = ready(&v1, vec![]);
+                        a.images.clear();
+                        a
+                    },
+                    |o| o.failure = Some(failure(&v1, Stage::Pull, t(9))),
+                ),
+                now: t(9),
+                actions: &["pull app"],
+                state: DeploymentState::Pulling { done: 0, total: None },
+            },
+            Case {
+                name: "failed resolve waits for its retry",
+                doc: v1.clone(),
+                actual: with(Actual::default(), |o| o.failure = Some(failure(&v1, Stage::Resolve, t(9)))),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::Failed {
+                    reason: "resolving the image failed (attempt 2): connection refused; retrying in 4s".into(),
+                },
+            },
+            Case {
+                name: "failure of another version is ignored",
+                doc: v2.clone(),
+                actual: with(Actual::default(), |o| o.failure = Some(failure(&v1, Stage::Resolve, t(9)))),
+                now: t(5),
+                actions: &["resolve app"],
+                state: DeploymentState::Resolving,
+            },
+            Case {
+                name: "container gone after reboot is recreated from its local pinned image",
+                doc: v1.clone(),
+                actual: {
+                    let mut a = ready(&v1, vec![container(&v1, RunState::Missing)]);
+                    a.deployments.get_mut(APP).unwrap().resolved = None;
+                    a
+                },
+                now: t(5),
+                actions: &["remove new", "create new"],
+                state: DeploymentState::Starting,
+            },
+            Case {
+                name: "container gone without its image is removed and resolved again",
+                doc: v1.clone(),
+                actual: {
+                    let mut a = ready(&v1, vec![container(&v1, RunState::Missing)]);
+                    a.images.clear();
+                    a
+                },
+                now: t(5),
+                actions: &["remove new"],
+                state: DeploymentState::Starting,
+            },
+            Case {
+                name: "update resolves while the old container keeps running",
+                doc: v2.clone(),
+                actual: with(Actual::default(), |o| o.containers = vec![old(RunState::Running)]),
+                now: t(5),
+                actions: &["resolve app"],
+                state: DeploymentState::Pending,
+            },
+            Case {
+                name: "update pulls while the old container keeps running",
+                doc: v2.clone(),
+                actual: {
+                    let mut a = ready(&v2, vec![old(RunState::Running)]);
+                    a.images.clear();
+                    a
+                },
+                now: t(5),
+                actions: &["pull app"],
+                state: DeploymentState::Pulling { done: 0, total: None },
+            },
+            Case {
+                name: "update stops the old container before creating the new one",
+                doc: v2.clone(),
+                actual: ready(&v2, vec![old(RunState::Running)]),
+                now: t(5),
+                actions: &["stop old", "create new"],
+                state: DeploymentState::Starting,
+            },
+            Case {
+                name: "update with keep_old creates the new one beside the old",
+                doc: v2keep.clone(),
+                actual: ready(&v2keep, vec![old(RunState::Running)]),
+                now: t(5),
+                actions: &["create new"],
+                state: DeploymentState::Starting,
+            },
+            Case {
+                name: "update with keep_old starts the new one beside the old",
+                doc: v2keep.clone(),
+                actual: ready(&v2keep, vec![old(RunState::Running), container(&v2keep, RunState::Created)]),
+                now: t(5),
+                actions: &["start new"],
+                state: DeploymentState::Starting,
+            },
+            Case {
+                name: "health gate undecided keeps the old container",
+                doc: v2.clone(),
+                actual: ready(&v2, vec![old(RunState::Exited), health(&v2, Health::Checking)]),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::HealthChecking,
+            },
+            Case {
+                name: "healthy new version removes the old one",
+                doc: v2.clone(),
+                actual: ready(&v2, vec![old(RunState::Exited), health(&v2, Health::Healthy)]),
+                now: t(5),
+                actions: &["remove old"],
+                state: DeploymentState::Running,
+            },
+            Case {
+                name: "healthy new version stops and removes a kept old one",
+                doc: v2keep.clone(),
+                actual: ready(&v2keep, vec![old(RunState::Running), health(&v2keep, Health::Healthy)]),
+                now: t(5),
+                actions: &["stop old", "remove old"],
+                state: DeploymentState::Running,
+            },
+            Case {
+                name: "unhealthy new version rolls back to the old one",
+                doc: v2.clone(),
+                actual: ready(&v2, vec![old(RunState::Exited), health(&v2, unhealthy.clone())]),
+                now: t(5),
+                actions: &["stop new", "remove new", "start old", "rolled-back app"],
+                state: DeploymentState::RolledBack { reason: "health check failed: exit code 1".into() },
+            },
+            Case {
+                name: "unhealthy new version beside a kept old one rolls back without restarting it",
+                doc: v2keep.clone(),
+                actual: ready(&v2keep, vec![old(RunState::Running), health(&v2keep, unhealthy.clone())]),
+                now: t(5),
+                actions: &["stop new", "remove new", "rolled-back app"],
+                state: DeploymentState::RolledBack { reason: "health check failed: exit code 1".into() },
+            },
+            Case {
+                name: "new version exiting during its gate rolls back",
+                doc: v2.clone(),
+                actual: ready(&v2, vec![old(RunState::Exited), exited(&v2, 3)]),
+                now: t(5),
+                actions: &["remove new", "start old", "rolled-back app"],
+                state: DeploymentState::RolledBack {
+                    reason: "exited with code 3 before passing its health check".into(),
+                },
+            },
+            Case {
+                name: "unhealthy new version without rollback keeps it and restarts it",
+                doc: v2norb.clone(),
+                actual: ready(&v2norb, vec![old(RunState::Exited), health(&v2norb, unhealthy.clone())]),
+                now: t(5),
+                actions: &["remove old", "stop new", "schedule app"],
+                state: DeploymentState::Restarting {
+                    attempt: 1,
+                    backoff_ms: 1000,
+                    reason: "health check failed: exit code 1".into(),
+                },
+            },
+            Case {
+                name: "rolled back version keeps the old one running",
+                doc: v2.clone(),
+                actual: with(ready(&v2, vec![old(RunState::Running)]), |o| {
+                    o.rolled_back = Some(RolledBack { doc_hash: hash(&v2), reason: "health check failed".into() })
+                }),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::RolledBack { reason: "health check failed".into() },
+            },
+            Case {
+                name: "rolled back old version is restarted by its policy",
+                doc: v2.clone(),
+                actual: with(ready(&v2, vec![ContainerView { exit_code: Some(1), ..old(RunState::Exited) }]), |o| {
+                    o.rolled_back = Some(RolledBack { doc_hash: hash(&v2), reason: "health check failed".into() })
+                }),
+                now: t(5),
+                actions: &["schedule app"],
+                state: DeploymentState::Restarting {
+                    attempt: 1,
+                    backoff_ms: 1000,
+                    reason: "previous version exited with code 1".into(),
+                },
+            },
+            Case {
+                name: "a rollback of another version does not block this one",
+                doc: v2.clone(),
+                actual: with(ready(&v2, vec![old(RunState::Running)]), |o| {
+                    o.rolled_back = Some(RolledBack { doc_hash: "other".into(), reason: "x".into() })
+                }),
+                now: t(5),
+                actions: &["stop old", "create new"],
+                state: DeploymentState::Starting,
+            },
+            Case {
+                name: "stable running resets the backoff",
+                doc: v1.clone(),
+                actual: with(ready(&v1, vec![container(&v1, RunState::Running)]), |o| o.restart.consecutive = 4),
+                now: t(600),
+                actions: &["reset app"],
+                state: DeploymentState::Running,
+            },
+            Case {
+                name: "briefly running keeps the backoff",
+                doc: v1.clone(),
+                actual: with(ready(&v1, vec![container(&v1, RunState::Running)]), |o| o.restart.consecutive = 4),
+                now: t(599),
+                actions: &[],
+                state: DeploymentState::Running,
+            },
+            Case {
+                name: "a duplicate container of the same version is removed",
+                doc: v1.clone(),
+                actual: ready(
+                    &v1,
+                    vec![container(&v1, RunState::Running), ContainerView { id: "app-dup".into(), ..container(&v1, RunState::Running) }],
+                ),
+                now: t(5),
+                actions: &["stop old", "remove old"],
+                state: DeploymentState::Running,
+            },
+            Case {
+                name: "a document the backends cannot run fails without touching the old container",
+                doc: app("2", "privileged = true"),
+                actual: ready(&app("2", "privileged = true"), vec![old(RunState::Running)]),
+                now: t(5),
+                actions: &[],
+                state: DeploymentState::Failed {
+                    reason: "deployment app: privileged = true is not supported by the container backends yet; remove it from the document".into(),
+                },
+            },
+        ]
+    }
+
+    #[test]
+    fn each_situation_plans_the_documented_actions_and_state() {
+        let mut failures = Vec::new();
+        for case in cases() {
+            let p = plan(&case.doc, &case.actual, case.now, &Backoff::default());
+            let got = short(&p.actions, &case.doc);
+            if got != case.actions || p.states[APP] != case.state {
+                failures.push(format!(
+                    "{}:\n    actions {got:?}, want {:?}\n    state {:?}, want {:?}",
+                    case.name, case.actions, p.states[APP], case.state
+                ));
+            }
+            assert_eq!(
+                p,
+                plan(&case.doc, &case.actual, case.now, &Backoff::default()),
+                "{}: not idempotent",
+                case.name
+            );
+            assert!(p.actions.iter().all(|a| a.deployment() == APP), "{}", case.name);
+        }
+        assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn create_carries_the_pinned_image_and_labels() {
+        let d = app("1", "gpu = true\ncameras = [\"all\"]\n");
+        let p = plan(&d, &ready(&d, vec![]), t(0), &Backoff::default());
+        let Action::Create { id, config, labels, .. } = &p.actions[0] else { panic!("{:?}", p.actions) };
+        assert_eq!(id, &container_id(APP, &hash(&d)));
+        assert_eq!(config.image, pinned("busybox:1"));
+        assert_eq!(config.gpu.as_deref(), Some("all"));
+        assert_eq!(labels[labels::DEPLOYMENT], APP);
+        assert_eq!(labels[DOC_HASH_LABEL], hash(&d));
+        assert_eq!(labels[labels::IMAGE], pinned("busybox:1"));
+    }
+
+    #[test]
+    fn fresh_deployment_converges_then_plans_nothing() {
+        let d = app("1", HEALTH);
+        let mut actual = Actual::default();
+        let rounds = settle(&d, &mut actual, t(0), |_| Health::Healthy);
+        assert_eq!(rounds, [["resolve app"], ["pull app"], ["create new"], ["start new"], ["health new"]]);
+        let p = plan(&d, &actual, t(1), &Backoff::default());
+        assert!(p.actions.is_empty() && p.converged, "{p:?}");
+        assert_eq!(p.states[APP], DeploymentState::Running);
+    }
+
+    #[test]
+    fn converged_is_false_until_every_deployment_runs() {
+        let d = doc("[deployments.a]\nimage = \"busybox\"\n[deployments.b]\nimage = \"alpine\"\nrestart = \"never\"\ncommand = [\"true\"]\n");
+        let mut actual = Actual::default();
+        let p = plan(&d, &actual, t(0), &Backoff::default());
+        assert!(!p.converged);
+        settle(&d, &mut actual, t(0), |_| Health::Healthy);
+        assert!(plan(&d, &actual, t(0), &Backoff::default()).converged);
+        // b exits 0: completed still counts as converged; a exiting does not.
+        let b = actual.deployments.get_mut("b").unwrap();
+        (b.containers[0].state, b.containers[0].exit_code) = (RunState::Exited, Some(0));
+        assert!(plan(&d, &actual, t(1), &Backoff::default()).converged);
+        let a = actual.deployments.get_mut("a").unwrap();
+        (a.containers[0].state, a.containers[0].exit_code) = (RunState::Exited, Some(0));
+        assert!(!plan(&d, &actual, t(1), &Backoff::default()).converged);
+    }
+
+    #[test]
+    fn update_that_passes_replaces_the_old_container() {
+        let v1 = app("1", HEALTH);
+        let v2 = app("2", HEALTH);
+        let mut actual = Actual::default();
+        settle(&v1, &mut actual, t(0), |_| Health::Healthy);
+        let rounds = settle(&v2, &mut actual, t(10), |_| Health::Healthy);
+        assert_eq!(
+            rounds,
+            [
+                vec!["resolve app"],
+                vec!["pull app"],
+                vec!["stop old", "create new"],
+                vec!["start new"],
+                vec!["health new"],
+                vec!["remove old"]
+            ]
+        );
+        let obs = &actual.deployments[APP];
+        assert_eq!(obs.containers.len(), 1);
+        assert_eq!(obs.containers[0].image, pinned("busybox:2"));
+        assert_eq!(obs.containers[0].state, RunState::Running);
+        assert_eq!(state(&v2, &actual, t(11)), DeploymentState::Running);
+    }
+
+    #[test]
+    fn update_that_fails_its_health_check_rolls_back_and_stays_rolled_back() {
+        let v1 = app("1", HEALTH);
+        let v2 = app("2", HEALTH);
+        let mut actual = Actual::default();
+        settle(&v1, &mut actual, t(0), |_| Health::Healthy);
+        let rounds = settle(&v2, &mut actual, t(10), |image| {
+            if image.contains("busybox:2") {
+                Health::Unhealthy { reason: "exit code 1".into() }
+            } else {
+                Health::Healthy
+            }
+        });
+        assert_eq!(rounds.last().unwrap(), &["stop new", "remove new", "start old", "rolled-back app"]);
+        let obs = &actual.deployments[APP];
+        assert_eq!(obs.containers.len(), 1);
+        assert_eq!(obs.containers[0].image, pinned("busybox:1"), "the previous digest runs again");
+        assert_eq!(obs.containers[0].state, RunState::Running);
+        assert_eq!(
+            state(&v2, &actual, t(11)),
+            DeploymentState::RolledBack { reason: "health check failed: exit code 1".into() }
+        );
+        assert!(plan(&v2, &actual, t(11), &Backoff::default()).actions.is_empty(), "no retry of the failed version");
+        assert!(!plan(&v2, &actual, t(11), &Backoff::default()).converged);
+        // A new document version is tried again.
+        let v3 = app("3", HEALTH);
+        let rounds = settle(&v3, &mut actual, t(20), |_| Health::Healthy);
+        assert_eq!(rounds.last().unwrap(), &["remove old"]);
+        assert_eq!(actual.deployments[APP].containers[0].image, pinned("busybox:3"));
+    }
+
+    #[test]
+    fn crash_loop_backs_off_exponentially_up_to_the_cap() {
+        let d = app("1", "");
+        let mut actual = Actual::default();
+        settle(&d, &mut actual, t(0), |_| Health::Healthy);
+        let backoff = Backoff::default();
+        let mut now = t(0);
+        let mut delays = Vec::new();
+        for _ in 0..12 {
+            let c = &mut actual.deployments.get_mut(APP).unwrap().containers[0];
+            (c.state, c.exit_code, c.running_since) = (RunState::Exited, Some(1), None);
+            let p = plan(&d, &actual, now, &backoff);
+            let [Action::ScheduleRestart { at, .. }] = p.actions.as_slice() else { panic!("{:?}", p.actions) };
+            delays.push((*at - now).as_secs());
+            apply(&mut actual, &p.actions, now);
+            assert!(plan(&d, &actual, *at - Duration::from_millis(1), &backoff).actions.is_empty(), "restart is early");
+            now = *at;
+            let p = plan(&d, &actual, now, &backoff);
+            assert_eq!(short(&p.actions, &d), ["start new"]);
+            apply(&mut actual, &p.actions, now);
+        }
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(actual.deployments[APP].restart.restarts, 12);
+        // Running stably resets the backoff: the next crash waits the base delay again.
+        now += backoff.reset_after;
+        let p = plan(&d, &actual, now, &backoff);
+        assert_eq!(short(&p.actions, &d), ["reset app"]);
+        apply(&mut actual, &p.actions, now);
+        let c = &mut actual.deployments.get_mut(APP).unwrap().containers[0];
+        (c.state, c.exit_code) = (RunState::Exited, Some(1));
+        let p = plan(&d, &actual, now, &backoff);
+        assert_eq!(p.actions, [Action::ScheduleRestart { deployment: APP.into(), at: now + t(1), attempt: 1 }]);
+    }
+
+    #[test]
+    fn removed_deployment_is_stopped_removed_and_forgotten() {
+        let d = app("1", "");
+        let mut actual = Actual::default();
+        settle(&d, &mut actual, t(0), |_| Health::Healthy);
+        let empty = Document::default();
+        let p = plan(&empty, &actual, t(5), &Backoff::default());
+        assert_eq!(short(&p.actions, &d), ["stop new", "remove new"]);
+        assert_eq!(p.states[APP], DeploymentState::Removing);
+        let rounds = settle(&empty, &mut actual, t(5), |_| Health::Healthy);
+        // Against the empty document no container is the desired version: they show as `old`.
+        assert_eq!(rounds, [vec!["stop old", "remove old"], vec!["forget app"]]);
+        assert!(actual.deployments.is_empty());
+        assert!(plan(&empty, &actual, t(6), &Backoff::default()).converged);
+    }
+
+    #[test]
+    fn removed_deployment_waits_for_its_pull_to_finish() {
+        let actual = with(Actual::default(), |o| o.task = Some(Task::Pulling { done: 1, total: None }));
+        let p = plan(&Document::default(), &actual, t(0), &Backoff::default());
+        assert!(p.actions.is_empty());
+        assert_eq!(p.states[APP], DeploymentState::Removing);
+        assert!(!p.converged);
+    }
+
+    #[test]
+    fn deployments_are_planned_independently() {
+        let both = doc("[deployments.a]\nimage = \"busybox\"\n[deployments.b]\nimage = \"alpine\"\n");
+        let mut actual = Actual::default();
+        settle(&both, &mut actual, t(0), |_| Health::Healthy);
+        let only_a = doc("[deployments.a]\nimage = \"busybox\"\n");
+        let p = plan(&only_a, &actual, t(1), &Backoff::default());
+        assert!(p.actions.iter().all(|a| a.deployment() == "b"), "{:?}", p.actions);
+        assert_eq!(p.states["a"], DeploymentState::Running);
+    }
+
+    #[test]
+    fn failure_backoff_counts_attempts_per_version_and_stage() {
+        let b = Backoff::default();
+        let f1 = Failure::after(None, "h", Stage::Pull, "e".into(), t(10), &b);
+        assert_eq!((f1.attempts, f1.retry_at), (1, t(11)));
+        let f2 = Failure::after(Some(&f1), "h", Stage::Pull, "e".into(), t(11), &b);
+        assert_eq!((f2.attempts, f2.retry_at), (2, t(13)));
+        let other = Failure::after(Some(&f2), "h2", Stage::Pull, "e".into(), t(20), &b);
+        assert_eq!(other.attempts, 1);
+        let stage = Failure::after(Some(&f2), "h", Stage::Create, "e".into(), t(20), &b);
+        assert_eq!(stage.attempts, 1);
+    }
+
+    #[test]
+    fn backoff_is_capped_and_never_overflows() {
+        let b = Backoff::default();
+        assert_eq!(b.delay(0), t(1));
+        assert_eq!(b.delay(3), t(8));
+        assert_eq!(b.delay(9), t(300));
+        assert_eq!(b.delay(u32::MAX), t(300));
+    }
+
+    #[test]
+    fn state_names_are_the_documented_words() {
+        let names: Vec<_> = [
+            DeploymentState::Pending,
+            DeploymentState::Resolving,
+            DeploymentState::Pulling { done: 0, total: None },
+            DeploymentState::Starting,
+            DeploymentState::HealthChecking,
+            DeploymentState::Running,
+            DeploymentState::Unhealthy { reason: String::new() },
+            DeploymentState::Restarting { attempt: 1, backoff_ms: 0, reason: String::new() },
+            DeploymentState::WaitingForDevice { device: String::new() },
+            DeploymentState::Failed { reason: String::new() },
+            DeploymentState::RolledBack { reason: String::new() },
+            DeploymentState::Completed,
+            DeploymentState::Removing,
+        ]
+        .iter()
+        .map(|s| {
+            let json = serde_json::to_value(s).unwrap();
+            assert_eq!(json["state"], s.name(), "serde and name() agree");
+            s.name()
+        })
+        .collect();
+        assert_eq!(names.len(), 13);
+    }
+
+    #[test]
+    fn container_view_places_wall_clock_start_on_the_monotonic_scale() {
+        let now_wall = chrono::Utc::now();
+        let info = ContainerInfo {
+            id: "app-1".into(),
+            labels: BTreeMap::from([
+                (DOC_HASH_LABEL.to_owned(), "h".to_owned()),
+                (labels::IMAGE.to_owned(), "busybox@sha256:x".to_owned()),
+            ]),
+            state: RunState::Running,
+            pid: Some(1),
+            exit_code: None,
+            oom_killed: false,
+            started_at: Some(now_wall - chrono::Duration::seconds(30)),
+        };
+        let v = ContainerView::from_info(&info, t(100), now_wall);
+        assert_eq!(v.running_since, Some(t(70)));
+        assert_eq!(v.doc_hash.as_deref(), Some("h"));
+        assert_eq!(v.image, "busybox@sha256:x");
+    }
+}
