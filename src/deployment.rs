@@ -539,8 +539,9 @@ pub fn read_file(path: &Path) -> Result<Document> {
 /// TOML, anything else is YAML. `source_name` names the document in errors.
 pub fn parse(bytes: &[u8], format: Option<Format>, source_name: &str) -> Result<Document> {
     let value = parse_value(bytes, format, source_name)?;
-    let doc = from_value(value).map_err(|problems| Error::Invalid { source_name: source_name.into(), problems })?;
-    let problems = validate(&doc);
+    // The deployments that typed are validated too, so one report lists every problem of the document.
+    let (doc, mut problems) = type_value(value);
+    problems.extend(validate(&doc));
     if problems.is_empty() {
         Ok(doc)
     } else {
@@ -581,12 +582,20 @@ pub fn parse_value(bytes: &[u8], format: Option<Format>, source_name: &str) -> R
 /// Types a parsed value into a document, collecting a problem for every bad top-level key and every bad field
 /// of every deployment (each field is typed on its own so one mistake does not hide the next).
 pub fn from_value(value: serde_json::Value) -> std::result::Result<Document, Vec<Problem>> {
+    let (doc, problems) = type_value(value);
+    if problems.is_empty() {
+        Ok(doc)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Types what it can: the document of every deployment that typed, and the problems of the rest.
+fn type_value(value: serde_json::Value) -> (Document, Vec<Problem>) {
     let mut problems = Vec::new();
     let serde_json::Value::Object(top) = value else {
-        return Err(vec![Problem {
-            key: "(top level)".into(),
-            message: "must be a table of `generation` and `deployments`".into(),
-        }]);
+        let message = "must be a table of `generation` and `deployments`".into();
+        return (Document::default(), vec![Problem { key: "(top level)".into(), message }]);
     };
     let mut doc = Document::default();
     for (key, v) in top {
@@ -606,7 +615,12 @@ pub fn from_value(value: serde_json::Value) -> std::result::Result<Document, Vec
                             Ok(d) => {
                                 doc.deployments.insert(name, d);
                             }
-                            Err(mut p) => problems.append(&mut p),
+                            Err(mut p) => {
+                                if !valid_name(&name) {
+                                    problems.push(name_problem(&name));
+                                }
+                                problems.append(&mut p)
+                            }
                         }
                     }
                 }
@@ -621,11 +635,7 @@ pub fn from_value(value: serde_json::Value) -> std::result::Result<Document, Vec
             }),
         }
     }
-    if problems.is_empty() {
-        Ok(doc)
-    } else {
-        Err(problems)
-    }
+    (doc, problems)
 }
 
 fn typed<T: DeserializeOwned>(v: serde_json::Value) -> std::result::Result<T, String> {
@@ -659,6 +669,13 @@ fn typed_deployment(name: &str, value: serde_json::Value) -> std::result::Result
         .map_err(|e| vec![Problem { key: prefix, message: e.to_string() }])
 }
 
+fn name_problem(name: &str) -> Problem {
+    Problem {
+        key: format!("deployments.{name}"),
+        message: format!("name `{name}` must match [a-z0-9][a-z0-9_-]{{0,62}}"),
+    }
+}
+
 /// Checks the rules types cannot: names, image references, paths, limits and health checks. Returns every
 /// problem, each with its field path (`deployments.yolo.health.interval`); empty means valid.
 pub fn validate(doc: &Document) -> Vec<Problem> {
@@ -671,13 +688,13 @@ pub fn validate(doc: &Document) -> Vec<Problem> {
     }
     for (name, d) in &doc.deployments {
         let prefix = format!("deployments.{name}");
+        if !valid_name(name) {
+            problems.push(name_problem(name));
+        }
         let mut bad = |field: &str, message: String| {
             let key = if field.is_empty() { prefix.clone() } else { format!("{prefix}.{field}") };
             problems.push(Problem { key, message })
         };
-        if !valid_name(name) {
-            bad("", format!("name `{name}` must match [a-z0-9][a-z0-9_-]{{0,62}}"));
-        }
         if let Err(m) = check_image(&d.image) {
             bad("image", m);
         }
@@ -948,6 +965,7 @@ gpu = "yes please"
         let keys = problem_keys(parse_toml(text).unwrap_err());
         for want in [
             "generatoin",
+            "deployments.Bad_Name",
             "deployments.yolo.colour",
             "deployments.yolo.restart",
             "deployments.yolo.memory",

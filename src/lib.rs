@@ -21,6 +21,7 @@ pub mod pull;
 pub mod reconcile;
 pub mod reference;
 pub mod registry;
+pub mod report;
 pub mod resolve;
 pub mod runtime;
 pub mod snapshot;
