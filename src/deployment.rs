@@ -1133,3 +1133,50 @@ retries = 0
         assert_eq!(doc.generation, None);
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+    use crate::config::PolicyConfig;
+
+    fn example(name: &str) -> Document {
+        read_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name))
+            .unwrap_or_else(|e| panic!("examples/{name} must parse and validate: {e}"))
+    }
+
+    #[test]
+    fn yolo_example_is_valid_matched_by_jetpack_and_within_the_default_policy() {
+        let doc = example("yolo.toml");
+        assert_eq!(doc.generation, None, "deploy fills the generation in");
+        let d = &doc.deployments["yolo"];
+        assert!(d.image.contains("{jetpack_major}"));
+        assert_eq!(
+            (d.gpu.0.as_deref(), d.cameras.as_slice(), d.ipc),
+            (Some("all"), &["all".to_string()][..], IpcMode::Host)
+        );
+        assert!(d.health.as_ref().is_some_and(|h| h.exec.is_some()));
+        let state_dir = Path::new(crate::config::DEFAULT_STATE_DIR);
+        assert_eq!(crate::policy::check(&doc, &PolicyConfig::default(), state_dir), []);
+        let ngc_only = PolicyConfig { allowed_registries: vec!["nvcr.io".into()], ..Default::default() };
+        assert_eq!(crate::policy::check(&doc, &ngc_only, state_dir).len(), 1, "Docker Hub image refused");
+        // Under another state dir the volume is outside the allowed folder.
+        assert_eq!(crate::policy::check(&doc, &PolicyConfig::default(), Path::new("/srv/jetship")).len(), 1);
+        let vars = crate::reference::TemplateVars::from_l4t(crate::l4t::L4tVersion::new(36, 4, 3));
+        assert_eq!(
+            crate::reference::expand(&d.image, &vars).unwrap(),
+            "ultralytics/ultralytics:latest-jetson-jetpack6"
+        );
+    }
+
+    #[test]
+    fn hello_example_is_valid_and_runs_anywhere() {
+        let doc = example("hello.toml");
+        let d = &doc.deployments["hello"];
+        assert_eq!(d.gpu.0, None);
+        assert!(d.cameras.is_empty());
+        assert!(d.health.as_ref().is_some_and(|h| h.running_for.is_some()));
+        assert_eq!(crate::policy::check(&doc, &PolicyConfig::default(), Path::new("/var/lib/jetship")), []);
+        let c = d.container_config("hello", "docker.io/library/busybox@sha256:0").unwrap();
+        assert_eq!(c.memory_bytes, Some(32 << 20));
+    }
+}
