@@ -97,6 +97,14 @@ pub struct Document {
     pub deployments: BTreeMap<String, Deployment>,
 }
 
+impl Document {
+    /// Gives a document without a generation the next one after `last` (the highest the target reported or was
+    /// sent; 1 when none): what `jetship deploy` does. A generation the file sets is kept.
+    pub fn fill_generation(&mut self, last: Option<u64>) -> u64 {
+        *self.generation.get_or_insert_with(|| last.map_or(1, |g| g.saturating_add(1)))
+    }
+}
+
 /// One deployment: a container and how to keep it running.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -652,17 +660,27 @@ fn typed_deployment(name: &str, value: serde_json::Value) -> std::result::Result
         problems.push(Problem { key: format!("{prefix}.image"), message: "is required (an image reference)".into() });
     }
     // Each field on its own, beside a placeholder image, so every bad field is reported with its path.
+    let mut typed_alone = Vec::new();
     for (key, v) in &fields {
         let mut one = serde_json::Map::new();
         one.insert("image".into(), serde_json::Value::String("placeholder".into()));
         one.insert(key.clone(), v.clone());
-        if let Err(e) = serde_path_to_error::deserialize::<_, Deployment>(serde_json::Value::Object(one)) {
-            let path = e.path().to_string();
-            let key = if path == "." { format!("{prefix}.{key}") } else { format!("{prefix}.{path}") };
-            problems.push(Problem { key, message: e.into_inner().to_string() });
+        match serde_path_to_error::deserialize::<_, Deployment>(serde_json::Value::Object(one)) {
+            Ok(d) => typed_alone.push(d),
+            Err(e) => {
+                let path = e.path().to_string();
+                let key = if path == "." { format!("{prefix}.{key}") } else { format!("{prefix}.{path}") };
+                problems.push(Problem { key, message: e.into_inner().to_string() });
+            }
         }
     }
     if !problems.is_empty() {
+        // The fields that typed still get their other checks, so the report is complete. The name is checked
+        // by the caller.
+        for d in typed_alone {
+            let alone = Document { generation: None, deployments: BTreeMap::from([(name.to_owned(), d)]) };
+            problems.extend(validate(&alone).into_iter().filter(|p| p.key != prefix));
+        }
         return Err(problems);
     }
     serde_json::from_value(serde_json::Value::Object(fields))
@@ -1123,6 +1141,17 @@ retries = 0
         let mut i = d.clone();
         i.image = "busybox".into();
         assert_ne!(d.doc_hash(), i.doc_hash());
+    }
+
+    #[test]
+    fn deploy_fills_the_next_generation_only_when_left_out() {
+        let mut d = Document::default();
+        assert_eq!(d.fill_generation(None), 1);
+        let mut d = Document::default();
+        assert_eq!(d.fill_generation(Some(41)), 42);
+        assert_eq!(d.generation, Some(42));
+        let mut d = Document { generation: Some(7), ..Default::default() };
+        assert_eq!(d.fill_generation(Some(41)), 7);
     }
 
     #[test]

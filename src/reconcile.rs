@@ -319,6 +319,18 @@ pub struct Plan {
     pub converged: bool,
 }
 
+impl Plan {
+    /// The generation to report as applied: `desired`'s once this plan says the device converged, else the
+    /// one applied before.
+    pub fn applied_generation(&self, desired: &Document, previous: Option<u64>) -> Option<u64> {
+        if self.converged {
+            desired.generation.or(previous)
+        } else {
+            previous
+        }
+    }
+}
+
 /// Plans one round: what to do so that `actual` moves towards `desired` at time `now`. Pure: the same input
 /// gives the same plan, and once the actions' effects are applied the plan of a converged device is empty.
 pub fn plan(desired: &Document, actual: &Actual, now: Time, backoff: &Backoff) -> Plan {
@@ -1373,6 +1385,18 @@ mod tests {
         let p = plan(&d, &actual, t(1), &Backoff::default());
         assert!(p.actions.is_empty() && p.converged, "{p:?}");
         assert_eq!(p.states[APP], DeploymentState::Running);
+    }
+
+    #[test]
+    fn applied_generation_moves_only_when_converged() {
+        let mut d = app("1", "");
+        d.generation = Some(5);
+        let mut actual = Actual::default();
+        let p = plan(&d, &actual, t(0), &Backoff::default());
+        assert_eq!(p.applied_generation(&d, Some(4)), Some(4));
+        settle(&d, &mut actual, t(0), |_| Health::Healthy);
+        let p = plan(&d, &actual, t(0), &Backoff::default());
+        assert_eq!(p.applied_generation(&d, Some(4)), Some(5));
     }
 
     #[test]
