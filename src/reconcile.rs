@@ -399,12 +399,6 @@ impl Planner<'_> {
 
     fn desired(&mut self) -> DeploymentState {
         let hash = self.d.doc_hash();
-        if let Some(task) = &self.obs.task {
-            return match task {
-                Task::Resolving => DeploymentState::Resolving,
-                Task::Pulling { done, total } => DeploymentState::Pulling { done: *done, total: *total },
-            };
-        }
         let (new, old): (Vec<&ContainerView>, Vec<&ContainerView>) =
             self.obs.containers.iter().partition(|c| c.doc_hash.as_deref() == Some(hash.as_str()));
 
@@ -432,7 +426,30 @@ impl Planner<'_> {
             return self.current(current, &old);
         }
 
-        // No container of this version yet: resolve, pull, then create (the old one keeps running meanwhile).
+        // No container of this version yet: resolve, pull, then create. Until the create, the old version is
+        // the one serving: if it exited (it crashed, or the agent died mid-update) its restart policy applies.
+        let before = self.actions.len();
+        let state = self.bring_up(&hash, &old);
+        let creating = self.actions[before..].iter().any(|a| matches!(a, Action::Create { .. }));
+        if !creating {
+            if let Some(serving) =
+                pick_serving(&old).filter(|c| matches!(c.state, RunState::Exited | RunState::Created))
+            {
+                self.keep_alive(serving);
+            }
+        }
+        state
+    }
+
+    /// Resolves, pulls and creates version `hash`, one step per round.
+    fn bring_up(&mut self, hash: &str, old: &[&ContainerView]) -> DeploymentState {
+        let hash = hash.to_owned();
+        if let Some(task) = &self.obs.task {
+            return match task {
+                Task::Resolving => DeploymentState::Resolving,
+                Task::Pulling { done, total } => DeploymentState::Pulling { done: *done, total: *total },
+            };
+        }
         let resolved = self.obs.resolved.as_ref().filter(|r| r.doc_hash == hash);
         let Some(resolved) = resolved else {
             if let Some(state) = self.waiting_retry(&hash, Stage::Resolve) {
@@ -449,7 +466,7 @@ impl Planner<'_> {
             return DeploymentState::Pulling { done: 0, total: None };
         }
         let image = resolved.image.clone();
-        self.create(&hash, &image, &old)
+        self.create(&hash, &image, old)
     }
 
     /// Creates the container of version `hash` from the local pinned `image`, stopping the old ones first
@@ -1179,6 +1196,31 @@ mod tests {
                 now: t(5),
                 actions: &["pull app"],
                 state: DeploymentState::Pulling { done: 0, total: None },
+            },
+            Case {
+                name: "old container that crashed while the new image is pulled is restarted",
+                doc: v2.clone(),
+                actual: with(Actual::default(), |o| {
+                    o.containers = vec![ContainerView { exit_code: Some(1), ..old(RunState::Exited) }];
+                    o.task = Some(Task::Pulling { done: 1, total: Some(2) });
+                }),
+                now: t(5),
+                actions: &["schedule app"],
+                state: DeploymentState::Pulling { done: 1, total: Some(2) },
+            },
+            Case {
+                name: "old container stopped by a crash mid-update is started again while the resolve retries",
+                doc: v2.clone(),
+                actual: with(Actual::default(), |o| {
+                    o.containers = vec![ContainerView { exit_code: Some(143), ..old(RunState::Exited) }];
+                    o.failure = Some(failure(&v2, Stage::Resolve, t(9)));
+                    o.restart.next_at = Some(t(5));
+                }),
+                now: t(5),
+                actions: &["start old"],
+                state: DeploymentState::Failed {
+                    reason: "resolving the image failed (attempt 2): connection refused; retrying in 4s".into(),
+                },
             },
             Case {
                 name: "update stops the old container before creating the new one",
