@@ -118,7 +118,7 @@ pub struct Deployment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
     /// Environment over the image's: a table or a list of `KEY=VALUE`. Defaults to none.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub env: Env,
     /// Working directory. Defaults to the image's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,22 +130,22 @@ pub struct Deployment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     /// `true` (every GPU), `false`, or a CDI device name such as `nvidia.com/gpu=0`. Defaults to `false`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub gpu: Gpu,
     /// Camera selectors: `all`, `/dev/video0`, a by-id name or a name substring. Defaults to none.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub cameras: Vec<String>,
     /// `host` or `private`. Defaults to `host` (what the Jetson multimedia stack and ROS 2 expect).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub ipc: IpcMode,
     /// `host` or `none`. Defaults to `host`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub network: NetworkMode,
     /// Size of /dev/shm when `ipc = "private"` (`"512m"`, `"1g"` or bytes). Defaults to the backend's (64 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<ByteSize>,
     /// Bind mounts `{ host, container, read_only }`. Defaults to none.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub volumes: Vec<Volume>,
     /// Memory limit (`"2g"` or bytes). Defaults to none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,21 +154,27 @@ pub struct Deployment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<f64>,
     /// Privileged container. Defaults to `false`; the local policy must allow it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub privileged: bool,
     /// Host device nodes beyond the GPU and cameras (`/dev/ttyUSB0`). Defaults to none; the local policy must
     /// allow them.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub devices: Vec<String>,
     /// `always`, `on-failure` or `never`. Defaults to `always`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub restart: RestartPolicy,
     /// Health check gating updates and driving restarts. Defaults to none (running counts as healthy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
     /// How a change to this deployment is rolled out.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub update: UpdatePolicy,
+}
+
+/// Fields at their default are left out of the serialized form (the wire JSON, the store, [`Deployment::doc_hash`]),
+/// so a jetship release that adds a field with a default does not change existing deployments' hashes.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// `restart`: what happens when the container exits or turns unhealthy.
@@ -487,7 +493,8 @@ pub enum ConvertError {
 
 impl Deployment {
     /// A stable hash of the deployment as written (sha256 of its canonical JSON, 16 bytes hex). Any change to
-    /// the document's deployment changes it; the reconciler labels containers with it.
+    /// the document's deployment changes it; the reconciler labels containers with it. Fields at their default
+    /// are not part of the JSON, so a newer jetship with more fields hashes old documents the same.
     pub fn doc_hash(&self) -> String {
         use sha2::Digest;
         let json = serde_json::to_vec(self).expect("deployment serializes");
@@ -1152,6 +1159,16 @@ retries = 0
         assert_eq!(d.generation, Some(42));
         let mut d = Document { generation: Some(7), ..Default::default() };
         assert_eq!(d.fill_generation(Some(41)), 7);
+    }
+
+    #[test]
+    fn defaults_are_left_out_of_the_canonical_form() {
+        let doc = parse_toml("[deployments.a]\nimage = \"busybox\"\nipc = \"host\"\nrestart = \"always\"\n").unwrap();
+        let json = serde_json::to_string(&doc.deployments["a"]).unwrap();
+        assert_eq!(json, r#"{"image":"busybox"}"#);
+        let full = serde_json::to_value(&parse_toml(FULL).unwrap()).unwrap();
+        assert_eq!(full["deployments"]["yolo"]["update"]["keep_old"], true);
+        assert_eq!(full["deployments"]["yolo"]["gpu"], true);
     }
 
     #[test]
