@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::reconcile::{DeploymentState, Health};
 
-/// The retained `reported` payload.
+/// The retained `reported` payload. Unknown fields are accepted when reading it, so an older CLI can read what a
+/// newer agent reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Reported {
     /// Generation of the desired document being applied (the device document's), if any.
     pub generation: Option<u64>,
@@ -35,7 +35,6 @@ pub struct Reported {
 
 /// A refused document and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Rejected {
     /// `device` or `group:<name>`.
     pub source: String,
@@ -99,7 +98,6 @@ pub fn digest_of(pinned: &str) -> Option<String> {
 
 /// A deployment's state changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Event {
     pub deployment: String,
     /// The state's name before; `None` when the deployment is new.
