@@ -66,6 +66,7 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub registry: RegistryConfig,
     pub runtime: RuntimeConfig,
+    pub policy: PolicyConfig,
 }
 
 impl Default for Config {
@@ -82,6 +83,7 @@ impl Default for Config {
             spool: SpoolConfig::default(),
             registry: RegistryConfig::default(),
             runtime: RuntimeConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -123,6 +125,23 @@ impl Default for RuntimeConfig {
             docker_socket: None,
         }
     }
+}
+
+/// The local policy: what any controller's deployment document may ask of this device (docs/deployments.md).
+/// A document that asks for more is refused as a whole, with every reason reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Registries (`host[:port]`, `docker.io` for Docker Hub) images may come from. Defaults to none, which
+    /// means any registry.
+    pub allowed_registries: Vec<String>,
+    /// Absolute host directories that volumes may mount (a volume's host path must lie under one of them).
+    /// `<state_dir>/volumes/` is always allowed. Defaults to none beyond that.
+    pub allowed_host_paths: Vec<PathBuf>,
+    /// Whether a deployment may ask for a privileged container. Defaults to `false`.
+    pub allow_privileged: bool,
+    /// Whether a deployment may ask for host devices beyond the GPU and cameras (`devices`). Defaults to `false`.
+    pub allow_devices: bool,
 }
 
 /// `runtime.backend`.
@@ -537,6 +556,22 @@ impl Config {
         if self.runtime.log_max_bytes < 4096 {
             bad("runtime.log_max_bytes", format!("{} is too small; use at least 4096", self.runtime.log_max_bytes));
         }
+        for (i, r) in self.policy.allowed_registries.iter().enumerate() {
+            if r.is_empty() || r.contains(['/', '@']) || r.chars().any(char::is_whitespace) {
+                bad(
+                    &format!("policy.allowed_registries[{i}]"),
+                    format!("`{r}` must be a registry host[:port] such as nvcr.io or docker.io"),
+                );
+            }
+        }
+        for (i, p) in self.policy.allowed_host_paths.iter().enumerate() {
+            if !p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
+                bad(
+                    &format!("policy.allowed_host_paths[{i}]"),
+                    format!("`{}` must be an absolute path without `..`", p.display()),
+                );
+            }
+        }
         match self.runtime.oci_runtime.as_str() {
             "auto" | "crun" | "runc" => {}
             p if p.starts_with('/') => {}
@@ -759,6 +794,23 @@ mod tests {
                 "registry.platform"
             ]
         );
+    }
+
+    #[test]
+    fn policy_section_defaults_and_checks() {
+        let c = parse("").unwrap();
+        assert_eq!(c.policy, PolicyConfig::default());
+        assert!(c.policy.allowed_registries.is_empty() && c.policy.allowed_host_paths.is_empty());
+        assert!(!c.policy.allow_privileged && !c.policy.allow_devices);
+        let c = parse("[policy]\nallowed_registries = [\"nvcr.io\", \"https://x/y\"]\nallowed_host_paths = [\"/data\", \"rel\", \"/a/../etc\"]\n").unwrap();
+        let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["policy.allowed_registries[1]", "policy.allowed_host_paths[1]", "policy.allowed_host_paths[2]"]
+        );
+        let err = parse("[policy]\nallow_everything = true\n").unwrap_err().to_string();
+        assert!(err.contains("policy.allow_everything"), "{err}");
     }
 
     #[test]
