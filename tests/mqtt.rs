@@ -433,7 +433,7 @@ fn devices_shows_a_new_agent_within_one_interval_and_offline_after_sigkill() {
         if rows.iter().any(|r| r["device"] == "fleet-1" && r["online"] == false) {
             break;
         }
-        assert!(killed.elapsed() < Duration::from_secs(15), "still online after SIGKILL: {rows:?}");
+        assert!(killed.elapsed() < Duration::from_secs(30), "still online after SIGKILL: {rows:?}");
         std::thread::sleep(Duration::from_millis(250));
     }
     let out = jetship(&["ping", "fleet-1", "--broker", &url, "--timeout", "1"], &[]);
