@@ -5,6 +5,7 @@
 //! Must not decide policy: requests arrive here already checked against the agent's local policy.
 
 pub mod conmon;
+pub mod oci;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -156,4 +157,46 @@ pub trait ContainerRuntime: Send + Sync {
     /// The container's output, the last `tail` lines when given.
     async fn logs(&self, id: &str, tail: Option<usize>) -> Result<Vec<LogLine>>;
     async fn stats(&self, id: &str) -> Result<ContainerStats>;
+}
+
+/// Opens the backend `runtime.backend` names. `auto` picks the native backend when conmon and crun or runc are
+/// installed; otherwise it fails listing what to install (the Docker backend is not part of this build yet).
+pub fn open(config: &crate::config::Config) -> Result<Box<dyn ContainerRuntime>> {
+    use crate::config::BackendChoice;
+    match config.runtime.backend {
+        BackendChoice::Oci => Ok(Box::new(oci::OciBackend::new(oci::OciSettings::from_config(config))?)),
+        BackendChoice::Docker => Err(Error::Backend {
+            backend: "docker",
+            message: "the docker backend is not built into this jetship yet: set runtime.backend = \"oci\" \
+                      (install conmon and runc or crun)"
+                .into(),
+        }),
+        BackendChoice::Auto => match oci::OciBackend::new(oci::OciSettings::from_config(config)) {
+            Ok(b) => Ok(Box::new(b)),
+            Err(e) => Err(Error::Backend {
+                backend: "auto",
+                message: format!(
+                    "no container backend available ({e}): install conmon and runc or crun \
+                     (apt-get install conmon runc), or Docker with runtime.backend = \"docker\""
+                ),
+            }),
+        },
+    }
+}
+
+/// Lists the containers `backend` owns, for the agent to adopt at start instead of creating duplicates:
+/// running ones keep running, exited ones keep their exit code, and ones the runtime lost (after a reboot) are
+/// reported [`RunState::Missing`] so the reconciler recreates them under the same id.
+pub async fn adopt(backend: &dyn ContainerRuntime) -> Result<Vec<ContainerInfo>> {
+    let owned = backend.list_owned().await?;
+    for c in &owned {
+        tracing::info!(
+            container = %c.id,
+            deployment = c.labels.get(labels::DEPLOYMENT).map(String::as_str).unwrap_or("-"),
+            state = ?c.state,
+            pid = ?c.pid,
+            "container adopted"
+        );
+    }
+    Ok(owned)
 }
