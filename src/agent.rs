@@ -37,6 +37,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let tracker = TaskTracker::new();
     tracker.spawn(sample_loop(config.clone(), shutdown.clone()));
+    start_containers_housekeeping(&config, &tracker, &shutdown).await;
     tracker.close();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
@@ -67,6 +68,28 @@ async fn sample_loop(config: Config, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+// ---- containers (native runtime branch): adopt on start, rotate logs ---------------------------------------
+
+/// How often container logs are checked against `runtime.log_max_bytes`.
+const LOG_ROTATE_PERIOD: Duration = Duration::from_secs(30);
+
+/// Opens the container backend, logs the containers it already owns (adopted: never started twice), and
+/// spawns the log-rotation tick. A missing backend is a warning, not a failed agent: telemetry still runs.
+async fn start_containers_housekeeping(config: &Config, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    let backend: std::sync::Arc<dyn crate::runtime::ContainerRuntime> = match crate::runtime::open(config) {
+        Ok(b) => b.into(),
+        Err(err) => {
+            warn!(%err, "no container backend; containers cannot run");
+            return;
+        }
+    };
+    match crate::runtime::adopt(backend.as_ref()).await {
+        Ok(owned) => info!(backend = backend.name(), containers = owned.len(), "containers adopted"),
+        Err(err) => warn!(%err, "listing owned containers failed"),
+    }
+    tracker.spawn(crate::runtime::rotate_loop(backend, LOG_ROTATE_PERIOD, shutdown.clone()));
 }
 
 /// Cancels the returned token on SIGTERM or SIGINT.

@@ -157,6 +157,11 @@ pub trait ContainerRuntime: Send + Sync {
     /// The container's output, the last `tail` lines when given.
     async fn logs(&self, id: &str, tail: Option<usize>) -> Result<Vec<LogLine>>;
     async fn stats(&self, id: &str) -> Result<ContainerStats>;
+    /// Rotates the logs of owned containers that reached the size limit; returns how many rotated. Backends
+    /// whose engine rotates logs itself (Docker) keep this default.
+    async fn rotate_logs(&self) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// Opens the backend `runtime.backend` names. `auto` picks the native backend when conmon and crun or runc are
@@ -199,4 +204,24 @@ pub async fn adopt(backend: &dyn ContainerRuntime) -> Result<Vec<ContainerInfo>>
         );
     }
     Ok(owned)
+}
+
+/// Rotates container logs every `period` until `shutdown` (the agent spawns this next to adoption).
+pub async fn rotate_loop(
+    backend: std::sync::Arc<dyn ContainerRuntime>,
+    period: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => match backend.rotate_logs().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rotated = n, "container logs rotated"),
+                Err(e) => tracing::warn!(err = %e, "log rotation tick failed"),
+            },
+        }
+    }
 }

@@ -137,40 +137,6 @@ impl OciBackend {
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.inner.sup.log_path(id)
     }
-
-    /// Rotates the log of every owned container that reached `runtime.log_max_bytes`. Returns how many
-    /// rotated. The agent calls this periodically ([`rotate_loop`]).
-    pub async fn rotate_logs(&self) -> Result<usize> {
-        let inner = self.inner.clone();
-        blocking(move || {
-            let mut rotated = 0;
-            for owned in inner.sup.list()? {
-                match inner.sup_for(&owned.meta.labels).rotate_logs(&owned.meta.id) {
-                    Ok(true) => rotated += 1,
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(container = %owned.meta.id, err = %e, "log rotation failed"),
-                }
-            }
-            Ok(rotated)
-        })
-        .await
-    }
-}
-
-/// Rotates container logs every `period` until `shutdown`.
-pub async fn rotate_loop(backend: OciBackend, period: Duration, shutdown: tokio_util::sync::CancellationToken) {
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                if let Err(e) = backend.rotate_logs().await {
-                    tracing::warn!(err = %e, "log rotation tick failed");
-                }
-            }
-        }
-    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -616,6 +582,23 @@ impl ContainerRuntime for OciBackend {
         let inner = self.inner.clone();
         let id = id.to_owned();
         blocking(move || Ok(inner.sup.logs(&id, tail)?)).await
+    }
+
+    /// Rotates the log of every owned container that reached `runtime.log_max_bytes`.
+    async fn rotate_logs(&self) -> Result<usize> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut rotated = 0;
+            for owned in inner.sup.list()? {
+                match inner.sup_for(&owned.meta.labels).rotate_logs(&owned.meta.id) {
+                    Ok(true) => rotated += 1,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(container = %owned.meta.id, err = %e, "log rotation failed"),
+                }
+            }
+            Ok(rotated)
+        })
+        .await
     }
 
     async fn stats(&self, id: &str) -> Result<ContainerStats> {
