@@ -621,3 +621,29 @@ fn docker_backend_is_reported_as_not_built_and_auto_opens_native() {
     let err = runtime::open(&cfg).err().unwrap().to_string();
     assert!(err.contains("conmon") && err.contains("runc") && err.contains("Docker"), "{err}");
 }
+
+#[test]
+fn sigterm_to_jetship_run_stops_the_container_with_the_grace_period_and_rm_removes_it() {
+    let env = Env::new(None, "");
+    let script = "trap 'echo got-term; exit 9' TERM; echo ready; while true; do usleep 20000; done";
+    let mut child = Command::new(support::jetship_bin())
+        .arg("--config")
+        .arg(&env.config)
+        .args(["run", "--rm", "--name", "trapper", &env.image, script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(9), "the container's own exit code after its TERM handler");
+    assert_eq!(rest.trim(), "got-term");
+    assert!(!env.state.join("containers/trapper").exists() && !env.state.join("bundles/trapper").exists());
+    assert_eq!(env.mounted_under_state(), Vec::<String>::new());
+}
