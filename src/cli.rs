@@ -578,7 +578,7 @@ async fn follow(backend: &dyn crate::runtime::ContainerRuntime, id: &str, grace:
             eprintln!("stopping {id} (grace {} s)", grace.as_secs());
             backend.stop(id, grace).await?;
         }
-        let state = backend.list_owned().await?.into_iter().find(|c| c.id == id);
+        let state = backend.inspect(id).await?;
         let lines = backend.logs(id, None).await?;
         // A second rotation drops the oldest file: the count then restarts from what is left.
         if lines.len() < printed {
@@ -609,5 +609,46 @@ async fn follow(backend: &dyn crate::runtime::ContainerRuntime, id: &str, grace:
             }
             Some(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_refuse_garbage() {
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512kb"), Ok(512 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "0", "m", "1x", "-5m", "99999999999999999999g"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn volumes_parse_host_container_and_ro() {
+        let v = parse_volume("/data:/mnt/data:ro").unwrap();
+        assert_eq!((v.host.to_str(), v.container.to_str(), v.read_only), (Some("/data"), Some("/mnt/data"), true));
+        assert!(!parse_volume("/a:/b").unwrap().read_only);
+        assert!(!parse_volume("/a:/b:rw").unwrap().read_only);
+        for bad in ["/a", "a:/b", "/a:b", "/a:/b:xx", "/a:/b:ro:1"] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn run_arguments_default_to_host_ipc_and_network_and_keep_the_command() {
+        let cli = Cli::try_parse_from(["jetship", "run", "--gpu", "img", "sh", "-c", "echo hi"]).unwrap();
+        let Command::Run(r) = cli.command else { panic!("not run") };
+        assert_eq!(r.gpu.as_deref(), Some("all"));
+        assert_eq!((r.ipc, r.network), (crate::runtime::IpcMode::Host, crate::runtime::NetworkMode::Host));
+        assert_eq!(r.image, "img");
+        assert_eq!(r.command, ["sh", "-c", "echo hi"]);
+        let cli = Cli::try_parse_from(["jetship", "run", "--gpu=nvidia.com/gpu=0", "img"]).unwrap();
+        let Command::Run(r) = cli.command else { panic!("not run") };
+        assert_eq!(r.gpu.as_deref(), Some("nvidia.com/gpu=0"));
+        assert!(Cli::try_parse_from(["jetship", "run", "--ipc", "shared", "img"]).is_err());
     }
 }

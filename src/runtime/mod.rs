@@ -154,6 +154,10 @@ pub trait ContainerRuntime: Send + Sync {
     async fn remove(&self, id: &str) -> Result<()>;
     /// Every container this backend owns (carries jetship's labels): what the agent adopts after a restart.
     async fn list_owned(&self) -> Result<Vec<ContainerInfo>>;
+    /// One owned container, `None` when there is no such container.
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {
+        Ok(self.list_owned().await?.into_iter().find(|c| c.id == id))
+    }
     /// The container's output, the last `tail` lines when given.
     async fn logs(&self, id: &str, tail: Option<usize>) -> Result<Vec<LogLine>>;
     async fn stats(&self, id: &str) -> Result<ContainerStats>;

@@ -371,25 +371,45 @@ impl Inner {
     fn list_owned(&self) -> Result<Vec<ContainerInfo>> {
         let mut out = Vec::new();
         for owned in self.sup.list()? {
-            let id = owned.meta.id.clone();
             let state = if owned.meta.labels.contains_key(RUNTIME_LABEL) {
-                self.sup_for(&owned.meta.labels).state(&id)?
+                self.sup_for(&owned.meta.labels).state(&owned.meta.id)?
             } else {
                 owned.state
             };
-            let mut labels = owned.meta.labels;
-            labels.remove(RUNTIME_LABEL);
-            out.push(ContainerInfo {
-                id,
-                labels,
-                state: run_state(state.status),
-                pid: state.pid,
-                exit_code: state.exit_code,
-                oom_killed: state.oom_killed,
-                started_at: Some(owned.meta.created_at),
-            });
+            out.push(info(owned.meta, state));
         }
         Ok(out)
+    }
+
+    fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {
+        if !conmon::valid_id(id) {
+            return Err(conmon::Error::BadId(id.to_owned()).into());
+        }
+        let path = self.settings.state_dir.join("containers").join(id).join("meta.json");
+        let meta: conmon::Meta = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| ctr_err(id, format!("{} is unreadable: {e}; remove the container", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ctr_err(id, format!("reading {}: {e}", path.display()))),
+        };
+        let state = self.sup_for(&meta.labels).state(id)?;
+        Ok(Some(info(meta, state)))
+    }
+}
+
+/// The backend-neutral view of a supervised container (the internal runtime key dropped from the labels).
+fn info(meta: conmon::Meta, state: conmon::State) -> ContainerInfo {
+    let mut labels = meta.labels;
+    labels.remove(RUNTIME_LABEL);
+    ContainerInfo {
+        id: meta.id,
+        labels,
+        state: run_state(state.status),
+        pid: state.pid,
+        exit_code: state.exit_code,
+        oom_killed: state.oom_killed,
+        // Creation time: `create` and `start` follow each other in every caller (jetship run, the reconciler).
+        started_at: Some(meta.created_at),
     }
 }
 
@@ -576,6 +596,12 @@ impl ContainerRuntime for OciBackend {
     async fn list_owned(&self) -> Result<Vec<ContainerInfo>> {
         let inner = self.inner.clone();
         blocking(move || inner.list_owned()).await
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {
+        let inner = self.inner.clone();
+        let id = id.to_owned();
+        blocking(move || inner.inspect(&id)).await
     }
 
     async fn logs(&self, id: &str, tail: Option<usize>) -> Result<Vec<LogLine>> {
