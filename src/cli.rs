@@ -523,10 +523,17 @@ fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, args: RunArg
     let rt = image_runtime()?;
     rt.block_on(async {
         let cancel = tokio_util::sync::CancellationToken::new();
-        let report = crate::pull::pull(&client, &store, &args.image, &vars, &opts, None, cancel)
-            .await
-            .with_context(|| format!("cannot pull {}", args.image))?;
-        let image = report.record.resolved.clone();
+        let image = match crate::pull::pull(&client, &store, &args.image, &vars, &opts, None, cancel).await {
+            Ok(report) => report.record.resolved,
+            // Offline (or the registry is down): a copy pulled earlier under the same name still runs.
+            Err(err) => match local_image(&store, &args.image, &vars) {
+                Some(resolved) => {
+                    eprintln!("warning: cannot pull {} ({err}); running the local copy {resolved}", args.image);
+                    resolved
+                }
+                None => return Err(anyhow::Error::new(err).context(format!("cannot pull {}", args.image))),
+            },
+        };
         backend.ensure_image(&image).await.with_context(|| format!("cannot unpack {image}"))?;
         let container = ContainerConfig {
             image: image.clone(),
@@ -560,6 +567,18 @@ fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, args: RunArg
         }
         Ok(code)
     })
+}
+
+/// The pinned reference of an image stored under `input`'s name (templates expanded; `{auto}` names are stored
+/// unexpanded), if it was pulled before.
+fn local_image(
+    store: &crate::image_store::ImageStore,
+    input: &str,
+    vars: &crate::reference::TemplateVars,
+) -> Option<String> {
+    let expanded = crate::reference::expand(input, vars).ok()?;
+    let name = crate::reference::Reference::parse(&expanded).ok()?.to_string();
+    store.record(&name).ok().flatten().map(|r| r.resolved)
 }
 
 /// Streams the container's output until it exits; stops it on SIGINT/SIGTERM. Returns its exit code.

@@ -95,7 +95,7 @@ fn push_busybox(addr: &str) -> String {
 /// A registry with the image, a state dir, a run dir, an agent config, and (optionally) a fixture host root.
 struct Env {
     dir: tempfile::TempDir,
-    _registry: Registry,
+    registry: Option<Registry>,
     image: String,
     config: PathBuf,
     state: PathBuf,
@@ -129,7 +129,7 @@ impl Env {
         std::fs::write(
             &config,
             format!(
-                "state_dir = \"{}\"\ndevice_id = \"test-device\"\n[registry]\ndisk_reserve_bytes = 0\n\
+                "state_dir = \"{}\"\ndevice_id = \"test-device\"\n[registry]\ndisk_reserve_bytes = 0\nretries = 1\nretry_backoff_cap_s = 0.2\n\
                  [host]\nroot = \"{}\"\n[runtime]\nrun_dir = \"{}\"\nstop_grace_s = 2\n{extra_toml}\n",
                 state.display(),
                 host.display(),
@@ -137,7 +137,7 @@ impl Env {
             ),
         )
         .unwrap();
-        Env { dir, _registry: registry, image, config, state, run_dir, host }
+        Env { dir, registry: Some(registry), image, config, state, run_dir, host }
     }
 
     fn jetship(&self, args: &[&str]) -> Output {
@@ -646,4 +646,19 @@ fn sigterm_to_jetship_run_stops_the_container_with_the_grace_period_and_rm_remov
     assert_eq!(rest.trim(), "got-term");
     assert!(!env.state.join("containers/trapper").exists() && !env.state.join("bundles/trapper").exists());
     assert_eq!(env.mounted_under_state(), Vec::<String>::new());
+}
+
+#[test]
+fn run_uses_the_local_copy_when_the_registry_is_unreachable() {
+    let mut env = Env::new(None, "");
+    let out = env.jetship(&["run", "--rm", &env.image, "echo online"]);
+    assert_eq!(stdout_lines(&out), ["online"], "stderr: {}", text(&out.stderr));
+    drop(env.registry.take());
+    let out = env.jetship(&["run", "--rm", &env.image, "echo offline"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(stdout_lines(&out), ["offline"]);
+    assert!(text(&out.stderr).contains("running the local copy"), "{}", text(&out.stderr));
+    let out = env.jetship(&["run", "--rm", &env.image.replace("busybox:1", "other:1"), "true"]);
+    assert_ne!(out.status.code(), Some(0), "never pulled: no local copy");
+    assert!(text(&out.stderr).contains("cannot pull"), "{}", text(&out.stderr));
 }
