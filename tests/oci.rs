@@ -662,3 +662,45 @@ fn run_uses_the_local_copy_when_the_registry_is_unreachable() {
     assert_ne!(out.status.code(), Some(0), "never pulled: no local copy");
     assert!(text(&out.stderr).contains("cannot pull"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn after_a_reboot_an_owned_container_is_missing_and_can_be_removed_and_recreated() {
+    let env = Env::new(None, "");
+    let out = env.jetship(&["run", "-d", "--name", "survivor", &env.image, "sleep 60"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let backend = env.backend();
+    let before = block_on(backend.inspect("survivor")).unwrap().unwrap();
+    assert_eq!(before.state, RunState::Running);
+
+    // A reboot: processes gone, the tmpfs run dir empty, the overlay unmounted; the state dir stays.
+    let runc = support::require_tool("runc", "runc");
+    let root = format!("--root={}", env.run_dir.join("runc").display());
+    let st = Command::new(&runc).args([root.as_str(), "delete", "--force", "survivor"]).status().unwrap();
+    assert!(st.success());
+    let conmon_pid: i32 =
+        std::fs::read_to_string(env.state.join("containers/survivor/conmon.pid")).unwrap().trim().parse().unwrap();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(conmon_pid), nix::sys::signal::Signal::SIGKILL);
+    std::fs::remove_dir_all(&env.run_dir).unwrap();
+    nix::mount::umount2(&env.state.join("bundles/survivor/rootfs"), nix::mount::MntFlags::MNT_DETACH).unwrap();
+
+    let after = block_on(runtime::adopt(&env.backend())).unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!((after[0].id.as_str(), after[0].state), ("survivor", RunState::Missing));
+    assert_eq!(after[0].labels[labels::DEPLOYMENT], "survivor", "labels survive for the reconciler");
+
+    // The reconciler's way back: remove, create under the same id, start.
+    let cfg = ContainerConfig {
+        image: after[0].labels[labels::IMAGE].clone(),
+        args: Some(vec!["sleep 60".into()]),
+        ..Default::default()
+    };
+    let backend = env.backend();
+    block_on(backend.remove("survivor")).unwrap();
+    block_on(backend.create("survivor", &cfg, after[0].labels.clone())).unwrap();
+    block_on(backend.start("survivor")).unwrap();
+    assert_eq!(block_on(backend.inspect("survivor")).unwrap().unwrap().state, RunState::Running);
+    block_on(backend.stop("survivor", Duration::from_millis(200))).unwrap();
+    block_on(backend.remove("survivor")).unwrap();
+    assert_eq!(block_on(backend.inspect("survivor")).unwrap(), None);
+    assert_eq!(env.mounted_under_state(), Vec::<String>::new());
+}
