@@ -113,6 +113,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // With fsync on every append the flusher only persists the cursor.
     let flush_every = Duration::from_millis(if sync_each { 1000 } else { config.spool.fsync_interval_ms });
     tracker.spawn(crate::mqtt::flush_spool(handle.spool().clone(), flush_every, shutdown.clone()));
+    start_containers_housekeeping(&config, &tracker, &shutdown).await;
     tracker.close();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
@@ -339,6 +340,28 @@ impl Inbox {
         };
         self.handle.send(self.topics.reply(&reply_id), serde_json::to_vec(&reply).unwrap_or_default());
     }
+}
+
+// ---- containers (native runtime branch): adopt on start, rotate logs ---------------------------------------
+
+/// How often container logs are checked against `runtime.log_max_bytes`.
+const LOG_ROTATE_PERIOD: Duration = Duration::from_secs(30);
+
+/// Opens the container backend, logs the containers it already owns (adopted: never started twice), and
+/// spawns the log-rotation tick. A missing backend is a warning, not a failed agent: telemetry still runs.
+async fn start_containers_housekeeping(config: &Config, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    let backend: std::sync::Arc<dyn crate::runtime::ContainerRuntime> = match crate::runtime::open(config).await {
+        Ok(b) => b.into(),
+        Err(err) => {
+            warn!(%err, "no container backend; containers cannot run");
+            return;
+        }
+    };
+    match crate::runtime::adopt(backend.as_ref()).await {
+        Ok(owned) => info!(backend = backend.name(), containers = owned.len(), "containers adopted"),
+        Err(err) => warn!(%err, "listing owned containers failed"),
+    }
+    tracker.spawn(crate::runtime::rotate_loop(backend, LOG_ROTATE_PERIOD, shutdown.clone()));
 }
 
 /// Cancels the returned token on SIGTERM or SIGINT.

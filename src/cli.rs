@@ -25,6 +25,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size difference between variants (RunArgs) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the device agent (the systemd service).
@@ -46,6 +48,8 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// Delete stored blobs no image record references (each image keeps its current and previous version).
     ImageGc(ImageGcArgs),
+    /// Run a container from an image (JetPack-matched tag, pulled and unpacked as needed) and stream its output.
+    Run(RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +83,106 @@ pub struct ResolveArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `jetship run`: one container, the way `docker run` does it, with Jetson defaults (host IPC, host network).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the container (and its root file system) when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Give the container the GPU: `--gpu` for all, `--gpu=nvidia.com/gpu=0` for one CDI device.
+    #[arg(long, value_name = "DEVICE", num_args = 0..=1, require_equals = true, default_missing_value = "all")]
+    pub gpu: Option<String>,
+    /// A camera: `all`, `/dev/video0`, a /dev/v4l/by-id name, or a name substring. Repeatable.
+    #[arg(long = "camera", value_name = "SEL")]
+    pub cameras: Vec<String>,
+    /// `host` (default) or `private`.
+    #[arg(long, value_name = "MODE", default_value = "host", value_parser = parse_ipc)]
+    pub ipc: crate::runtime::IpcMode,
+    /// `host` (default) or `none`.
+    #[arg(long, value_name = "MODE", default_value = "host", value_parser = parse_network)]
+    pub network: crate::runtime::NetworkMode,
+    /// Size of a private /dev/shm (`64m`, `1g`); only with `--ipc private`.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub shm_size: Option<u64>,
+    /// Environment entry KEY=VALUE. Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Bind mount HOST:CONTAINER[:ro]. Repeatable.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]", value_parser = parse_volume)]
+    pub volumes: Vec<crate::runtime::Volume>,
+    /// Replace the image's entrypoint.
+    #[arg(long, value_name = "PROGRAM")]
+    pub entrypoint: Option<String>,
+    /// User (`uid[:gid]` or `name[:group]`) instead of the image's.
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Working directory instead of the image's.
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Container id and deployment label. Defaults to `run-<random>`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print the container id and return instead of streaming its output.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Image platform (`linux/arm64`). Defaults to the host's.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Image reference; tags may use `{auto}` or `{jetpack}` templates.
+    pub image: String,
+    /// Command (replaces the image's CMD; the entrypoint stays).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+fn parse_ipc(s: &str) -> Result<crate::runtime::IpcMode, String> {
+    match s {
+        "host" => Ok(crate::runtime::IpcMode::Host),
+        "private" => Ok(crate::runtime::IpcMode::Private),
+        other => Err(format!("`{other}`: use host or private")),
+    }
+}
+
+fn parse_network(s: &str) -> Result<crate::runtime::NetworkMode, String> {
+    match s {
+        "host" => Ok(crate::runtime::NetworkMode::Host),
+        "none" => Ok(crate::runtime::NetworkMode::None),
+        other => Err(format!("`{other}`: use host or none")),
+    }
+}
+
+/// A size such as `64m`, `1g`, `512k` or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{s}` is not a size: use e.g. 64m, 1g or a number of bytes"))
+}
+
+/// `HOST:CONTAINER[:ro|:rw]`, both absolute.
+pub fn parse_volume(s: &str) -> Result<crate::runtime::Volume, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (host, ctr, ro) = match parts.as_slice() {
+        [h, c] => (*h, *c, false),
+        [h, c, "ro"] => (*h, *c, true),
+        [h, c, "rw"] => (*h, *c, false),
+        _ => return Err(format!("`{s}`: use HOST:CONTAINER or HOST:CONTAINER:ro")),
+    };
+    if !host.starts_with('/') || !ctr.starts_with('/') {
+        return Err(format!("`{s}`: both paths must be absolute"));
+    }
+    Ok(crate::runtime::Volume { host: host.into(), container: ctr.into(), read_only: ro })
 }
 
 #[derive(Debug, Args)]
@@ -362,6 +466,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Pull(args) => run_pull(&cli.config, cli.log_level.as_deref(), args),
         Command::Resolve(args) => run_resolve(&cli.config, cli.log_level.as_deref(), args),
         Command::ImageGc(args) => run_image_gc(&cli.config, cli.log_level.as_deref(), args),
+        Command::Run(args) => run_container(&cli.config, cli.log_level.as_deref(), args),
         Command::CheckConfig { path } => {
             let path = path.or(cli.config);
             let loaded = config::load(path.as_deref())?;
@@ -590,5 +695,177 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         crate::EXIT_CONFIG
     } else {
         1
+    }
+}
+
+/// `jetship run`: resolve (JetPack-matched), pull, unpack, create, start; then stream the output and exit with
+/// the container's code, or print the id with `-d`. SIGINT/SIGTERM stop the container with the grace period.
+fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, args: RunArgs) -> anyhow::Result<i32> {
+    use crate::runtime::{self, labels, ContainerConfig};
+    let cfg = image_config(config, log_level)?;
+    let vars = host_vars(&cfg, None);
+    let opts = crate::pull::PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
+    let client = crate::registry::Client::new(crate::registry::ClientOptions::from_config(&cfg.registry)?)?;
+    let store = crate::image_store::ImageStore::open(&cfg.state_dir)?;
+    let id = args.name.clone().unwrap_or_else(|| format!("run-{:08x}", rand::random::<u32>()));
+    let grace = Duration::from_secs(cfg.runtime.stop_grace_s);
+    let rt = image_runtime()?;
+    let backend = rt.block_on(runtime::open(&cfg))?;
+    rt.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        // The Docker Engine keeps its own image store: resolve and pin here, let the Engine pull the digest.
+        let pulled = if backend.name() == "docker" {
+            crate::pull::resolve(&client, &args.image, &vars).await.map(|r| r.reference.to_string())
+        } else {
+            crate::pull::pull(&client, &store, &args.image, &vars, &opts, None, cancel).await.map(|r| r.record.resolved)
+        };
+        let image = match pulled {
+            Ok(resolved) => resolved,
+            // Offline (or the registry is down): a copy pulled earlier under the same name still runs.
+            Err(err) => match local_image(&store, &args.image, &vars) {
+                Some(resolved) => {
+                    eprintln!("warning: cannot pull {} ({err}); running the local copy {resolved}", args.image);
+                    resolved
+                }
+                None => return Err(anyhow::Error::new(err).context(format!("cannot pull {}", args.image))),
+            },
+        };
+        backend.ensure_image(&image).await.with_context(|| format!("cannot unpack {image}"))?;
+        let container = ContainerConfig {
+            image: image.clone(),
+            entrypoint: args.entrypoint.clone().map(|e| vec![e]),
+            args: (!args.command.is_empty()).then(|| args.command.clone()),
+            env: args.env.clone(),
+            working_dir: args.workdir.clone(),
+            user: args.user.clone(),
+            ipc: args.ipc,
+            network: args.network,
+            shm_size_bytes: args.shm_size,
+            volumes: args.volumes.clone(),
+            gpu: args.gpu.clone(),
+            cameras: args.cameras.clone(),
+            ..Default::default()
+        };
+        let deployment = args.name.clone().unwrap_or_else(|| id.clone());
+        let labels = std::collections::BTreeMap::from([(labels::DEPLOYMENT.to_string(), deployment)]);
+        backend.create(&id, &container, labels).await.with_context(|| format!("cannot create container {id}"))?;
+        if let Err(e) = backend.start(&id).await {
+            let _ = backend.remove(&id).await;
+            return Err(anyhow::Error::new(e).context(format!("cannot start container {id}")));
+        }
+        if args.detach {
+            println!("{id}");
+            return Ok(0);
+        }
+        let code = follow(backend.as_ref(), &id, grace).await?;
+        if args.rm {
+            backend.remove(&id).await.with_context(|| format!("cannot remove container {id}"))?;
+        }
+        Ok(code)
+    })
+}
+
+/// The pinned reference of an image stored under `input`'s name (templates expanded; `{auto}` names are stored
+/// unexpanded), if it was pulled before.
+fn local_image(
+    store: &crate::image_store::ImageStore,
+    input: &str,
+    vars: &crate::reference::TemplateVars,
+) -> Option<String> {
+    let expanded = crate::reference::expand(input, vars).ok()?;
+    let name = crate::reference::Reference::parse(&expanded).ok()?.to_string();
+    store.record(&name).ok().flatten().map(|r| r.resolved)
+}
+
+/// Streams the container's output until it exits; stops it on SIGINT/SIGTERM. Returns its exit code.
+async fn follow(backend: &dyn crate::runtime::ContainerRuntime, id: &str, grace: Duration) -> anyhow::Result<i32> {
+    use crate::runtime::RunState;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    let mut printed = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        let stop = tokio::select! {
+            _ = tick.tick() => false,
+            _ = term.recv() => true,
+            _ = int.recv() => true,
+        };
+        if stop {
+            eprintln!("stopping {id} (grace {} s)", grace.as_secs());
+            backend.stop(id, grace).await?;
+        }
+        let state = backend.inspect(id).await?;
+        let lines = backend.logs(id, None).await?;
+        // A second rotation drops the oldest file: the count then restarts from what is left.
+        if lines.len() < printed {
+            printed = 0;
+        }
+        {
+            let mut out = std::io::stdout().lock();
+            let mut err = std::io::stderr().lock();
+            for l in &lines[printed..] {
+                if l.stream == "stderr" {
+                    writeln!(err, "{}", l.text)?;
+                } else {
+                    writeln!(out, "{}", l.text)?;
+                }
+            }
+            out.flush()?;
+        }
+        printed = lines.len();
+        match state {
+            None => anyhow::bail!("container {id} disappeared while running"),
+            Some(s) if matches!(s.state, RunState::Exited | RunState::Missing) => {
+                if let Some(code) = s.exit_code {
+                    return Ok(code);
+                }
+                if s.state == RunState::Missing {
+                    anyhow::bail!("container {id} is gone from the runtime without an exit code");
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_refuse_garbage() {
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512kb"), Ok(512 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "0", "m", "1x", "-5m", "99999999999999999999g"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn volumes_parse_host_container_and_ro() {
+        let v = parse_volume("/data:/mnt/data:ro").unwrap();
+        assert_eq!((v.host.to_str(), v.container.to_str(), v.read_only), (Some("/data"), Some("/mnt/data"), true));
+        assert!(!parse_volume("/a:/b").unwrap().read_only);
+        assert!(!parse_volume("/a:/b:rw").unwrap().read_only);
+        for bad in ["/a", "a:/b", "/a:b", "/a:/b:xx", "/a:/b:ro:1"] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn run_arguments_default_to_host_ipc_and_network_and_keep_the_command() {
+        let cli = Cli::try_parse_from(["jetship", "run", "--gpu", "img", "sh", "-c", "echo hi"]).unwrap();
+        let Command::Run(r) = cli.command else { panic!("not run") };
+        assert_eq!(r.gpu.as_deref(), Some("all"));
+        assert_eq!((r.ipc, r.network), (crate::runtime::IpcMode::Host, crate::runtime::NetworkMode::Host));
+        assert_eq!(r.image, "img");
+        assert_eq!(r.command, ["sh", "-c", "echo hi"]);
+        let cli = Cli::try_parse_from(["jetship", "run", "--gpu=nvidia.com/gpu=0", "img"]).unwrap();
+        let Command::Run(r) = cli.command else { panic!("not run") };
+        assert_eq!(r.gpu.as_deref(), Some("nvidia.com/gpu=0"));
+        assert!(Cli::try_parse_from(["jetship", "run", "--ipc", "shared", "img"]).is_err());
     }
 }

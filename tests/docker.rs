@@ -291,3 +291,52 @@ async fn an_unreachable_socket_is_a_clear_error_and_not_available() {
     config.runtime.docker_socket = Some(missing);
     assert!(!docker::docker_available(&config).await);
 }
+
+#[tokio::test]
+async fn jetship_run_works_on_the_docker_backend() {
+    let socket = support::dockerd::shared();
+    let registry = Registry::start();
+    let image = push_busybox(&Pusher::new(&registry.addr), &registry.addr, "jetship/run", "run").await;
+    // `jetship run` resolves a tag: use the repository's `latest` tag, which push_busybox also sets.
+    let tagged = image.split('@').next().unwrap().to_string() + ":latest";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\ndevice_id = \"run-docker\"\n[runtime]\nbackend = \"docker\"\ndocker_socket = \"{}\"\n",
+            dir.path().join("state").display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(support::jetship_bin())
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "run",
+                "--rm",
+                "--name",
+                "js-run-docker",
+                &tagged,
+                "/bin/sh",
+                "-c",
+                "echo hello-from-docker; exit 5",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("hello-from-docker"), "{stdout}");
+    assert!(!names(&socket).iter().any(|n| n.contains("js-run-docker")), "--rm removed the container");
+    assert!(
+        !dir.path().join("state/images/blobs").exists()
+            || std::fs::read_dir(dir.path().join("state/images/blobs/sha256")).map(|d| d.count()).unwrap_or(0) == 0,
+        "the Docker backend leaves layers to the Engine: nothing pulled into jetship's own store"
+    );
+}

@@ -6,6 +6,7 @@
 
 pub mod conmon;
 pub mod docker;
+pub mod oci;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -154,7 +155,78 @@ pub trait ContainerRuntime: Send + Sync {
     async fn remove(&self, id: &str) -> Result<()>;
     /// Every container this backend owns (carries jetship's labels): what the agent adopts after a restart.
     async fn list_owned(&self) -> Result<Vec<ContainerInfo>>;
+    /// One owned container, `None` when there is no such container.
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {
+        Ok(self.list_owned().await?.into_iter().find(|c| c.id == id))
+    }
     /// The container's output, the last `tail` lines when given.
     async fn logs(&self, id: &str, tail: Option<usize>) -> Result<Vec<LogLine>>;
     async fn stats(&self, id: &str) -> Result<ContainerStats>;
+    /// Rotates the logs of owned containers that reached the size limit; returns how many rotated. Backends
+    /// whose engine rotates logs itself (Docker) keep this default.
+    async fn rotate_logs(&self) -> Result<usize> {
+        Ok(0)
+    }
+}
+
+/// Opens the backend `runtime.backend` names. `auto` picks the native backend when conmon and crun or runc are
+/// installed, else Docker when its socket answers, else fails listing what to install.
+pub async fn open(config: &crate::config::Config) -> Result<Box<dyn ContainerRuntime>> {
+    use crate::config::BackendChoice;
+    match config.runtime.backend {
+        BackendChoice::Oci => Ok(Box::new(oci::OciBackend::new(oci::OciSettings::from_config(config))?)),
+        BackendChoice::Docker => Ok(Box::new(docker::connect(config).await?)),
+        BackendChoice::Auto => match oci::OciBackend::new(oci::OciSettings::from_config(config)) {
+            Ok(b) => Ok(Box::new(b)),
+            Err(native) if docker::docker_available(config).await => {
+                tracing::info!(reason = %native, "native backend unavailable; using the Docker daemon");
+                Ok(Box::new(docker::connect(config).await?))
+            }
+            Err(native) => Err(Error::Backend {
+                backend: "auto",
+                message: format!(
+                    "no container backend available ({native}) and no Docker daemon answers: install conmon and \
+                     runc or crun (apt-get install conmon runc), or Docker (apt-get install docker.io) and set \
+                     runtime.backend = \"docker\""
+                ),
+            }),
+        },
+    }
+}
+
+/// Lists the containers `backend` owns, for the agent to adopt at start instead of creating duplicates:
+/// running ones keep running, exited ones keep their exit code, and ones the runtime lost (after a reboot) are
+/// reported [`RunState::Missing`] so the reconciler recreates them under the same id.
+pub async fn adopt(backend: &dyn ContainerRuntime) -> Result<Vec<ContainerInfo>> {
+    let owned = backend.list_owned().await?;
+    for c in &owned {
+        tracing::info!(
+            container = %c.id,
+            deployment = c.labels.get(labels::DEPLOYMENT).map(String::as_str).unwrap_or("-"),
+            state = ?c.state,
+            pid = ?c.pid,
+            "container adopted"
+        );
+    }
+    Ok(owned)
+}
+
+/// Rotates container logs every `period` until `shutdown` (the agent spawns this next to adoption).
+pub async fn rotate_loop(
+    backend: std::sync::Arc<dyn ContainerRuntime>,
+    period: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => match backend.rotate_logs().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rotated = n, "container logs rotated"),
+                Err(e) => tracing::warn!(err = %e, "log rotation tick failed"),
+            },
+        }
+    }
 }

@@ -1,0 +1,41 @@
+//! Times the native backend's create + start of a cached image: from `create` (bundle, overlay, config.json,
+//! conmon + runc create) to `start` returning, when the container's process has been exec'd. Used by
+//! `scripts/bench-run`; prints one line per run, in milliseconds, and leaves the containers running
+//! (`<prefix>-<n>`) so the script can measure memory with them up.
+//!
+//!     cargo run --release --example run_latency -- <agent.toml> <pinned-image> <runs> <prefix> [ARGS...]
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use jetship::runtime::oci::{OciBackend, OciSettings};
+use jetship::runtime::{labels, ContainerConfig, ContainerRuntime};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 4 {
+        bail!("usage: run_latency <agent.toml> <pinned-image> <runs> <prefix> [ARGS...]");
+    }
+    let cfg = jetship::config::load(Some(std::path::Path::new(&args[0])))?.config;
+    let runs: usize = args[2].parse().context("runs must be a number")?;
+    let backend = OciBackend::new(OciSettings::from_config(&cfg))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let config = ContainerConfig {
+        image: args[1].clone(),
+        args: (args.len() > 4).then(|| args[4..].to_vec()),
+        ..Default::default()
+    };
+    rt.block_on(async {
+        backend.ensure_image(&config.image).await?;
+        for n in 0..runs {
+            let id = format!("{}-{n}", args[3]);
+            let labels = BTreeMap::from([(labels::DEPLOYMENT.to_string(), id.clone())]);
+            let t = Instant::now();
+            backend.create(&id, &config, labels).await?;
+            backend.start(&id).await?;
+            println!("{:.1}", t.elapsed().as_secs_f64() * 1000.0);
+        }
+        Ok(())
+    })
+}

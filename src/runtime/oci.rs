@@ -1,0 +1,691 @@
+//! The native backend: containers straight from the content store, unpacked into layer snapshots, mounted as
+//! an overlay per container, described by an OCI bundle and run by runc/crun under conmon. No daemon: conmon
+//! keeps each container alive across agent restarts, and [`OciBackend::list_owned`] adopts them again.
+//!
+//! Owns `<state_dir>/bundles/<id>/` (`config.json`, `rootfs/` mounted over the snapshots, `upper/`, `work/`);
+//! the supervisor owns `<state_dir>/containers/<id>/` (metadata, logs, exit codes). It reads the image store and
+//! snapshot store but never deletes from them (image GC decides that), and it never decides policy: the
+//! container settings arrive already checked.
+//!
+//! Every call blocks on file-system work or external programs, so the async trait methods run the work in
+//! `spawn_blocking`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::conmon::{self, OciRuntime, Paths, Status, Supervisor};
+use super::spec::{self, BindMount, HostFiles, ImageProcess, RunSpec};
+use super::{
+    labels, ContainerConfig, ContainerInfo, ContainerRuntime, ContainerStats, Error, LogLine, Result, RunState,
+};
+use crate::config::{Config, RegistryConfig};
+use crate::devices::{cameras, gpu};
+use crate::image_store::{ImageStore, StoredImage};
+use crate::snapshot::{self, LayerSpec, RootfsMode, SnapshotStore};
+use crate::unpack::UnpackPolicy;
+
+/// Metadata key (not a user label) naming the OCI runtime a container was created with, when it is not the
+/// backend's default (the `nvidia-runtime` GPU mode). Later calls for that container use the same runtime.
+pub const RUNTIME_LABEL: &str = "io.jetship.oci-runtime";
+
+/// The cgroup path (relative to each hierarchy's mount point) given to a container: jetship's own subtree, so
+/// stats can find it and nothing else writes there.
+pub fn cgroup_path(id: &str) -> PathBuf {
+    PathBuf::from(format!("/jetship/{id}"))
+}
+
+/// Settings of the native backend, from the agent config.
+#[derive(Debug, Clone)]
+pub struct OciSettings {
+    /// `state_dir`: the image store, snapshots, bundles and container records live under it.
+    pub state_dir: PathBuf,
+    /// `host.root`: where /dev, /sys, /etc and the GPU/camera files are read.
+    pub host_root: PathBuf,
+    /// `gpu.mode`.
+    pub gpu_mode: gpu::GpuMode,
+    /// `[registry]`: used to pull an image that is not in the store yet.
+    pub registry: RegistryConfig,
+    /// The agent's device id, stored as [`labels::AGENT`] when the caller gives none.
+    pub agent_id: String,
+    /// `runtime.oci_runtime`.
+    pub oci_runtime: String,
+    /// `runtime.conmon`.
+    pub conmon: Option<PathBuf>,
+    /// `runtime.run_dir`.
+    pub run_dir: PathBuf,
+    /// `runtime.log_max_bytes`.
+    pub log_max_bytes: u64,
+    /// How a root file system is built. Defaults to overlay with a copy fallback.
+    pub rootfs_mode: RootfsMode,
+}
+
+impl OciSettings {
+    /// The settings a config gives.
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            state_dir: cfg.state_dir.clone(),
+            host_root: cfg.host.root.clone(),
+            gpu_mode: cfg.gpu.mode,
+            registry: cfg.registry.clone(),
+            agent_id: cfg.device_id(),
+            oci_runtime: cfg.runtime.oci_runtime.clone(),
+            conmon: cfg.runtime.conmon.clone(),
+            run_dir: cfg.runtime.run_dir.clone(),
+            log_max_bytes: cfg.runtime.log_max_bytes,
+            rootfs_mode: RootfsMode::Auto,
+        }
+    }
+}
+
+/// The native OCI backend. Cheap to clone (shared inside).
+#[derive(Clone)]
+pub struct OciBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: OciSettings,
+    sup: Supervisor,
+    conmon: PathBuf,
+}
+
+fn backend_err(message: impl Into<String>) -> Error {
+    Error::Backend { backend: "oci", message: message.into() }
+}
+
+fn ctr_err(id: &str, message: impl Into<String>) -> Error {
+    Error::Container { id: id.to_owned(), message: message.into() }
+}
+
+fn img_err(image: &str, message: impl std::fmt::Display) -> Error {
+    Error::Image { image: image.to_owned(), message: message.to_string() }
+}
+
+impl OciBackend {
+    /// A backend with conmon and the OCI runtime the settings name. Fails with what to install when either is
+    /// missing.
+    pub fn new(settings: OciSettings) -> Result<Self> {
+        let runtime = OciRuntime::choose(&settings.oci_runtime)?;
+        let conmon = match &settings.conmon {
+            Some(p) if p.is_file() => p.clone(),
+            Some(p) => return Err(backend_err(format!("conmon `{}` does not exist: fix runtime.conmon", p.display()))),
+            None => crate::exec::find_program(
+                Path::new("/"),
+                "conmon",
+                &["/usr/bin", "/usr/local/bin", "/usr/libexec/podman"],
+            )
+            .ok_or(conmon::Error::NoConmon)?,
+        };
+        let paths = Paths { containers: settings.state_dir.join("containers"), run: settings.run_dir.clone() };
+        let sup = Supervisor::new(Some(conmon.clone()), runtime, paths, settings.log_max_bytes)?;
+        Ok(Self { inner: Arc::new(Inner { settings, sup, conmon }) })
+    }
+
+    /// The OCI runtime containers get by default (runc or crun).
+    pub fn oci_runtime(&self) -> &OciRuntime {
+        self.inner.sup.runtime()
+    }
+
+    /// The bundle directory of container `id`.
+    pub fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.inner.bundle_dir(id)
+    }
+
+    /// The log file of container `id` (k8s-file format).
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.inner.sup.log_path(id)
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| backend_err(format!("blocking task failed: {e}")))?
+}
+
+impl Inner {
+    fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.settings.state_dir.join("bundles").join(id)
+    }
+
+    fn images(&self) -> Result<ImageStore> {
+        ImageStore::open(&self.settings.state_dir).map_err(|e| backend_err(format!("opening the image store: {e}")))
+    }
+
+    fn snapshots(&self) -> Result<SnapshotStore> {
+        SnapshotStore::open(&self.settings.state_dir).map_err(|e| backend_err(format!("opening the snapshots: {e}")))
+    }
+
+    /// The supervisor for a container: the default one, or one over the runtime recorded in its metadata.
+    fn sup_for(&self, meta_labels: &BTreeMap<String, String>) -> Supervisor {
+        match meta_labels.get(RUNTIME_LABEL) {
+            Some(path) if Path::new(path) != self.sup.runtime().path => self.sup_with(Path::new(path)),
+            _ => self.sup.clone(),
+        }
+    }
+
+    fn sup_with(&self, runtime: &Path) -> Supervisor {
+        let name = runtime.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "oci".into());
+        let paths =
+            Paths { containers: self.settings.state_dir.join("containers"), run: self.settings.run_dir.clone() };
+        Supervisor::new(
+            Some(self.conmon.clone()),
+            OciRuntime { path: runtime.to_path_buf(), name },
+            paths,
+            self.settings.log_max_bytes,
+        )
+        .expect("conmon path is given")
+    }
+
+    fn meta_labels(&self, id: &str) -> Result<BTreeMap<String, String>> {
+        let path = self.settings.state_dir.join("containers").join(id).join("meta.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(conmon::Error::NotFound { id: id.to_owned() }.into())
+            }
+            Err(e) => return Err(ctr_err(id, format!("reading {}: {e}", path.display()))),
+        };
+        let meta: conmon::Meta = serde_json::from_slice(&bytes)
+            .map_err(|e| ctr_err(id, format!("{} is unreadable: {e}; remove the container", path.display())))?;
+        Ok(meta.labels)
+    }
+
+    fn sup_of(&self, id: &str) -> Result<Supervisor> {
+        Ok(self.sup_for(&self.meta_labels(id)?))
+    }
+
+    /// Unpacks the image's layers (reusing snapshots); returns the image and its snapshot dirs, bottom first.
+    fn unpack(&self, image: &str) -> Result<(StoredImage, Vec<PathBuf>)> {
+        let store = self.images()?;
+        let stored = store.image(image).map_err(|e| img_err(image, e))?;
+        let diff_ids = stored.config.rootfs().diff_ids();
+        if diff_ids.len() != stored.record.layers.len() {
+            return Err(img_err(
+                image,
+                format!(
+                    "the config lists {} layers but the manifest {}: the image is broken, rebuild it",
+                    diff_ids.len(),
+                    stored.record.layers.len()
+                ),
+            ));
+        }
+        let layers: Vec<LayerSpec> = diff_ids
+            .iter()
+            .zip(&stored.record.layers)
+            .map(|(d, l)| LayerSpec { diff_id: d.clone(), media_type: l.media_type.clone() })
+            .collect();
+        let blobs: Vec<String> = stored.record.layers.iter().map(|l| l.digest.clone()).collect();
+        let snaps = self
+            .snapshots()?
+            .ensure_all(
+                &layers,
+                |i, _| store.open_blob(&blobs[i]).map_err(|e| std::io::Error::other(e.to_string())),
+                &UnpackPolicy::default(),
+            )
+            .map_err(|e| img_err(image, e))?;
+        Ok((stored, snaps.into_iter().map(|s| s.fs).collect()))
+    }
+
+    fn create(&self, id: &str, config: &ContainerConfig, mut user_labels: BTreeMap<String, String>) -> Result<()> {
+        if !conmon::valid_id(id) {
+            return Err(conmon::Error::BadId(id.to_owned()).into());
+        }
+        if self.settings.state_dir.join("containers").join(id).join("meta.json").exists() {
+            return Err(conmon::Error::Exists { id: id.to_owned() }.into());
+        }
+        let root = &self.settings.host_root;
+        // Devices first: a missing camera or an unusable GPU must fail before anything is created.
+        let mut camera_warnings = Vec::new();
+        let camera_nodes = if config.cameras.is_empty() {
+            Vec::new()
+        } else {
+            let found = cameras::discover(root, &mut camera_warnings);
+            cameras::resolve(&found, root, &config.cameras)?
+        };
+        for w in camera_warnings {
+            tracing::debug!(container = %id, warning = %w, "camera discovery");
+        }
+        let gpu_plan = match config.gpu_request()? {
+            Some(req) => Some(gpu::plan_gpu(root, self.settings.gpu_mode, &req)?),
+            None => None,
+        };
+        if let Some(plan) = &gpu_plan {
+            for s in &plan.skipped {
+                tracing::info!(container = %id, mode = %s.mode, reason = %s.reason, "gpu mode skipped");
+            }
+            for w in &plan.warnings {
+                tracing::warn!(container = %id, warning = %w, "gpu plan");
+            }
+            tracing::info!(container = %id, mode = %plan.method.mode(), "gpu plan");
+        }
+
+        let (stored, lowers) = self.unpack(&config.image)?;
+        let bundle = self.bundle_dir(id);
+        if bundle.exists() {
+            // Left over from a create that crashed before the supervisor's record was written.
+            cleanup_bundle(&bundle);
+        }
+        std::fs::create_dir_all(&bundle).map_err(|e| ctr_err(id, format!("creating {}: {e}", bundle.display())))?;
+        let lower_refs: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+        let rootfs = match snapshot::mount_rootfs(&lower_refs, &bundle, self.settings.rootfs_mode) {
+            Ok(r) => r,
+            Err(e) => {
+                cleanup_bundle(&bundle);
+                return Err(ctr_err(id, format!("building the root file system: {e}")));
+            }
+        };
+        let result = self.write_bundle(id, config, &stored, rootfs.path(), &bundle, gpu_plan.as_ref(), camera_nodes);
+        let runtime = match result {
+            Ok(r) => r,
+            Err(e) => {
+                drop(rootfs);
+                cleanup_bundle(&bundle);
+                return Err(e);
+            }
+        };
+        user_labels.insert(labels::IMAGE.into(), config.image.clone());
+        user_labels.insert(labels::SPEC_HASH.into(), config.spec_hash());
+        user_labels.entry(labels::AGENT.into()).or_insert_with(|| self.settings.agent_id.clone());
+        let sup = match &runtime {
+            Some(path) => {
+                user_labels.insert(RUNTIME_LABEL.into(), path.to_string_lossy().into_owned());
+                self.sup_with(path)
+            }
+            None => self.sup.clone(),
+        };
+        if let Err(e) = sup.create(id, &bundle, user_labels) {
+            let _ = sup.remove(id);
+            drop(rootfs);
+            cleanup_bundle(&bundle);
+            return Err(e.into());
+        }
+        // The container outlives this call (and this process): leave the overlay mounted.
+        rootfs.keep();
+        tracing::info!(container = %id, image = %config.image, "container created");
+        Ok(())
+    }
+
+    /// Writes `config.json` and the GPU symlinks; returns the OCI runtime to use instead of the default.
+    #[allow(clippy::too_many_arguments)]
+    fn write_bundle(
+        &self,
+        id: &str,
+        config: &ContainerConfig,
+        stored: &StoredImage,
+        rootfs: &Path,
+        bundle: &Path,
+        gpu_plan: Option<&gpu::GpuPlan>,
+        camera_nodes: Vec<spec::DeviceNode>,
+    ) -> Result<Option<PathBuf>> {
+        let image = image_process(stored);
+        let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap_or_default();
+        let user = config.user.as_deref().or(image.user.as_deref());
+        let user = spec::resolve_user(user, &read("etc/passwd"), &read("etc/group"))?;
+        let mut run = run_spec(config);
+        let mut runtime = None;
+        if let Some(plan) = gpu_plan {
+            runtime = plan.apply(&mut run).map(Path::to_path_buf);
+            if let Some(edits) = plan.edits() {
+                let mut warnings = Vec::new();
+                gpu::create_symlinks(rootfs, &edits.symlinks, &mut warnings)
+                    .map_err(|e| ctr_err(id, format!("creating GPU symlinks in the root file system: {e}")))?;
+                for w in warnings {
+                    tracing::warn!(container = %id, warning = %w, "gpu symlinks");
+                }
+            }
+        }
+        gpu::add_devices(&mut run, &camera_nodes);
+        if let Some(m) = cameras::argus_mount(&self.settings.host_root, gpu_plan.is_some(), &config.cameras) {
+            run.mounts.push(m);
+        }
+        let mut oci = spec::build(&image, &run, user, rootfs, &HostFiles::under(&self.settings.host_root))?;
+        if let Some(linux) = oci.linux_mut() {
+            linux.set_cgroups_path(Some(cgroup_path(id)));
+        }
+        let json = serde_json::to_vec_pretty(&oci).map_err(|e| ctr_err(id, format!("serializing config.json: {e}")))?;
+        crate::fsutil::write_atomic(&bundle.join("config.json"), &json)
+            .map_err(|e| ctr_err(id, format!("writing config.json: {e}")))?;
+        Ok(runtime)
+    }
+
+    fn remove(&self, id: &str) -> Result<()> {
+        if !conmon::valid_id(id) {
+            return Err(conmon::Error::BadId(id.to_owned()).into());
+        }
+        let sup = match self.meta_labels(id) {
+            Ok(l) => self.sup_for(&l),
+            Err(_) => self.sup.clone(),
+        };
+        sup.remove(id)?;
+        let bundle = self.bundle_dir(id);
+        if bundle.exists() {
+            unmount(&bundle.join("rootfs"))
+                .map_err(|e| ctr_err(id, format!("unmounting the root file system: {e}")))?;
+            std::fs::remove_dir_all(&bundle).map_err(|e| ctr_err(id, format!("removing {}: {e}", bundle.display())))?;
+        }
+        tracing::info!(container = %id, "container removed");
+        Ok(())
+    }
+
+    fn list_owned(&self) -> Result<Vec<ContainerInfo>> {
+        let mut out = Vec::new();
+        for owned in self.sup.list()? {
+            let state = if owned.meta.labels.contains_key(RUNTIME_LABEL) {
+                self.sup_for(&owned.meta.labels).state(&owned.meta.id)?
+            } else {
+                owned.state
+            };
+            out.push(info(owned.meta, state));
+        }
+        Ok(out)
+    }
+
+    fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {
+        if !conmon::valid_id(id) {
+            return Err(conmon::Error::BadId(id.to_owned()).into());
+        }
+        let path = self.settings.state_dir.join("containers").join(id).join("meta.json");
+        let meta: conmon::Meta = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| ctr_err(id, format!("{} is unreadable: {e}; remove the container", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ctr_err(id, format!("reading {}: {e}", path.display()))),
+        };
+        let state = self.sup_for(&meta.labels).state(id)?;
+        Ok(Some(info(meta, state)))
+    }
+}
+
+/// The backend-neutral view of a supervised container (the internal runtime key dropped from the labels).
+fn info(meta: conmon::Meta, state: conmon::State) -> ContainerInfo {
+    let mut labels = meta.labels;
+    labels.remove(RUNTIME_LABEL);
+    ContainerInfo {
+        id: meta.id,
+        labels,
+        state: run_state(state.status),
+        pid: state.pid,
+        exit_code: state.exit_code,
+        oom_killed: state.oom_killed,
+        // Creation time: `create` and `start` follow each other in every caller (jetship run, the reconciler).
+        started_at: Some(meta.created_at),
+    }
+}
+
+/// Unmounts `path` when it is a mount point (lazily, so a busy mount still goes away once unused).
+fn unmount(path: &Path) -> std::io::Result<()> {
+    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) => Ok(()),
+        // Not a mount point (a copied root file system) or already gone.
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn cleanup_bundle(bundle: &Path) {
+    if let Err(e) = unmount(&bundle.join("rootfs")) {
+        tracing::warn!(bundle = %bundle.display(), err = %e, "unmount failed");
+    }
+    let _ = std::fs::remove_dir_all(bundle);
+}
+
+/// The process settings of a stored image config.
+pub fn image_process(stored: &StoredImage) -> ImageProcess {
+    match stored.config.config() {
+        Some(c) => ImageProcess {
+            entrypoint: c.entrypoint().clone().unwrap_or_default(),
+            cmd: c.cmd().clone().unwrap_or_default(),
+            env: c.env().clone().unwrap_or_default(),
+            working_dir: c.working_dir().clone(),
+            user: c.user().clone(),
+        },
+        None => ImageProcess::default(),
+    }
+}
+
+/// The run spec of a container config (before device edits).
+pub fn run_spec(config: &ContainerConfig) -> RunSpec {
+    RunSpec {
+        entrypoint: config.entrypoint.clone(),
+        args: config.args.clone(),
+        env: config.env.clone(),
+        working_dir: config.working_dir.clone(),
+        hostname: config.hostname.clone(),
+        ipc: config.ipc,
+        network: config.network,
+        shm_size_bytes: config.shm_size_bytes,
+        memory_bytes: config.memory_bytes,
+        cpus: config.cpus,
+        mounts: config
+            .volumes
+            .iter()
+            .map(|v| BindMount { host: v.host.clone(), container: v.container.clone(), read_only: v.read_only })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The backend-neutral state of a supervisor status.
+pub fn run_state(status: Status) -> RunState {
+    match status {
+        Status::Created => RunState::Created,
+        Status::Running => RunState::Running,
+        Status::Paused => RunState::Paused,
+        Status::Stopped => RunState::Exited,
+        Status::Missing => RunState::Missing,
+    }
+}
+
+/// The cgroup files stats are read from, as (name, contents) pairs; absent files are left out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CgroupFiles {
+    /// cgroup v2 (`cpu.stat`, `memory.current`, `memory.max`, `pids.current`) rather than v1.
+    pub unified: bool,
+    pub files: BTreeMap<String, String>,
+}
+
+/// Stats from a container's cgroup files. v2: `cpu.stat` `usage_usec`, `memory.current`, `memory.max`
+/// (`max` = no limit), `pids.current`. v1: `cpuacct.usage`, `memory.usage_in_bytes`, `memory.limit_in_bytes`
+/// (a value near `i64::MAX` = no limit), `pids.current`. Missing or garbled files give `None` fields.
+pub fn parse_cgroup_stats(c: &CgroupFiles) -> ContainerStats {
+    let num = |name: &str| c.files.get(name).and_then(|s| s.trim().parse::<u64>().ok());
+    if c.unified {
+        let cpu = c.files.get("cpu.stat").and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("usage_usec ").and_then(|v| v.trim().parse::<u64>().ok()))
+        });
+        ContainerStats {
+            cpu_usage_ns: cpu.map(|us| us * 1000),
+            memory_bytes: num("memory.current"),
+            memory_limit_bytes: num("memory.max"),
+            pids: num("pids.current"),
+        }
+    } else {
+        ContainerStats {
+            cpu_usage_ns: num("cpuacct.usage"),
+            memory_bytes: num("memory.usage_in_bytes"),
+            // v1 reports "no limit" as a huge page-rounded number.
+            memory_limit_bytes: num("memory.limit_in_bytes").filter(|l| *l < (1u64 << 62)),
+            pids: num("pids.current"),
+        }
+    }
+}
+
+/// Reads the cgroup files of container `id` under the cgroup mount `cgroup_root` (`/sys/fs/cgroup`).
+pub fn read_cgroup(cgroup_root: &Path, id: &str) -> CgroupFiles {
+    let rel = cgroup_path(id);
+    let rel = rel.strip_prefix("/").unwrap_or(&rel);
+    let mut files = BTreeMap::new();
+    let mut read = |dir: PathBuf, name: &str| {
+        if let Ok(s) = std::fs::read_to_string(dir.join(name)) {
+            files.insert(name.to_owned(), s);
+        }
+    };
+    if cgroup_root.join("cgroup.controllers").exists() {
+        let dir = cgroup_root.join(rel);
+        for f in ["cpu.stat", "memory.current", "memory.max", "pids.current"] {
+            read(dir.clone(), f);
+        }
+        return CgroupFiles { unified: true, files };
+    }
+    read(cgroup_root.join("cpuacct").join(rel), "cpuacct.usage");
+    read(cgroup_root.join("cpu,cpuacct").join(rel), "cpuacct.usage");
+    read(cgroup_root.join("memory").join(rel), "memory.usage_in_bytes");
+    read(cgroup_root.join("memory").join(rel), "memory.limit_in_bytes");
+    read(cgroup_root.join("pids").join(rel), "pids.current");
+    CgroupFiles { unified: false, files }
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for OciBackend {
+    fn name(&self) -> &'static str {
+        "oci"
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<()> {
+        let inner = self.inner.clone();
+        let name = image.to_owned();
+        let handle = tokio::runtime::Handle::current();
+        // The pull future is not `Send` (higher-ranked closures inside), so it runs on this blocking thread.
+        blocking(move || {
+            let store = inner.images()?;
+            if store.image(&name).is_ok() {
+                return Ok(());
+            }
+            let registry = &inner.settings.registry;
+            let opts = crate::pull::PullOptions::from_config(registry, None).map_err(|e| img_err(&name, e))?;
+            let client_opts = crate::registry::ClientOptions::from_config(registry).map_err(|e| img_err(&name, e))?;
+            let client = crate::registry::Client::new(client_opts).map_err(|e| img_err(&name, e))?;
+            let vars = crate::reference::TemplateVars::default();
+            let cancel = tokio_util::sync::CancellationToken::new();
+            handle
+                .block_on(crate::pull::pull(&client, &store, &name, &vars, &opts, None, cancel))
+                .map_err(|e| img_err(&name, e))?;
+            Ok(())
+        })
+        .await?;
+        let inner = self.inner.clone();
+        let name = image.to_owned();
+        blocking(move || inner.unpack(&name).map(|_| ())).await
+    }
+
+    async fn create(&self, id: &str, config: &ContainerConfig, labels: BTreeMap<String, String>) -> Result<()> {
+        let inner = self.inner.clone();
+        let (id, config) = (id.to_owned(), config.clone());
+        blocking(move || inner.create(&id, &config, labels)).await
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        let inner = self.inner.clone();
+        let id = id.to_owned();
+        blocking(move || Ok(inner.sup_of(&id)?.start(&id)?)).await
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<Option<i32>> {
+        let inner = self.inner.clone();
+        let id = id.to_owned();
+        blocking(move || Ok(inner.sup_of(&id)?.stop(&id, grace)?)).await
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let inner = self.inner.clone();
+        let id = id.to_owned();
+        blocking(move || inner.remove(&id)).await
+    }
+
+    async fn list_owned(&self) -> Result<Vec<ContainerInfo>> {
+        let inner = self.inner.clone();
+        blocking(move || inner.list_owned()).await
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {
+        let inner = self.inner.clone();
+        let id = id.to_owned();
+        blocking(move || inner.inspect(&id)).await
+    }
+
+    async fn logs(&self, id: &str, tail: Option<usize>) -> Result<Vec<LogLine>> {
+        let inner = self.inner.clone();
+        let id = id.to_owned();
+        blocking(move || Ok(inner.sup.logs(&id, tail)?)).await
+    }
+
+    /// Rotates the log of every owned container that reached `runtime.log_max_bytes`.
+    async fn rotate_logs(&self) -> Result<usize> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut rotated = 0;
+            for owned in inner.sup.list()? {
+                match inner.sup_for(&owned.meta.labels).rotate_logs(&owned.meta.id) {
+                    Ok(true) => rotated += 1,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(container = %owned.meta.id, err = %e, "log rotation failed"),
+                }
+            }
+            Ok(rotated)
+        })
+        .await
+    }
+
+    async fn stats(&self, id: &str) -> Result<ContainerStats> {
+        let inner = self.inner.clone();
+        let id = id.to_owned();
+        blocking(move || {
+            inner.meta_labels(&id)?;
+            Ok(parse_cgroup_stats(&read_cgroup(Path::new("/sys/fs/cgroup"), &id)))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(unified: bool, entries: &[(&str, &str)]) -> CgroupFiles {
+        CgroupFiles { unified, files: entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    }
+
+    #[test]
+    fn cgroup_v2_stats_parse_and_max_means_no_limit() {
+        let s = parse_cgroup_stats(&files(
+            true,
+            &[
+                ("cpu.stat", "usage_usec 1500\nuser_usec 1000\n"),
+                ("memory.current", "4096\n"),
+                ("memory.max", "max\n"),
+                ("pids.current", "3\n"),
+            ],
+        ));
+        assert_eq!(s.cpu_usage_ns, Some(1_500_000));
+        assert_eq!(s.memory_bytes, Some(4096));
+        assert_eq!(s.memory_limit_bytes, None);
+        assert_eq!(s.pids, Some(3));
+    }
+
+    #[test]
+    fn cgroup_v1_stats_parse_and_tolerate_absent_or_garbled_files() {
+        let s = parse_cgroup_stats(&files(
+            false,
+            &[
+                ("cpuacct.usage", "123456\n"),
+                ("memory.usage_in_bytes", "garbage"),
+                ("memory.limit_in_bytes", "9223372036854771712\n"),
+            ],
+        ));
+        assert_eq!(s.cpu_usage_ns, Some(123456));
+        assert_eq!(s.memory_bytes, None);
+        assert_eq!(s.memory_limit_bytes, None, "v1's huge default is no limit");
+        assert_eq!(s.pids, None);
+        let limited = parse_cgroup_stats(&files(false, &[("memory.limit_in_bytes", "1048576")]));
+        assert_eq!(limited.memory_limit_bytes, Some(1048576));
+    }
+
+    #[test]
+    fn statuses_map_to_run_states() {
+        assert_eq!(run_state(Status::Stopped), RunState::Exited);
+        assert_eq!(run_state(Status::Missing), RunState::Missing);
+        assert_eq!(run_state(Status::Running), RunState::Running);
+        assert_eq!(cgroup_path("web"), Path::new("/jetship/web"));
+    }
+}
