@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use jetship::runtime::{
-    labels, ContainerConfig, ContainerInfo, ContainerRuntime, IpcMode, NetworkMode, RunState, Volume,
-};
+use jetship::runtime::{labels, ContainerConfig, ContainerInfo, ContainerRuntime, IpcMode, NetworkMode, RunState};
 
 use super::registry::{self as reg, Blob, Image, Pusher};
 
@@ -124,17 +122,25 @@ pub async fn same_behaviour(backend: &dyn ContainerRuntime, image: &str, scratch
     let script = "echo \"$GREETING from $(pwd)\"; cat /data/msg.txt; echo oops >&2; \
                   echo \"ipc=$(readlink /proc/self/ns/ipc) net=$(readlink /proc/self/ns/net)\"; \
                   echo written > /data/out.txt; exit 3";
-    let config = ContainerConfig {
-        image: image.to_owned(),
-        entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
-        args: Some(vec![script.into()]),
-        env: vec!["GREETING=hello".into()],
-        working_dir: Some("/work".into()),
-        ipc: IpcMode::Host,
-        network: NetworkMode::Host,
-        volumes: vec![Volume { host: scratch.to_path_buf(), container: "/data".into(), read_only: false }],
-        ..Default::default()
-    };
+    // The same deployment file drives every backend: parsed and converted exactly as the agent does.
+    let doc = format!(
+        r#"
+[deployments.contract]
+image = "{image}"
+command = ["/bin/sh", "-c"]
+args = ['{script}']
+env = {{ GREETING = "hello" }}
+working_dir = "/work"
+ipc = "host"
+network = "host"
+volumes = [{{ host = "{scratch}", container = "/data" }}]
+"#,
+        scratch = scratch.display()
+    );
+    let doc = jetship::deployment::parse(doc.as_bytes(), Some(jetship::deployment::Format::Toml), "contract.toml")
+        .unwrap_or_else(|e| panic!("the contract's deployment file: {e}"));
+    let config = doc.deployments["contract"].container_config("contract", image).unwrap();
+    assert_eq!((config.ipc, config.network), (IpcMode::Host, NetworkMode::Host));
     let id = format!("{prefix}-run");
     let extra = BTreeMap::from([(labels::DEPLOYMENT.to_owned(), "contract".to_owned())]);
     backend.create(&id, &config, extra).await.unwrap_or_else(|e| panic!("{name}: create: {e}"));
