@@ -11,6 +11,7 @@ pub mod deployment;
 pub mod desired;
 pub mod devices;
 pub mod exec;
+pub mod executor;
 pub mod fleet;
 pub mod fsutil;
 pub mod image_store;
