@@ -251,9 +251,37 @@ pub fn parse_desired(payload: &[u8]) -> Result<Desired> {
 pub enum Command {
     /// Answer at once; used to measure the round trip.
     Ping,
+    /// `{"cmd":"logs","args":{"deployment":"a","tail":100,"follow_s":10}}`: the deployment's output, the last
+    /// `tail` lines (all when absent); with `follow_s` the agent also collects what the container writes for that
+    /// many seconds (at most [`MAX_FOLLOW_S`]) and answers once, with everything, when the time is up.
+    Logs { deployment: String, tail: Option<usize>, follow_s: Option<u64> },
+    /// `{"cmd":"restart","args":{"deployment":"a"}}`: stops and starts the deployment's container.
+    Restart { deployment: String },
+    /// `{"cmd":"resolve","args":{"image":"repo:{auto}"}}`: explains which tag the device would run and why.
+    Resolve { image: String },
 }
 
-const KNOWN_COMMANDS: &str = "`ping`";
+/// The longest `follow_s` of a `logs` command: a reply must not wait on a device forever.
+pub const MAX_FOLLOW_S: u64 = 60;
+
+const KNOWN_COMMANDS: &str = "`ping`, `logs`, `restart`, `resolve`";
+
+fn string_arg(args: Option<&serde_json::Value>, name: &str) -> Result<String> {
+    match args.and_then(|a| a.get(name)) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(Error::WrongType { field: format!("args.{name}"), expected: "present and a non-empty string" }),
+    }
+}
+
+fn number_arg(args: Option<&serde_json::Value>, name: &str) -> Result<Option<u64>> {
+    match args.and_then(|a| a.get(name)) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| Error::WrongType { field: format!("args.{name}"), expected: "a whole number" }),
+    }
+}
 
 /// Checks a `cmd/<request_id>` payload: `{"cmd": "<name>", "args": {...}?}`.
 pub fn parse_command(payload: &[u8]) -> Result<Command> {
@@ -266,8 +294,22 @@ pub fn parse_command(payload: &[u8]) -> Result<Command> {
         None | Some(serde_json::Value::Null) | Some(serde_json::Value::Object(_)) => {}
         Some(_) => return Err(Error::WrongType { field: "args".into(), expected: "an object" }),
     }
+    let args = value.get("args");
     match name {
         "ping" => Ok(Command::Ping),
+        "logs" => {
+            let follow_s = number_arg(args, "follow_s")?;
+            if follow_s.is_some_and(|f| f > MAX_FOLLOW_S) {
+                return Err(Error::WrongType { field: "args.follow_s".into(), expected: "at most 60 (seconds)" });
+            }
+            Ok(Command::Logs {
+                deployment: string_arg(args, "deployment")?,
+                tail: number_arg(args, "tail")?.map(|t| t as usize),
+                follow_s,
+            })
+        }
+        "restart" => Ok(Command::Restart { deployment: string_arg(args, "deployment")? }),
+        "resolve" => Ok(Command::Resolve { image: string_arg(args, "image")? }),
         other => Err(Error::UnknownCommand { name: other.chars().take(64).collect(), known: KNOWN_COMMANDS }),
     }
 }
@@ -462,6 +504,22 @@ mod tests {
         assert!(parse_command(br#"{"cmd":5}"#).unwrap_err().to_string().contains("`cmd`"));
         assert!(parse_command(br#"{"cmd":"ping","args":[1]}"#).unwrap_err().to_string().contains("`args`"));
         assert!(matches!(parse_command(b"ping"), Err(Error::NotJson { .. })));
+    }
+
+    #[test]
+    fn deployment_commands_take_their_arguments() {
+        let logs = parse_command(br#"{"cmd":"logs","args":{"deployment":"a","tail":5,"follow_s":3}}"#).unwrap();
+        assert_eq!(logs, Command::Logs { deployment: "a".into(), tail: Some(5), follow_s: Some(3) });
+        let restart = parse_command(br#"{"cmd":"restart","args":{"deployment":"a"}}"#).unwrap();
+        assert_eq!(restart, Command::Restart { deployment: "a".into() });
+        let resolve = parse_command(br#"{"cmd":"resolve","args":{"image":"r/x:{auto}"}}"#).unwrap();
+        assert_eq!(resolve, Command::Resolve { image: "r/x:{auto}".into() });
+        let no_name = parse_command(br#"{"cmd":"logs","args":{"tail":5}}"#).unwrap_err().to_string();
+        assert!(no_name.contains("`args.deployment`"), "{no_name}");
+        let bad_tail = parse_command(br#"{"cmd":"logs","args":{"deployment":"a","tail":"x"}}"#).unwrap_err();
+        assert!(bad_tail.to_string().contains("`args.tail`"), "{bad_tail}");
+        let long = parse_command(br#"{"cmd":"logs","args":{"deployment":"a","follow_s":3600}}"#).unwrap_err();
+        assert!(long.to_string().contains("at most 60"), "{long}");
     }
 
     #[test]

@@ -145,6 +145,7 @@ async fn device(
                 if let protocol::Incoming::Cmd { request_id: Ok(id) } = protocol::classify(&topics, &[], &m.topic) {
                     let reply = match protocol::parse_command(&m.payload) {
                         Ok(protocol::Command::Ping) => Reply::ok(&id, serde_json::json!({ "agent_version": crate::VERSION })),
+                        Ok(_) => Reply { ok: false, error: Some("a simulated device runs no deployments".into()), request_id: id.clone(), result: None },
                         Err(e) => Reply::error(&id, &e),
                     };
                     handle.send(topics.reply(&id), serde_json::to_vec(&reply).unwrap_or_default());
