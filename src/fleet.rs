@@ -347,13 +347,13 @@ pub fn detail(view: &DeviceView, now_ms: u64) -> String {
 }
 
 /// A short-lived controller connection: one event loop polled inline.
-struct Session {
+pub(crate) struct Session {
     el: EventLoop,
     url: String,
 }
 
 impl Session {
-    async fn connect(access: &BrokerAccess, deadline: Instant) -> Result<Session> {
+    pub(crate) async fn connect(access: &BrokerAccess, deadline: Instant) -> Result<Session> {
         let id = format!("jetship-cli-{:08x}", rand::random::<u32>());
         let mut opts = access.options(&id, Duration::from_secs(30))?;
         opts.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
@@ -370,7 +370,7 @@ impl Session {
         }
     }
 
-    async fn next(&mut self, deadline: Instant) -> Result<Event> {
+    pub(crate) async fn next(&mut self, deadline: Instant) -> Result<Event> {
         match tokio::time::timeout_at(deadline, self.el.poll()).await {
             Ok(Ok(ev)) => Ok(ev),
             Ok(Err(e)) => Err(Error::Connect { url: self.url.clone(), message: e.to_string() }),
@@ -378,16 +378,23 @@ impl Session {
         }
     }
 
-    fn subscribe(&mut self, filters: Vec<String>, qos: QoS) {
+    pub(crate) fn subscribe(&mut self, filters: Vec<String>, qos: QoS) {
         let f = filters.into_iter().map(|f| SubscribeFilter::new(f, qos));
         self.el.pending.push_back(Request::Subscribe(Subscribe::new_many(f)));
     }
 
-    fn publish(&mut self, topic: String, payload: Vec<u8>, qos: QoS) {
+    pub(crate) fn publish(&mut self, topic: String, payload: Vec<u8>, qos: QoS) {
         self.el.pending.push_back(Request::Publish(Publish::new(topic, qos, payload)));
     }
 
-    fn disconnect(mut self) {
+    /// Publishes a retained message (QoS 1; the caller waits for the PubAck).
+    pub(crate) fn publish_retained(&mut self, topic: String, payload: Vec<u8>) {
+        let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
+        p.retain = true;
+        self.el.pending.push_back(Request::Publish(p));
+    }
+
+    pub(crate) fn disconnect(mut self) {
         self.el.pending.push_back(Request::Disconnect(rumqttc::Disconnect));
         // Best effort: the broker drops the session anyway when the socket closes.
         let _ = futures_util::FutureExt::now_or_never(self.el.poll());
@@ -423,7 +430,7 @@ pub async fn snapshot(access: &BrokerAccess, device: &str, limit: Duration) -> R
     Ok(devices)
 }
 
-fn timeout_as(e: Error, limit: Duration) -> Error {
+pub(crate) fn timeout_as(e: Error, limit: Duration) -> Error {
     match e {
         Error::Timeout(_) => Error::Timeout(limit),
         e => e,

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod deployment;
 pub mod desired;
 pub mod devices;
