@@ -3,6 +3,7 @@
 //! controllers send (`desired`, `cmd/*`), and shutdown on SIGTERM/SIGINT; the work itself lives in the other
 //! modules (`probe`, `metrics`, `mqtt`, `spool`, `protocol`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,9 +16,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::config::PolicyConfig;
-use crate::deployment::{self, Document, Format};
+use crate::deployment::{self, Format};
 use crate::desired::{DesiredStore, Source};
-use crate::executor::{self, Executor, Output};
+use crate::executor::{self, Desired, Executor, Output};
 use crate::metrics::Sampler;
 use crate::mqtt::{BrokerAccess, Link, LinkHandle, LinkOptions, Message};
 use crate::probe::{self, HostFacts};
@@ -133,11 +134,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let publish = move |out: &Output| {
             {
                 let mut r = reported.lock().unwrap_or_else(|e| e.into_inner());
-                if r.deployments == out.deployments && r.applied_generation == out.applied_generation {
+                let same = r.deployments == out.deployments
+                    && r.applied_generation == out.applied_generation
+                    && r.sources == out.sources
+                    && r.generation == out.generation;
+                if same {
                     return;
                 }
                 r.deployments = out.deployments.clone();
                 r.applied_generation = out.applied_generation;
+                r.generation = out.generation;
+                r.sources = out.sources.clone();
             }
             for e in &out.events {
                 let fields = serde_json::to_value(e).unwrap_or_default();
@@ -259,7 +266,7 @@ struct Inbox {
     state_dir: PathBuf,
     handle: LinkHandle,
     reported: Shared,
-    desired: watch::Sender<Option<Document>>,
+    desired: watch::Sender<Option<Desired>>,
     runtime: Option<Arc<dyn ContainerRuntime>>,
     config: Config,
 }
@@ -283,7 +290,7 @@ impl Inbox {
         topics: Topics,
         handle: LinkHandle,
         runtime: Option<Arc<dyn ContainerRuntime>>,
-    ) -> (Inbox, watch::Receiver<Option<Document>>, Shared) {
+    ) -> (Inbox, watch::Receiver<Option<Desired>>, Shared) {
         let store = DesiredStore::new(&config.state_dir);
         let reported = Arc::new(Mutex::new(Reported {
             generation: None,
@@ -317,13 +324,18 @@ impl Inbox {
         for p in problems {
             warn!(problem = %p, "stored desired state");
         }
-        {
+        let sources: BTreeMap<String, Option<u64>> =
+            overlay.generations.iter().map(|(s, g)| (s.to_string(), *g)).collect();
+        if self.runtime.is_none() {
+            // No executor: the documents are only stored, and reported as taken here. With one, the executor
+            // reports them together with the states planned from them, so a controller never sees a new
+            // generation next to the previous one's states.
             let mut r = self.reported.lock().unwrap_or_else(|e| e.into_inner());
             r.generation = overlay.document.generation;
-            r.sources = overlay.generations.iter().map(|(s, g)| (s.to_string(), *g)).collect();
+            r.sources = sources.clone();
         }
         let any = !overlay.generations.is_empty();
-        self.desired.send_replace(any.then_some(overlay.document));
+        self.desired.send_replace(any.then_some(Desired { document: overlay.document, sources }));
     }
 
     fn publish_reported(&self) {

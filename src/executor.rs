@@ -179,9 +179,21 @@ enum Done {
     Health { deployment: String, id: String, health: Health },
 }
 
+/// The desired state handed to [`Executor::run`]: the overlaid document and the generation of each source it
+/// was made from (`device`, `group:<name>`), reported with the states planned from it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Desired {
+    pub document: Document,
+    pub sources: BTreeMap<String, Option<u64>>,
+}
+
 /// What a round produced, for the agent to publish.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Output {
+    /// The generation of the document this round planned for (the device document's).
+    pub generation: Option<u64>,
+    /// The source generations of that document (filled in by [`Executor::run`]).
+    pub sources: BTreeMap<String, Option<u64>>,
     /// Every desired deployment, and removed ones still being cleaned up.
     pub deployments: BTreeMap<String, ReportedDeployment>,
     /// The generation every deployment converged to.
@@ -283,7 +295,7 @@ impl Executor {
     /// `publish`. `None` means "no desired state yet": containers are left as they are.
     pub async fn run(
         mut self,
-        mut desired: watch::Receiver<Option<Document>>,
+        mut desired: watch::Receiver<Option<Desired>>,
         publish: impl Fn(&Output) + Send,
         shutdown: CancellationToken,
     ) {
@@ -291,8 +303,9 @@ impl Executor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let doc = desired.borrow_and_update().clone();
-            if let Some(doc) = doc {
-                let out = self.round(&doc).await;
+            if let Some(d) = doc {
+                let mut out = self.round(&d.document).await;
+                out.sources = d.sources;
                 publish(&out);
             }
             tokio::select! {
@@ -352,7 +365,14 @@ impl Executor {
         self.states = plan.states.clone();
         let deployments =
             plan.states.iter().map(|(name, state)| (name.clone(), self.report(name, state, desired))).collect();
-        Output { deployments, applied_generation: self.applied, events, converged: plan.converged }
+        Output {
+            generation: desired.generation,
+            sources: BTreeMap::new(),
+            deployments,
+            applied_generation: self.applied,
+            events,
+            converged: plan.converged,
+        }
     }
 
     /// Refreshes the containers in [`Actual`] from the backend, keeping what the health checkers said.
