@@ -106,7 +106,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         spool,
     );
 
-    let runtime = match executor::backend(&config).await {
+    let meter = executor::PullMeter::default();
+    let runtime = match executor::backend(&config, &meter).await {
         Ok(rt) => Some(rt),
         Err(err) => {
             warn!(%err, "deployments are not run on this device");
@@ -129,9 +130,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tracker.spawn(inbox.run(incoming, shutdown.clone()));
     if let Some(rt) = runtime {
         let resolver = executor::RegistryResolver::new(&config.registry, vars).context("registry settings")?;
-        let exec = Executor::new(rt, Arc::new(resolver), executor::Options::from_config(&config));
+        let exec = Executor::new(rt, Arc::new(resolver), meter, executor::Options::from_config(&config));
         let (h, t) = (handle.clone(), topics.clone());
         let publish = move |out: &Output| {
+            for p in &out.progress {
+                emit(&h, "pull-progress", serde_json::to_value(p).unwrap_or_default());
+            }
             {
                 let mut r = reported.lock().unwrap_or_else(|e| e.into_inner());
                 let same = r.deployments == out.deployments

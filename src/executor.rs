@@ -57,17 +57,85 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// The container backend the config asks for. The one place the agent obtains its backend.
-pub async fn backend(config: &Config) -> Result<Arc<dyn ContainerRuntime>> {
+/// The container backend the config asks for, reporting pull progress to `meter`. The one place the agent
+/// obtains its backend.
+pub async fn backend(config: &Config, meter: &PullMeter) -> Result<Arc<dyn ContainerRuntime>> {
     match config.runtime.backend {
         BackendChoice::Docker => {
             let docker = runtime::docker::connect(config).await.map_err(|e| Error::Backend(e.to_string()))?;
-            Ok(Arc::new(docker))
+            Ok(Arc::new(docker.with_progress(meter.sink())))
         }
         BackendChoice::Auto | BackendChoice::Oci => Err(Error::Backend(
             "native backend not merged yet: set runtime.backend = \"docker\" in the agent config".into(),
         )),
     }
+}
+
+/// Bytes of the pull in progress, fed by the backend's progress events. The executor pulls one image at a time
+/// (a device's link is the bottleneck anyway), so every event belongs to the deployment whose pull holds the
+/// turn; each round reads the meter into the deployment's `pulling` state.
+#[derive(Clone, Default)]
+pub struct PullMeter {
+    inner: Arc<std::sync::Mutex<MeterState>>,
+}
+
+#[derive(Default)]
+struct MeterState {
+    deployment: Option<String>,
+    sizes: HashMap<String, u64>,
+    done: u64,
+}
+
+impl PullMeter {
+    /// The sink to give the backend.
+    pub fn sink(&self) -> crate::pull::ProgressSink {
+        let inner = self.inner.clone();
+        Arc::new(move |p: &crate::pull::Progress| {
+            use crate::pull::Progress;
+            let mut m = inner.lock().unwrap_or_else(|e| e.into_inner());
+            match p {
+                Progress::Planned { total_bytes, present_bytes, .. } => {
+                    m.sizes.insert(String::new(), *total_bytes);
+                    m.done = *present_bytes;
+                }
+                Progress::BlobStarted { digest, size, offset } => {
+                    if *size > 0 {
+                        m.sizes.insert(digest.clone(), *size);
+                    }
+                    m.done += offset;
+                }
+                Progress::BlobBytes { bytes, .. } => m.done += bytes,
+                Progress::BlobRetry { .. } | Progress::BlobDone { .. } => {}
+            }
+        })
+    }
+
+    fn start(&self, deployment: &str) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *m = MeterState { deployment: Some(deployment.to_owned()), ..Default::default() };
+    }
+
+    fn finish(&self) {
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = MeterState::default();
+    }
+
+    /// The deployment pulling now, with bytes done and in all (when the backend said).
+    fn read(&self) -> Option<(String, u64, Option<u64>)> {
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let total: u64 = match m.sizes.get("") {
+            Some(t) => *t,
+            None => m.sizes.values().sum(),
+        };
+        m.deployment.clone().map(|d| (d, m.done, (total > 0).then_some(total)))
+    }
+}
+
+/// A `pull-progress` event: at most one per second per deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PullProgress {
+    pub deployment: String,
+    pub done_bytes: u64,
+    pub total_bytes: Option<u64>,
 }
 
 /// Turns a deployment's image reference into a pinned one (`name@sha256:...`) for this host.
@@ -202,6 +270,8 @@ pub struct Output {
     pub events: Vec<Event>,
     /// Whether the plan said the device converged.
     pub converged: bool,
+    /// Pull progress to publish as `pull-progress` events (at most once a second).
+    pub progress: Vec<PullProgress>,
 }
 
 /// Settings of an [`Executor`].
@@ -255,11 +325,19 @@ pub struct Executor {
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     tasks: CancellationToken,
+    meter: PullMeter,
+    pull_turn: Arc<tokio::sync::Semaphore>,
+    last_progress: Option<Instant>,
 }
 
 impl Executor {
     /// An executor that restores what was persisted under `opts.state_dir`.
-    pub fn new(runtime: Arc<dyn ContainerRuntime>, resolver: Arc<dyn Resolver>, opts: Options) -> Self {
+    pub fn new(
+        runtime: Arc<dyn ContainerRuntime>,
+        resolver: Arc<dyn Resolver>,
+        meter: PullMeter,
+        opts: Options,
+    ) -> Self {
         let files = StateFiles { dir: opts.state_dir.join("deployments") };
         let actual = Actual { deployments: files.load(), ..Default::default() };
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -279,6 +357,9 @@ impl Executor {
             done_tx,
             done_rx,
             tasks: CancellationToken::new(),
+            meter,
+            pull_turn: Arc::new(tokio::sync::Semaphore::new(1)),
+            last_progress: None,
         }
     }
 
@@ -344,6 +425,7 @@ impl Executor {
     /// One round: observe, plan, execute, report.
     pub async fn round(&mut self, desired: &Document) -> Output {
         self.observe().await;
+        let progress = self.read_meter();
         let now = self.now();
         let plan = reconcile::plan(desired, &self.actual, now, &self.opts.backoff);
         let mut failed: Vec<String> = Vec::new();
@@ -372,7 +454,23 @@ impl Executor {
             applied_generation: self.applied,
             events,
             converged: plan.converged,
+            progress,
         }
+    }
+
+    /// Puts the meter's bytes into the pulling deployment's task; returns the event to publish when one is due.
+    fn read_meter(&mut self) -> Vec<PullProgress> {
+        let Some((deployment, done, total)) = self.meter.read() else { return Vec::new() };
+        let Some(obs) = self.actual.deployments.get_mut(&deployment) else { return Vec::new() };
+        if !matches!(obs.task, Some(Task::Pulling { .. })) {
+            return Vec::new();
+        }
+        obs.task = Some(Task::Pulling { done, total });
+        if self.last_progress.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return Vec::new();
+        }
+        self.last_progress = Some(Instant::now());
+        vec![PullProgress { deployment, done_bytes: done, total_bytes: total }]
     }
 
     /// Refreshes the containers in [`Actual`] from the backend, keeping what the health checkers said.
@@ -511,10 +609,17 @@ impl Executor {
                 self.obs(deployment).task = Some(Task::Pulling { done: 0, total: None });
                 let (rt, tx, stop) = (self.runtime.clone(), self.done_tx.clone(), self.tasks.child_token());
                 let (deployment, doc_hash, image) = (deployment.clone(), doc_hash.clone(), image.clone());
+                let (meter, turn) = (self.meter.clone(), self.pull_turn.clone());
                 tokio::spawn(async move {
                     let result = tokio::select! {
                         _ = stop.cancelled() => return,
-                        r = rt.ensure_image(&image) => r.map_err(|e| e.to_string()),
+                        r = async {
+                            let _turn = turn.acquire().await;
+                            meter.start(&deployment);
+                            let r = rt.ensure_image(&image).await.map_err(|e| e.to_string());
+                            meter.finish();
+                            r
+                        } => r,
                     };
                     let _ = tx.send(Done::Pulled { deployment, doc_hash, image, result });
                 });
@@ -842,6 +947,10 @@ mod tests {
         containers: Mutex<BTreeMap<String, ContainerInfo>>,
         calls: Mutex<Vec<String>>,
         camera_missing: AtomicBool,
+        /// Progress reported by pulls (as a backend with a progress sink does).
+        sink: Mutex<Option<crate::pull::ProgressSink>>,
+        /// Pulls wait for this once they reported 40 of 100 bytes.
+        hold: Option<tokio::sync::Notify>,
     }
 
     impl Fake {
@@ -875,6 +984,13 @@ mod tests {
         }
         async fn ensure_image(&self, image: &str) -> runtime::Result<()> {
             self.call(format!("pull {image}"));
+            let sink = self.sink.lock().unwrap().clone();
+            if let (Some(sink), Some(hold)) = (sink, &self.hold) {
+                use crate::pull::Progress;
+                sink(&Progress::BlobStarted { digest: "l1".into(), size: 100, offset: 0 });
+                sink(&Progress::BlobBytes { digest: "l1".into(), bytes: 40 });
+                hold.notified().await;
+            }
             Ok(())
         }
         async fn create(
@@ -977,7 +1093,7 @@ mod tests {
                 backoff: Backoff { base: BASE, cap: Duration::from_secs(1), reset_after: Duration::from_secs(600) },
                 device_retry: BASE,
             };
-            Executor::new(self.fake.clone(), self.pins.clone(), opts)
+            Executor::new(self.fake.clone(), self.pins.clone(), PullMeter::default(), opts)
         }
     }
 
@@ -1091,6 +1207,24 @@ mod tests {
         let events = events.into_inner().unwrap();
         assert!(events.iter().any(|e| e.deployment == "app" && e.to.as_ref().is_some_and(|s| s.name() == "removing")));
         assert!(events.iter().any(|e| e.deployment == "app" && e.to.is_none()), "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn pull_progress_shows_in_the_pulling_state_and_as_one_event_a_second() {
+        let mut rig = Rig::new();
+        rig.fake = Arc::new(Fake { hold: Some(tokio::sync::Notify::new()), ..Default::default() });
+        let meter = PullMeter::default();
+        *rig.fake.sink.lock().unwrap() = Some(meter.sink());
+        let opts = rig.executor().opts.clone();
+        let mut exec = Executor::new(rig.fake.clone(), rig.pins.clone(), meter, opts);
+        let d = doc("[deployments.app]\nimage = \"busybox:1\"\n");
+        let out = settle(&mut exec, &d, |o| !o.progress.is_empty()).await;
+        assert_eq!(out.deployments["app"].state, DeploymentState::Pulling { done: 40, total: Some(100) });
+        assert_eq!(out.progress[0], PullProgress { deployment: "app".into(), done_bytes: 40, total_bytes: Some(100) });
+        let again = exec.round(&d).await;
+        assert!(again.progress.is_empty(), "a second event within the same second");
+        rig.fake.hold.as_ref().unwrap().notify_one();
+        settle(&mut exec, &d, |o| o.converged).await;
     }
 
     #[tokio::test]
