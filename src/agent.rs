@@ -339,7 +339,8 @@ impl Inbox {
             r.sources = sources.clone();
         }
         let any = !overlay.generations.is_empty();
-        self.desired.send_replace(any.then_some(Desired { document: overlay.document, sources }));
+        let origin = overlay.origin.iter().map(|(d, s)| (d.clone(), s.to_string())).collect();
+        self.desired.send_replace(any.then_some(Desired { document: overlay.document, sources, origin }));
     }
 
     fn publish_reported(&self) {

@@ -253,6 +253,8 @@ enum Done {
 pub struct Desired {
     pub document: Document,
     pub sources: BTreeMap<String, Option<u64>>,
+    /// The source (`device`, `group:<name>`) each deployment was taken from.
+    pub origin: BTreeMap<String, String>,
 }
 
 /// What a round produced, for the agent to publish.
@@ -387,6 +389,9 @@ impl Executor {
             if let Some(d) = doc {
                 let mut out = self.round(&d.document).await;
                 out.sources = d.sources;
+                for (name, r) in out.deployments.iter_mut() {
+                    r.source = d.origin.get(name).cloned();
+                }
                 publish(&out);
             }
             tokio::select! {

@@ -4,8 +4,6 @@
 //! Pure: no IO, no clock reads except where a caller passes a timestamp. It must not know about connections,
 //! the spool or the agent's state; those live in `mqtt`, `spool` and `agent`.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::config::valid_id;
@@ -208,44 +206,6 @@ pub struct Status {
     pub boot_id: Option<String>,
 }
 
-/// A validated desired-state document. Its deployment fields are defined by a later protocol revision; this
-/// revision checks the envelope and keeps the document as received.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Desired {
-    /// Increases with every change a controller makes; the agent reports the last one it accepted.
-    pub generation: u64,
-    /// The deployments, each a JSON object.
-    #[serde(default)]
-    pub deployments: Vec<serde_json::Map<String, serde_json::Value>>,
-}
-
-/// Checks a `desired` payload: size, UTF-8 JSON, an object with an unsigned `generation` and, if present, a
-/// `deployments` array of objects.
-pub fn parse_desired(payload: &[u8]) -> Result<Desired> {
-    let value = parse_json_object(payload)?;
-    let generation = match value.get("generation") {
-        Some(serde_json::Value::Number(n)) if n.is_u64() => n.as_u64().unwrap_or_default(),
-        _ => {
-            return Err(Error::WrongType { field: "generation".into(), expected: "present and a non-negative integer" })
-        }
-    };
-    let deployments = match value.get("deployments") {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(serde_json::Value::Array(items)) => {
-            let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                match item {
-                    serde_json::Value::Object(m) => out.push(m.clone()),
-                    _ => return Err(Error::WrongType { field: format!("deployments[{i}]"), expected: "an object" }),
-                }
-            }
-            out
-        }
-        Some(_) => return Err(Error::WrongType { field: "deployments".into(), expected: "an array of objects" }),
-    };
-    Ok(Desired { generation, deployments })
-}
-
 /// An imperative command the agent knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -350,30 +310,6 @@ impl Reply {
     }
 }
 
-/// How the agent took one desired document (device or group).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DesiredReport {
-    pub accepted: bool,
-    /// Generation of the document this report is about (the rejected one when it had a readable one).
-    pub generation: Option<u64>,
-    pub error: Option<String>,
-    /// Unix time in milliseconds when the document was received.
-    pub ts: u64,
-}
-
-/// The retained `reported` payload.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Reported {
-    /// Generation of the last accepted device `desired` document.
-    pub generation: Option<u64>,
-    /// The last report per desired topic (full topic name).
-    #[serde(default)]
-    pub desired: BTreeMap<String, DesiredReport>,
-    /// Per-deployment state; filled in by the deployment reconciler.
-    #[serde(default)]
-    pub deployments: Vec<serde_json::Value>,
-}
-
 /// Builds a stream message: `{"seq":N,"ts":MS,"dropped":N?, ...fields}`. `fields` must serialize to an object;
 /// its own keys come after the envelope's and never replace them.
 pub fn stream_body<T: Serialize>(seq: u64, ts_ms: u64, dropped: u64, fields: &T) -> Vec<u8> {
@@ -462,36 +398,8 @@ mod tests {
     }
 
     #[test]
-    fn desired_accepts_generation_and_deployments() {
-        let d = parse_desired(br#"{"generation":3,"deployments":[{"name":"yolo"}],"extra":1}"#).unwrap();
-        assert_eq!(d.generation, 3);
-        assert_eq!(d.deployments.len(), 1);
-        assert_eq!(parse_desired(br#"{"generation":0}"#).unwrap().deployments.len(), 0);
-    }
-
-    #[test]
-    fn desired_refuses_bad_input_with_the_reason() {
-        let cases: &[(&[u8], &str)] = &[
-            (b"not json", "not UTF-8 JSON"),
-            (b"\xff\xfe", "not UTF-8 JSON"),
-            (b"[1,2]", "a JSON object"),
-            (b"{}", "`generation`"),
-            (br#"{"generation":"7"}"#, "`generation`"),
-            (br#"{"generation":-1}"#, "`generation`"),
-            (br#"{"generation":1.5}"#, "`generation`"),
-            (br#"{"generation":1,"deployments":{}}"#, "`deployments`"),
-            (br#"{"generation":1,"deployments":[1]}"#, "`deployments[0]`"),
-        ];
-        for (payload, want) in cases {
-            let err = parse_desired(payload).unwrap_err().to_string();
-            assert!(err.contains(want), "{:?}: {err}", String::from_utf8_lossy(payload));
-        }
-    }
-
-    #[test]
     fn oversized_payloads_are_refused_before_parsing() {
         let big = vec![b' '; MAX_INCOMING_BYTES + 1];
-        assert!(matches!(parse_desired(&big), Err(Error::TooLarge { .. })));
         assert!(matches!(parse_command(&big), Err(Error::TooLarge { .. })));
     }
 

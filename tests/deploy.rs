@@ -189,8 +189,9 @@ fn deploy_wait_converges_two_deployments_shown_running_with_digests_and_logs() {
     let image = format!("{}/hello:v1", registry.addr);
     let doc = device.write_doc(
         "two.toml",
+        // beta's gate runs a command inside its container.
         &(deployment("alpha", &image, "hello-from-alpha", PASSES)
-            + &deployment("beta", &image, "hello-from-beta", PASSES)),
+            + &deployment("beta", &image, "hello-from-beta", "exec = [\"true\"]\ninterval = \"1s\"")),
     );
     let out = deploy(&broker, &device, &doc);
     assert!(out.status.success(), "deploy --wait failed: {}\nagent log:\n{}", text(&out), _agent.log());
@@ -207,6 +208,8 @@ fn deploy_wait_converges_two_deployments_shown_running_with_digests_and_logs() {
         assert_eq!(rep["deployments"][name]["state"], "running", "{rep}");
         assert_eq!(rep["deployments"][name]["digest"], digest.as_str(), "{rep}");
         assert!(rep["deployments"][name]["started_at"].is_string(), "{rep}");
+        assert_eq!(rep["deployments"][name]["source"], "device", "{rep}");
+        assert_eq!(rep["deployments"][name]["health"]["status"], "healthy", "{rep}");
         let logs = jetship(&["logs", &device.id, name, "--tail", "5", "--broker", &broker.url()]);
         assert!(logs.status.success(), "{}", text(&logs));
         assert!(text(&logs).contains(&format!("hello-from-{name}")), "{}", text(&logs));
