@@ -12,7 +12,7 @@ use serde_json::Value;
 use support::backend_contract::busybox_image;
 use support::dockerd::docker_cli;
 use support::mosquitto::{orin_host_root, publish, Mosquitto};
-use support::registry::{Pusher, Registry};
+use support::registry::{Proxy, Pusher, Registry};
 
 struct Agent {
     child: Option<Child>,
@@ -62,7 +62,8 @@ struct Device {
 }
 
 impl Device {
-    fn new(broker: &Mosquitto, registry: &Registry) -> Device {
+    /// `registry`: the `host:port` the agent may speak plain HTTP to.
+    fn new(broker: &Mosquitto, registry: &str) -> Device {
         let dir = tempfile::tempdir().unwrap();
         let id = format!("dep-{:08x}", rand::random::<u32>());
         let socket = support::dockerd::shared();
@@ -79,7 +80,7 @@ impl Device {
                 host.display(),
                 broker.url(),
                 socket.display(),
-                registry.addr,
+                registry,
             ),
         )
         .unwrap();
@@ -139,6 +140,12 @@ fn reported(broker: &Mosquitto, device: &str) -> Value {
     v["reported"].clone()
 }
 
+/// `reported`, or null while the device has published nothing yet.
+fn reported_soon(broker: &Mosquitto, device: &str) -> Value {
+    let out = jetship(&["status", device, "--json", "--broker", &broker.url()]);
+    serde_json::from_slice::<Value>(&out.stdout).map(|v| v["reported"].clone()).unwrap_or(Value::Null)
+}
+
 /// Pushes a busybox image (layer bytes differ by `note`) as `hello:<tag>`; returns its digest.
 fn push(registry: &Registry, tag: &str, note: &str) -> String {
     let img = busybox_image(note);
@@ -184,7 +191,7 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 fn deploy_wait_converges_two_deployments_shown_running_with_digests_and_logs() {
     let (broker, registry) = (Mosquitto::start(), Registry::start());
     let digest = push(&registry, "v1", "one");
-    let device = Device::new(&broker, &registry);
+    let device = Device::new(&broker, &registry.addr);
     let _agent = Agent::start(&device.config);
     let image = format!("{}/hello:v1", registry.addr);
     let doc = device.write_doc(
@@ -220,7 +227,7 @@ fn deploy_wait_converges_two_deployments_shown_running_with_digests_and_logs() {
 fn failing_update_rolls_back_to_the_previous_digest_and_passing_update_replaces_it() {
     let (broker, registry) = (Mosquitto::start(), Registry::start());
     let (d1, d2, d3) = (push(&registry, "v1", "one"), push(&registry, "v2", "two"), push(&registry, "v3", "three"));
-    let device = Device::new(&broker, &registry);
+    let device = Device::new(&broker, &registry.addr);
     let agent = Agent::start(&device.config);
     let image = |tag: &str| format!("{}/hello:{tag}", registry.addr);
 
@@ -259,7 +266,7 @@ fn failing_update_rolls_back_to_the_previous_digest_and_passing_update_replaces_
 fn bad_documents_are_rejected_with_every_reason_and_running_deployments_stay() {
     let (broker, registry) = (Mosquitto::start(), Registry::start());
     push(&registry, "v1", "one");
-    let device = Device::new(&broker, &registry);
+    let device = Device::new(&broker, &registry.addr);
     let agent = Agent::start(&device.config);
     let image = format!("{}/hello:v1", registry.addr);
     let good = device.write_doc("good.toml", &deployment("app", &image, "one", PASSES));
@@ -310,7 +317,7 @@ fn bad_documents_are_rejected_with_every_reason_and_running_deployments_stay() {
 fn agent_restarted_without_broker_brings_deployments_back_without_duplicates() {
     let (mut broker, registry) = (Mosquitto::start(), Registry::start());
     push(&registry, "v1", "one");
-    let device = Device::new(&broker, &registry);
+    let device = Device::new(&broker, &registry.addr);
     let mut agent = Agent::start(&device.config);
     let image = format!("{}/hello:v1", registry.addr);
     let doc = device
@@ -331,4 +338,62 @@ fn agent_restarted_without_broker_brings_deployments_back_without_duplicates() {
     wait_until("both deployments running again", Duration::from_secs(30), || device.containers(true) == names);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(device.containers(false), names, "containers were duplicated, not adopted:\n{}", agent.log());
+}
+
+/// A registry behind a proxy that serves blobs at 300 KB/s, so a pull of the busybox image takes seconds; the
+/// runtime keeps the proxy alive.
+fn slow_registry(note: &str) -> (Registry, Proxy, tokio::runtime::Runtime) {
+    let registry = Registry::start();
+    push(&registry, "v1", note);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let proxy = rt.block_on(Proxy::start(&registry.addr));
+    proxy.faults().throttle_bps = Some(300_000);
+    (registry, proxy, rt)
+}
+
+fn state_of(broker: &Mosquitto, device: &str, name: &str) -> String {
+    reported_soon(broker, device)["deployments"][name]["state"].as_str().unwrap_or("").to_owned()
+}
+
+#[test]
+fn broker_stopped_mid_deploy_device_converges_and_reports_once_the_broker_is_back() {
+    let mut broker = Mosquitto::start();
+    let (_registry, proxy, _rt) = slow_registry("slow-broker");
+    let device = Device::new(&broker, &proxy.addr);
+    let agent = Agent::start(&device.config);
+    let doc = device.write_doc("slow.toml", &deployment("app", &format!("{}/hello:v1", proxy.addr), "up", PASSES));
+    let out = jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("the pull to start", Duration::from_secs(20), || state_of(&broker, &device.id, "app") == "pulling");
+
+    broker.stop();
+    wait_until("the container running with no broker", Duration::from_secs(60), || device.containers(true).len() == 1);
+    broker.restart();
+    wait_until("the converged state on the broker", Duration::from_secs(30), || {
+        let rep = reported_soon(&broker, &device.id);
+        rep["applied_generation"] == 1 && rep["deployments"]["app"]["state"] == "running"
+    });
+    assert_eq!(device.containers(false).len(), 1, "{}", agent.log());
+}
+
+#[test]
+fn agent_killed_mid_pull_resumes_and_converges() {
+    let broker = Mosquitto::start();
+    let (_registry, proxy, _rt) = slow_registry("slow-kill");
+    let device = Device::new(&broker, &proxy.addr);
+    let mut agent = Agent::start(&device.config);
+    let doc = device.write_doc("slow.toml", &deployment("app", &format!("{}/hello:v1", proxy.addr), "up", PASSES));
+    let out = jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("the pull to start", Duration::from_secs(20), || state_of(&broker, &device.id, "app") == "pulling");
+    agent.kill();
+    assert!(device.containers(false).is_empty());
+    assert!(device.dir.path().join("state/deployments/app.json").is_file(), "the resolved digest is kept");
+
+    let agent = Agent::start(&device.config);
+    wait_until("convergence after the restart", Duration::from_secs(60), || {
+        let rep = reported_soon(&broker, &device.id);
+        rep["applied_generation"] == 1 && rep["deployments"]["app"]["state"] == "running"
+    });
+    assert_eq!(device.containers(true).len(), 1, "{}", agent.log());
 }
