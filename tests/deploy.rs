@@ -397,3 +397,42 @@ fn agent_killed_mid_pull_resumes_and_converges() {
     });
     assert_eq!(device.containers(true).len(), 1, "{}", agent.log());
 }
+
+#[test]
+fn restart_rm_and_remote_resolve_act_on_the_named_deployment_only() {
+    let (broker, registry) = (Mosquitto::start(), Registry::start());
+    let digest = push(&registry, "v1", "one");
+    let device = Device::new(&broker, &registry.addr);
+    let agent = Agent::start(&device.config);
+    let image = format!("{}/hello:v1", registry.addr);
+    let doc = device
+        .write_doc("two.toml", &(deployment("alpha", &image, "a", PASSES) + &deployment("beta", &image, "b", PASSES)));
+    let out = deploy(&broker, &device, &doc);
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    let names = device.containers(true);
+    let (alpha, beta) =
+        (names.iter().find(|n| n.starts_with("alpha")).unwrap(), names.iter().find(|n| n.starts_with("beta")).unwrap());
+    let (alpha_started, beta_started) = (device.started_at(alpha), device.started_at(beta));
+
+    let out = jetship(&["restart", &device.id, "alpha", "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_ne!(device.started_at(alpha), alpha_started, "alpha was not restarted");
+    assert_eq!(device.started_at(beta), beta_started, "beta was restarted too");
+
+    let out = jetship(&["resolve", &image, "--device", &device.id, "--json", "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reference"], format!("{image}@{digest}"), "{v}");
+    assert_eq!(v["l4t"], "36.4.3", "{v}");
+
+    let out = jetship(&["rm", &device.id, "alpha", "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("alpha removed", Duration::from_secs(20), || device.containers(false) == vec![beta.clone()]);
+    wait_until("generation 2 applied without alpha", Duration::from_secs(20), || {
+        let rep = reported_soon(&broker, &device.id);
+        rep["applied_generation"] == 2 && rep["deployments"].get("alpha").is_none()
+    });
+    assert_eq!(device.started_at(beta), beta_started, "beta was touched by the removal of alpha");
+    let out = jetship(&["rm", &device.id, "alpha", "--broker", &broker.url()]);
+    assert!(!out.status.success() && text(&out).contains("not in the document"), "{}", text(&out));
+}
