@@ -436,3 +436,39 @@ fn restart_rm_and_remote_resolve_act_on_the_named_deployment_only() {
     let out = jetship(&["rm", &device.id, "alpha", "--broker", &broker.url()]);
     assert!(!out.status.success() && text(&out).contains("not in the document"), "{}", text(&out));
 }
+
+#[test]
+fn deploy_to_a_group_waits_for_its_devices_and_overlays_the_device_document() {
+    let (broker, registry) = (Mosquitto::start(), Registry::start());
+    push(&registry, "v1", "one");
+    let device = Device::new(&broker, &registry.addr);
+    let group = format!("lab-{:06x}", rand::random::<u32>() & 0xffffff);
+    let cfg = std::fs::read_to_string(&device.config).unwrap();
+    std::fs::write(&device.config, format!("groups = [\"{group}\"]\n{cfg}")).unwrap();
+    let agent = Agent::start(&device.config);
+    let image = format!("{}/hello:v1", registry.addr);
+    wait_until("the agent online", Duration::from_secs(10), || !reported_soon(&broker, &device.id).is_null());
+
+    let shared = device.write_doc("group.toml", &deployment("shared", &image, "from-group", PASSES));
+    let target = format!("group:{group}");
+    let out = jetship(&[
+        "deploy",
+        &target,
+        "-f",
+        shared.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "60",
+        "--broker",
+        &broker.url(),
+    ]);
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    assert!(text(&out).contains(&format!("{}: converged", device.id)), "{}", text(&out));
+    let own = device.write_doc("own.toml", &deployment("own", &image, "from-device", PASSES));
+    let out = deploy(&broker, &device, &own);
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    let rep = reported(&broker, &device.id);
+    assert_eq!(rep["deployments"]["shared"]["source"], target.as_str(), "{rep}");
+    assert_eq!(rep["deployments"]["own"]["source"], "device", "{rep}");
+    assert_eq!(device.containers(true).len(), 2);
+}
