@@ -115,7 +115,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     };
     let vars = crate::reference::TemplateVars::from_facts(&facts);
-    let (inbox, desired, reported) = Inbox::new(&config, topics.clone(), handle.clone(), runtime.clone());
+    let (request_tx, request_rx) = tokio::sync::mpsc::channel(8);
+    let requests = runtime.is_some().then_some(request_tx);
+    let (inbox, desired, reported) = Inbox::new(&config, topics.clone(), handle.clone(), runtime.clone(), requests);
     handle.set_state(topics.status(), status(true));
     handle.set_state(topics.host(), serde_json::to_vec(&facts).unwrap_or_default());
     inbox.publish_reported();
@@ -156,7 +158,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
             publish_reported(&h, &t, &reported);
         };
-        tracker.spawn(exec.run(desired, publish, shutdown.clone()));
+        tracker.spawn(exec.run(desired, request_rx, publish, shutdown.clone()));
     }
     // With fsync on every append the flusher only persists the cursor.
     let flush_every = Duration::from_millis(if sync_each { 1000 } else { config.spool.fsync_interval_ms });
@@ -272,6 +274,8 @@ struct Inbox {
     reported: Shared,
     desired: watch::Sender<Option<Desired>>,
     runtime: Option<Arc<dyn ContainerRuntime>>,
+    /// Requests to the executor (`cmd/restart`); `None` without a backend.
+    requests: Option<tokio::sync::mpsc::Sender<executor::Request>>,
     config: Config,
 }
 
@@ -294,6 +298,7 @@ impl Inbox {
         topics: Topics,
         handle: LinkHandle,
         runtime: Option<Arc<dyn ContainerRuntime>>,
+        requests: Option<tokio::sync::mpsc::Sender<executor::Request>>,
     ) -> (Inbox, watch::Receiver<Option<Desired>>, Shared) {
         let store = DesiredStore::new(&config.state_dir);
         let reported = Arc::new(Mutex::new(Reported {
@@ -315,6 +320,7 @@ impl Inbox {
             reported: reported.clone(),
             desired: tx,
             runtime,
+            requests,
             config: config.clone(),
         };
         inbox.refresh_desired();
@@ -474,8 +480,9 @@ impl Inbox {
         // Slow commands answer from their own task so the inbox keeps handling messages.
         let (handle, topics, runtime, config) =
             (self.handle.clone(), self.topics.clone(), self.runtime.clone(), self.config.clone());
+        let requests = self.requests.clone();
         tokio::spawn(async move {
-            let result = commands::run(command, runtime, &config).await;
+            let result = commands::run(command, runtime, requests, &config).await;
             let reply = match result {
                 Ok(value) => Reply::ok(&id, value),
                 Err(message) => Reply { ok: false, error: Some(message), request_id: id.clone(), result: None },
@@ -494,13 +501,17 @@ mod commands {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use tokio::sync::mpsc;
+
     use crate::config::Config;
+    use crate::executor::Request;
     use crate::protocol::Command;
     use crate::runtime::{labels, ContainerRuntime, RunState};
 
     pub async fn run(
         command: Command,
         runtime: Option<Arc<dyn ContainerRuntime>>,
+        requests: Option<mpsc::Sender<Request>>,
         config: &Config,
     ) -> Result<serde_json::Value, String> {
         let backend =
@@ -521,12 +532,15 @@ mod commands {
                 Ok(serde_json::json!({ "container": id, "lines": lines }))
             }
             Command::Restart { deployment } => {
-                let rt = backend()?;
-                let id = container_of(rt.as_ref(), &deployment).await?;
-                let grace = Duration::from_secs(config.runtime.stop_grace_s);
-                let code = rt.stop(&id, grace).await.map_err(|e| e.to_string())?;
-                rt.start(&id).await.map_err(|e| e.to_string())?;
-                Ok(serde_json::json!({ "container": id, "exit_code": code }))
+                // Through the executor, so its health gate and restart bookkeeping see the restart.
+                let requests =
+                    requests.ok_or_else(|| "no container backend on this device: see the agent log".to_owned())?;
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                requests
+                    .send(Request::Restart { deployment, reply })
+                    .await
+                    .map_err(|_| "the executor has stopped".to_owned())?;
+                answer.await.map_err(|_| "the executor has stopped".to_owned())?
             }
             Command::Resolve { image } => {
                 let (root, state_dir) = (config.host.root.clone(), config.state_dir.clone());

@@ -276,6 +276,13 @@ pub struct Output {
     pub progress: Vec<PullProgress>,
 }
 
+/// What the agent asks of a running executor besides the desired state.
+#[derive(Debug)]
+pub enum Request {
+    /// `cmd/restart`: answered with the result to send back.
+    Restart { deployment: String, reply: tokio::sync::oneshot::Sender<std::result::Result<serde_json::Value, String>> },
+}
+
 /// Settings of an [`Executor`].
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -379,6 +386,7 @@ impl Executor {
     pub async fn run(
         mut self,
         mut desired: watch::Receiver<Option<Desired>>,
+        mut requests: mpsc::Receiver<Request>,
         publish: impl Fn(&Output) + Send,
         shutdown: CancellationToken,
     ) {
@@ -398,6 +406,7 @@ impl Executor {
                 _ = shutdown.cancelled() => break,
                 r = desired.changed() => if r.is_err() { break },
                 Some(d) = self.done_rx.recv() => self.apply_done(d),
+                Some(r) = requests.recv() => self.request(r).await,
                 _ = tick.tick() => {}
             }
             while let Ok(d) = self.done_rx.try_recv() {
@@ -406,6 +415,49 @@ impl Executor {
         }
         // Containers keep running across an agent restart; only our own tasks stop.
         self.tasks.cancel();
+    }
+
+    async fn request(&mut self, r: Request) {
+        match r {
+            Request::Restart { deployment, reply } => {
+                let _ = reply.send(self.restart(&deployment).await);
+            }
+        }
+    }
+
+    /// Stops and starts `deployment`'s serving container (a `cmd/restart`). Its health is checked again from
+    /// the start; the restart is not counted against the backoff.
+    pub async fn restart(&mut self, deployment: &str) -> std::result::Result<serde_json::Value, String> {
+        self.observe().await;
+        let id = self
+            .actual
+            .deployments
+            .get(deployment)
+            .and_then(|o| {
+                o.containers
+                    .iter()
+                    .find(|c| c.state == RunState::Running)
+                    .or_else(|| o.containers.iter().find(|c| c.state == RunState::Exited))
+            })
+            .map(|c| c.id.clone())
+            .ok_or_else(|| {
+                format!("no container of deployment `{deployment}` on this device (see `jetship devices`)")
+            })?;
+        if let Some((_, stop)) = self.health.remove(&id) {
+            stop.cancel();
+        }
+        let code = self.runtime.stop(&id, self.opts.stop_grace).await.map_err(|e| e.to_string())?;
+        self.runtime.start(&id).await.map_err(|e| e.to_string())?;
+        info!(deployment, id, "restarted on request");
+        let now = self.now();
+        let obs = self.obs(deployment);
+        obs.restart.next_at = None;
+        if let Some(c) = obs.containers.iter_mut().find(|c| c.id == id) {
+            (c.state, c.running_since, c.health, c.exit_code) =
+                (RunState::Running, Some(now), Health::NotChecked, None);
+        }
+        self.started.insert(deployment.to_owned(), Utc::now());
+        Ok(serde_json::json!({ "container": id, "exit_code": code }))
     }
 
     /// Applies every finished long step without waiting.
@@ -1230,6 +1282,24 @@ mod tests {
         assert!(again.progress.is_empty(), "a second event within the same second");
         rig.fake.hold.as_ref().unwrap().notify_one();
         settle(&mut exec, &d, |o| o.converged).await;
+    }
+
+    #[tokio::test]
+    async fn restart_request_stops_and_starts_the_container_and_checks_health_again() {
+        let rig = Rig::new();
+        let mut exec = rig.executor();
+        let d = app("1", PASSES);
+        settle(&mut exec, &d, |o| o.converged).await;
+        let id = reconcile::container_id("app", &d.deployments["app"].doc_hash());
+        let result = exec.restart("app").await.unwrap();
+        assert_eq!(result["container"], id.as_str());
+        let calls = rig.fake.calls();
+        assert_eq!(calls[calls.len() - 2..], [format!("stop {id}"), format!("start {id}")]);
+        let out = exec.round(&d).await;
+        assert_eq!(state(&out, "app"), "health-checking", "the gate runs again after a restart");
+        assert_eq!(out.deployments["app"].restarts, 0);
+        let err = exec.restart("nope").await.unwrap_err();
+        assert!(err.contains("no container of deployment `nope`"), "{err}");
     }
 
     #[tokio::test]
