@@ -472,3 +472,23 @@ fn deploy_to_a_group_waits_for_its_devices_and_overlays_the_device_document() {
     assert_eq!(rep["deployments"]["own"]["source"], "device", "{rep}");
     assert_eq!(device.containers(true).len(), 2);
 }
+
+#[test]
+fn deployment_needing_a_missing_camera_waits_for_the_device_instead_of_crash_looping() {
+    let (broker, registry) = (Mosquitto::start(), Registry::start());
+    push(&registry, "v1", "one");
+    let device = Device::new(&broker, &registry.addr);
+    let agent = Agent::start(&device.config);
+    let image = format!("{}/hello:v1", registry.addr);
+    let text =
+        deployment("cam", &image, "c", PASSES).replacen("command =", "cameras = [\"/dev/video9\"]\ncommand =", 1);
+    let doc = device.write_doc("cam.toml", &text);
+    let out = jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", self::text(&out));
+    wait_until("waiting-for-device", Duration::from_secs(20), || {
+        let rep = reported_soon(&broker, &device.id);
+        rep["deployments"]["cam"]["state"] == "waiting-for-device"
+            && rep["deployments"]["cam"]["device"] == "/dev/video9"
+    });
+    assert!(device.containers(false).is_empty(), "a container was made without its camera: {}", agent.log());
+}
