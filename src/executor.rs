@@ -39,6 +39,8 @@ use crate::runtime::{self, labels, ContainerInfo, ContainerRuntime, RunState};
 const DEVICE_RETRY: Duration = Duration::from_secs(5);
 /// Period of a round when nothing else wakes the loop (backoff timers, missing-device retries).
 const TICK: Duration = Duration::from_secs(1);
+/// Pause before the next round after a round that ran actions.
+const AGAIN: Duration = Duration::from_millis(50);
 /// Most characters of an error kept in the report.
 const ERROR_KEEP: usize = 1000;
 
@@ -337,6 +339,8 @@ pub struct Executor {
     meter: PullMeter,
     pull_turn: Arc<tokio::sync::Semaphore>,
     last_progress: Option<Instant>,
+    /// The last round ran actions.
+    acted: bool,
 }
 
 impl Executor {
@@ -369,6 +373,7 @@ impl Executor {
             meter,
             pull_turn: Arc::new(tokio::sync::Semaphore::new(1)),
             last_progress: None,
+            acted: false,
         }
     }
 
@@ -402,11 +407,15 @@ impl Executor {
                 }
                 publish(&out);
             }
+            // A round that acted is followed at once by the next step (create, then start, then the health gate)
+            // instead of a tick later; the short pause keeps a step that keeps failing from spinning.
+            let again = tokio::time::sleep(if self.acted { AGAIN } else { TICK });
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = desired.changed() => if r.is_err() { break },
                 Some(d) = self.done_rx.recv() => self.apply_done(d),
                 Some(r) = requests.recv() => self.request(r).await,
+                _ = again => {}
                 _ = tick.tick() => {}
             }
             while let Ok(d) = self.done_rx.try_recv() {
@@ -495,6 +504,8 @@ impl Executor {
                 failed.push(dep);
             }
         }
+        // A failed step waits for the tick (or its backoff), so a backend that keeps refusing is not hammered.
+        self.acted = !plan.actions.is_empty() && failed.is_empty();
         self.applied = plan.applied_generation(desired, self.applied);
         let events = report::transitions(&self.states, &plan.states, Utc::now());
         for e in &events {
