@@ -351,7 +351,7 @@ impl Executor {
         meter: PullMeter,
         opts: Options,
     ) -> Self {
-        let files = StateFiles { dir: opts.state_dir.join("deployments") };
+        let files = StateFiles { dir: state_path(&opts.state_dir) };
         let actual = Actual { deployments: files.load(), ..Default::default() };
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
@@ -375,11 +375,6 @@ impl Executor {
             last_progress: None,
             acted: false,
         }
-    }
-
-    /// The generation reported as applied before this executor started (kept by the agent).
-    pub fn set_applied(&mut self, generation: Option<u64>) {
-        self.applied = generation;
     }
 
     fn now(&self) -> Time {
@@ -470,7 +465,7 @@ impl Executor {
     }
 
     /// Applies every finished long step without waiting.
-    pub fn drain(&mut self) {
+    fn drain(&mut self) {
         while let Ok(d) = self.done_rx.try_recv() {
             self.apply_done(d);
         }
