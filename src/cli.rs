@@ -83,6 +83,11 @@ pub struct ResolveArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Ask this device (over the broker) instead of resolving for this host.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
 }
 
 /// `jetship run`: one container, the way `docker run` does it, with Jetson defaults (host IPC, host network).
@@ -238,6 +243,59 @@ pub enum FleetCommand {
         #[arg(long, value_name = "SECS", default_value_t = 5.0)]
         timeout: f64,
     },
+    /// Publish a deployment document (retained) to a device or `group:NAME`; with --wait, follow every device
+    /// until it converged (exit 0) or failed.
+    Deploy {
+        /// Device id, or `group:NAME`.
+        target: String,
+        /// Deployment document (TOML, YAML or JSON); without `generation` the next one is filled in.
+        #[arg(short = 'f', long, value_name = "FILE")]
+        file: PathBuf,
+        /// Follow each device: resolving, pulling, starting, healthy / failed with the reason.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after SECS seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+        timeout: f64,
+        #[command(flatten)]
+        broker: BrokerArgs,
+    },
+    /// Remove one deployment: publishes the target's current document without it.
+    Rm {
+        /// Device id, or `group:NAME`.
+        target: String,
+        /// Deployment name.
+        deployment: String,
+        #[command(flatten)]
+        broker: BrokerArgs,
+    },
+    /// Print a deployment's container output from a device.
+    Logs {
+        /// Device id.
+        device: String,
+        /// Deployment name.
+        deployment: String,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Also collect what it writes for --follow-secs seconds (one answer at the end).
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How long -f follows (at most 60).
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        follow_secs: u64,
+        #[command(flatten)]
+        broker: BrokerArgs,
+    },
+    /// Restart a deployment's container on a device.
+    Restart {
+        /// Device id.
+        device: String,
+        /// Deployment name.
+        deployment: String,
+        #[command(flatten)]
+        broker: BrokerArgs,
+    },
     /// Simulate many devices with the agent's link code in one process (benchmarks).
     #[command(hide = true)]
     SimFleet(crate::sim::SimArgs),
@@ -370,6 +428,50 @@ fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> 
                 }
             }
             Ok(if failed == 0 { 0 } else { 1 })
+        }
+        FleetCommand::Deploy { target, file, wait, timeout, broker } => {
+            run_deploy(&target, &file, wait, secs("--timeout", timeout)?, &broker.access()?)
+        }
+        FleetCommand::Rm { target, deployment, broker } => {
+            let access = broker.access()?;
+            let target = crate::deploy::Target::parse(&target)?;
+            let rt = small_runtime()?;
+            let limit = Duration::from_secs(10);
+            let Some(mut doc) = rt.block_on(crate::deploy::current_document(&access, &target, limit))? else {
+                anyhow::bail!("no document on {}: nothing to remove", target.desired_topic());
+            };
+            if doc.deployments.remove(&deployment).is_none() {
+                anyhow::bail!("deployment `{deployment}` is not in the document on {}", target.desired_topic());
+            }
+            doc.generation = Some(crate::deploy::next_generation(None, Some(&doc)));
+            rt.block_on(crate::deploy::publish_document(&access, &target, &doc, limit))?;
+            println!("removed {deployment}: generation {} on {}", doc.generation.unwrap_or(0), target.desired_topic());
+            Ok(0)
+        }
+        FleetCommand::Logs { device, deployment, tail, follow, follow_secs, broker } => {
+            let access = broker.access()?;
+            let mut args = serde_json::json!({ "deployment": deployment, "tail": tail });
+            if follow {
+                args["follow_s"] = follow_secs.into();
+            }
+            let limit = Duration::from_secs(15 + if follow { follow_secs } else { 0 });
+            let reply = small_runtime()?.block_on(crate::deploy::command(&access, &device, "logs", args, limit))?;
+            let result = command_result(&device, reply)?;
+            let mut out = std::io::stdout().lock();
+            for line in result.get("lines").and_then(|l| l.as_array()).into_iter().flatten() {
+                let text = line.get("text").and_then(|t| t.as_str()).unwrap_or("");
+                writeln!(out, "{}", text.trim_end_matches('\n'))?;
+            }
+            Ok(0)
+        }
+        FleetCommand::Restart { device, deployment, broker } => {
+            let access = broker.access()?;
+            let args = serde_json::json!({ "deployment": deployment });
+            let limit = Duration::from_secs(60);
+            let reply = small_runtime()?.block_on(crate::deploy::command(&access, &device, "restart", args, limit))?;
+            let result = command_result(&device, reply)?;
+            println!("restarted {deployment} on {device} ({})", result["container"].as_str().unwrap_or("?"));
+            Ok(0)
         }
         FleetCommand::SimFleet(args) => {
             logging::init(log_level.unwrap_or("warn"), config::LogFormat::Text);
@@ -587,8 +689,127 @@ pub fn pull_summary(r: &crate::pull::PullReport) -> String {
     )
 }
 
+/// The result of a command reply, or its error as the CLI's error.
+fn command_result(device: &str, reply: crate::protocol::Reply) -> anyhow::Result<serde_json::Value> {
+    if reply.ok {
+        Ok(reply.result.unwrap_or_default())
+    } else {
+        anyhow::bail!("{device}: {}", reply.error.unwrap_or_default())
+    }
+}
+
+fn run_deploy(
+    target: &str,
+    file: &std::path::Path,
+    wait: bool,
+    limit: Duration,
+    access: &crate::mqtt::BrokerAccess,
+) -> anyhow::Result<i32> {
+    use crate::deploy::{self, Progress, Target};
+    let target = Target::parse(target)?;
+    let mut doc = crate::deployment::read_file(file)?;
+    let rt = small_runtime()?;
+    let current = rt.block_on(deploy::current_document(access, &target, Duration::from_secs(10)))?;
+    let generation = deploy::next_generation(doc.generation, current.as_ref());
+    doc.generation = Some(generation);
+    rt.block_on(deploy::publish_document(access, &target, &doc, Duration::from_secs(10)))?;
+    println!("published generation {generation} to {}", target.desired_topic());
+    if !wait {
+        return Ok(0);
+    }
+    let bars = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template("{prefix:>16} {msg} {wide_bar} {bytes}/{total_bytes}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let plain = indicatif::ProgressStyle::with_template("{prefix:>16} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let mut lines: std::collections::HashMap<String, indicatif::ProgressBar> = Default::default();
+    let verdicts = rt.block_on(deploy::wait(access, &target, generation, limit, |device, p| {
+        let bar = lines.entry(device.to_owned()).or_insert_with(|| {
+            let b = bars.add(indicatif::ProgressBar::new(0));
+            b.set_prefix(device.to_owned());
+            b
+        });
+        match p {
+            Progress::Working { line, pull: Some((done, total)) } => {
+                bar.set_style(style.clone());
+                bar.set_length(total.unwrap_or(0));
+                bar.set_position(*done);
+                bar.set_message(line.clone());
+            }
+            Progress::Working { line, pull: None } => {
+                bar.set_style(plain.clone());
+                bar.set_message(line.clone());
+            }
+            Progress::Converged { line } => {
+                bar.set_style(plain.clone());
+                bar.finish_with_message(line.clone());
+            }
+            Progress::Failed { reason } => {
+                bar.set_style(plain.clone());
+                bar.finish_with_message(format!("failed: {reason}"));
+            }
+        }
+    }))?;
+    drop(lines);
+    let _ = bars.clear();
+    let mut failed = 0;
+    for (device, v) in &verdicts {
+        match v {
+            Progress::Converged { line } => println!("{device}: converged to generation {generation}: {line}"),
+            Progress::Failed { reason } => {
+                failed += 1;
+                println!("{device}: failed: {reason}");
+            }
+            Progress::Working { line, .. } => {
+                failed += 1;
+                println!("{device}: not converged within {:.0} s: {line}", limit.as_secs_f64());
+            }
+        }
+    }
+    if verdicts.is_empty() {
+        println!(
+            "no device reported generation {generation} of {} within {:.0} s",
+            target.source(),
+            limit.as_secs_f64()
+        );
+        return Ok(1);
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
 fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, args: ResolveArgs) -> anyhow::Result<i32> {
     use crate::pull::{self, PullOptions};
+    if let Some(device) = &args.device {
+        logging::init(log_level.unwrap_or("warn"), config::LogFormat::Text);
+        let access = args.broker.access()?;
+        let a = serde_json::json!({ "image": args.image });
+        let reply = small_runtime()?.block_on(crate::deploy::command(
+            &access,
+            device,
+            "resolve",
+            a,
+            Duration::from_secs(60),
+        ))?;
+        let result = command_result(device, reply)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+        } else {
+            println!("{}", result["reference"].as_str().unwrap_or("?"));
+            println!(
+                "on {device}: L4T {} JetPack {}",
+                result["l4t"].as_str().unwrap_or("-"),
+                result["jetpack"].as_str().unwrap_or("-")
+            );
+            for c in result["decision"]["candidates"].as_array().into_iter().flatten() {
+                let tag = c["tag"].as_str().unwrap_or("?");
+                match &c["rejection"] {
+                    serde_json::Value::Null => println!("  {tag}: chosen"),
+                    r => println!("  {tag}: rejected: {r}"),
+                }
+            }
+        }
+        return Ok(0);
+    }
     let cfg = image_config(config, log_level)?;
     let vars = host_vars(&cfg, args.root);
     let opts = PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;

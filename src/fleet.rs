@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 use crate::metrics::Sample;
 use crate::mqtt::BrokerAccess;
-use crate::protocol::{self, DeviceTopic, Reported, Status, Topics, ROOT};
+use crate::protocol::{self, DeviceTopic, Status, Topics, ROOT};
+use crate::report::Reported;
 
 /// The broker used when nothing else says: the embedded broker of an agent on this machine.
 pub const DEFAULT_BROKER: &str = "mqtt://127.0.0.1:1883";
@@ -142,17 +143,15 @@ impl DeviceView {
         let s = |v: Option<&Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
         let sample: Option<Sample> = self.telemetry.clone().and_then(|t| serde_json::from_value(t).ok());
         let hottest = sample.as_ref().and_then(|s| s.hottest().cloned());
-        let deployments = self.reported.as_ref().map(|r| r.deployments.as_slice()).unwrap_or_default();
+        let deployments: Vec<&crate::report::ReportedDeployment> =
+            self.reported.as_ref().map(|r| r.deployments.values().collect()).unwrap_or_default();
         DeviceRow {
             device: self.id.clone(),
             online: self.status.as_ref().map(|s| s.online),
             model: s(host.and_then(|h| h.get("model"))),
             l4t: s(host.and_then(|h| h.pointer("/l4t/version"))),
             jetpack: s(host.and_then(|h| h.get("jetpack"))),
-            deployments_running: deployments
-                .iter()
-                .filter(|d| d.get("state").and_then(|s| s.as_str()) == Some("running"))
-                .count(),
+            deployments_running: deployments.iter().filter(|d| d.state.name() == "running").count(),
             deployments_total: deployments.len(),
             cpu_pct: sample.as_ref().and_then(|s| s.cpu.as_ref().map(|c| c.total_pct)),
             gpu_pct: sample.as_ref().and_then(|s| s.gpu.as_ref().and_then(|g| g.load_pct)),
@@ -311,13 +310,21 @@ pub fn detail(view: &DeviceView, now_ms: u64) -> String {
     }
     out.push_str(&format!("deployments:  {}/{} running\n", r.deployments_running, r.deployments_total));
     if let Some(rep) = &view.reported {
-        out.push_str(&format!("generation:   {}\n", fmt_opt(rep.generation)));
-        for (topic, d) in &rep.desired {
+        out.push_str(&format!(
+            "generation:   {} (applied {})\n",
+            fmt_opt(rep.generation),
+            fmt_opt(rep.applied_generation)
+        ));
+        for (name, d) in &rep.deployments {
             out.push_str(&format!(
-                "desired:      {topic}: {}{}\n",
-                if d.accepted { "accepted" } else { "rejected" },
+                "  {name}: {} {}{}\n",
+                d.state.name(),
+                d.digest.as_deref().unwrap_or(&d.image),
                 d.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
             ));
+        }
+        if let Some(rj) = &rep.rejected {
+            out.push_str(&format!("rejected:     {} document: {}\n", rj.source, rj.reasons.join("; ")));
         }
     }
     out.push_str(&format!(
@@ -340,13 +347,13 @@ pub fn detail(view: &DeviceView, now_ms: u64) -> String {
 }
 
 /// A short-lived controller connection: one event loop polled inline.
-struct Session {
+pub(crate) struct Session {
     el: EventLoop,
     url: String,
 }
 
 impl Session {
-    async fn connect(access: &BrokerAccess, deadline: Instant) -> Result<Session> {
+    pub(crate) async fn connect(access: &BrokerAccess, deadline: Instant) -> Result<Session> {
         let id = format!("jetship-cli-{:08x}", rand::random::<u32>());
         let mut opts = access.options(&id, Duration::from_secs(30))?;
         opts.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
@@ -363,7 +370,7 @@ impl Session {
         }
     }
 
-    async fn next(&mut self, deadline: Instant) -> Result<Event> {
+    pub(crate) async fn next(&mut self, deadline: Instant) -> Result<Event> {
         match tokio::time::timeout_at(deadline, self.el.poll()).await {
             Ok(Ok(ev)) => Ok(ev),
             Ok(Err(e)) => Err(Error::Connect { url: self.url.clone(), message: e.to_string() }),
@@ -371,16 +378,23 @@ impl Session {
         }
     }
 
-    fn subscribe(&mut self, filters: Vec<String>, qos: QoS) {
+    pub(crate) fn subscribe(&mut self, filters: Vec<String>, qos: QoS) {
         let f = filters.into_iter().map(|f| SubscribeFilter::new(f, qos));
         self.el.pending.push_back(Request::Subscribe(Subscribe::new_many(f)));
     }
 
-    fn publish(&mut self, topic: String, payload: Vec<u8>, qos: QoS) {
+    pub(crate) fn publish(&mut self, topic: String, payload: Vec<u8>, qos: QoS) {
         self.el.pending.push_back(Request::Publish(Publish::new(topic, qos, payload)));
     }
 
-    fn disconnect(mut self) {
+    /// Publishes a retained message (QoS 1; the caller waits for the PubAck).
+    pub(crate) fn publish_retained(&mut self, topic: String, payload: Vec<u8>) {
+        let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
+        p.retain = true;
+        self.el.pending.push_back(Request::Publish(p));
+    }
+
+    pub(crate) fn disconnect(mut self) {
         self.el.pending.push_back(Request::Disconnect(rumqttc::Disconnect));
         // Best effort: the broker drops the session anyway when the socket closes.
         let _ = futures_util::FutureExt::now_or_never(self.el.poll());
@@ -416,7 +430,7 @@ pub async fn snapshot(access: &BrokerAccess, device: &str, limit: Duration) -> R
     Ok(devices)
 }
 
-fn timeout_as(e: Error, limit: Duration) -> Error {
+pub(crate) fn timeout_as(e: Error, limit: Duration) -> Error {
     match e {
         Error::Timeout(_) => Error::Timeout(limit),
         e => e,
@@ -487,7 +501,7 @@ mod tests {
         );
         apply(&mut d, "jetship/v1/orin-1/host", br#"{"model":"NVIDIA Jetson Orin Nano Developer Kit","l4t":{"version":"36.4.3","source":"nv_tegra_release"},"jetpack":"6.2"}"#);
         apply(&mut d, "jetship/v1/orin-1/telemetry", &telemetry(9));
-        apply(&mut d, "jetship/v1/orin-1/reported", br#"{"generation":3,"desired":{},"deployments":[{"name":"a","state":"running"},{"name":"b","state":"pulling"}]}"#);
+        apply(&mut d, "jetship/v1/orin-1/reported", br#"{"generation":3,"applied_generation":3,"at":"2026-01-02T03:04:05Z","deployments":{"a":{"state":"running","image":"x","digest":null,"started_at":null,"restarts":0,"exit_code":null,"health":null,"error":null,"source":null},"b":{"state":"pulling","done":1,"total":null,"image":"y","digest":null,"started_at":null,"restarts":0,"exit_code":null,"health":null,"error":null,"source":null}}}"#);
         let r = d["orin-1"].row();
         assert_eq!(r.online, Some(true));
         assert_eq!(r.l4t.as_deref(), Some("36.4.3"));

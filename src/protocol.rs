@@ -4,8 +4,6 @@
 //! Pure: no IO, no clock reads except where a caller passes a timestamp. It must not know about connections,
 //! the spool or the agent's state; those live in `mqtt`, `spool` and `agent`.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::config::valid_id;
@@ -208,52 +206,42 @@ pub struct Status {
     pub boot_id: Option<String>,
 }
 
-/// A validated desired-state document. Its deployment fields are defined by a later protocol revision; this
-/// revision checks the envelope and keeps the document as received.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Desired {
-    /// Increases with every change a controller makes; the agent reports the last one it accepted.
-    pub generation: u64,
-    /// The deployments, each a JSON object.
-    #[serde(default)]
-    pub deployments: Vec<serde_json::Map<String, serde_json::Value>>,
-}
-
-/// Checks a `desired` payload: size, UTF-8 JSON, an object with an unsigned `generation` and, if present, a
-/// `deployments` array of objects.
-pub fn parse_desired(payload: &[u8]) -> Result<Desired> {
-    let value = parse_json_object(payload)?;
-    let generation = match value.get("generation") {
-        Some(serde_json::Value::Number(n)) if n.is_u64() => n.as_u64().unwrap_or_default(),
-        _ => {
-            return Err(Error::WrongType { field: "generation".into(), expected: "present and a non-negative integer" })
-        }
-    };
-    let deployments = match value.get("deployments") {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(serde_json::Value::Array(items)) => {
-            let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                match item {
-                    serde_json::Value::Object(m) => out.push(m.clone()),
-                    _ => return Err(Error::WrongType { field: format!("deployments[{i}]"), expected: "an object" }),
-                }
-            }
-            out
-        }
-        Some(_) => return Err(Error::WrongType { field: "deployments".into(), expected: "an array of objects" }),
-    };
-    Ok(Desired { generation, deployments })
-}
-
 /// An imperative command the agent knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Answer at once; used to measure the round trip.
     Ping,
+    /// `{"cmd":"logs","args":{"deployment":"a","tail":100,"follow_s":10}}`: the deployment's output, the last
+    /// `tail` lines (all when absent); with `follow_s` the agent also collects what the container writes for that
+    /// many seconds (at most [`MAX_FOLLOW_S`]) and answers once, with everything, when the time is up.
+    Logs { deployment: String, tail: Option<usize>, follow_s: Option<u64> },
+    /// `{"cmd":"restart","args":{"deployment":"a"}}`: stops and starts the deployment's container.
+    Restart { deployment: String },
+    /// `{"cmd":"resolve","args":{"image":"repo:{auto}"}}`: explains which tag the device would run and why.
+    Resolve { image: String },
 }
 
-const KNOWN_COMMANDS: &str = "`ping`";
+/// The longest `follow_s` of a `logs` command: a reply must not wait on a device forever.
+pub const MAX_FOLLOW_S: u64 = 60;
+
+const KNOWN_COMMANDS: &str = "`ping`, `logs`, `restart`, `resolve`";
+
+fn string_arg(args: Option<&serde_json::Value>, name: &str) -> Result<String> {
+    match args.and_then(|a| a.get(name)) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(Error::WrongType { field: format!("args.{name}"), expected: "present and a non-empty string" }),
+    }
+}
+
+fn number_arg(args: Option<&serde_json::Value>, name: &str) -> Result<Option<u64>> {
+    match args.and_then(|a| a.get(name)) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| Error::WrongType { field: format!("args.{name}"), expected: "a whole number" }),
+    }
+}
 
 /// Checks a `cmd/<request_id>` payload: `{"cmd": "<name>", "args": {...}?}`.
 pub fn parse_command(payload: &[u8]) -> Result<Command> {
@@ -266,8 +254,22 @@ pub fn parse_command(payload: &[u8]) -> Result<Command> {
         None | Some(serde_json::Value::Null) | Some(serde_json::Value::Object(_)) => {}
         Some(_) => return Err(Error::WrongType { field: "args".into(), expected: "an object" }),
     }
+    let args = value.get("args");
     match name {
         "ping" => Ok(Command::Ping),
+        "logs" => {
+            let follow_s = number_arg(args, "follow_s")?;
+            if follow_s.is_some_and(|f| f > MAX_FOLLOW_S) {
+                return Err(Error::WrongType { field: "args.follow_s".into(), expected: "at most 60 (seconds)" });
+            }
+            Ok(Command::Logs {
+                deployment: string_arg(args, "deployment")?,
+                tail: number_arg(args, "tail")?.map(|t| t as usize),
+                follow_s,
+            })
+        }
+        "restart" => Ok(Command::Restart { deployment: string_arg(args, "deployment")? }),
+        "resolve" => Ok(Command::Resolve { image: string_arg(args, "image")? }),
         other => Err(Error::UnknownCommand { name: other.chars().take(64).collect(), known: KNOWN_COMMANDS }),
     }
 }
@@ -306,30 +308,6 @@ impl Reply {
     pub fn error(request_id: &str, error: &Error) -> Reply {
         Reply { ok: false, error: Some(error.to_string()), request_id: request_id.to_owned(), result: None }
     }
-}
-
-/// How the agent took one desired document (device or group).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DesiredReport {
-    pub accepted: bool,
-    /// Generation of the document this report is about (the rejected one when it had a readable one).
-    pub generation: Option<u64>,
-    pub error: Option<String>,
-    /// Unix time in milliseconds when the document was received.
-    pub ts: u64,
-}
-
-/// The retained `reported` payload.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Reported {
-    /// Generation of the last accepted device `desired` document.
-    pub generation: Option<u64>,
-    /// The last report per desired topic (full topic name).
-    #[serde(default)]
-    pub desired: BTreeMap<String, DesiredReport>,
-    /// Per-deployment state; filled in by the deployment reconciler.
-    #[serde(default)]
-    pub deployments: Vec<serde_json::Value>,
 }
 
 /// Builds a stream message: `{"seq":N,"ts":MS,"dropped":N?, ...fields}`. `fields` must serialize to an object;
@@ -420,36 +398,8 @@ mod tests {
     }
 
     #[test]
-    fn desired_accepts_generation_and_deployments() {
-        let d = parse_desired(br#"{"generation":3,"deployments":[{"name":"yolo"}],"extra":1}"#).unwrap();
-        assert_eq!(d.generation, 3);
-        assert_eq!(d.deployments.len(), 1);
-        assert_eq!(parse_desired(br#"{"generation":0}"#).unwrap().deployments.len(), 0);
-    }
-
-    #[test]
-    fn desired_refuses_bad_input_with_the_reason() {
-        let cases: &[(&[u8], &str)] = &[
-            (b"not json", "not UTF-8 JSON"),
-            (b"\xff\xfe", "not UTF-8 JSON"),
-            (b"[1,2]", "a JSON object"),
-            (b"{}", "`generation`"),
-            (br#"{"generation":"7"}"#, "`generation`"),
-            (br#"{"generation":-1}"#, "`generation`"),
-            (br#"{"generation":1.5}"#, "`generation`"),
-            (br#"{"generation":1,"deployments":{}}"#, "`deployments`"),
-            (br#"{"generation":1,"deployments":[1]}"#, "`deployments[0]`"),
-        ];
-        for (payload, want) in cases {
-            let err = parse_desired(payload).unwrap_err().to_string();
-            assert!(err.contains(want), "{:?}: {err}", String::from_utf8_lossy(payload));
-        }
-    }
-
-    #[test]
     fn oversized_payloads_are_refused_before_parsing() {
         let big = vec![b' '; MAX_INCOMING_BYTES + 1];
-        assert!(matches!(parse_desired(&big), Err(Error::TooLarge { .. })));
         assert!(matches!(parse_command(&big), Err(Error::TooLarge { .. })));
     }
 
@@ -462,6 +412,22 @@ mod tests {
         assert!(parse_command(br#"{"cmd":5}"#).unwrap_err().to_string().contains("`cmd`"));
         assert!(parse_command(br#"{"cmd":"ping","args":[1]}"#).unwrap_err().to_string().contains("`args`"));
         assert!(matches!(parse_command(b"ping"), Err(Error::NotJson { .. })));
+    }
+
+    #[test]
+    fn deployment_commands_take_their_arguments() {
+        let logs = parse_command(br#"{"cmd":"logs","args":{"deployment":"a","tail":5,"follow_s":3}}"#).unwrap();
+        assert_eq!(logs, Command::Logs { deployment: "a".into(), tail: Some(5), follow_s: Some(3) });
+        let restart = parse_command(br#"{"cmd":"restart","args":{"deployment":"a"}}"#).unwrap();
+        assert_eq!(restart, Command::Restart { deployment: "a".into() });
+        let resolve = parse_command(br#"{"cmd":"resolve","args":{"image":"r/x:{auto}"}}"#).unwrap();
+        assert_eq!(resolve, Command::Resolve { image: "r/x:{auto}".into() });
+        let no_name = parse_command(br#"{"cmd":"logs","args":{"tail":5}}"#).unwrap_err().to_string();
+        assert!(no_name.contains("`args.deployment`"), "{no_name}");
+        let bad_tail = parse_command(br#"{"cmd":"logs","args":{"deployment":"a","tail":"x"}}"#).unwrap_err();
+        assert!(bad_tail.to_string().contains("`args.tail`"), "{bad_tail}");
+        let long = parse_command(br#"{"cmd":"logs","args":{"deployment":"a","follow_s":3600}}"#).unwrap_err();
+        assert!(long.to_string().contains("at most 60"), "{long}");
     }
 
     #[test]

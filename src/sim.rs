@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Sampler;
 use crate::mqtt::{BrokerAccess, Link, LinkHandle, LinkOptions, Message};
-use crate::protocol::{self, Reply, Reported, Status, Stream, Topics};
+use crate::protocol::{self, Reply, Status, Stream, Topics};
+use crate::report::Reported;
 use crate::spool::Spool;
 
 /// Arguments of `jetship sim-fleet`.
@@ -86,7 +87,17 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
             );
             handle.set_state(topics.status(), status(true));
             handle.set_state(topics.host(), host.clone());
-            handle.set_state(topics.reported(), serde_json::to_vec(&Reported::default())?);
+            handle.set_state(
+                topics.reported(),
+                serde_json::to_vec(&Reported {
+                    generation: None,
+                    applied_generation: None,
+                    sources: Default::default(),
+                    rejected: None,
+                    deployments: Default::default(),
+                    at: chrono::Utc::now(),
+                })?,
+            );
             links.push(tokio::spawn(link.run(stop_links.clone())));
             device_tasks.push(tokio::spawn(device(
                 topics,
@@ -145,6 +156,7 @@ async fn device(
                 if let protocol::Incoming::Cmd { request_id: Ok(id) } = protocol::classify(&topics, &[], &m.topic) {
                     let reply = match protocol::parse_command(&m.payload) {
                         Ok(protocol::Command::Ping) => Reply::ok(&id, serde_json::json!({ "agent_version": crate::VERSION })),
+                        Ok(_) => Reply { ok: false, error: Some("a simulated device runs no deployments".into()), request_id: id.clone(), result: None },
                         Err(e) => Reply::error(&id, &e),
                     };
                     handle.send(topics.reply(&id), serde_json::to_vec(&reply).unwrap_or_default());

@@ -237,3 +237,16 @@ fn remove_deletes_runtime_state_and_directory() {
     assert!(f.sup.list().unwrap().is_empty());
     let _ = ResolvedUser::default();
 }
+
+#[test]
+fn a_stopped_container_starts_again_from_its_bundle_keeping_its_logs() {
+    let f = fixture();
+    f.run("again", &sh("echo run-$(cat /tmp/count 2>/dev/null || echo 0); echo x >> /tmp/count"), &RunSpec::default());
+    f.wait_stopped("again");
+    f.sup.start("again").unwrap();
+    let state = f.wait_stopped("again");
+    assert_eq!(state.exit_code, Some(0));
+    let out: Vec<String> = f.texts("again").into_iter().map(|(_, t)| t).collect();
+    assert_eq!(out.len(), 2, "both runs' output is kept: {out:?}");
+    assert!(out[0].starts_with("run-"), "{out:?}");
+}

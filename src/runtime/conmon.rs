@@ -227,6 +227,13 @@ impl Supervisor {
         let json = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
         fsutil::write_atomic(&dir.join("meta.json"), &json).map_err(Self::io(id, "writing meta.json"))?;
 
+        self.spawn_conmon(id, bundle)
+    }
+
+    /// Runs conmon for container `id` from `bundle` and waits for it to report the container's pid (or the
+    /// runtime's error) on the sync pipe.
+    fn spawn_conmon(&self, id: &str, bundle: &Path) -> Result<()> {
+        let dir = self.dir(id);
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Io {
             id: id.into(),
             context: "creating the sync pipe",
@@ -304,10 +311,34 @@ impl Supervisor {
         }
     }
 
-    /// Starts a created container.
+    /// Starts a created container. A stopped one is first created anew from its bundle (runc starts a
+    /// container only once); its writable layer, logs and metadata are kept, as `docker start` keeps them.
     pub fn start(&self, id: &str) -> Result<()> {
+        if self.state(id)?.status == Status::Stopped {
+            self.recreate(id)?;
+        }
         self.runtime_cmd(&["start", id])?;
         Ok(())
+    }
+
+    fn recreate(&self, id: &str) -> Result<()> {
+        let dir = self.dir(id);
+        let meta: Meta =
+            serde_json::from_slice(&std::fs::read(dir.join("meta.json")).map_err(Self::io(id, "reading meta.json"))?)
+                .map_err(|e| Error::Create { id: id.into(), message: format!("unreadable meta.json: {e}") })?;
+        match self.runtime_cmd(&["delete", "--force", id]) {
+            Ok(_) => {}
+            Err(exec::Error::Failed { stderr, .. }) if stderr.contains("does not exist") => {}
+            Err(e) => return Err(e.into()),
+        }
+        for stale in [dir.join("exit").join(id), dir.join("persist/oom")] {
+            match std::fs::remove_file(&stale) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Self::io(id, "clearing the previous exit record")(e)),
+            }
+        }
+        self.spawn_conmon(id, &meta.bundle)
     }
 
     /// The container's state: runtime status plus the exit code and OOM flag conmon recorded.

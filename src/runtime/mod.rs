@@ -182,15 +182,21 @@ pub async fn open(config: &crate::config::Config) -> Result<Box<dyn ContainerRun
                 tracing::info!(reason = %native, "native backend unavailable; using the Docker daemon");
                 Ok(Box::new(docker::connect(config).await?))
             }
-            Err(native) => Err(Error::Backend {
-                backend: "auto",
-                message: format!(
-                    "no container backend available ({native}) and no Docker daemon answers: install conmon and \
-                     runc or crun (apt-get install conmon runc), or Docker (apt-get install docker.io) and set \
-                     runtime.backend = \"docker\""
-                ),
-            }),
+            Err(native) => Err(no_backend(&native)),
         },
+    }
+}
+
+/// The error of `runtime.backend = "auto"` when neither the native backend (failing with `native`) nor a Docker
+/// daemon is available: what to install.
+pub fn no_backend(native: &Error) -> Error {
+    Error::Backend {
+        backend: "auto",
+        message: format!(
+            "no container backend available ({native}) and no Docker daemon answers: install conmon and runc or \
+             crun (apt-get install conmon runc), or Docker (apt-get install docker.io) and set \
+             runtime.backend = \"docker\""
+        ),
     }
 }
 

@@ -89,6 +89,8 @@ struct Inner {
     settings: OciSettings,
     sup: Supervisor,
     conmon: PathBuf,
+    /// Where pull progress goes (the agent's executor meters it); none for `jetship run`.
+    progress: Option<crate::pull::ProgressSink>,
 }
 
 fn backend_err(message: impl Into<String>) -> Error {
@@ -120,7 +122,18 @@ impl OciBackend {
         };
         let paths = Paths { containers: settings.state_dir.join("containers"), run: settings.run_dir.clone() };
         let sup = Supervisor::new(Some(conmon.clone()), runtime, paths, settings.log_max_bytes)?;
-        Ok(Self { inner: Arc::new(Inner { settings, sup, conmon }) })
+        Ok(Self { inner: Arc::new(Inner { settings, sup, conmon, progress: None }) })
+    }
+
+    /// Sends the progress of image pulls done by `ensure_image` to `sink`.
+    pub fn with_progress(self, sink: crate::pull::ProgressSink) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            settings: shared.settings.clone(),
+            sup: shared.sup.clone(),
+            conmon: shared.conmon.clone(),
+            progress: None,
+        });
+        Self { inner: Arc::new(Inner { progress: Some(sink), ..inner }) }
     }
 
     /// The OCI runtime containers get by default (runc or crun).
@@ -559,7 +572,7 @@ impl ContainerRuntime for OciBackend {
             let vars = crate::reference::TemplateVars::default();
             let cancel = tokio_util::sync::CancellationToken::new();
             handle
-                .block_on(crate::pull::pull(&client, &store, &name, &vars, &opts, None, cancel))
+                .block_on(crate::pull::pull(&client, &store, &name, &vars, &opts, inner.progress.clone(), cancel))
                 .map_err(|e| img_err(&name, e))?;
             Ok(())
         })

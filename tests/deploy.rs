@@ -1,0 +1,581 @@
+//! Deployments end to end: a real Mosquitto, a real docker-registry, the real `jetship agent` binary running
+//! containers through the Docker backend on a private dockerd, and the real `jetship` CLI as the controller.
+//! The Docker CLI is the independent observer of what runs.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::backend_contract::busybox_image;
+use support::dockerd::docker_cli;
+use support::mosquitto::{orin_host_root, publish, Mosquitto};
+use support::registry::{Proxy, Pusher, Registry};
+
+struct Agent {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(config: &Path) -> Agent {
+        let log = config.with_extension(format!("log-{:08x}", rand::random::<u32>()));
+        let child = Command::new(support::jetship_bin())
+            .args(["--config", config.to_str().unwrap(), "agent"])
+            .env_remove("JETSHIP_STATE_DIR")
+            .env_remove("DOCKER_HOST")
+            .env("RUST_LOG", "jetship=debug,info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child: Some(child), log }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A device: its agent config (Docker backend on the shared test daemon, the registry as insecure), state dir
+/// and id.
+struct Device {
+    id: String,
+    config: PathBuf,
+    socket: PathBuf,
+    /// Runs containers with the native backend (runc under conmon) instead of the Docker daemon.
+    native: bool,
+    dir: tempfile::TempDir,
+}
+
+impl Device {
+    /// `registry`: the `host:port` the agent may speak plain HTTP to.
+    fn new(broker: &Mosquitto, registry: &str) -> Device {
+        let socket = support::dockerd::shared();
+        let runtime = format!("backend = \"docker\"\ndocker_socket = \"{}\"", socket.display());
+        Self::with_runtime(broker, registry, &runtime, socket, false)
+    }
+
+    /// A device on the native backend: runc under conmon, its run dir in the test's temp dir.
+    fn native(broker: &Mosquitto, registry: &str) -> Device {
+        assert!(nix::unistd::geteuid().is_root(), "native containers need root (scripts/test runs as root)");
+        support::require_tool("conmon", "conmon");
+        support::require_tool("runc", "runc");
+        let run = tempfile::tempdir().unwrap().keep();
+        let runtime = format!("backend = \"oci\"\noci_runtime = \"runc\"\nrun_dir = \"{}\"", run.display());
+        Self::with_runtime(broker, registry, &runtime, PathBuf::new(), true)
+    }
+
+    fn with_runtime(broker: &Mosquitto, registry: &str, runtime: &str, socket: PathBuf, native: bool) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let id = format!("dep-{:08x}", rand::random::<u32>());
+        let host = orin_host_root(dir.path());
+        if native {
+            // What a native container shares from the host in host network/IPC mode.
+            std::fs::create_dir_all(host.join("dev/shm")).unwrap();
+            std::fs::write(host.join("etc/resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+            std::fs::write(host.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        }
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "device_id = \"{id}\"\nstate_dir = \"{}\"\n[host]\nroot = \"{}\"\n[telemetry]\ninterval_s = 1\n\
+                 [mqtt]\nurl = \"{}\"\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\nkeep_alive_s = 5\n\
+                 [runtime]\n{runtime}\nstop_grace_s = 1\n\
+                 [registry]\ninsecure = [\"{}\"]\n",
+                dir.path().join("state").display(),
+                host.display(),
+                broker.url(),
+                registry,
+            ),
+        )
+        .unwrap();
+        Device { id, config, socket, native, dir }
+    }
+
+    /// The native backend this device's agent uses, opened from the same config (an independent instance).
+    fn oci(&self) -> jetship::runtime::oci::OciBackend {
+        let cfg = jetship::config::load(Some(&self.config)).unwrap().config;
+        jetship::runtime::oci::OciBackend::new(jetship::runtime::oci::OciSettings::from_config(&cfg)).unwrap()
+    }
+
+    /// Stops a container the way a power cut would leave it: not running.
+    fn stop(&self, name: &str) {
+        if self.native {
+            use jetship::runtime::ContainerRuntime;
+            block_on(self.oci().stop(name, Duration::from_secs(1))).unwrap();
+        } else {
+            docker_cli(&self.socket, &["stop", "-t", "1", name]);
+        }
+    }
+
+    /// Names of this device's containers (running or not), from the Docker CLI, or for the native backend from
+    /// runc's state through conmon's records.
+    fn containers(&self, running_only: bool) -> Vec<String> {
+        if self.native {
+            use jetship::runtime::{ContainerRuntime, RunState};
+            let owned = block_on(self.oci().list_owned()).unwrap();
+            let mut names: Vec<String> =
+                owned.into_iter().filter(|c| !running_only || c.state == RunState::Running).map(|c| c.id).collect();
+            names.sort();
+            return names;
+        }
+        let filter = format!("label=io.jetship.agent={}", self.id);
+        let mut args = vec!["ps", "--filter", &filter, "--format", "{{.Names}}"];
+        if !running_only {
+            args.insert(1, "-a");
+        }
+        let mut names: Vec<String> = docker_cli(&self.socket, &args).lines().map(str::to_owned).collect();
+        names.sort();
+        names
+    }
+
+    fn started_at(&self, name: &str) -> String {
+        docker_cli(&self.socket, &["inspect", "--format", "{{.State.StartedAt}}", name]).trim().to_owned()
+    }
+
+    fn write_doc(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if self.native {
+            use jetship::runtime::ContainerRuntime;
+            let oci = self.oci();
+            for name in self.containers(false) {
+                let _ = block_on(oci.stop(&name, Duration::from_millis(200)));
+                let _ = block_on(oci.remove(&name));
+            }
+            return;
+        }
+        for name in self.containers(false) {
+            let _ = Command::new("docker")
+                .args(["-H", &format!("unix://{}", self.socket.display()), "rm", "-f", &name])
+                .output();
+        }
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+fn jetship(args: &[&str]) -> std::process::Output {
+    Command::new(support::jetship_bin())
+        .args(args)
+        .env_remove("JETSHIP_BROKER")
+        .env("JETSHIP_CLI_CONFIG", "/nonexistent/cli.toml")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn reported(broker: &Mosquitto, device: &str) -> Value {
+    let out = jetship(&["status", device, "--json", "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["reported"].clone()
+}
+
+/// `reported`, or null while the device has published nothing yet.
+fn reported_soon(broker: &Mosquitto, device: &str) -> Value {
+    let out = jetship(&["status", device, "--json", "--broker", &broker.url()]);
+    serde_json::from_slice::<Value>(&out.stdout).map(|v| v["reported"].clone()).unwrap_or(Value::Null)
+}
+
+/// Pushes a busybox image (layer bytes differ by `note`) as `hello:<tag>`; returns its digest.
+fn push(registry: &Registry, tag: &str, note: &str) -> String {
+    let img = busybox_image(note);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(Pusher::new(&registry.addr).image("hello", Some(tag), &img));
+    img.manifest.digest.clone()
+}
+
+fn deployment(name: &str, image: &str, say: &str, health: &str) -> String {
+    format!(
+        "[deployments.{name}]\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\"]\n\
+         args = [\"echo {say}; exec sleep 1000\"]\n[deployments.{name}.health]\n{health}\n"
+    )
+}
+
+const PASSES: &str = "running_for = \"1s\"";
+/// Port 1 on loopback refuses at once: the health gate fails.
+const FAILS: &str = "tcp = 1\ninterval = \"1s\"\nretries = 2";
+
+fn deploy(broker: &Mosquitto, device: &Device, file: &Path) -> std::process::Output {
+    jetship(&[
+        "deploy",
+        &device.id,
+        "-f",
+        file.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "60",
+        "--broker",
+        &broker.url(),
+    ])
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn deploy_wait_converges_two_deployments_shown_running_with_digests_and_logs() {
+    converges_two_deployments(false);
+}
+
+#[test]
+fn deploy_wait_converges_on_the_native_backend() {
+    converges_two_deployments(true);
+}
+
+fn converges_two_deployments(native: bool) {
+    let (broker, registry) = (Mosquitto::start(), Registry::start());
+    let digest = push(&registry, "v1", "one");
+    let device = if native { Device::native(&broker, &registry.addr) } else { Device::new(&broker, &registry.addr) };
+    let _agent = Agent::start(&device.config);
+    let image = format!("{}/hello:v1", registry.addr);
+    let doc = device.write_doc(
+        "two.toml",
+        // beta's gate runs a command inside its container.
+        &(deployment("alpha", &image, "hello-from-alpha", PASSES)
+            + &deployment("beta", &image, "hello-from-beta", "exec = [\"true\"]\ninterval = \"1s\"")),
+    );
+    let out = deploy(&broker, &device, &doc);
+    assert!(out.status.success(), "deploy --wait failed: {}\nagent log:\n{}", text(&out), _agent.log());
+    assert!(text(&out).contains("converged to generation 1"), "{}", text(&out));
+    assert_eq!(device.containers(true).len(), 2, "{:?}", device.containers(false));
+
+    let rows: Vec<Value> =
+        serde_json::from_slice(&jetship(&["devices", "--json", "--broker", &broker.url()]).stdout).unwrap();
+    let row = rows.iter().find(|r| r["device"] == device.id.as_str()).expect("device listed");
+    assert_eq!((row["deployments_running"].as_u64(), row["deployments_total"].as_u64()), (Some(2), Some(2)));
+    let rep = reported(&broker, &device.id);
+    assert_eq!(rep["applied_generation"], 1, "{rep}");
+    for name in ["alpha", "beta"] {
+        assert_eq!(rep["deployments"][name]["state"], "running", "{rep}");
+        assert_eq!(rep["deployments"][name]["digest"], digest.as_str(), "{rep}");
+        assert!(rep["deployments"][name]["started_at"].is_string(), "{rep}");
+        assert_eq!(rep["deployments"][name]["source"], "device", "{rep}");
+        assert_eq!(rep["deployments"][name]["health"]["status"], "healthy", "{rep}");
+        let logs = jetship(&["logs", &device.id, name, "--tail", "5", "--broker", &broker.url()]);
+        assert!(logs.status.success(), "{}", text(&logs));
+        assert!(text(&logs).contains(&format!("hello-from-{name}")), "{}", text(&logs));
+    }
+}
+
+#[test]
+fn failing_update_rolls_back_to_the_previous_digest_and_passing_update_replaces_it() {
+    update_rolls_back_or_replaces(false);
+}
+
+#[test]
+fn failing_update_rolls_back_on_the_native_backend() {
+    update_rolls_back_or_replaces(true);
+}
+
+fn update_rolls_back_or_replaces(native: bool) {
+    let (broker, registry) = (Mosquitto::start(), Registry::start());
+    let (d1, d2, d3) = (push(&registry, "v1", "one"), push(&registry, "v2", "two"), push(&registry, "v3", "three"));
+    let device = if native { Device::native(&broker, &registry.addr) } else { Device::new(&broker, &registry.addr) };
+    let agent = Agent::start(&device.config);
+    let image = |tag: &str| format!("{}/hello:{tag}", registry.addr);
+
+    let v1 = device.write_doc("v1.toml", &deployment("app", &image("v1"), "one", PASSES));
+    let out = deploy(&broker, &device, &v1);
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    let old = device.containers(true);
+    assert_eq!(old.len(), 1);
+
+    let v2 = device.write_doc("v2.toml", &deployment("app", &image("v2"), "two", FAILS));
+    let out = deploy(&broker, &device, &v2);
+    assert_eq!(out.status.code(), Some(1), "a failed health gate must fail deploy --wait: {}", text(&out));
+    assert!(text(&out).contains("rolled back") && text(&out).contains("health check failed"), "{}", text(&out));
+    wait_until("the old version running alone", Duration::from_secs(20), || device.containers(false) == old);
+    assert_eq!(device.containers(true), old, "the previous version runs again");
+    let rep = reported(&broker, &device.id);
+    assert_eq!(rep["deployments"]["app"]["state"], "rolled-back", "{rep}");
+    assert!(rep["deployments"]["app"]["reason"].as_str().unwrap().contains("127.0.0.1:1"), "{rep}");
+    assert_eq!(rep["deployments"]["app"]["digest"], d1.as_str(), "{rep}");
+    assert_eq!(rep["applied_generation"], 1, "{rep}");
+    assert_ne!(d1, d2);
+
+    let v3 = device.write_doc("v3.toml", &deployment("app", &image("v3"), "three", PASSES));
+    let out = deploy(&broker, &device, &v3);
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    wait_until("only the new container", Duration::from_secs(20), || {
+        let now = device.containers(false);
+        now.len() == 1 && now != old
+    });
+    let rep = reported(&broker, &device.id);
+    assert_eq!(rep["deployments"]["app"]["digest"], d3.as_str(), "{rep}");
+    assert_eq!(rep["applied_generation"], 3, "{rep}");
+}
+
+#[test]
+fn bad_documents_are_rejected_with_every_reason_and_running_deployments_stay() {
+    let (broker, registry) = (Mosquitto::start(), Registry::start());
+    push(&registry, "v1", "one");
+    let device = Device::new(&broker, &registry.addr);
+    let agent = Agent::start(&device.config);
+    let image = format!("{}/hello:v1", registry.addr);
+    let good = device.write_doc("good.toml", &deployment("app", &image, "one", PASSES));
+    let out = deploy(&broker, &device, &good);
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    let running = device.containers(true);
+    let started = device.started_at(&running[0]);
+
+    let topic = format!("jetship/v1/{}/desired", device.id);
+    let huge = format!(
+        "{{\"generation\":9,\"deployments\":{{\"app\":{{\"image\":\"{image}\",\"env\":{{\"PAD\":\"{}\"}}}}}}}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            // Two problems in one document: both are reported.
+            format!(
+                r#"{{"generation":5,"deployments":{{"Bad_Name":{{"image":"{image}"}},"app":{{"image":"{image}","colour":"red"}}}}}}"#
+            ),
+            vec!["Bad_Name", "colour"],
+        ),
+        (
+            format!(
+                r#"{{"generation":6,"deployments":{{"app":{{"image":"{image}","volumes":[{{"host":"/etc","container":"/x"}}]}}}}}}"#
+            ),
+            vec!["/etc"],
+        ),
+        (huge, vec!["limit"]),
+    ];
+    for (payload, wants) in &cases {
+        publish(&broker, &topic, payload.as_bytes(), false);
+        wait_until(&format!("rejection naming {wants:?}"), Duration::from_secs(10), || {
+            let rep = reported(&broker, &device.id);
+            let reasons = rep["rejected"]["reasons"].as_array().cloned().unwrap_or_default();
+            let all: String = reasons.iter().filter_map(|r| r.as_str()).collect::<Vec<_>>().join("\n");
+            wants.iter().all(|w| all.contains(w))
+        });
+        let rep = reported(&broker, &device.id);
+        assert_eq!(rep["deployments"]["app"]["state"], "running", "{rep}");
+        assert_eq!(rep["generation"], 1, "a rejected document must not become the desired one: {rep}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(device.containers(false), running, "the running deployment was touched");
+    assert_eq!(device.started_at(&running[0]), started, "the running container was restarted");
+}
+
+#[test]
+fn agent_restarted_without_broker_brings_deployments_back_without_duplicates() {
+    restart_without_broker_brings_deployments_back(false);
+}
+
+#[test]
+fn agent_restarted_without_broker_brings_native_deployments_back() {
+    restart_without_broker_brings_deployments_back(true);
+}
+
+fn restart_without_broker_brings_deployments_back(native: bool) {
+    let (mut broker, registry) = (Mosquitto::start(), Registry::start());
+    push(&registry, "v1", "one");
+    let device = if native { Device::native(&broker, &registry.addr) } else { Device::new(&broker, &registry.addr) };
+    let mut agent = Agent::start(&device.config);
+    let image = format!("{}/hello:v1", registry.addr);
+    let doc = device
+        .write_doc("two.toml", &(deployment("alpha", &image, "a", PASSES) + &deployment("beta", &image, "b", PASSES)));
+    let out = deploy(&broker, &device, &doc);
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    let names = device.containers(true);
+    assert_eq!(names.len(), 2);
+
+    // A power cycle: the agent dies, the containers stop, and the broker is unreachable when it comes back.
+    agent.kill();
+    broker.stop();
+    for n in &names {
+        device.stop(n);
+    }
+    assert!(device.containers(true).is_empty());
+    let agent = Agent::start(&device.config);
+    wait_until("both deployments running again", Duration::from_secs(30), || device.containers(true) == names);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(device.containers(false), names, "containers were duplicated, not adopted:\n{}", agent.log());
+}
+
+/// A registry behind a proxy that serves blobs at 300 KB/s, so a pull of the busybox image takes seconds; the
+/// runtime keeps the proxy alive.
+fn slow_registry(note: &str) -> (Registry, Proxy, tokio::runtime::Runtime) {
+    let registry = Registry::start();
+    push(&registry, "v1", note);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let proxy = rt.block_on(Proxy::start(&registry.addr));
+    proxy.faults().throttle_bps = Some(300_000);
+    (registry, proxy, rt)
+}
+
+fn state_of(broker: &Mosquitto, device: &str, name: &str) -> String {
+    reported_soon(broker, device)["deployments"][name]["state"].as_str().unwrap_or("").to_owned()
+}
+
+#[test]
+fn broker_stopped_mid_deploy_device_converges_and_reports_once_the_broker_is_back() {
+    let mut broker = Mosquitto::start();
+    let (_registry, proxy, _rt) = slow_registry("slow-broker");
+    let device = Device::new(&broker, &proxy.addr);
+    let agent = Agent::start(&device.config);
+    let doc = device.write_doc("slow.toml", &deployment("app", &format!("{}/hello:v1", proxy.addr), "up", PASSES));
+    let out = jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("the pull to start", Duration::from_secs(20), || state_of(&broker, &device.id, "app") == "pulling");
+
+    broker.stop();
+    wait_until("the container running with no broker", Duration::from_secs(60), || device.containers(true).len() == 1);
+    broker.restart();
+    wait_until("the converged state on the broker", Duration::from_secs(30), || {
+        let rep = reported_soon(&broker, &device.id);
+        rep["applied_generation"] == 1 && rep["deployments"]["app"]["state"] == "running"
+    });
+    assert_eq!(device.containers(false).len(), 1, "{}", agent.log());
+}
+
+#[test]
+fn agent_killed_mid_pull_resumes_and_converges() {
+    let broker = Mosquitto::start();
+    let (_registry, proxy, _rt) = slow_registry("slow-kill");
+    let device = Device::new(&broker, &proxy.addr);
+    let mut agent = Agent::start(&device.config);
+    let doc = device.write_doc("slow.toml", &deployment("app", &format!("{}/hello:v1", proxy.addr), "up", PASSES));
+    let out = jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("the pull to start", Duration::from_secs(20), || state_of(&broker, &device.id, "app") == "pulling");
+    agent.kill();
+    assert!(device.containers(false).is_empty());
+    assert!(device.dir.path().join("state/deployments/app.json").is_file(), "the resolved digest is kept");
+
+    let agent = Agent::start(&device.config);
+    wait_until("convergence after the restart", Duration::from_secs(60), || {
+        let rep = reported_soon(&broker, &device.id);
+        rep["applied_generation"] == 1 && rep["deployments"]["app"]["state"] == "running"
+    });
+    assert_eq!(device.containers(true).len(), 1, "{}", agent.log());
+}
+
+#[test]
+fn restart_rm_and_remote_resolve_act_on_the_named_deployment_only() {
+    let (broker, registry) = (Mosquitto::start(), Registry::start());
+    let digest = push(&registry, "v1", "one");
+    let device = Device::new(&broker, &registry.addr);
+    let agent = Agent::start(&device.config);
+    let image = format!("{}/hello:v1", registry.addr);
+    let doc = device
+        .write_doc("two.toml", &(deployment("alpha", &image, "a", PASSES) + &deployment("beta", &image, "b", PASSES)));
+    let out = deploy(&broker, &device, &doc);
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    let names = device.containers(true);
+    let (alpha, beta) =
+        (names.iter().find(|n| n.starts_with("alpha")).unwrap(), names.iter().find(|n| n.starts_with("beta")).unwrap());
+    let (alpha_started, beta_started) = (device.started_at(alpha), device.started_at(beta));
+
+    let out = jetship(&["restart", &device.id, "alpha", "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_ne!(device.started_at(alpha), alpha_started, "alpha was not restarted");
+    assert_eq!(device.started_at(beta), beta_started, "beta was restarted too");
+
+    let out = jetship(&["resolve", &image, "--device", &device.id, "--json", "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reference"], format!("{image}@{digest}"), "{v}");
+    assert_eq!(v["l4t"], "36.4.3", "{v}");
+
+    let out = jetship(&["rm", &device.id, "alpha", "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("alpha removed", Duration::from_secs(20), || device.containers(false) == vec![beta.clone()]);
+    wait_until("generation 2 applied without alpha", Duration::from_secs(20), || {
+        let rep = reported_soon(&broker, &device.id);
+        rep["applied_generation"] == 2 && rep["deployments"].get("alpha").is_none()
+    });
+    assert_eq!(device.started_at(beta), beta_started, "beta was touched by the removal of alpha");
+    let out = jetship(&["rm", &device.id, "alpha", "--broker", &broker.url()]);
+    assert!(!out.status.success() && text(&out).contains("not in the document"), "{}", text(&out));
+}
+
+#[test]
+fn deploy_to_a_group_waits_for_its_devices_and_overlays_the_device_document() {
+    let (broker, registry) = (Mosquitto::start(), Registry::start());
+    push(&registry, "v1", "one");
+    let device = Device::new(&broker, &registry.addr);
+    let group = format!("lab-{:06x}", rand::random::<u32>() & 0xffffff);
+    let cfg = std::fs::read_to_string(&device.config).unwrap();
+    std::fs::write(&device.config, format!("groups = [\"{group}\"]\n{cfg}")).unwrap();
+    let agent = Agent::start(&device.config);
+    let image = format!("{}/hello:v1", registry.addr);
+    wait_until("the agent online", Duration::from_secs(10), || !reported_soon(&broker, &device.id).is_null());
+
+    let shared = device.write_doc("group.toml", &deployment("shared", &image, "from-group", PASSES));
+    let target = format!("group:{group}");
+    let out = jetship(&[
+        "deploy",
+        &target,
+        "-f",
+        shared.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "60",
+        "--broker",
+        &broker.url(),
+    ]);
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    assert!(text(&out).contains(&format!("{}: converged", device.id)), "{}", text(&out));
+    let own = device.write_doc("own.toml", &deployment("own", &image, "from-device", PASSES));
+    let out = deploy(&broker, &device, &own);
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    let rep = reported(&broker, &device.id);
+    assert_eq!(rep["deployments"]["shared"]["source"], target.as_str(), "{rep}");
+    assert_eq!(rep["deployments"]["own"]["source"], "device", "{rep}");
+    assert_eq!(device.containers(true).len(), 2);
+}
+
+#[test]
+fn deployment_needing_a_missing_camera_waits_for_the_device_instead_of_crash_looping() {
+    let (broker, registry) = (Mosquitto::start(), Registry::start());
+    push(&registry, "v1", "one");
+    let device = Device::new(&broker, &registry.addr);
+    let agent = Agent::start(&device.config);
+    let image = format!("{}/hello:v1", registry.addr);
+    let text =
+        deployment("cam", &image, "c", PASSES).replacen("command =", "cameras = [\"/dev/video9\"]\ncommand =", 1);
+    let doc = device.write_doc("cam.toml", &text);
+    let out = jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", self::text(&out));
+    wait_until("waiting-for-device", Duration::from_secs(20), || {
+        let rep = reported_soon(&broker, &device.id);
+        rep["deployments"]["cam"]["state"] == "waiting-for-device"
+            && rep["deployments"]["cam"]["device"] == "/dev/video9"
+    });
+    assert!(device.containers(false).is_empty(), "a container was made without its camera: {}", agent.log());
+}
