@@ -34,38 +34,9 @@ async fn connect_as(socket: &Path, agent: &str) -> DockerBackend {
 
 /// The Orin Nano fixture with its four video nodes made (81:0..3, as its sysfs says).
 fn camera_root() -> tempfile::TempDir {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test makes device nodes with mknod and needs root (scripts/test runs as root)"
-    );
-    fn copy(src: &Path, dst: &Path) {
-        std::fs::create_dir_all(dst).unwrap();
-        for e in std::fs::read_dir(src).unwrap() {
-            let e = e.unwrap();
-            let (s, d) = (e.path(), dst.join(e.file_name()));
-            let t = e.file_type().unwrap();
-            if t.is_symlink() {
-                std::os::unix::fs::symlink(std::fs::read_link(&s).unwrap(), &d).unwrap();
-            } else if t.is_dir() {
-                copy(&s, &d);
-            } else {
-                std::fs::copy(&s, &d).unwrap();
-            }
-        }
-    }
-    let dir = tempfile::tempdir().unwrap();
-    copy(&support::fixture_host("orin-nano-super-jp62"), dir.path());
+    let dir = support::copy_fixture_host("orin-nano-super-jp62");
     for n in 0..4 {
-        let p = dir.path().join(format!("dev/video{n}"));
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        let _ = std::fs::remove_file(&p);
-        nix::sys::stat::mknod(
-            &p,
-            nix::sys::stat::SFlag::S_IFCHR,
-            nix::sys::stat::Mode::from_bits_truncate(0o660),
-            nix::sys::stat::makedev(81, n),
-        )
-        .unwrap();
+        support::mknod_under(dir.path(), &format!("/dev/video{n}"), 81, n, 0o660);
     }
     dir
 }

@@ -28,23 +28,7 @@ fn under(root: &Path, abs: &str) -> PathBuf {
 
 /// Makes a char device at the host path `abs` under `root`, replacing a fixture placeholder.
 fn mknod(root: &Path, abs: &str, major: u64, minor: u64) {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test makes device nodes with mknod and needs root (scripts/test runs as root)"
-    );
-    let p = under(root, abs);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    let _ = std::fs::remove_file(&p);
-    nix::sys::stat::mknod(
-        &p,
-        nix::sys::stat::SFlag::S_IFCHR,
-        nix::sys::stat::Mode::from_bits_truncate(0o660),
-        nix::sys::stat::makedev(major, minor),
-    )
-    .unwrap();
-    // mknod is subject to the umask; make the mode what the test expects.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o660)).unwrap();
+    support::mknod_under(root, abs, major, minor, 0o660);
 }
 
 fn mknod_all(root: &Path, nodes: &[(&str, u64, u64)]) {

@@ -7,7 +7,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -116,7 +115,7 @@ impl Env {
         let host = match fixture {
             Some(name) => {
                 let host = dir.path().join("host");
-                copy_tree(&support::fixture_host(name), &host);
+                support::copy_tree(&support::fixture_host(name), &host);
                 // What the container shares from the host in host network/IPC mode.
                 std::fs::create_dir_all(host.join("dev/shm")).unwrap();
                 std::fs::write(host.join("etc/resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
@@ -187,33 +186,8 @@ impl Drop for Env {
     }
 }
 
-fn copy_tree(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let (s, d) = (e.path(), dst.join(e.file_name()));
-        let t = e.file_type().unwrap();
-        if t.is_symlink() {
-            symlink(std::fs::read_link(&s).unwrap(), &d).unwrap();
-        } else if t.is_dir() {
-            copy_tree(&s, &d);
-        } else {
-            std::fs::copy(&s, &d).unwrap();
-        }
-    }
-}
-
 fn mknod(root: &Path, abs: &str, major: u64, minor: u64) {
-    let p = root.join(abs.trim_start_matches('/'));
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    let _ = std::fs::remove_file(&p);
-    nix::sys::stat::mknod(
-        &p,
-        nix::sys::stat::SFlag::S_IFCHR,
-        nix::sys::stat::Mode::from_bits_truncate(0o666),
-        nix::sys::stat::makedev(major, minor),
-    )
-    .unwrap();
+    support::mknod_under(root, abs, major, minor, 0o666);
 }
 
 fn text(b: &[u8]) -> String {

@@ -369,9 +369,23 @@ impl Supervisor {
             Err(exec::Error::Failed { stderr, .. }) if stderr.contains("does not exist") => (Status::Missing, None),
             Err(e) => return Err(e.into()),
         };
-        // conmon writes the exit file as the process ends; trust it over a racing runtime status.
-        let status = if exit_code.is_some() && status == Status::Running { Status::Stopped } else { status };
+        // conmon writes the exit file just after the process ends: trust it over a racing runtime status either
+        // way. Stopped with no exit file while conmon still runs means the exit is being recorded right now.
+        let status = match (status, exit_code) {
+            (Status::Running, Some(_)) => Status::Stopped,
+            (Status::Stopped, None) if self.conmon_alive(id) => Status::Running,
+            (s, _) => s,
+        };
         Ok(State { status, pid, exit_code, oom_killed })
+    }
+
+    fn conmon_alive(&self, id: &str) -> bool {
+        std::fs::read_to_string(self.dir(id).join("conmon.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            // A zombie (state Z) is dead: only its parent has not reaped it yet.
+            .is_some_and(|stat| stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"))
     }
 
     /// Stops a container: SIGTERM, then SIGKILL once `grace` has passed. Returns the exit code.
