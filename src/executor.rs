@@ -39,8 +39,11 @@ use crate::runtime::{self, labels, ContainerInfo, ContainerRuntime, RunState};
 const DEVICE_RETRY: Duration = Duration::from_secs(5);
 /// Period of a round when nothing else wakes the loop (backoff timers, missing-device retries).
 const TICK: Duration = Duration::from_secs(1);
-/// Pause before the next round after a round that ran actions.
+/// Pause before the next round after a round that ran actions, once `STREAK` such rounds came back to back:
+/// the steps of one change (create, start, health gate) follow each other at once, while a plan that keeps
+/// producing actions without converging cannot spin a core.
 const AGAIN: Duration = Duration::from_millis(50);
+const STREAK: u32 = 8;
 /// Most characters of an error kept in the report.
 const ERROR_KEEP: usize = 1000;
 
@@ -351,6 +354,8 @@ pub struct Executor {
     last_progress: Option<Instant>,
     /// The last round ran actions.
     acted: bool,
+    /// Rounds in a row that ran actions, all successful.
+    streak: u32,
 }
 
 impl Executor {
@@ -384,6 +389,7 @@ impl Executor {
             pull_turn: Arc::new(tokio::sync::Semaphore::new(1)),
             last_progress: None,
             acted: false,
+            streak: 0,
         }
     }
 
@@ -413,8 +419,13 @@ impl Executor {
                 publish(&out);
             }
             // A round that acted is followed at once by the next step (create, then start, then the health gate)
-            // instead of a tick later; the short pause keeps a step that keeps failing from spinning.
-            let again = tokio::time::sleep(if self.acted { AGAIN } else { TICK });
+            // instead of a tick later; after a streak of such rounds a short pause keeps a loop from spinning.
+            let pause = match (self.acted, self.streak) {
+                (true, n) if n < STREAK => Duration::ZERO,
+                (true, _) => AGAIN,
+                (false, _) => TICK,
+            };
+            let again = tokio::time::sleep(pause);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = desired.changed() => if r.is_err() { break },
@@ -511,6 +522,7 @@ impl Executor {
         }
         // A failed step waits for the tick (or its backoff), so a backend that keeps refusing is not hammered.
         self.acted = !plan.actions.is_empty() && failed.is_empty();
+        self.streak = if self.acted { self.streak + 1 } else { 0 };
         self.applied = plan.applied_generation(desired, self.applied);
         let events = report::transitions(&self.states, &plan.states, Utc::now());
         for e in &events {
