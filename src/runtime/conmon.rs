@@ -347,6 +347,9 @@ impl Supervisor {
         if !dir.join("meta.json").exists() {
             return Err(Error::NotFound { id: id.to_owned() });
         }
+        // conmon writes the exit file and then exits: asked in this order, a dead conmon means the file (if any)
+        // is complete, and a live one may still be writing it.
+        let conmon_alive = self.conmon_alive(id);
         let exit_code = std::fs::read_to_string(dir.join("exit").join(id)).ok().and_then(|s| s.trim().parse().ok());
         let oom_killed = dir.join("persist/oom").exists();
         let (status, pid) = match self.runtime_cmd(&["state", id]) {
@@ -373,7 +376,7 @@ impl Supervisor {
         // way. Stopped with no exit file while conmon still runs means the exit is being recorded right now.
         let status = match (status, exit_code) {
             (Status::Running, Some(_)) => Status::Stopped,
-            (Status::Stopped, None) if self.conmon_alive(id) => Status::Running,
+            (Status::Stopped, None) if conmon_alive => Status::Running,
             (s, _) => s,
         };
         Ok(State { status, pid, exit_code, oom_killed })
