@@ -503,11 +503,21 @@ fn standalone_broker_serves_agents_and_controllers() {
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_port();
     let url = format!("mqtt://127.0.0.1:{port}");
-    let mut broker = Command::new(support::jetship_bin())
-        .args(["broker", "--listen", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed on drop, so a failing assertion does not leave the broker running.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _broker = KillOnDrop(
+        Command::new(support::jetship_bin())
+            .args(["broker", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(start.elapsed() < Duration::from_secs(10), "jetship broker did not listen");
@@ -535,8 +545,6 @@ fn standalone_broker_serves_agents_and_controllers() {
         assert!(start.elapsed() < Duration::from_secs(40), "will not delivered by the embedded broker");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = broker.kill();
-    let _ = broker.wait();
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
