@@ -842,17 +842,7 @@ impl Applier {
         let (pfd, _) = self.prepare(comps, false)?;
         let name = comps.last().expect("non-empty");
         symlinkat(target, &pfd, name.as_os_str()).op("symlink")?;
-        match fchownat(
-            &pfd,
-            name.as_os_str(),
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            Ok(()) => {}
-            Err(Errno::EPERM) if !self.is_root => {}
-            Err(e) => return Err(Fail::Io("chown symlink", e.into())),
-        }
+        self.chown_at(&pfd, name.as_os_str(), meta, "chown symlink")?;
         for (k, v) in &meta.xattrs {
             if k.starts_with(b"trusted.overlay.") {
                 self.stats.xattrs_skipped += 1;
@@ -977,21 +967,27 @@ impl Applier {
         Ok(())
     }
 
-    fn node(&mut self, comps: &[OsString], meta: &Meta, kind: SFlag, dev: u64) -> std::result::Result<(), Fail> {
-        let (pfd, _) = self.prepare(comps, false)?;
-        let name = comps.last().expect("non-empty");
-        mknodat(&pfd, name.as_os_str(), kind, Mode::from_bits_truncate(0o600), dev as _).op("mknod")?;
+    /// Gives entry `name` in `pfd` the layer's owner without following a symlink; an unprivileged unpack keeps
+    /// its own ids instead (EPERM), as rootless tools do.
+    fn chown_at(&self, pfd: &OwnedFd, name: &OsStr, meta: &Meta, what: &'static str) -> std::result::Result<(), Fail> {
         match fchownat(
-            &pfd,
-            name.as_os_str(),
+            pfd,
+            name,
             Some(Uid::from_raw(meta.uid)),
             Some(Gid::from_raw(meta.gid)),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         ) {
-            Ok(()) => {}
-            Err(Errno::EPERM) if !self.is_root => {}
-            Err(e) => return Err(Fail::Io("chown", e.into())),
+            Ok(()) => Ok(()),
+            Err(Errno::EPERM) if !self.is_root => Ok(()),
+            Err(e) => Err(Fail::Io(what, e.into())),
         }
+    }
+
+    fn node(&mut self, comps: &[OsString], meta: &Meta, kind: SFlag, dev: u64) -> std::result::Result<(), Fail> {
+        let (pfd, _) = self.prepare(comps, false)?;
+        let name = comps.last().expect("non-empty");
+        mknodat(&pfd, name.as_os_str(), kind, Mode::from_bits_truncate(0o600), dev as _).op("mknod")?;
+        self.chown_at(&pfd, name.as_os_str(), meta, "chown")?;
         nix::sys::stat::fchmodat(
             &pfd,
             name.as_os_str(),
