@@ -104,10 +104,10 @@ pub struct RunArgs {
     pub cameras: Vec<String>,
     /// `host` (default) or `private`.
     #[arg(long, value_name = "MODE", default_value = "host", value_parser = parse_ipc)]
-    pub ipc: crate::runtime::IpcMode,
+    pub ipc: crate::base::IpcMode,
     /// `host` (default) or `none`.
     #[arg(long, value_name = "MODE", default_value = "host", value_parser = parse_network)]
-    pub network: crate::runtime::NetworkMode,
+    pub network: crate::base::NetworkMode,
     /// Size of a private /dev/shm (`64m`, `1g`); only with `--ipc private`.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub shm_size: Option<u64>,
@@ -142,18 +142,18 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-fn parse_ipc(s: &str) -> Result<crate::runtime::IpcMode, String> {
+fn parse_ipc(s: &str) -> Result<crate::base::IpcMode, String> {
     match s {
-        "host" => Ok(crate::runtime::IpcMode::Host),
-        "private" => Ok(crate::runtime::IpcMode::Private),
+        "host" => Ok(crate::base::IpcMode::Host),
+        "private" => Ok(crate::base::IpcMode::Private),
         other => Err(format!("`{other}`: use host or private")),
     }
 }
 
-fn parse_network(s: &str) -> Result<crate::runtime::NetworkMode, String> {
+fn parse_network(s: &str) -> Result<crate::base::NetworkMode, String> {
     match s {
-        "host" => Ok(crate::runtime::NetworkMode::Host),
-        "none" => Ok(crate::runtime::NetworkMode::None),
+        "host" => Ok(crate::base::NetworkMode::Host),
+        "none" => Ok(crate::base::NetworkMode::None),
         other => Err(format!("`{other}`: use host or none")),
     }
 }
@@ -354,13 +354,13 @@ fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> {
-    logging::init(log_level.unwrap_or("warn"), config::LogFormat::Text);
+    logging::init(log_level.unwrap_or("warn"), crate::base::LogFormat::Text);
     let now_ms = || {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     };
     match cmd {
         FleetCommand::Broker { listen } => {
-            logging::init(log_level.unwrap_or("info"), config::LogFormat::Text);
+            logging::init(log_level.unwrap_or("info"), crate::base::LogFormat::Text);
             crate::broker::run(listen)?;
             Ok(0)
         }
@@ -474,7 +474,7 @@ fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> 
             Ok(0)
         }
         FleetCommand::SimFleet(args) => {
-            logging::init(log_level.unwrap_or("warn"), config::LogFormat::Text);
+            logging::init(log_level.unwrap_or("warn"), crate::base::LogFormat::Text);
             crate::sim::run(args)?;
             Ok(0)
         }
@@ -780,7 +780,7 @@ fn run_deploy(
 fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, args: ResolveArgs) -> anyhow::Result<i32> {
     use crate::pull::{self, PullOptions};
     if let Some(device) = &args.device {
-        logging::init(log_level.unwrap_or("warn"), config::LogFormat::Text);
+        logging::init(log_level.unwrap_or("warn"), crate::base::LogFormat::Text);
         let access = args.broker.access()?;
         let a = serde_json::json!({ "image": args.image });
         let reply = small_runtime()?.block_on(crate::deploy::command(
@@ -900,7 +900,7 @@ fn run_image_gc(config: &Option<PathBuf>, log_level: Option<&str>, args: ImageGc
 
 /// Loads the config for commands that can run without one: problems become a warning and defaults are used.
 fn optional_config(path: &Option<PathBuf>, log_level: Option<&str>) -> Config {
-    logging::init(log_level.unwrap_or("warn"), config::LogFormat::Text);
+    logging::init(log_level.unwrap_or("warn"), crate::base::LogFormat::Text);
     match config::load(path.as_deref()) {
         Ok(l) => l.config,
         Err(err) => {
@@ -1081,7 +1081,7 @@ mod tests {
         let cli = Cli::try_parse_from(["jetship", "run", "--gpu", "img", "sh", "-c", "echo hi"]).unwrap();
         let Command::Run(r) = cli.command else { panic!("not run") };
         assert_eq!(r.gpu.as_deref(), Some("all"));
-        assert_eq!((r.ipc, r.network), (crate::runtime::IpcMode::Host, crate::runtime::NetworkMode::Host));
+        assert_eq!((r.ipc, r.network), (crate::base::IpcMode::Host, crate::base::NetworkMode::Host));
         assert_eq!(r.image, "img");
         assert_eq!(r.command, ["sh", "-c", "echo hi"]);
         let cli = Cli::try_parse_from(["jetship", "run", "--gpu=nvidia.com/gpu=0", "img"]).unwrap();

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::{valid_id, GpuMode, LogFormat};
+
 /// Where the agent looks for its config when neither `--config` nor `JETSHIP_CONFIG` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/jetship/agent.toml";
 /// Where the agent keeps everything it writes unless `state_dir` or `JETSHIP_STATE_DIR` says otherwise.
@@ -258,7 +260,7 @@ impl Default for SpoolConfig {
 pub struct GpuConfig {
     /// `auto`, `cdi`, `csv`, `nvidia-runtime` or `off`. Defaults to `auto`: a CDI spec that matches the live
     /// /dev, else the Jetson CSV files, else nvidia-container-runtime, else an error saying what to install.
-    pub mode: crate::devices::gpu::GpuMode,
+    pub mode: GpuMode,
 }
 
 /// Log output.
@@ -275,14 +277,6 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self { level: "info".into(), format: LogFormat::Text }
     }
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Image registries and pulls (see docs/images.md).
@@ -493,17 +487,11 @@ impl RegistryConfig {
             bad("registry.unpack_estimate_factor", format!("{} must be between 0 and 20", self.unpack_estimate_factor));
         }
         if let Some(p) = &self.platform {
-            if let Err(e) = crate::pull::Platform::parse(p) {
+            if let Err(e) = crate::base::Platform::parse(p) {
                 bad("registry.platform", e.to_string());
             }
         }
     }
-}
-
-/// Whether `id` is a valid device or group id: `[A-Za-z0-9_-]{1,64}`. Ids become MQTT topic levels, so this
-/// also keeps `+`, `#` and `/` out of topics.
-pub fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl Config {
@@ -611,7 +599,7 @@ impl Config {
 impl MqttConfig {
     fn check(&self, bad: &mut impl FnMut(&str, String)) {
         if let Some(url) = &self.url {
-            if let Err(e) = crate::mqtt::BrokerUrl::parse(url) {
+            if let Err(e) = crate::base::BrokerUrl::parse(url) {
                 bad("mqtt.url", e.to_string());
             } else if url.starts_with("mqtt://") && (self.ca_file.is_some() || self.client_cert.is_some()) {
                 bad("mqtt.url", format!("`{url}` is plain MQTT but TLS files are set: use mqtts://"));
@@ -674,13 +662,13 @@ mod tests {
         assert_eq!(c.state_dir, Path::new("/var/lib/jetship"));
         assert_eq!(c.host.root, Path::new("/"));
         assert_eq!(c.telemetry.interval_s, 10);
-        assert_eq!(c.gpu.mode, crate::devices::gpu::GpuMode::Auto);
+        assert_eq!(c.gpu.mode, GpuMode::Auto);
     }
 
     #[test]
     fn gpu_mode_takes_the_documented_words_only() {
         let c = parse("[gpu]\nmode = \"nvidia-runtime\"\n").unwrap();
-        assert_eq!(c.gpu.mode, crate::devices::gpu::GpuMode::NvidiaRuntime);
+        assert_eq!(c.gpu.mode, GpuMode::NvidiaRuntime);
         let err = parse("[gpu]\nmode = \"cuda\"\n").unwrap_err().to_string();
         assert!(err.contains("gpu.mode") && err.contains("nvidia-runtime"), "{err}");
     }

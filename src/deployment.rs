@@ -14,8 +14,9 @@ use std::time::Duration;
 use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::base::{IpcMode, NetworkMode};
 pub use crate::config::Problem;
-use crate::runtime::{ContainerConfig, IpcMode, NetworkMode, Volume};
+use crate::runtime::{ContainerConfig, Volume};
 
 /// Largest document accepted, in bytes (after the wire or the file, before parsing).
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;

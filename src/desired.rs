@@ -45,7 +45,7 @@ impl Source {
             return Some(Self::Device);
         }
         let group = stem.strip_prefix("group-")?;
-        crate::config::valid_id(group).then(|| Self::Group(group.to_owned()))
+        crate::base::valid_id(group).then(|| Self::Group(group.to_owned()))
     }
 }
 

@@ -711,7 +711,7 @@ impl Executor {
                 true
             }
             Action::Create { deployment, id, config, labels: l } => {
-                let doc_hash = l.get(reconcile::DOC_HASH_LABEL).cloned().unwrap_or_default();
+                let doc_hash = l.get(labels::DOC_HASH).cloned().unwrap_or_default();
                 let mut l = l.clone();
                 l.insert(labels::SPEC_HASH.to_owned(), config.spec_hash());
                 match self.runtime.create(id, config, l).await {
@@ -1218,7 +1218,7 @@ mod tests {
             }
             let labels = rig.fake.containers.lock().unwrap()[&id].labels.clone();
             assert_eq!(labels[labels::DEPLOYMENT], name);
-            assert_eq!(labels[reconcile::DOC_HASH_LABEL], d.deployments[name].doc_hash());
+            assert_eq!(labels[labels::DOC_HASH], d.deployments[name].doc_hash());
         }
         assert!(out.events.iter().any(|e| e.to.as_ref().is_some_and(DeploymentState::is_converged)));
         assert!(rig.dir.path().join("deployments/a.json").is_file(), "resolved digest is persisted");

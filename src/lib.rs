@@ -4,6 +4,7 @@
 //! in this library so `tests/` drives the real code. One module per concern; each says what it owns.
 
 pub mod agent;
+pub mod base;
 pub mod broker;
 pub mod cli;
 pub mod config;

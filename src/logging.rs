@@ -2,7 +2,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::base::LogFormat;
 
 /// Installs the global subscriber. `RUST_LOG` wins over `level`. Safe to call more than once (later calls
 /// are ignored), which keeps tests that run several commands in one process simple.

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::base::{BadBrokerUrl, BrokerUrl};
 use crate::protocol::{Stream, Topics};
 use crate::spool::{self, Spool};
 
@@ -37,8 +38,8 @@ const OFFLINE_ACK_WAIT: Duration = Duration::from_secs(3);
 /// Errors building a connection.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("broker url `{url}`: {message}")]
-    Url { url: String, message: String },
+    #[error(transparent)]
+    Url(#[from] BadBrokerUrl),
     #[error("cannot read {what} {path}: {source}")]
     File {
         what: &'static str,
@@ -49,37 +50,6 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// A parsed broker URL: `mqtt://host[:1883]` or `mqtts://host[:8883]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-}
-
-impl BrokerUrl {
-    /// Parses and checks a broker URL.
-    pub fn parse(s: &str) -> Result<BrokerUrl> {
-        let bad = |message: &str| Error::Url { url: s.to_owned(), message: message.to_owned() };
-        let u =
-            url::Url::parse(s).map_err(|e| bad(&format!("{e}; expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")))?;
-        let tls = match u.scheme() {
-            "mqtt" | "tcp" => false,
-            "mqtts" | "ssl" => true,
-            other => return Err(bad(&format!("scheme `{other}` is not supported: use mqtt:// or mqtts://"))),
-        };
-        let host = u.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        if !(u.path().is_empty() || u.path() == "/") || u.query().is_some() {
-            return Err(bad("a path or query is not allowed"));
-        }
-        if !u.username().is_empty() || u.password().is_some() {
-            return Err(bad("put credentials in username/password_file, not in the url"));
-        }
-        Ok(BrokerUrl { tls, host, port: u.port().unwrap_or(if tls { 8883 } else { 1883 }) })
-    }
-}
 
 /// How to reach and authenticate to a broker; shared by the agent (`[mqtt]`) and the CLI (`cli.toml`, flags).
 #[derive(Debug, Clone, Default)]
@@ -111,10 +81,10 @@ impl BrokerAccess {
             let ca = match &self.ca_file {
                 Some(p) => read_file("CA file", p)?,
                 None => {
-                    return Err(Error::Url {
+                    return Err(Error::Url(BadBrokerUrl {
                         url: self.url.clone(),
                         message: "mqtts needs a CA file (ca_file / --ca-file)".into(),
-                    })
+                    }))
                 }
             };
             let client_auth = match (&self.client_cert, &self.client_key) {

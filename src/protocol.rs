@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::valid_id;
+use crate::base::valid_id;
 
 /// Topic prefix of protocol version 1.
 pub const ROOT: &str = "jetship/v1";

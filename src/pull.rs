@@ -13,6 +13,7 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::base::{BadPlatform, Platform};
 use crate::config::RegistryConfig;
 use crate::image_store::{self, ImageRecord, ImageStore, LayerRecord};
 use crate::reference::{self, Reference, TemplateVars};
@@ -63,81 +64,13 @@ pub enum Error {
     NoSpace { image: String, dir: String, needed: u64, free: u64, download: u64, unpack: u64, reserve: u64 },
     #[error("{image}: blob {digest} failed after {attempts} attempts: {last}")]
     Blob { image: String, digest: String, attempts: u32, last: String },
-    #[error("{image}: `{platform}` is not a platform (expected os/arch[/variant], e.g. linux/arm64)")]
-    BadPlatform { image: String, platform: String },
+    #[error(transparent)]
+    Platform(#[from] BadPlatform),
     #[error("{image}: pull cancelled")]
     Cancelled { image: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// An `os/arch[/variant]` platform.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// Parses `linux/arm64`, `linux/arm64/v8`, `linux/amd64`; `aarch64` and `x86_64` are accepted as aliases.
-    pub fn parse(s: &str) -> Result<Self> {
-        let bad = || Error::BadPlatform { image: "platform".into(), platform: s.to_owned() };
-        let parts: Vec<&str> = s.trim().split('/').collect();
-        let ok = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !(2..=3).contains(&parts.len()) || !parts.iter().all(ok) || parts[0] != "linux" {
-            return Err(bad());
-        }
-        Ok(Self {
-            os: parts[0].to_owned(),
-            architecture: normalise_arch(parts[1]).to_owned(),
-            variant: parts.get(2).map(|v| v.to_string()),
-        })
-    }
-
-    /// The platform of this machine, as Docker picks it: on a Jetson `linux/arm64/v8`.
-    pub fn host() -> Self {
-        let (arch, variant) = match std::env::consts::ARCH {
-            "aarch64" => ("arm64", Some("v8")),
-            "x86_64" => ("amd64", None),
-            "arm" => ("arm", Some("v7")),
-            other => (other, None),
-        };
-        Self { os: "linux".into(), architecture: arch.into(), variant: variant.map(str::to_owned) }
-    }
-
-    /// How well an index entry fits: `None` if not at all, higher is better (exact variant over none).
-    pub fn fit(&self, os: &str, arch: &str, variant: Option<&str>) -> Option<u8> {
-        if os != self.os || normalise_arch(arch) != self.architecture {
-            return None;
-        }
-        match (self.variant.as_deref(), variant) {
-            (Some(w), Some(v)) if w == v => Some(2),
-            (_, None) => Some(1),
-            (None, Some(_)) => Some(1),
-            // arm64 images without a v8 mark are the same thing
-            (Some(_), Some(_)) => None,
-        }
-    }
-}
-
-fn normalise_arch(a: &str) -> &str {
-    match a {
-        "aarch64" => "arm64",
-        "x86_64" | "x86-64" => "amd64",
-        other => other,
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
 
 /// Settings of one pull, from `[registry]` plus per-pull overrides.
 #[derive(Debug, Clone)]

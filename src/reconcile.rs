@@ -16,10 +16,6 @@ use serde::{Deserialize, Serialize};
 use crate::deployment::{Deployment, Document, HealthCheck, RestartPolicy};
 use crate::runtime::{labels, ContainerConfig, ContainerInfo, RunState};
 
-/// Label with the [`Deployment::doc_hash`] a container was created for: equal hash means "this container is
-/// the desired version", so an agent restarted offline adopts its containers without resolving images again.
-pub const DOC_HASH_LABEL: &str = "io.jetship.doc-hash";
-
 /// Monotonic time since an origin the executor picks (e.g. agent start).
 pub type Time = Duration;
 
@@ -68,7 +64,7 @@ pub enum Health {
 pub struct ContainerView {
     /// Backend id.
     pub id: String,
-    /// [`DOC_HASH_LABEL`]; `None` for containers made by something older.
+    /// [`labels::DOC_HASH`]; `None` for containers made by something older.
     pub doc_hash: Option<String>,
     /// The pinned image it runs ([`labels::IMAGE`]).
     pub image: String,
@@ -93,7 +89,7 @@ impl ContainerView {
         };
         Self {
             id: info.id.clone(),
-            doc_hash: info.labels.get(DOC_HASH_LABEL).cloned(),
+            doc_hash: info.labels.get(labels::DOC_HASH).cloned(),
             image: info.labels.get(labels::IMAGE).cloned().unwrap_or_default(),
             state: info.state,
             exit_code: info.exit_code,
@@ -489,7 +485,7 @@ impl Planner<'_> {
         }
         let labels = BTreeMap::from([
             (labels::DEPLOYMENT.to_owned(), self.dep()),
-            (DOC_HASH_LABEL.to_owned(), hash.to_owned()),
+            (labels::DOC_HASH.to_owned(), hash.to_owned()),
             (labels::IMAGE.to_owned(), image.to_owned()),
         ]);
         self.push(Action::Create {
@@ -817,7 +813,7 @@ mod tests {
                 Action::Create { id, config, labels, .. } => {
                     obs.containers.push(ContainerView {
                         id: id.clone(),
-                        doc_hash: labels.get(DOC_HASH_LABEL).cloned(),
+                        doc_hash: labels.get(labels::DOC_HASH).cloned(),
                         image: config.image.clone(),
                         state: RunState::Created,
                         exit_code: None,
@@ -1414,7 +1410,7 @@ mod tests {
         assert_eq!(config.image, pinned("busybox:1"));
         assert_eq!(config.gpu.as_deref(), Some("all"));
         assert_eq!(labels[labels::DEPLOYMENT], APP);
-        assert_eq!(labels[DOC_HASH_LABEL], hash(&d));
+        assert_eq!(labels[labels::DOC_HASH], hash(&d));
         assert_eq!(labels[labels::IMAGE], pinned("busybox:1"));
     }
 
@@ -1639,7 +1635,7 @@ mod tests {
         let info = ContainerInfo {
             id: "app-1".into(),
             labels: BTreeMap::from([
-                (DOC_HASH_LABEL.to_owned(), "h".to_owned()),
+                (labels::DOC_HASH.to_owned(), "h".to_owned()),
                 (labels::IMAGE.to_owned(), "busybox@sha256:x".to_owned()),
             ]),
             state: RunState::Running,

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use jetship::base::{IpcMode, NetworkMode};
 use jetship::runtime::conmon::{OciRuntime, Paths, Status, Supervisor};
-use jetship::runtime::spec::{self, HostFiles, ImageProcess, IpcMode, NetworkMode, ResolvedUser, RunSpec};
+use jetship::runtime::spec::{self, HostFiles, ImageProcess, ResolvedUser, RunSpec};
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jetship::base::GpuMode;
 use jetship::devices::cameras::CameraError;
-use jetship::devices::gpu::GpuMode;
 use jetship::pull::Progress;
 use jetship::registry::Credential;
 use jetship::runtime::docker::{self, DockerBackend, DockerOptions};

@@ -5,9 +5,10 @@ mod support;
 use std::io::Read;
 use std::time::Duration;
 
+use jetship::base::Platform;
 use jetship::image_store::ImageStore;
 use jetship::l4t::L4tVersion;
-use jetship::pull::{self, Platform, PullOptions};
+use jetship::pull::{self, PullOptions};
 use jetship::reference::TemplateVars;
 use jetship::registry::{Client, ClientOptions, Credential};
 use support::registry::{self as reg, Compression::*, Proxy, Pusher, Registry};

@@ -21,6 +21,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{cdi, csv};
+use crate::base::GpuMode;
 use crate::fsutil::under_root;
 use crate::runtime::spec::{BindMount, DeviceNode, HookSpec, RunSpec};
 
@@ -38,36 +39,6 @@ pub const LDCACHE_SCRIPT: &str = "[ \"$(pwd -P)\" != / ] || exit 0; \
 
 /// The environment of the CSV-mode ldconfig hook (runtimes start hooks with only what the spec gives).
 pub const HOOK_PATH_ENV: &str = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// How a container gets the GPU. Config key `gpu.mode`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GpuMode {
-    /// CDI when a valid spec matches the live `/dev`, else CSV, else `nvidia-container-runtime`, else an error
-    /// saying what is missing.
-    #[default]
-    Auto,
-    /// Apply the edits of a CDI spec from `/etc/cdi` or `/var/run/cdi`.
-    Cdi,
-    /// Build the edits from the Jetson CSV files (JetPack 4/5/6 without a CDI spec).
-    Csv,
-    /// Hand the bundle to `nvidia-container-runtime` with `NVIDIA_VISIBLE_DEVICES`.
-    NvidiaRuntime,
-    /// No GPU.
-    Off,
-}
-
-impl fmt::Display for GpuMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Cdi => "cdi",
-            Self::Csv => "csv",
-            Self::NvidiaRuntime => "nvidia-runtime",
-            Self::Off => "off",
-        })
-    }
-}
 
 /// Which GPU a deployment asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

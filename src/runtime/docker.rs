@@ -30,9 +30,10 @@ use super::{
     labels, ContainerConfig, ContainerInfo, ContainerRuntime, ContainerStats, Error, LogLine, Result, RunState,
 };
 use super::{IpcMode, NetworkMode};
+use crate::base::GpuMode;
 use crate::config::Config;
 use crate::devices::cameras;
-use crate::devices::gpu::{GpuMode, GpuRequest};
+use crate::devices::gpu::GpuRequest;
 use crate::fsutil::under_root;
 use crate::pull::{Progress, ProgressSink};
 use crate::reference::Reference;

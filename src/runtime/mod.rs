@@ -17,19 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::devices::gpu::GpuRequest;
 pub use conmon::LogLine;
-pub use spec::{BindMount, IpcMode, NetworkMode};
+pub use spec::BindMount;
 
-/// Label keys marking what jetship owns, shared by every backend (Docker labels, conmon metadata).
-pub mod labels {
-    /// The deployment a container belongs to.
-    pub const DEPLOYMENT: &str = "io.jetship.deployment";
-    /// Hash of the container settings it was created from: a change means "replace the container".
-    pub const SPEC_HASH: &str = "io.jetship.spec-hash";
-    /// The agent (device id) that created it.
-    pub const AGENT: &str = "io.jetship.agent";
-    /// The pinned image reference (`name@sha256:...`).
-    pub const IMAGE: &str = "io.jetship.image";
-}
+use crate::base::{IpcMode, NetworkMode};
+
+pub use crate::base::labels;
 
 /// Errors of a runtime backend, with the container or image named.
 #[derive(Debug, thiserror::Error)]

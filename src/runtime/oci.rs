@@ -44,7 +44,7 @@ pub struct OciSettings {
     /// `host.root`: where /dev, /sys, /etc and the GPU/camera files are read.
     pub host_root: PathBuf,
     /// `gpu.mode`.
-    pub gpu_mode: gpu::GpuMode,
+    pub gpu_mode: crate::base::GpuMode,
     /// `[registry]`: used to pull an image that is not in the store yet.
     pub registry: RegistryConfig,
     /// The agent's device id, stored as [`labels::AGENT`] when the caller gives none.

@@ -14,7 +14,8 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
     SpecBuilder, UserBuilder,
 };
-use serde::{Deserialize, Serialize};
+
+use crate::base::{IpcMode, NetworkMode};
 
 /// Errors building a runtime spec. Each names the field and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -75,24 +76,6 @@ pub const DEFAULT_SHM_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The PATH Docker gives a container whose image sets none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// IPC namespace choice. `Host` shares the host's System V IPC and /dev/shm (what PyTorch data loaders need).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IpcMode {
-    #[default]
-    Host,
-    Private,
-}
-
-/// Network namespace choice. `Host` shares the host's network stack, resolv.conf and hosts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NetworkMode {
-    #[default]
-    Host,
-    None,
-}
 
 /// The parts of an OCI image config (`config` object) that shape the process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

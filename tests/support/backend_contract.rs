@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use jetship::runtime::{labels, ContainerConfig, ContainerInfo, ContainerRuntime, IpcMode, NetworkMode, RunState};
+use jetship::base::{IpcMode, NetworkMode};
+use jetship::runtime::{labels, ContainerConfig, ContainerInfo, ContainerRuntime, RunState};
 
 use super::registry::{self as reg, Blob, Image, Pusher};
 

@@ -1,0 +1,15 @@
+//! Label keys marking what jetship owns, shared by the planner, the executor and every backend (Docker
+//! labels, conmon metadata). `runtime::labels::stamp` is the one function that sets them on a container.
+
+/// The deployment a container belongs to.
+pub const DEPLOYMENT: &str = "io.jetship.deployment";
+/// Hash of the container settings it was created from: a change means "replace the container".
+pub const SPEC_HASH: &str = "io.jetship.spec-hash";
+/// The agent (device id) that created it.
+pub const AGENT: &str = "io.jetship.agent";
+/// The pinned image reference (`name@sha256:...`).
+pub const IMAGE: &str = "io.jetship.image";
+/// The deployment version (`Deployment::doc_hash`) a container was created for: equal hash means "this
+/// container is the desired version", so an agent restarted offline adopts its containers without resolving
+/// images again.
+pub const DOC_HASH: &str = "io.jetship.doc-hash";
