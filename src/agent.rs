@@ -26,7 +26,7 @@ use crate::protocol::{self, Command, Incoming, Reply, Status, Stream, Topics};
 use crate::report::{Rejected, Reported};
 use crate::runtime::ContainerRuntime;
 use crate::spool::Spool;
-use crate::{broker, fsutil, policy};
+use crate::{broker, os::fsutil, policy};
 
 /// How long running tasks get to finish after SIGTERM before the agent exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -132,14 +132,14 @@ impl DesiredStore {
     pub fn save(&self, source: &Source, doc: &Document) -> Result<()> {
         let path = self.dir.join(source.file_name());
         let json = serde_json::to_vec_pretty(doc).expect("document serializes");
-        crate::fsutil::write_atomic(&path, &json).map_err(|source| Error::Write { path, source })
+        crate::os::fsutil::write_atomic(&path, &json).map_err(|source| Error::Write { path, source })
     }
 
     /// Forgets `source` (a group the device left). Absent is fine.
     pub fn remove(&self, source: &Source) -> Result<()> {
         let path = self.dir.join(source.file_name());
         match std::fs::remove_file(&path) {
-            Ok(()) => crate::fsutil::sync_dir(&self.dir).map_err(|source| Error::Remove { path, source }),
+            Ok(()) => crate::os::fsutil::sync_dir(&self.dir).map_err(|source| Error::Remove { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(Error::Remove { path, source }),
         }

@@ -214,7 +214,7 @@ impl StateFiles {
         let store = |source| Error::Store { path: path.clone(), source };
         std::fs::create_dir_all(&self.dir).map_err(store)?;
         let json = serde_json::to_vec(&p).expect("persisted state serializes");
-        crate::fsutil::write_atomic(&path, &json).map_err(store)
+        crate::os::fsutil::write_atomic(&path, &json).map_err(store)
     }
 
     fn remove(&self, name: &str) -> Result<()> {
@@ -235,7 +235,7 @@ impl StateFiles {
             let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
-            let parsed = crate::fsutil::read_small(&path, 64 * 1024)
+            let parsed = crate::os::fsutil::read_small(&path, 64 * 1024)
                 .map_err(|e| e.to_string())
                 .and_then(|text| serde_json::from_str::<Persisted>(&text).map_err(|e| e.to_string()));
             match parsed {
@@ -1006,7 +1006,7 @@ impl Probe {
                     "`{}` exited with {}: {}",
                     cmd.join(" "),
                     out.status,
-                    crate::exec::trim_stderr(&out.stderr)
+                    crate::os::exec::trim_stderr(&out.stderr)
                 ))
             };
         }

@@ -17,7 +17,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::fsutil;
+use crate::os::fsutil;
 
 /// Store errors; each names the blob, the image or the file.
 #[derive(Debug, thiserror::Error)]

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::under_root;
+use crate::os::fsutil::under_root;
 
 /// One metrics sample. Field names are a public contract (telemetry payload, `jetship metrics --json`):
 /// see docs/metrics.md.

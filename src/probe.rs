@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::devices::cameras::Camera;
 use crate::devices::{cameras, cdi, csv, read_regular};
-use crate::exec::{find_program, BIN_DIRS};
-use crate::fsutil::under_root;
 use crate::l4t::{self, L4tVersion, SoftwareStack};
+use crate::os::exec::{find_program, BIN_DIRS};
+use crate::os::fsutil::under_root;
 
 /// Version of the `jetship probe --json` schema (also the MQTT `host` payload). Bump on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;

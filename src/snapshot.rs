@@ -19,7 +19,7 @@ use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode};
 use sha2::{Digest, Sha256};
 
-use crate::fsutil;
+use crate::os::fsutil;
 use crate::unpack::{
     self, fget_xattr, list_xattrs, read_dir_fd, Applier, Components, Destination, Fail, Meta, UnpackError,
     UnpackPolicy, UnpackStats, WhiteoutMode,

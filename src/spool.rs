@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::fsutil;
+use crate::os::fsutil;
 use crate::protocol::Stream;
 
 const MAGIC: &[u8; 8] = b"JSSPOOL1";

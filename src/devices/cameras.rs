@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::read_regular;
-use crate::fsutil::under_root;
+use crate::os::fsutil::under_root;
 use crate::runtime::spec::{BindMount, DeviceNode};
 
 /// The char-device major of video4linux nodes.
@@ -183,7 +183,7 @@ fn stable_links(root: &Path, dir: &str) -> Vec<(PathBuf, PathBuf)> {
             let target = std::fs::read_link(e.path()).ok()?;
             let link = Path::new(dir).join(e.file_name());
             // Resolve lexically against the host path: the link must not be followed on this machine's root.
-            let target = crate::fsutil::normalize_abs(&Path::new(dir).join(target));
+            let target = crate::os::fsutil::normalize_abs(&Path::new(dir).join(target));
             Some((link, target))
         })
         .collect();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::under_root;
+use crate::os::fsutil::under_root;
 
 /// The directories the CDI standard reads specs from, in priority order (later overrides earlier).
 pub const SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::read_regular;
-use crate::fsutil::under_root;
+use crate::os::fsutil::under_root;
 
 /// The directory the NVIDIA container runtime reads CSV files from.
 pub const CSV_DIR: &str = "/etc/nvidia-container-runtime/host-files-for-container.d";

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{cdi, csv};
 use crate::base::GpuMode;
-use crate::fsutil::under_root;
+use crate::os::fsutil::under_root;
 use crate::runtime::spec::{BindMount, DeviceNode, HookSpec, RunSpec};
 
 /// The CDI kind of NVIDIA GPUs.
@@ -324,7 +324,7 @@ pub enum GpuError {
         listed: usize,
     },
     /// `nvidia-container-runtime` is not installed.
-    #[error("nvidia-container-runtime is not installed in {dirs}: install the NVIDIA container toolkit (`sudo apt install nvidia-container-toolkit`)", dirs = crate::exec::BIN_DIRS.join(", "))]
+    #[error("nvidia-container-runtime is not installed in {dirs}: install the NVIDIA container toolkit (`sudo apt install nvidia-container-toolkit`)", dirs = crate::os::exec::BIN_DIRS.join(", "))]
     NoNvidiaRuntime,
     /// `auto` found no way to give the container the GPU.
     #[error("no way to give the container the GPU on this host:\n{}\nfix one of them: on a Jetson install the NVIDIA container toolkit (`sudo apt install nvidia-container`, part of JetPack) and run `sudo nvidia-ctk cdi generate --mode=csv --output=/etc/cdi/nvidia.yaml`; on a discrete GPU install the driver and nvidia-container-toolkit and run `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`; or set gpu.mode = \"off\"", .tried.iter().map(|s| format!("  - {}: {}", s.mode, s.reason)).collect::<Vec<_>>().join("\n"))]
@@ -435,7 +435,7 @@ fn resolve_links(root: &Path, host: &str) -> Option<PathBuf> {
         match std::fs::read_link(&path) {
             Ok(target) => {
                 let joined = host.parent().unwrap_or(Path::new("/")).join(target);
-                host = crate::fsutil::normalize_abs(&joined);
+                host = crate::os::fsutil::normalize_abs(&joined);
             }
             Err(_) => return Some(path),
         }
@@ -703,7 +703,7 @@ fn expand_glob(root: &Path, pattern: &str) -> Vec<String> {
 
 fn plan_nvidia_runtime(root: &Path, request: &GpuRequest) -> Result<GpuMethod> {
     // The runtime is run from the agent's view of the host: the path under the host root.
-    let runtime_path = crate::exec::find_program(root, "nvidia-container-runtime", crate::exec::BIN_DIRS)
+    let runtime_path = crate::os::exec::find_program(root, "nvidia-container-runtime", crate::os::exec::BIN_DIRS)
         .map(|p| under_root(root, &p.to_string_lossy()))
         .ok_or(GpuError::NoNvidiaRuntime)?;
     Ok(GpuMethod::NvidiaRuntime {

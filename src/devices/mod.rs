@@ -18,12 +18,12 @@ pub mod gpu;
 use std::io;
 use std::path::Path;
 
-/// [`crate::fsutil::read_small`] for host files that must be regular files. sysfs and procfs attributes are
+/// [`crate::os::fsutil::read_small`] for host files that must be regular files. sysfs and procfs attributes are
 /// regular files; a FIFO or device planted where one is expected (in a fixture or a mounted host root) would
 /// block or have side effects when read, so it is refused instead.
 pub(crate) fn read_regular(path: &Path, limit: u64) -> io::Result<String> {
     if !std::fs::metadata(path)?.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
-    crate::fsutil::read_small(path, limit)
+    crate::os::fsutil::read_small(path, limit)
 }

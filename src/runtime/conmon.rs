@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::exec;
-use crate::fsutil;
+use crate::os::exec;
+use crate::os::fsutil;
 
 /// How long `create` waits for conmon to report the container's pid.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -34,7 +34,7 @@ use crate::base::GpuMode;
 use crate::config::Config;
 use crate::devices::cameras;
 use crate::devices::gpu::GpuRequest;
-use crate::fsutil::under_root;
+use crate::os::fsutil::under_root;
 use crate::pull::{Progress, ProgressSink};
 use crate::reference::Reference;
 use crate::registry::Credential;

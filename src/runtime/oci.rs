@@ -113,7 +113,7 @@ impl OciBackend {
         let conmon = match &settings.conmon {
             Some(p) if p.is_file() => p.clone(),
             Some(p) => return Err(backend_err(format!("conmon `{}` does not exist: fix runtime.conmon", p.display()))),
-            None => crate::exec::find_program(
+            None => crate::os::exec::find_program(
                 Path::new("/"),
                 "conmon",
                 &["/usr/bin", "/usr/local/bin", "/usr/libexec/podman"],
@@ -357,7 +357,7 @@ impl Inner {
             linux.set_cgroups_path(Some(cgroup_path(id)));
         }
         let json = serde_json::to_vec_pretty(&oci).map_err(|e| ctr_err(id, format!("serializing config.json: {e}")))?;
-        crate::fsutil::write_atomic(&bundle.join("config.json"), &json)
+        crate::os::fsutil::write_atomic(&bundle.join("config.json"), &json)
             .map_err(|e| ctr_err(id, format!("writing config.json: {e}")))?;
         Ok(runtime)
     }

@@ -162,7 +162,7 @@ pub struct HostFiles {
 impl HostFiles {
     /// The usual paths under a host root.
     pub fn under(root: &Path) -> Self {
-        let p = |abs: &str| crate::fsutil::under_root(root, abs);
+        let p = |abs: &str| crate::os::fsutil::under_root(root, abs);
         Self { resolv_conf: p("/etc/resolv.conf"), hosts: p("/etc/hosts"), shm: p("/dev/shm") }
     }
 }

@@ -71,7 +71,7 @@ pub const BIN_DIRS: &[&str] = &["/usr/bin", "/usr/local/bin", "/usr/sbin"];
 pub fn find_program(root: &Path, name: &str, dirs: &[&str]) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     dirs.iter().map(|d| Path::new(d).join(name)).find(|p| {
-        std::fs::metadata(crate::fsutil::under_root(root, &p.to_string_lossy()))
+        std::fs::metadata(crate::os::fsutil::under_root(root, &p.to_string_lossy()))
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     })
 }
