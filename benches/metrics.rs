@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
 
-use jetship::metrics::Sampler;
+use jetship::host::metrics::Sampler;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts/orin-nano-super-jp62");

@@ -19,9 +19,9 @@ use crate::config::PolicyConfig;
 use crate::deployment::{self, Format};
 use crate::desired::{DesiredStore, Source};
 use crate::executor::{self, Desired, Executor, Output};
-use crate::metrics::Sampler;
+use crate::host::metrics::Sampler;
+use crate::host::probe::{self, HostFacts};
 use crate::mqtt::{BrokerAccess, Link, LinkHandle, LinkOptions, Message};
-use crate::probe::{self, HostFacts};
 use crate::protocol::{self, Command, Incoming, Reply, Status, Stream, Topics};
 use crate::report::{Rejected, Reported};
 use crate::runtime::ContainerRuntime;
@@ -547,7 +547,7 @@ mod commands {
             }
             Command::Resolve { image } => {
                 let (root, state_dir) = (config.host.root.clone(), config.state_dir.clone());
-                let facts = tokio::task::spawn_blocking(move || crate::probe::probe(&root, &state_dir))
+                let facts = tokio::task::spawn_blocking(move || crate::host::probe::probe(&root, &state_dir))
                     .await
                     .map_err(|e| e.to_string())?;
                 let vars = crate::reference::TemplateVars::from_facts(&facts);

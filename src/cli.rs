@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config};
-use crate::{agent, fleet, metrics, os::logging, probe};
+use crate::{agent, fleet, host::metrics, host::probe, os::logging};
 
 /// Containers for NVIDIA Jetson fleets: JetPack-matched images with the GPU, cameras and host IPC, over MQTT.
 #[derive(Debug, Parser)]

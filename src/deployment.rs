@@ -755,7 +755,7 @@ pub fn validate(doc: &Document) -> Vec<Problem> {
             }
         }
         if let Some(g) = &d.gpu.0 {
-            if let Err(e) = crate::devices::gpu::GpuRequest::parse(g) {
+            if let Err(e) = crate::host::devices::gpu::GpuRequest::parse(g) {
                 bad("gpu", e.to_string());
             }
         }
@@ -808,7 +808,7 @@ pub fn validate(doc: &Document) -> Vec<Problem> {
 
 fn check_image(image: &str) -> std::result::Result<(), String> {
     // Expanded with a sample host's facts: this checks the syntax and the variable names, not the host.
-    let vars = crate::reference::TemplateVars::from_l4t(crate::l4t::L4tVersion::new(36, 4, 3));
+    let vars = crate::reference::TemplateVars::from_l4t(crate::host::l4t::L4tVersion::new(36, 4, 3));
     match crate::reference::expand(image, &vars) {
         Ok(expanded) => crate::reference::Reference::parse(&expanded).map(|_| ()).map_err(|e| e.to_string()),
         Err(crate::reference::Error::MissingFact { .. }) => Ok(()),
@@ -1208,7 +1208,7 @@ mod example_tests {
         assert_eq!(crate::policy::check(&doc, &ngc_only, state_dir).len(), 1, "Docker Hub image refused");
         // Under another state dir the volume is outside the allowed folder.
         assert_eq!(crate::policy::check(&doc, &PolicyConfig::default(), Path::new("/srv/jetship")).len(), 1);
-        let vars = crate::reference::TemplateVars::from_l4t(crate::l4t::L4tVersion::new(36, 4, 3));
+        let vars = crate::reference::TemplateVars::from_l4t(crate::host::l4t::L4tVersion::new(36, 4, 3));
         assert_eq!(
             crate::reference::expand(&d.image, &vars).unwrap(),
             "ultralytics/ultralytics:latest-jetson-jetpack6"

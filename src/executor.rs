@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use crate::config::{BackendChoice, Config};
 use crate::deployment::{Document, HealthCheck};
-use crate::devices::cameras::CameraError;
+use crate::host::devices::cameras::CameraError;
 use crate::reconcile::{
     self, Action, Actual, Backoff, ContainerView, DeploymentState, Failure, Health, Observed, Resolved, RolledBack,
     Stage, Task, Time,

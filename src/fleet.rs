@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::metrics::Sample;
+use crate::host::metrics::Sample;
 use crate::mqtt::BrokerAccess;
 use crate::protocol::{self, DeviceTopic, Status, Topics, ROOT};
 use crate::report::Reported;

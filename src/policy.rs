@@ -80,7 +80,7 @@ pub fn check(doc: &Document, policy: &PolicyConfig, state_dir: &Path) -> Vec<Pro
 /// with sample facts (they never stand for the registry in practice). `None` when the reference does not parse
 /// (validation reports that).
 pub fn registry_of(image: &str) -> Option<String> {
-    let vars = TemplateVars::from_l4t(crate::l4t::L4tVersion::new(36, 4, 3));
+    let vars = TemplateVars::from_l4t(crate::host::l4t::L4tVersion::new(36, 4, 3));
     let expanded = crate::reference::expand(image, &vars).ok()?;
     Reference::parse(&expanded).ok().map(|r| normalise_registry(&r.registry))
 }

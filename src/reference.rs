@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::probe::HostFacts;
+use crate::host::probe::HostFacts;
 
 /// The registry a reference without a registry part names.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -183,7 +183,7 @@ fn validate_repository(r: &str) -> std::result::Result<(), String> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TemplateVars {
     /// L4T release; gives `{l4t}` (`36.4.3`), `{l4t_major}` (`36`), `{l4t_minor}` (`4`).
-    pub l4t: Option<crate::l4t::L4tVersion>,
+    pub l4t: Option<crate::host::l4t::L4tVersion>,
     /// JetPack release; `{jetpack}` is its first word (`6.2`; `6.0 DP` gives `6.0`).
     pub jetpack: Option<String>,
     /// `{jetpack_major}` (`6`).
@@ -204,7 +204,7 @@ impl TemplateVars {
     }
 
     /// The variables for a given L4T release, from the JetPack table and stack facts.
-    pub fn from_l4t(v: crate::l4t::L4tVersion) -> Self {
+    pub fn from_l4t(v: crate::host::l4t::L4tVersion) -> Self {
         Self {
             l4t: Some(v),
             jetpack: v.jetpack().map(str::to_owned),
@@ -257,7 +257,7 @@ pub fn expand(input: &str, vars: &TemplateVars) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::l4t::L4tVersion;
+    use crate::host::l4t::L4tVersion;
 
     fn p(s: &str) -> Reference {
         Reference::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))

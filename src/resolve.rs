@@ -2,7 +2,7 @@
 //! `{auto}` stands for, and explain why every other candidate lost.
 //!
 //! A pure function over (host release, pattern, tags): no network, no file system. The compatibility rule and
-//! the JetPack table come from `crate::l4t` and are not repeated here. Fetching tags and pinning the chosen tag
+//! the JetPack table come from `crate::host::l4t` and are not repeated here. Fetching tags and pinning the chosen tag
 //! to a digest is `crate::pull`'s job.
 //!
 //! Ranking, best first (docs/images.md):
@@ -18,7 +18,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::l4t::L4tVersion;
+use crate::host::l4t::L4tVersion;
 use crate::reference::AUTO;
 
 /// The release an image tag says it was built for.

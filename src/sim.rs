@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Sampler;
+use crate::host::metrics::Sampler;
 use crate::mqtt::{BrokerAccess, Link, LinkHandle, LinkOptions, Message};
 use crate::protocol::{self, Reply, Status, Stream, Topics};
 use crate::report::Reported;
@@ -52,7 +52,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let shutdown = crate::agent::shutdown_on_signals()?;
-        let facts = crate::probe::probe(&args.host_root, &args.state_dir);
+        let facts = crate::host::probe::probe(&args.host_root, &args.state_dir);
         let host = serde_json::to_vec(&facts)?;
         let sample = Sampler::new(args.host_root.clone(), args.state_dir.clone()).sample();
         let access = BrokerAccess { url: args.broker.clone(), ..Default::default() };
@@ -133,7 +133,7 @@ async fn device(
     topics: Topics,
     handle: LinkHandle,
     mut incoming: tokio::sync::mpsc::Receiver<Message>,
-    sample: crate::metrics::Sample,
+    sample: crate::host::metrics::Sample,
     interval: Duration,
     shutdown: CancellationToken,
 ) {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jetship::base::GpuMode;
-use jetship::devices::cameras::CameraError;
+use jetship::host::devices::cameras::CameraError;
 use jetship::pull::Progress;
 use jetship::registry::Credential;
 use jetship::runtime::docker::{self, DockerBackend, DockerOptions};

@@ -9,9 +9,9 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use jetship::base::GpuMode;
-use jetship::devices::cameras::{self, CameraError};
-use jetship::devices::csv;
-use jetship::devices::gpu::{self, GpuError, GpuMethod, GpuPlan, GpuRequest, Symlink};
+use jetship::host::devices::cameras::{self, CameraError};
+use jetship::host::devices::csv;
+use jetship::host::devices::gpu::{self, GpuError, GpuMethod, GpuPlan, GpuRequest, Symlink};
 use jetship::runtime::spec::{self, BindMount, DeviceNode, HookSpec, HostFiles, ImageProcess, ResolvedUser, RunSpec};
 use oci_spec::runtime::{LinuxDeviceType, Spec};
 

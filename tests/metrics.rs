@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jetship::metrics::{Cpu, Emc, Fan, Gpu, Memory, NetIf, PowerMode, PowerRail, Sample, Sampler, Swap, ThermalZone};
+use jetship::host::metrics::{
+    Cpu, Emc, Fan, Gpu, Memory, NetIf, PowerMode, PowerRail, Sample, Sampler, Swap, ThermalZone,
+};
 
 const KIB: u64 = 1024;
 

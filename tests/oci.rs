@@ -445,7 +445,7 @@ fn cameras_map_by_all_path_by_id_and_name_and_a_missing_one_waits_for_its_node()
     let backend = env.backend();
     let missing = block_on(backend.create("cam-wait", &camera_config(&env, &["/dev/video2"]), BTreeMap::new()));
     assert!(
-        matches!(missing, Err(Error::Camera(jetship::devices::cameras::CameraError::Missing { .. }))),
+        matches!(missing, Err(Error::Camera(jetship::host::devices::cameras::CameraError::Missing { .. }))),
         "{missing:?}"
     );
     assert!(!env.state.join("containers/cam-wait").exists() && !env.state.join("bundles/cam-wait").exists());

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use jetship::probe::{self, Camera, HostFacts, HostKind};
+use jetship::host::probe::{self, Camera, HostFacts, HostKind};
 use serde_json::Value;
 
 const CSV_DIR: &str = "/etc/nvidia-container-runtime/host-files-for-container.d";

@@ -6,8 +6,8 @@ use std::io::Read;
 use std::time::Duration;
 
 use jetship::base::Platform;
+use jetship::host::l4t::L4tVersion;
 use jetship::image_store::ImageStore;
-use jetship::l4t::L4tVersion;
 use jetship::pull::{self, PullOptions};
 use jetship::reference::TemplateVars;
 use jetship::registry::{Client, ClientOptions, Credential};

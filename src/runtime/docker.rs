@@ -32,8 +32,8 @@ use super::{
 use super::{IpcMode, NetworkMode};
 use crate::base::GpuMode;
 use crate::config::Config;
-use crate::devices::cameras;
-use crate::devices::gpu::GpuRequest;
+use crate::host::devices::cameras;
+use crate::host::devices::gpu::GpuRequest;
 use crate::os::fsutil::under_root;
 use crate::pull::{Progress, ProgressSink};
 use crate::reference::Reference;

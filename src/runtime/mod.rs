@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::devices::gpu::GpuRequest;
+use crate::host::devices::gpu::GpuRequest;
 pub use conmon::LogLine;
 pub use spec::BindMount;
 
@@ -31,10 +31,10 @@ pub enum Error {
     #[error(transparent)]
     Spec(#[from] spec::Error),
     #[error(transparent)]
-    Gpu(#[from] crate::devices::gpu::GpuError),
+    Gpu(#[from] crate::host::devices::gpu::GpuError),
     /// A requested camera is not connected: the deployment waits for it (`waiting-for-device`).
     #[error(transparent)]
-    Camera(#[from] crate::devices::cameras::CameraError),
+    Camera(#[from] crate::host::devices::cameras::CameraError),
     #[error("image {image}: {message}")]
     Image { image: String, message: String },
     #[error("container {id}: {message}")]

@@ -21,7 +21,7 @@ use super::{
     labels, ContainerConfig, ContainerInfo, ContainerRuntime, ContainerStats, Error, LogLine, Result, RunState,
 };
 use crate::config::{Config, RegistryConfig};
-use crate::devices::{cameras, gpu};
+use crate::host::devices::{cameras, gpu};
 use crate::image_store::{ImageStore, StoredImage};
 use crate::snapshot::{self, LayerSpec, RootfsMode, SnapshotStore};
 use crate::unpack::UnpackPolicy;

@@ -4,8 +4,8 @@
 //! Everything is read under the configured host root so tests run against fixture trees; only the state dir's
 //! disk is measured on the real file system, since that is where the agent writes. The probe never spawns a
 //! process and never fails as a whole: unreadable or malformed inputs leave a field empty and add a warning. It
-//! must not write anything. Parsing of CDI specs, CSV files and cameras lives in [`crate::devices`]; the L4T
-//! rules in [`crate::l4t`].
+//! must not write anything. Parsing of CDI specs, CSV files and cameras lives in [`crate::host::devices`]; the L4T
+//! rules in [`crate::host::l4t`].
 
 use std::io::{Read, Write};
 use std::os::unix::fs::FileTypeExt;
@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::devices::cameras::Camera;
-use crate::devices::{cameras, cdi, csv, read_regular};
-use crate::l4t::{self, L4tVersion, SoftwareStack};
+pub use crate::host::devices::cameras::Camera;
+use crate::host::devices::{cameras, cdi, csv, read_regular};
+use crate::host::l4t::{self, L4tVersion, SoftwareStack};
 use crate::os::exec::{find_program, BIN_DIRS};
 use crate::os::fsutil::under_root;
 
