@@ -21,12 +21,12 @@ use crate::desired::{DesiredStore, Source};
 use crate::executor::{self, Desired, Executor, Output};
 use crate::host::metrics::Sampler;
 use crate::host::probe::{self, HostFacts};
-use crate::mqtt::{BrokerAccess, Link, LinkHandle, LinkOptions, Message};
-use crate::protocol::{self, Command, Incoming, Reply, Status, Stream, Topics};
+use crate::link::mqtt::{BrokerAccess, Link, LinkHandle, LinkOptions, Message};
+use crate::link::protocol::{self, Command, Incoming, Reply, Status, Stream, Topics};
+use crate::link::spool::Spool;
 use crate::report::{Rejected, Reported};
 use crate::runtime::ContainerRuntime;
-use crate::spool::Spool;
-use crate::{broker, os::fsutil, policy};
+use crate::{link::broker, os::fsutil, policy};
 
 /// How long running tasks get to finish after SIGTERM before the agent exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -162,7 +162,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     // With fsync on every append the flusher only persists the cursor.
     let flush_every = Duration::from_millis(if sync_each { 1000 } else { config.spool.fsync_interval_ms });
-    tracker.spawn(crate::mqtt::flush_spool(handle.spool().clone(), flush_every, shutdown.clone()));
+    tracker.spawn(crate::link::mqtt::flush_spool(handle.spool().clone(), flush_every, shutdown.clone()));
     if let Some(rt) = runtime {
         start_containers_housekeeping(rt, &tracker, &shutdown).await;
     }
@@ -508,7 +508,7 @@ mod commands {
 
     use crate::config::Config;
     use crate::executor::Request;
-    use crate::protocol::Command;
+    use crate::link::protocol::Command;
     use crate::runtime::{labels, ContainerRuntime, RunState};
 
     pub async fn run(

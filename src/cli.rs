@@ -326,7 +326,7 @@ pub struct BrokerArgs {
 }
 
 impl BrokerArgs {
-    fn access(&self) -> anyhow::Result<crate::mqtt::BrokerAccess> {
+    fn access(&self) -> anyhow::Result<crate::link::mqtt::BrokerAccess> {
         let path = fleet::cli_config_path();
         let file = fleet::load_cli_file(&path)?;
         let over = fleet::CliBroker {
@@ -361,7 +361,7 @@ fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> 
     match cmd {
         FleetCommand::Broker { listen } => {
             logging::init(log_level.unwrap_or("info"), crate::base::LogFormat::Text);
-            crate::broker::run(listen)?;
+            crate::link::broker::run(listen)?;
             Ok(0)
         }
         FleetCommand::Devices { broker, json, timeout } => {
@@ -379,7 +379,7 @@ fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> 
             Ok(0)
         }
         FleetCommand::Status { device, broker, json, timeout } => {
-            crate::protocol::Topics::new(&device)?;
+            crate::link::protocol::Topics::new(&device)?;
             let access = broker.access()?;
             let limit = secs("--timeout", timeout)?;
             let devices = small_runtime()?.block_on(fleet::snapshot(&access, &device, limit))?;
@@ -690,7 +690,7 @@ pub fn pull_summary(r: &crate::pull::PullReport) -> String {
 }
 
 /// The result of a command reply, or its error as the CLI's error.
-fn command_result(device: &str, reply: crate::protocol::Reply) -> anyhow::Result<serde_json::Value> {
+fn command_result(device: &str, reply: crate::link::protocol::Reply) -> anyhow::Result<serde_json::Value> {
     if reply.ok {
         Ok(reply.result.unwrap_or_default())
     } else {
@@ -703,7 +703,7 @@ fn run_deploy(
     file: &std::path::Path,
     wait: bool,
     limit: Duration,
-    access: &crate::mqtt::BrokerAccess,
+    access: &crate::link::mqtt::BrokerAccess,
 ) -> anyhow::Result<i32> {
     use crate::deploy::{self, Progress, Target};
     let target = Target::parse(target)?;

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 
 use crate::deployment::{self, Document, Format};
 use crate::fleet::{timeout_as, Error, Result, Session};
-use crate::mqtt::BrokerAccess;
-use crate::protocol::{self, Reply, Topics, ROOT};
+use crate::link::mqtt::BrokerAccess;
+use crate::link::protocol::{self, Reply, Topics, ROOT};
 use crate::reconcile::DeploymentState;
 use crate::report::Reported;
 

@@ -3,7 +3,7 @@
 //! knows what to run.
 //!
 //! Owns the overlay precedence and the store's files. It must not validate documents against the local policy
-//! (`crate::policy`) or receive them over MQTT (`crate::mqtt`); it is handed documents that already passed both.
+//! (`crate::policy`) or receive them over MQTT (`crate::link::mqtt`); it is handed documents that already passed both.
 
 use std::collections::BTreeMap;
 use std::fmt;

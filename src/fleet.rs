@@ -16,8 +16,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::host::metrics::Sample;
-use crate::mqtt::BrokerAccess;
-use crate::protocol::{self, DeviceTopic, Status, Topics, ROOT};
+use crate::link::mqtt::BrokerAccess;
+use crate::link::protocol::{self, DeviceTopic, Status, Topics, ROOT};
 use crate::report::Reported;
 
 /// The broker used when nothing else says: the embedded broker of an agent on this machine.
@@ -29,7 +29,7 @@ pub enum Error {
     #[error("cannot reach the broker at {url}: {message} (set --broker, JETSHIP_BROKER or url in {})", cli_config_path().display())]
     Connect { url: String, message: String },
     #[error(transparent)]
-    Access(#[from] crate::mqtt::Error),
+    Access(#[from] crate::link::mqtt::Error),
     #[error("cli config {path}: {message}")]
     Config { path: PathBuf, message: String },
     #[error("{0}")]

@@ -5,7 +5,6 @@
 
 pub mod agent;
 pub mod base;
-pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod deploy;
@@ -15,10 +14,9 @@ pub mod executor;
 pub mod fleet;
 pub mod host;
 pub mod image_store;
-pub mod mqtt;
+pub mod link;
 pub mod os;
 pub mod policy;
-pub mod protocol;
 pub mod pull;
 pub mod reconcile;
 pub mod reference;
@@ -28,7 +26,6 @@ pub mod resolve;
 pub mod runtime;
 pub mod sim;
 pub mod snapshot;
-pub mod spool;
 pub mod unpack;
 
 /// The agent's version, as reported by `jetship --version` and in the MQTT `status` payload.

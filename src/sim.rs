@@ -1,5 +1,5 @@
 //! `jetship sim-fleet` (hidden): many simulated devices in one process, each with the agent's own link
-//! ([`crate::mqtt::Link`]), spool, status/host/reported state topics and 1 Hz telemetry, for benchmarks
+//! ([`crate::link::mqtt::Link`]), spool, status/host/reported state topics and 1 Hz telemetry, for benchmarks
 //! (scripts/bench-mqtt). The payloads come from one real probe and one real metrics sample of `--host-root`.
 //!
 //! It must not be used as an agent: it never applies desired state and answers only `ping`.
@@ -12,10 +12,10 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::host::metrics::Sampler;
-use crate::mqtt::{BrokerAccess, Link, LinkHandle, LinkOptions, Message};
-use crate::protocol::{self, Reply, Status, Stream, Topics};
+use crate::link::mqtt::{BrokerAccess, Link, LinkHandle, LinkOptions, Message};
+use crate::link::protocol::{self, Reply, Status, Stream, Topics};
+use crate::link::spool::Spool;
 use crate::report::Reported;
-use crate::spool::Spool;
 
 /// Arguments of `jetship sim-fleet`.
 #[derive(Debug, Clone, Args)]
@@ -107,7 +107,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                 Duration::from_millis(args.interval_ms.max(10)),
                 devices.clone(),
             )));
-            device_tasks.push(tokio::spawn(crate::mqtt::flush_spool(
+            device_tasks.push(tokio::spawn(crate::link::mqtt::flush_spool(
                 handle.spool().clone(),
                 Duration::from_secs(1),
                 devices.clone(),

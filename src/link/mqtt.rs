@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::base::{BadBrokerUrl, BrokerUrl};
-use crate::protocol::{Stream, Topics};
-use crate::spool::{self, Spool};
+use crate::link::protocol::{Stream, Topics};
+use crate::link::spool::{self, Spool};
 
 /// Packet ids 1..=MAX_INFLIGHT are ours; rumqttc's in-flight table has this size.
 const MAX_INFLIGHT: u16 = 100;

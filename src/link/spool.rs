@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::link::protocol::Stream;
 use crate::os::fsutil;
-use crate::protocol::Stream;
 
 const MAGIC: &[u8; 8] = b"JSSPOOL1";
 const HEADER_LEN: u64 = 36;
