@@ -114,7 +114,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             None
         }
     };
-    let vars = crate::reference::TemplateVars::from_facts(&facts);
+    let vars = crate::image::reference::TemplateVars::from_facts(&facts);
     let (request_tx, request_rx) = tokio::sync::mpsc::channel(8);
     let requests = runtime.is_some().then_some(request_tx);
     let (inbox, desired, reported) = Inbox::new(&config, topics.clone(), handle.clone(), runtime.clone(), requests);
@@ -550,10 +550,11 @@ mod commands {
                 let facts = tokio::task::spawn_blocking(move || crate::host::probe::probe(&root, &state_dir))
                     .await
                     .map_err(|e| e.to_string())?;
-                let vars = crate::reference::TemplateVars::from_facts(&facts);
-                let opts = crate::registry::ClientOptions::from_config(&config.registry).map_err(|e| e.to_string())?;
-                let client = crate::registry::Client::new(opts).map_err(|e| e.to_string())?;
-                let res = crate::pull::resolve(&client, &image, &vars).await.map_err(|e| e.to_string())?;
+                let vars = crate::image::reference::TemplateVars::from_facts(&facts);
+                let opts =
+                    crate::image::registry::ClientOptions::from_config(&config.registry).map_err(|e| e.to_string())?;
+                let client = crate::image::registry::Client::new(opts).map_err(|e| e.to_string())?;
+                let res = crate::image::pull::resolve(&client, &image, &vars).await.map_err(|e| e.to_string())?;
                 Ok(serde_json::json!({
                     "name": res.name,
                     "reference": res.reference.to_string(),

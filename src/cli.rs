@@ -596,18 +596,19 @@ fn image_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn host_vars(cfg: &Config, root: Option<PathBuf>) -> crate::reference::TemplateVars {
+fn host_vars(cfg: &Config, root: Option<PathBuf>) -> crate::image::reference::TemplateVars {
     let root = root.unwrap_or_else(|| cfg.host.root.clone());
-    crate::reference::TemplateVars::from_facts(&probe::probe(&root, &cfg.state_dir))
+    crate::image::reference::TemplateVars::from_facts(&probe::probe(&root, &cfg.state_dir))
 }
 
 fn run_pull(config: &Option<PathBuf>, log_level: Option<&str>, args: PullArgs) -> anyhow::Result<i32> {
-    use crate::pull::{self, Progress, PullOptions};
+    use crate::image::pull::{self, Progress, PullOptions};
     let cfg = image_config(config, log_level)?;
     let vars = host_vars(&cfg, args.root);
     let opts = PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
-    let client = crate::registry::Client::new(crate::registry::ClientOptions::from_config(&cfg.registry)?)?;
-    let store = crate::image_store::ImageStore::open(&cfg.state_dir)?;
+    let client =
+        crate::image::registry::Client::new(crate::image::registry::ClientOptions::from_config(&cfg.registry)?)?;
+    let store = crate::image::store::ImageStore::open(&cfg.state_dir)?;
     let bars = indicatif::MultiProgress::new();
     if args.quiet || args.json {
         bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -675,7 +676,7 @@ fn run_pull(config: &Option<PathBuf>, log_level: Option<&str>, args: PullArgs) -
 }
 
 /// The summary line `jetship pull` prints: what was pulled, bytes, time, rate.
-pub fn pull_summary(r: &crate::pull::PullReport) -> String {
+pub fn pull_summary(r: &crate::image::pull::PullReport) -> String {
     let secs = r.elapsed.as_secs_f64().max(1e-6);
     format!(
         "pulled {}\n  {} in {} blobs: {} downloaded, {} reused, {:.1} s, {:.1} MB/s",
@@ -778,7 +779,7 @@ fn run_deploy(
 }
 
 fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, args: ResolveArgs) -> anyhow::Result<i32> {
-    use crate::pull::{self, PullOptions};
+    use crate::image::pull::{self, PullOptions};
     if let Some(device) = &args.device {
         logging::init(log_level.unwrap_or("warn"), crate::base::LogFormat::Text);
         let access = args.broker.access()?;
@@ -813,7 +814,8 @@ fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, args: ResolveA
     let cfg = image_config(config, log_level)?;
     let vars = host_vars(&cfg, args.root);
     let opts = PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
-    let client = crate::registry::Client::new(crate::registry::ClientOptions::from_config(&cfg.registry)?)?;
+    let client =
+        crate::image::registry::Client::new(crate::image::registry::ClientOptions::from_config(&cfg.registry)?)?;
     let rt = image_runtime()?;
     let outcome = rt.block_on(async {
         let res = pull::resolve(&client, &args.image, &vars).await?;
@@ -869,7 +871,7 @@ fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, args: ResolveA
 }
 
 /// The per-candidate explanation lines of `jetship resolve`.
-pub fn explain(d: &crate::resolve::Decision) -> String {
+pub fn explain(d: &crate::image::resolve::Decision) -> String {
     let mut out = format!("host L4T {}, pattern `{}`\n", d.host, d.pattern);
     for (tag, why) in d.rejected() {
         out.push_str(&format!("rejected {tag}: {why}\n"));
@@ -882,7 +884,7 @@ pub fn explain(d: &crate::resolve::Decision) -> String {
 
 fn run_image_gc(config: &Option<PathBuf>, log_level: Option<&str>, args: ImageGcArgs) -> anyhow::Result<i32> {
     let cfg = image_config(config, log_level)?;
-    let store = crate::image_store::ImageStore::open(&cfg.state_dir)?;
+    let store = crate::image::store::ImageStore::open(&cfg.state_dir)?;
     let report = store.gc(None)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -925,9 +927,10 @@ fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, args: RunArg
     use crate::runtime::{self, labels, ContainerConfig};
     let cfg = image_config(config, log_level)?;
     let vars = host_vars(&cfg, None);
-    let opts = crate::pull::PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
-    let client = crate::registry::Client::new(crate::registry::ClientOptions::from_config(&cfg.registry)?)?;
-    let store = crate::image_store::ImageStore::open(&cfg.state_dir)?;
+    let opts = crate::image::pull::PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
+    let client =
+        crate::image::registry::Client::new(crate::image::registry::ClientOptions::from_config(&cfg.registry)?)?;
+    let store = crate::image::store::ImageStore::open(&cfg.state_dir)?;
     let id = args.name.clone().unwrap_or_else(|| format!("run-{:08x}", rand::random::<u32>()));
     let grace = Duration::from_secs(cfg.runtime.stop_grace_s);
     let rt = image_runtime()?;
@@ -936,9 +939,11 @@ fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, args: RunArg
         let cancel = tokio_util::sync::CancellationToken::new();
         // The Docker Engine keeps its own image store: resolve and pin here, let the Engine pull the digest.
         let pulled = if backend.name() == "docker" {
-            crate::pull::resolve(&client, &args.image, &vars).await.map(|r| r.reference.to_string())
+            crate::image::pull::resolve(&client, &args.image, &vars).await.map(|r| r.reference.to_string())
         } else {
-            crate::pull::pull(&client, &store, &args.image, &vars, &opts, None, cancel).await.map(|r| r.record.resolved)
+            crate::image::pull::pull(&client, &store, &args.image, &vars, &opts, None, cancel)
+                .await
+                .map(|r| r.record.resolved)
         };
         let image = match pulled {
             Ok(resolved) => resolved,
@@ -989,12 +994,12 @@ fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, args: RunArg
 /// The pinned reference of an image stored under `input`'s name (templates expanded; `{auto}` names are stored
 /// unexpanded), if it was pulled before.
 fn local_image(
-    store: &crate::image_store::ImageStore,
+    store: &crate::image::store::ImageStore,
     input: &str,
-    vars: &crate::reference::TemplateVars,
+    vars: &crate::image::reference::TemplateVars,
 ) -> Option<String> {
-    let expanded = crate::reference::expand(input, vars).ok()?;
-    let name = crate::reference::Reference::parse(&expanded).ok()?.to_string();
+    let expanded = crate::image::reference::expand(input, vars).ok()?;
+    let name = crate::image::reference::Reference::parse(&expanded).ok()?.to_string();
     store.record(&name).ok().flatten().map(|r| r.resolved)
 }
 

@@ -3,7 +3,7 @@
 //! of one deployment into the runtime's backend-neutral [`ContainerConfig`].
 //!
 //! Pure: no network and no runtime calls; the only IO is [`read_file`]. It must not decide local policy
-//! (`crate::policy`), resolve image tags (`crate::pull`) or plan container changes (`crate::reconcile`).
+//! (`crate::policy`), resolve image tags (`crate::image::pull`) or plan container changes (`crate::reconcile`).
 //! The format is documented in docs/deployments.md.
 
 use std::collections::BTreeMap;
@@ -808,10 +808,10 @@ pub fn validate(doc: &Document) -> Vec<Problem> {
 
 fn check_image(image: &str) -> std::result::Result<(), String> {
     // Expanded with a sample host's facts: this checks the syntax and the variable names, not the host.
-    let vars = crate::reference::TemplateVars::from_l4t(crate::host::l4t::L4tVersion::new(36, 4, 3));
-    match crate::reference::expand(image, &vars) {
-        Ok(expanded) => crate::reference::Reference::parse(&expanded).map(|_| ()).map_err(|e| e.to_string()),
-        Err(crate::reference::Error::MissingFact { .. }) => Ok(()),
+    let vars = crate::image::reference::TemplateVars::from_l4t(crate::host::l4t::L4tVersion::new(36, 4, 3));
+    match crate::image::reference::expand(image, &vars) {
+        Ok(expanded) => crate::image::reference::Reference::parse(&expanded).map(|_| ()).map_err(|e| e.to_string()),
+        Err(crate::image::reference::Error::MissingFact { .. }) => Ok(()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -1208,9 +1208,9 @@ mod example_tests {
         assert_eq!(crate::policy::check(&doc, &ngc_only, state_dir).len(), 1, "Docker Hub image refused");
         // Under another state dir the volume is outside the allowed folder.
         assert_eq!(crate::policy::check(&doc, &PolicyConfig::default(), Path::new("/srv/jetship")).len(), 1);
-        let vars = crate::reference::TemplateVars::from_l4t(crate::host::l4t::L4tVersion::new(36, 4, 3));
+        let vars = crate::image::reference::TemplateVars::from_l4t(crate::host::l4t::L4tVersion::new(36, 4, 3));
         assert_eq!(
-            crate::reference::expand(&d.image, &vars).unwrap(),
+            crate::image::reference::expand(&d.image, &vars).unwrap(),
             "ultralytics/ultralytics:latest-jetson-jetpack6"
         );
     }

@@ -103,10 +103,10 @@ struct MeterState {
 
 impl PullMeter {
     /// The sink to give the backend.
-    pub fn sink(&self) -> crate::pull::ProgressSink {
+    pub fn sink(&self) -> crate::image::pull::ProgressSink {
         let inner = self.inner.clone();
-        Arc::new(move |p: &crate::pull::Progress| {
-            use crate::pull::Progress;
+        Arc::new(move |p: &crate::image::pull::Progress| {
+            use crate::image::pull::Progress;
             let mut m = inner.lock().unwrap_or_else(|e| e.into_inner());
             match p {
                 Progress::Planned { total_bytes, present_bytes, .. } => {
@@ -162,17 +162,17 @@ pub trait Resolver: Send + Sync {
 
 /// Resolves against registries with the pull engine and the host's template variables.
 pub struct RegistryResolver {
-    client: crate::registry::Client,
-    vars: crate::reference::TemplateVars,
+    client: crate::image::registry::Client,
+    vars: crate::image::reference::TemplateVars,
 }
 
 impl RegistryResolver {
     /// A resolver with `[registry]` settings and the host probe's template variables.
     pub fn new(
         config: &crate::config::RegistryConfig,
-        vars: crate::reference::TemplateVars,
-    ) -> std::result::Result<Self, crate::registry::Error> {
-        let client = crate::registry::Client::new(crate::registry::ClientOptions::from_config(config)?)?;
+        vars: crate::image::reference::TemplateVars,
+    ) -> std::result::Result<Self, crate::image::registry::Error> {
+        let client = crate::image::registry::Client::new(crate::image::registry::ClientOptions::from_config(config)?)?;
         Ok(Self { client, vars })
     }
 }
@@ -180,7 +180,7 @@ impl RegistryResolver {
 #[async_trait::async_trait]
 impl Resolver for RegistryResolver {
     async fn resolve(&self, image: &str) -> std::result::Result<String, String> {
-        match crate::pull::resolve(&self.client, image, &self.vars).await {
+        match crate::image::pull::resolve(&self.client, image, &self.vars).await {
             Ok(r) => Ok(r.reference.to_string()),
             Err(e) => Err(e.to_string()),
         }
@@ -1033,7 +1033,7 @@ mod tests {
         calls: Mutex<Vec<String>>,
         camera_missing: AtomicBool,
         /// Progress reported by pulls (as a backend with a progress sink does).
-        sink: Mutex<Option<crate::pull::ProgressSink>>,
+        sink: Mutex<Option<crate::image::pull::ProgressSink>>,
         /// Pulls wait for this once they reported 40 of 100 bytes.
         hold: Option<tokio::sync::Notify>,
     }
@@ -1071,7 +1071,7 @@ mod tests {
             self.call(format!("pull {image}"));
             let sink = self.sink.lock().unwrap().clone();
             if let (Some(sink), Some(hold)) = (sink, &self.hold) {
-                use crate::pull::Progress;
+                use crate::image::pull::Progress;
                 sink(&Progress::BlobStarted { digest: "l1".into(), size: 100, offset: 0 });
                 sink(&Progress::BlobBytes { digest: "l1".into(), bytes: 40 });
                 hold.notified().await;

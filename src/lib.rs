@@ -13,20 +13,14 @@ pub mod desired;
 pub mod executor;
 pub mod fleet;
 pub mod host;
-pub mod image_store;
+pub mod image;
 pub mod link;
 pub mod os;
 pub mod policy;
-pub mod pull;
 pub mod reconcile;
-pub mod reference;
-pub mod registry;
 pub mod report;
-pub mod resolve;
 pub mod runtime;
 pub mod sim;
-pub mod snapshot;
-pub mod unpack;
 
 /// The agent's version, as reported by `jetship --version` and in the MQTT `status` payload.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::config::PolicyConfig;
 use crate::deployment::{Document, Problem};
-use crate::reference::{Reference, TemplateVars, DOCKER_HUB};
+use crate::image::reference::{Reference, TemplateVars, DOCKER_HUB};
 
 /// The folder under the state dir that volumes may always mount.
 pub const VOLUMES_DIR: &str = "volumes";
@@ -81,7 +81,7 @@ pub fn check(doc: &Document, policy: &PolicyConfig, state_dir: &Path) -> Vec<Pro
 /// (validation reports that).
 pub fn registry_of(image: &str) -> Option<String> {
     let vars = TemplateVars::from_l4t(crate::host::l4t::L4tVersion::new(36, 4, 3));
-    let expanded = crate::reference::expand(image, &vars).ok()?;
+    let expanded = crate::image::reference::expand(image, &vars).ok()?;
     Reference::parse(&expanded).ok().map(|r| normalise_registry(&r.registry))
 }
 

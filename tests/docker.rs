@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use jetship::base::GpuMode;
 use jetship::host::devices::cameras::CameraError;
-use jetship::pull::Progress;
-use jetship::registry::Credential;
+use jetship::image::pull::Progress;
+use jetship::image::registry::Credential;
 use jetship::runtime::docker::{self, DockerBackend, DockerOptions};
 use jetship::runtime::{labels, ContainerConfig, ContainerRuntime, Error, RunState, Volume};
 use support::backend_contract::{self as contract, push_busybox};

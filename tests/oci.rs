@@ -412,7 +412,7 @@ fn camera_config(env: &Env, cameras: &[&str]) -> ContainerConfig {
 }
 
 fn pinned(env: &Env) -> String {
-    let store = jetship::image_store::ImageStore::open(&env.state).unwrap();
+    let store = jetship::image::store::ImageStore::open(&env.state).unwrap();
     store.records().unwrap().into_iter().next().expect("image pulled").resolved
 }
 

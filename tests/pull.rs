@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use jetship::base::Platform;
 use jetship::host::l4t::L4tVersion;
-use jetship::image_store::ImageStore;
-use jetship::pull::{self, PullOptions};
-use jetship::reference::TemplateVars;
-use jetship::registry::{Client, ClientOptions, Credential};
+use jetship::image::pull::{self, PullOptions};
+use jetship::image::reference::TemplateVars;
+use jetship::image::registry::{Client, ClientOptions, Credential};
+use jetship::image::store::ImageStore;
 use support::registry::{self as reg, Compression::*, Proxy, Pusher, Registry};
 use tokio_util::sync::CancellationToken;
 
@@ -422,7 +422,8 @@ async fn auto_tag_resolves_against_the_registry_and_pins_the_digest() {
     assert_eq!(d.rejected().count(), 5);
 
     // Paged tag listing returns every tag.
-    let parsed = jetship::reference::Reference::parse(&format!("{}/dustynv/l4t-pytorch", registry.addr)).unwrap();
+    let parsed =
+        jetship::image::reference::Reference::parse(&format!("{}/dustynv/l4t-pytorch", registry.addr)).unwrap();
     let mut tags = c.list_tags_paged(&parsed, 2).await.unwrap();
     tags.sort();
     assert_eq!(tags.len(), 6, "{tags:?}");

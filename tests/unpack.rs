@@ -10,8 +10,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use jetship::snapshot::{self, LayerSpec, RootfsKind, RootfsMode, SnapshotError, SnapshotStore};
-use jetship::unpack::{self, Destination, UnpackError, UnpackPolicy, WhiteoutMode};
+use jetship::image::snapshot::{self, LayerSpec, RootfsKind, RootfsMode, SnapshotError, SnapshotStore};
+use jetship::image::unpack::{self, Destination, UnpackError, UnpackPolicy, WhiteoutMode};
 use sha2::{Digest, Sha256};
 
 const T0: u64 = 1_600_000_000;

@@ -34,10 +34,10 @@ use crate::base::GpuMode;
 use crate::config::Config;
 use crate::host::devices::cameras;
 use crate::host::devices::gpu::GpuRequest;
+use crate::image::pull::{Progress, ProgressSink};
+use crate::image::reference::Reference;
+use crate::image::registry::Credential;
 use crate::os::fsutil::under_root;
-use crate::pull::{Progress, ProgressSink};
-use crate::reference::Reference;
-use crate::registry::Credential;
 
 /// The Engine socket when neither `runtime.docker_socket` nor `DOCKER_HOST` names one.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -187,7 +187,7 @@ impl DockerOptions {
     /// From the agent config: device id, `host.root`, `gpu.mode`, and `[registry]` credentials (credential files
     /// and the Docker `config.json` named there).
     pub fn from_config(config: &Config) -> Result<Self> {
-        let credentials = crate::registry::ClientOptions::from_config(&config.registry)
+        let credentials = crate::image::registry::ClientOptions::from_config(&config.registry)
             .map_err(|e| backend_err(format!("registry credentials: {e}")))?
             .credentials;
         Ok(Self {

@@ -22,9 +22,9 @@ use super::{
 };
 use crate::config::{Config, RegistryConfig};
 use crate::host::devices::{cameras, gpu};
-use crate::image_store::{ImageStore, StoredImage};
-use crate::snapshot::{self, LayerSpec, RootfsMode, SnapshotStore};
-use crate::unpack::UnpackPolicy;
+use crate::image::snapshot::{self, LayerSpec, RootfsMode, SnapshotStore};
+use crate::image::store::{ImageStore, StoredImage};
+use crate::image::unpack::UnpackPolicy;
 
 /// Metadata key (not a user label) naming the OCI runtime a container was created with, when it is not the
 /// backend's default (the `nvidia-runtime` GPU mode). Later calls for that container use the same runtime.
@@ -90,7 +90,7 @@ struct Inner {
     sup: Supervisor,
     conmon: PathBuf,
     /// Where pull progress goes (the agent's executor meters it); none for `jetship run`.
-    progress: Option<crate::pull::ProgressSink>,
+    progress: Option<crate::image::pull::ProgressSink>,
 }
 
 fn backend_err(message: impl Into<String>) -> Error {
@@ -126,7 +126,7 @@ impl OciBackend {
     }
 
     /// Sends the progress of image pulls done by `ensure_image` to `sink`.
-    pub fn with_progress(self, sink: crate::pull::ProgressSink) -> Self {
+    pub fn with_progress(self, sink: crate::image::pull::ProgressSink) -> Self {
         let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             settings: shared.settings.clone(),
             sup: shared.sup.clone(),
@@ -566,13 +566,22 @@ impl ContainerRuntime for OciBackend {
                 return Ok(());
             }
             let registry = &inner.settings.registry;
-            let opts = crate::pull::PullOptions::from_config(registry, None).map_err(|e| img_err(&name, e))?;
-            let client_opts = crate::registry::ClientOptions::from_config(registry).map_err(|e| img_err(&name, e))?;
-            let client = crate::registry::Client::new(client_opts).map_err(|e| img_err(&name, e))?;
-            let vars = crate::reference::TemplateVars::default();
+            let opts = crate::image::pull::PullOptions::from_config(registry, None).map_err(|e| img_err(&name, e))?;
+            let client_opts =
+                crate::image::registry::ClientOptions::from_config(registry).map_err(|e| img_err(&name, e))?;
+            let client = crate::image::registry::Client::new(client_opts).map_err(|e| img_err(&name, e))?;
+            let vars = crate::image::reference::TemplateVars::default();
             let cancel = tokio_util::sync::CancellationToken::new();
             handle
-                .block_on(crate::pull::pull(&client, &store, &name, &vars, &opts, inner.progress.clone(), cancel))
+                .block_on(crate::image::pull::pull(
+                    &client,
+                    &store,
+                    &name,
+                    &vars,
+                    &opts,
+                    inner.progress.clone(),
+                    cancel,
+                ))
                 .map_err(|e| img_err(&name, e))?;
             Ok(())
         })

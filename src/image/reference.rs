@@ -2,7 +2,7 @@
 //! template variables (`{l4t}`, `{jetpack_major}`, ...) filled from the host probe.
 //!
 //! Pure string work: no network, no file system. `{auto}` is recognised here but left in place; choosing the tag
-//! it stands for is `crate::resolve`'s job.
+//! it stands for is `crate::image::resolve`'s job.
 
 use std::fmt;
 
@@ -12,7 +12,7 @@ use crate::host::probe::HostFacts;
 pub const DOCKER_HUB: &str = "docker.io";
 /// The host that actually serves Docker Hub's registry API.
 pub const DOCKER_HUB_ENDPOINT: &str = "registry-1.docker.io";
-/// The placeholder in a tag that `crate::resolve` replaces with the best tag for the host.
+/// The placeholder in a tag that `crate::image::resolve` replaces with the best tag for the host.
 pub const AUTO: &str = "{auto}";
 
 /// Errors parsing a reference or filling in its template variables. Each names the reference.
@@ -215,7 +215,7 @@ impl TemplateVars {
 }
 
 /// Expands `{l4t}`, `{l4t_major}`, `{l4t_minor}`, `{jetpack}`, `{jetpack_major}` and `{cuda}` in `input`;
-/// `{auto}` is left for `crate::resolve`. An unknown variable, or one the host has no value for, is an error
+/// `{auto}` is left for `crate::image::resolve`. An unknown variable, or one the host has no value for, is an error
 /// naming the reference.
 pub fn expand(input: &str, vars: &TemplateVars) -> Result<String> {
     let mut out = String::with_capacity(input.len());

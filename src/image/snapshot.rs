@@ -19,11 +19,11 @@ use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode};
 use sha2::{Digest, Sha256};
 
-use crate::os::fsutil;
-use crate::unpack::{
+use crate::image::unpack::{
     self, fget_xattr, list_xattrs, read_dir_fd, Applier, Components, Destination, Fail, Meta, UnpackError,
     UnpackPolicy, UnpackStats, WhiteoutMode,
 };
+use crate::os::fsutil;
 
 /// Errors from the snapshot store and root file system assembly.
 #[derive(Debug, thiserror::Error)]

@@ -2,8 +2,8 @@
 //! check free disk, then fetch config and layers concurrently into the content store with per-blob retries,
 //! resume and verification, and report progress.
 //!
-//! Owns the sequence and the retry policy; HTTP lives in `crate::registry`, bytes on disk in
-//! `crate::image_store`, the tag choice in `crate::resolve`. It does not unpack layers (the runtime does).
+//! Owns the sequence and the retry policy; HTTP lives in `crate::image::registry`, bytes on disk in
+//! `crate::image::store`, the tag choice in `crate::image::resolve`. It does not unpack layers (the runtime does).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::base::{BadPlatform, Platform};
 use crate::config::RegistryConfig;
-use crate::image_store::{self, ImageRecord, ImageStore, LayerRecord};
-use crate::reference::{self, Reference, TemplateVars};
-use crate::registry::{self, Client, FetchedManifest};
-use crate::resolve::{self, Decision};
+use crate::image::reference::{self, Reference, TemplateVars};
+use crate::image::registry::{self, Client, FetchedManifest};
+use crate::image::resolve::{self, Decision};
+use crate::image::store::{self as image_store, ImageRecord, ImageStore, LayerRecord};
 
 /// OCI image config media type.
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";

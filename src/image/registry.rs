@@ -5,7 +5,7 @@
 //! from the `WWW-Authenticate` challenge, cached per registry and scope; Basic auth; credentials from the config or
 //! a Docker `config.json`), manifests (size-limited, digest-checked), tag lists (with `Link` pagination) and blobs
 //! as byte streams starting at an offset (HTTP `Range`). It never touches the disk except to read credential
-//! files; storing and verifying blobs is `crate::image_store`, retries of blobs are `crate::pull`.
+//! files; storing and verifying blobs is `crate::image::store`, retries of blobs are `crate::image::pull`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -23,7 +23,7 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use crate::config::RegistryConfig;
-use crate::reference::{Reference, DOCKER_HUB, DOCKER_HUB_ENDPOINT};
+use crate::image::reference::{Reference, DOCKER_HUB, DOCKER_HUB_ENDPOINT};
 
 /// OCI image manifest media type.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -111,7 +111,7 @@ pub struct ClientOptions {
     pub insecure: Vec<String>,
     /// Credentials per registry host.
     pub credentials: HashMap<String, Credential>,
-    /// Attempts for manifest and tag requests on transient failures (blobs are retried by `crate::pull`).
+    /// Attempts for manifest and tag requests on transient failures (blobs are retried by `crate::image::pull`).
     pub retries: u32,
     /// Longest wait between attempts.
     pub backoff_cap: Duration,

@@ -3,7 +3,7 @@
 //!
 //! A pure function over (host release, pattern, tags): no network, no file system. The compatibility rule and
 //! the JetPack table come from `crate::host::l4t` and are not repeated here. Fetching tags and pinning the chosen tag
-//! to a digest is `crate::pull`'s job.
+//! to a digest is `crate::image::pull`'s job.
 //!
 //! Ranking, best first (docs/images.md):
 //! 1. not newer than the host before newer than the host;
@@ -19,7 +19,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::host::l4t::L4tVersion;
-use crate::reference::AUTO;
+use crate::image::reference::AUTO;
 
 /// The release an image tag says it was built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -4,7 +4,7 @@
 //! Layout: `blobs/sha256/<hex>` (verified content only), `ingest/<hex>.partial` (bytes received so far) with
 //! `ingest/<hex>.json` (expected size, source), `refs/<sha256 of name>.json` (image records, written with
 //! `fsutil::write_atomic`). A blob enters `blobs/` only after its size and digest were checked, then fsync, then
-//! rename. This module does no network IO; `crate::pull` feeds it bytes.
+//! rename. This module does no network IO; `crate::image::pull` feeds it bytes.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -602,7 +602,7 @@ mod tests {
             resolved: format!("docker.io/a/b:r36.4.0@{m}"),
             index_digest: None,
             manifest_digest: m.into(),
-            manifest_media_type: crate::registry::OCI_MANIFEST.into(),
+            manifest_media_type: crate::image::registry::OCI_MANIFEST.into(),
             config_digest: digest_of(b"c"),
             layers: vec![],
             platform: "linux/arm64".into(),
