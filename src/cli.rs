@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config};
-use crate::{agent, fleet, host::metrics, host::probe, os::logging};
+use crate::{agent, controller::fleet, host::metrics, host::probe, os::logging};
 
 /// Containers for NVIDIA Jetson fleets: JetPack-matched images with the GPU, cameras and host IPC, over MQTT.
 #[derive(Debug, Parser)]
@@ -298,7 +298,7 @@ pub enum FleetCommand {
     },
     /// Simulate many devices with the agent's link code in one process (benchmarks).
     #[command(hide = true)]
-    SimFleet(crate::sim::SimArgs),
+    SimFleet(crate::controller::sim::SimArgs),
 }
 
 /// Broker access for controller commands. Flags win over the environment, which wins over
@@ -434,17 +434,18 @@ fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> 
         }
         FleetCommand::Rm { target, deployment, broker } => {
             let access = broker.access()?;
-            let target = crate::deploy::Target::parse(&target)?;
+            let target = crate::controller::deploy::Target::parse(&target)?;
             let rt = small_runtime()?;
             let limit = Duration::from_secs(10);
-            let Some(mut doc) = rt.block_on(crate::deploy::current_document(&access, &target, limit))? else {
+            let Some(mut doc) = rt.block_on(crate::controller::deploy::current_document(&access, &target, limit))?
+            else {
                 anyhow::bail!("no document on {}: nothing to remove", target.desired_topic());
             };
             if doc.deployments.remove(&deployment).is_none() {
                 anyhow::bail!("deployment `{deployment}` is not in the document on {}", target.desired_topic());
             }
-            doc.generation = Some(crate::deploy::next_generation(None, Some(&doc)));
-            rt.block_on(crate::deploy::publish_document(&access, &target, &doc, limit))?;
+            doc.generation = Some(crate::controller::deploy::next_generation(None, Some(&doc)));
+            rt.block_on(crate::controller::deploy::publish_document(&access, &target, &doc, limit))?;
             println!("removed {deployment}: generation {} on {}", doc.generation.unwrap_or(0), target.desired_topic());
             Ok(0)
         }
@@ -455,7 +456,8 @@ fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> 
                 args["follow_s"] = follow_secs.into();
             }
             let limit = Duration::from_secs(15 + if follow { follow_secs } else { 0 });
-            let reply = small_runtime()?.block_on(crate::deploy::command(&access, &device, "logs", args, limit))?;
+            let reply =
+                small_runtime()?.block_on(crate::controller::deploy::command(&access, &device, "logs", args, limit))?;
             let result = command_result(&device, reply)?;
             let mut out = std::io::stdout().lock();
             for line in result.get("lines").and_then(|l| l.as_array()).into_iter().flatten() {
@@ -468,14 +470,15 @@ fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> 
             let access = broker.access()?;
             let args = serde_json::json!({ "deployment": deployment });
             let limit = Duration::from_secs(60);
-            let reply = small_runtime()?.block_on(crate::deploy::command(&access, &device, "restart", args, limit))?;
+            let reply = small_runtime()?
+                .block_on(crate::controller::deploy::command(&access, &device, "restart", args, limit))?;
             let result = command_result(&device, reply)?;
             println!("restarted {deployment} on {device} ({})", result["container"].as_str().unwrap_or("?"));
             Ok(0)
         }
         FleetCommand::SimFleet(args) => {
             logging::init(log_level.unwrap_or("warn"), crate::base::LogFormat::Text);
-            crate::sim::run(args)?;
+            crate::controller::sim::run(args)?;
             Ok(0)
         }
     }
@@ -706,7 +709,7 @@ fn run_deploy(
     limit: Duration,
     access: &crate::link::mqtt::BrokerAccess,
 ) -> anyhow::Result<i32> {
-    use crate::deploy::{self, Progress, Target};
+    use crate::controller::deploy::{self, Progress, Target};
     let target = Target::parse(target)?;
     let mut doc = crate::deployment::read_file(file)?;
     let rt = small_runtime()?;
@@ -784,7 +787,7 @@ fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, args: ResolveA
         logging::init(log_level.unwrap_or("warn"), crate::base::LogFormat::Text);
         let access = args.broker.access()?;
         let a = serde_json::json!({ "image": args.image });
-        let reply = small_runtime()?.block_on(crate::deploy::command(
+        let reply = small_runtime()?.block_on(crate::controller::deploy::command(
             &access,
             device,
             "resolve",

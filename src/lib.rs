@@ -7,11 +7,10 @@ pub mod agent;
 pub mod base;
 pub mod cli;
 pub mod config;
-pub mod deploy;
+pub mod controller;
 pub mod deployment;
 pub mod desired;
 pub mod executor;
-pub mod fleet;
 pub mod host;
 pub mod image;
 pub mod link;
@@ -20,7 +19,6 @@ pub mod policy;
 pub mod reconcile;
 pub mod report;
 pub mod runtime;
-pub mod sim;
 
 /// The agent's version, as reported by `jetship --version` and in the MQTT `status` payload.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -12,8 +12,8 @@ use std::time::Duration;
 use rumqttc::{Event, Incoming, QoS};
 use tokio::time::Instant;
 
+use crate::controller::fleet::{timeout_as, Error, Result, Session};
 use crate::deployment::{self, Document, Format};
-use crate::fleet::{timeout_as, Error, Result, Session};
 use crate::link::mqtt::BrokerAccess;
 use crate::link::protocol::{self, Reply, Topics, ROOT};
 use crate::reconcile::DeploymentState;

@@ -1,0 +1,7 @@
+//! The controller side of the fleet, run from an operator's machine: device lists, status and ping (`fleet`),
+//! publishing deployment documents and following their reports (`deploy`), and the simulated fleet used by
+//! benchmarks (`sim`). Never touches an agent's state.
+
+pub mod deploy;
+pub mod fleet;
+pub mod sim;
