@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use jetship::snapshot::{self, LayerSpec, RootfsMode, SnapshotStore};
-use jetship::unpack::UnpackPolicy;
+use jetship::image::snapshot::{self, LayerSpec, RootfsMode, SnapshotStore};
+use jetship::image::unpack::UnpackPolicy;
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
     let f = File::open(path).with_context(|| format!("open {}", path.display()))?;

@@ -16,17 +16,17 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::config::PolicyConfig;
-use crate::deployment::{self, Format};
-use crate::desired::{DesiredStore, Source};
-use crate::executor::{self, Desired, Executor, Output};
+use crate::deploy::desired::{DesiredStore, Source};
+use crate::deploy::document::{self, Format};
+use crate::deploy::executor::{self, Desired, Executor, Output};
+use crate::deploy::report::{Rejected, Reported};
 use crate::host::metrics::Sampler;
 use crate::host::probe::{self, HostFacts};
 use crate::link::mqtt::{BrokerAccess, Link, LinkHandle, LinkOptions, Message};
 use crate::link::protocol::{self, Command, Incoming, Reply, Status, Stream, Topics};
 use crate::link::spool::Spool;
-use crate::report::{Rejected, Reported};
 use crate::runtime::ContainerRuntime;
-use crate::{link::broker, os::fsutil, policy};
+use crate::{deploy::policy, link::broker, os::fsutil};
 
 /// How long running tasks get to finish after SIGTERM before the agent exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -388,7 +388,7 @@ impl Inbox {
             .ok()
             .and_then(|v| v.get("generation").and_then(|g| g.as_u64()));
         let now = chrono::Utc::now();
-        let rejected = match deployment::parse(&msg.payload, Some(Format::Json), &msg.topic) {
+        let rejected = match document::parse(&msg.payload, Some(Format::Json), &msg.topic) {
             Err(err) => Err(Rejected::from_error(&source.to_string(), generation, &err, now)),
             Ok(doc) => {
                 let problems = policy::check(&doc, &self.policy, &self.state_dir);
@@ -507,7 +507,7 @@ mod commands {
     use tokio::sync::mpsc;
 
     use crate::config::Config;
-    use crate::executor::Request;
+    use crate::deploy::executor::Request;
     use crate::link::protocol::Command;
     use crate::runtime::{labels, ContainerRuntime, RunState};
 

@@ -711,7 +711,7 @@ fn run_deploy(
 ) -> anyhow::Result<i32> {
     use crate::controller::deploy::{self, Progress, Target};
     let target = Target::parse(target)?;
-    let mut doc = crate::deployment::read_file(file)?;
+    let mut doc = crate::deploy::document::read_file(file)?;
     let rt = small_runtime()?;
     let current = rt.block_on(deploy::current_document(access, &target, Duration::from_secs(10)))?;
     let generation = deploy::next_generation(doc.generation, current.as_ref());

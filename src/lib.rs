@@ -8,16 +8,11 @@ pub mod base;
 pub mod cli;
 pub mod config;
 pub mod controller;
-pub mod deployment;
-pub mod desired;
-pub mod executor;
+pub mod deploy;
 pub mod host;
 pub mod image;
 pub mod link;
 pub mod os;
-pub mod policy;
-pub mod reconcile;
-pub mod report;
 pub mod runtime;
 
 /// The agent's version, as reported by `jetship --version` and in the MQTT `status` payload.

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use jetship::config::PolicyConfig;
-use jetship::deployment::{self, Error};
-use jetship::desired::{DesiredStore, Source};
+use jetship::deploy::desired::{DesiredStore, Source};
+use jetship::deploy::document::{self, Error};
 
 #[test]
 fn documents_are_read_in_the_format_their_extension_names() {
@@ -16,13 +16,13 @@ fn documents_are_read_in_the_format_their_extension_names() {
     std::fs::write(&yaml, "deployments:\n  hello:\n    image: busybox:1.36\n    memory: 32m\n").unwrap();
     let json = dir.path().join("d.json");
     std::fs::write(&json, r#"{"deployments": {"hello": {"image": "busybox:1.36", "memory": 33554432}}}"#).unwrap();
-    let a = deployment::read_file(&toml).unwrap();
-    assert_eq!(deployment::read_file(&yaml).unwrap(), a);
-    assert_eq!(deployment::read_file(&json).unwrap(), a);
+    let a = document::read_file(&toml).unwrap();
+    assert_eq!(document::read_file(&yaml).unwrap(), a);
+    assert_eq!(document::read_file(&json).unwrap(), a);
     // TOML text in a .json file is a JSON error naming the file, not a guess.
     let wrong = dir.path().join("wrong.json");
     std::fs::copy(&toml, &wrong).unwrap();
-    let err = deployment::read_file(&wrong).unwrap_err().to_string();
+    let err = document::read_file(&wrong).unwrap_err().to_string();
     assert!(err.contains("wrong.json") && err.contains("JSON"), "{err}");
 }
 
@@ -33,7 +33,7 @@ fn two_mib_document_file_is_refused_by_size() {
     let mut text = String::from("[deployments.hello]\nimage = \"busybox\"\n");
     text.push_str(&"# padding\n".repeat(2 * 1024 * 1024 / 10));
     std::fs::write(&big, text).unwrap();
-    let err = deployment::read_file(&big).unwrap_err();
+    let err = document::read_file(&big).unwrap_err();
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
     assert!(err.to_string().contains("big.toml"), "{err}");
 }
@@ -44,9 +44,9 @@ fn bad_document_lists_every_reason_in_each_format() {
     let yaml = "generation: x\ndeployments:\n  Bad:\n    image: busybox\n  ok:\n    image: busybox\n    restart: sometimes\n    volumes: [{host: rel, container: /c}]\n";
     let json = r#"{"generation": "x", "deployments": {"Bad": {"image": "busybox"}, "ok": {"image": "busybox", "restart": "sometimes", "volumes": [{"host": "rel", "container": "/c"}]}}}"#;
     for (text, format) in
-        [(toml, deployment::Format::Toml), (yaml, deployment::Format::Yaml), (json, deployment::Format::Json)]
+        [(toml, document::Format::Toml), (yaml, document::Format::Yaml), (json, document::Format::Json)]
     {
-        let err = deployment::parse(text.as_bytes(), Some(format), "desired").unwrap_err();
+        let err = document::parse(text.as_bytes(), Some(format), "desired").unwrap_err();
         let Error::Invalid { problems, .. } = &err else { panic!("{format}: {err}") };
         let mut keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
         keys.sort();
@@ -62,8 +62,8 @@ fn bad_document_lists_every_reason_in_each_format() {
 fn stored_desired_state_survives_an_agent_restart() {
     let state = tempfile::tempdir().unwrap();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let hello = deployment::read_file(&examples.join("hello.toml")).unwrap();
-    let yolo = deployment::read_file(&examples.join("yolo.toml")).unwrap();
+    let hello = document::read_file(&examples.join("hello.toml")).unwrap();
+    let yolo = document::read_file(&examples.join("yolo.toml")).unwrap();
     {
         let store = DesiredStore::new(state.path());
         store.save(&Source::Group("cameras".into()), &yolo).unwrap();
@@ -78,7 +78,7 @@ fn stored_desired_state_survives_an_agent_restart() {
     assert_eq!(overlay.origin["hello"], Source::Device);
     // Both examples are within the default policy of an agent whose state dir is /var/lib/jetship.
     for doc in [&hello, &yolo] {
-        assert_eq!(jetship::policy::check(doc, &PolicyConfig::default(), Path::new("/var/lib/jetship")), []);
+        assert_eq!(jetship::deploy::policy::check(doc, &PolicyConfig::default(), Path::new("/var/lib/jetship")), []);
     }
 }
 
@@ -86,7 +86,7 @@ fn stored_desired_state_survives_an_agent_restart() {
 fn corrupt_stored_document_is_reported_and_the_rest_still_loads() {
     let state = tempfile::tempdir().unwrap();
     let store = DesiredStore::new(state.path());
-    let doc = deployment::parse(b"[deployments.a]\nimage = \"busybox\"\n", None, "t").unwrap();
+    let doc = document::parse(b"[deployments.a]\nimage = \"busybox\"\n", None, "t").unwrap();
     store.save(&Source::Device, &doc).unwrap();
     std::fs::write(store.dir().join("group-lab.json"), [0xff, 0x00, 0x13]).unwrap();
     let loaded = store.load_all();

@@ -13,11 +13,11 @@ use rumqttc::{Event, Incoming, QoS};
 use tokio::time::Instant;
 
 use crate::controller::fleet::{timeout_as, Error, Result, Session};
-use crate::deployment::{self, Document, Format};
+use crate::deploy::document::{self, Document, Format};
+use crate::deploy::plan::DeploymentState;
+use crate::deploy::report::Reported;
 use crate::link::mqtt::BrokerAccess;
 use crate::link::protocol::{self, Reply, Topics, ROOT};
-use crate::reconcile::DeploymentState;
-use crate::report::Reported;
 
 /// Where a document goes: one device, or every device in a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +87,7 @@ pub async fn retained(access: &BrokerAccess, topic: &str, limit: Duration) -> Re
 /// The document retained on `target`'s topic; an unreadable one counts as none (it is being replaced).
 pub async fn current_document(access: &BrokerAccess, target: &Target, limit: Duration) -> Result<Option<Document>> {
     let topic = target.desired_topic();
-    Ok(retained(access, &topic, limit).await?.and_then(|b| deployment::parse(&b, Some(Format::Json), &topic).ok()))
+    Ok(retained(access, &topic, limit).await?.and_then(|b| document::parse(&b, Some(Format::Json), &topic).ok()))
 }
 
 /// Publishes `doc` retained on `target`'s topic and waits for the broker's acknowledgement.
@@ -241,7 +241,7 @@ pub async fn wait(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Rejected, ReportedDeployment};
+    use crate::deploy::report::{Rejected, ReportedDeployment};
 
     fn dep(state: DeploymentState) -> ReportedDeployment {
         ReportedDeployment {

@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::deploy::report::Reported;
 use crate::host::metrics::Sample;
 use crate::link::mqtt::BrokerAccess;
 use crate::link::protocol::{self, DeviceTopic, Status, Topics, ROOT};
-use crate::report::Reported;
 
 /// The broker used when nothing else says: the embedded broker of an agent on this machine.
 pub const DEFAULT_BROKER: &str = "mqtt://127.0.0.1:1883";
@@ -143,7 +143,7 @@ impl DeviceView {
         let s = |v: Option<&Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
         let sample: Option<Sample> = self.telemetry.clone().and_then(|t| serde_json::from_value(t).ok());
         let hottest = sample.as_ref().and_then(|s| s.hottest().cloned());
-        let deployments: Vec<&crate::report::ReportedDeployment> =
+        let deployments: Vec<&crate::deploy::report::ReportedDeployment> =
             self.reported.as_ref().map(|r| r.deployments.values().collect()).unwrap_or_default();
         DeviceRow {
             device: self.id.clone(),

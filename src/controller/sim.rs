@@ -11,11 +11,11 @@ use anyhow::Context;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use crate::deploy::report::Reported;
 use crate::host::metrics::Sampler;
 use crate::link::mqtt::{BrokerAccess, Link, LinkHandle, LinkOptions, Message};
 use crate::link::protocol::{self, Reply, Status, Stream, Topics};
 use crate::link::spool::Spool;
-use crate::report::Reported;
 
 /// Arguments of `jetship sim-fleet`.
 #[derive(Debug, Clone, Args)]

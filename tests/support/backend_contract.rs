@@ -138,8 +138,12 @@ volumes = [{{ host = "{scratch}", container = "/data" }}]
 "#,
         scratch = scratch.display()
     );
-    let doc = jetship::deployment::parse(doc.as_bytes(), Some(jetship::deployment::Format::Toml), "contract.toml")
-        .unwrap_or_else(|e| panic!("the contract's deployment file: {e}"));
+    let doc = jetship::deploy::document::parse(
+        doc.as_bytes(),
+        Some(jetship::deploy::document::Format::Toml),
+        "contract.toml",
+    )
+    .unwrap_or_else(|e| panic!("the contract's deployment file: {e}"));
     let config = doc.deployments["contract"].container_config("contract", image).unwrap();
     assert_eq!((config.ipc, config.network), (IpcMode::Host, NetworkMode::Host));
     let id = format!("{prefix}-run");

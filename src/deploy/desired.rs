@@ -3,13 +3,13 @@
 //! knows what to run.
 //!
 //! Owns the overlay precedence and the store's files. It must not validate documents against the local policy
-//! (`crate::policy`) or receive them over MQTT (`crate::link::mqtt`); it is handed documents that already passed both.
+//! (`crate::deploy::policy`) or receive them over MQTT (`crate::link::mqtt`); it is handed documents that already passed both.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::deployment::{self, Document};
+use crate::deploy::document::{self, Document};
 
 /// Where a document came from: the device's own `desired` topic or one of its groups'.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -163,7 +163,7 @@ impl DesiredStore {
             .collect();
         files.sort();
         for (source, path) in files {
-            match deployment::read_file(&path) {
+            match document::read_file(&path) {
                 Ok(doc) => {
                     out.documents.insert(source, doc);
                 }
@@ -191,10 +191,10 @@ impl DesiredStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deployment::Format;
+    use crate::deploy::document::Format;
 
     fn doc(text: &str) -> Document {
-        deployment::parse(text.as_bytes(), Some(Format::Toml), "t.toml").unwrap()
+        document::parse(text.as_bytes(), Some(Format::Toml), "t.toml").unwrap()
     }
 
     #[test]

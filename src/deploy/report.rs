@@ -3,14 +3,14 @@
 //! document was refused) and one event per state transition.
 //!
 //! Types and pure builders only: publishing them is the MQTT module's job, and the states come from
-//! `crate::reconcile`; nothing here decides what to run.
+//! `crate::deploy::plan`; nothing here decides what to run.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::reconcile::{DeploymentState, Health};
+use crate::deploy::plan::{DeploymentState, Health};
 
 /// The retained `reported` payload. Unknown fields are accepted when reading it, so an older CLI can read what a
 /// newer agent reports.
@@ -50,7 +50,7 @@ impl Rejected {
     pub fn from_error(
         source: &str,
         generation: Option<u64>,
-        err: &crate::deployment::Error,
+        err: &crate::deploy::document::Error,
         at: DateTime<Utc>,
     ) -> Self {
         Self { source: source.into(), generation, reasons: err.reasons(), at }
@@ -60,7 +60,7 @@ impl Rejected {
     pub fn from_problems(
         source: &str,
         generation: Option<u64>,
-        problems: &[crate::deployment::Problem],
+        problems: &[crate::deploy::document::Problem],
         at: DateTime<Utc>,
     ) -> Self {
         Self { source: source.into(), generation, reasons: problems.iter().map(|p| p.to_string()).collect(), at }
@@ -188,18 +188,21 @@ mod tests {
     #[test]
     fn rejection_lists_every_reason() {
         let big = vec![b' '; 2 << 20];
-        let err = crate::deployment::parse(&big, None, "desired").unwrap_err();
+        let err = crate::deploy::document::parse(&big, None, "desired").unwrap_err();
         let r = Rejected::from_error("device", None, &err, at());
         assert_eq!(r.reasons.len(), 1);
         assert!(r.reasons[0].contains("limit"), "{:?}", r.reasons);
-        let err =
-            crate::deployment::parse(br#"{"deployments": {"Bad": {"image": "x", "colour": 1}}}"#, None, "desired")
-                .unwrap_err();
+        let err = crate::deploy::document::parse(
+            br#"{"deployments": {"Bad": {"image": "x", "colour": 1}}}"#,
+            None,
+            "desired",
+        )
+        .unwrap_err();
         let r = Rejected::from_error("group:lab", Some(2), &err, at());
         assert_eq!(r.reasons.len(), 2, "{:?}", r.reasons);
         assert!(r.reasons[0].contains("`deployments.Bad`") && r.reasons[0].contains("[a-z0-9]"), "{:?}", r.reasons);
         assert!(r.reasons[1].contains("deployments.Bad.colour"), "{:?}", r.reasons);
-        let p = vec![crate::deployment::Problem { key: "deployments.a.privileged".into(), message: "no".into() }];
+        let p = vec![crate::deploy::document::Problem { key: "deployments.a.privileged".into(), message: "no".into() }];
         assert_eq!(Rejected::from_problems("device", Some(1), &p, at()).reasons, ["`deployments.a.privileged`: no"]);
     }
 

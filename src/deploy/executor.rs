@@ -1,4 +1,4 @@
-//! The reconciler's thin IO half: each round it observes the backend's containers, asks [`reconcile::plan`]
+//! The reconciler's thin IO half: each round it observes the backend's containers, asks [`plan::plan`]
 //! what to do, runs those actions against a `dyn ContainerRuntime` (and the registry, to resolve images), and
 //! records their effects in [`Actual`] exactly as each [`Action`]'s doc says. Long steps (resolving, pulling,
 //! health checks) run as tasks whose results come back on a channel and are applied before the next round.
@@ -26,13 +26,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{BackendChoice, Config};
-use crate::deployment::{Document, HealthCheck};
-use crate::host::devices::cameras::CameraError;
-use crate::reconcile::{
+use crate::deploy::document::{Document, HealthCheck};
+use crate::deploy::plan::{
     self, Action, Actual, Backoff, ContainerView, DeploymentState, Failure, Health, Observed, Resolved, RolledBack,
     Stage, Task, Time,
 };
-use crate::report::{self, Event, ReportedDeployment};
+use crate::deploy::report::{self, Event, ReportedDeployment};
+use crate::host::devices::cameras::CameraError;
 use crate::runtime::{self, labels, ContainerInfo, ContainerRuntime, RunState};
 
 /// How long a deployment waits for a missing device before the executor tries to create it again (default).
@@ -509,7 +509,7 @@ impl Executor {
         self.observe().await;
         let progress = self.read_meter();
         let now = self.now();
-        let plan = reconcile::plan(desired, &self.actual, now, &self.opts.backoff);
+        let plan = plan::plan(desired, &self.actual, now, &self.opts.backoff);
         let mut failed: Vec<String> = Vec::new();
         for action in &plan.actions {
             let dep = action.deployment().to_owned();
@@ -946,7 +946,9 @@ impl Probe {
         loop {
             let result = match tokio::time::timeout(self.check.timeout.0, self.probe()).await {
                 Ok(r) => r,
-                Err(_) => Err(format!("no answer within {}", crate::deployment::DurationSpec(self.check.timeout.0))),
+                Err(_) => {
+                    Err(format!("no answer within {}", crate::deploy::document::DurationSpec(self.check.timeout.0)))
+                }
             };
             match result {
                 Ok(()) => {
@@ -1022,7 +1024,7 @@ pub fn state_path(state_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deployment::{parse, Format};
+    use crate::deploy::document::{parse, Format};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
 
@@ -1210,7 +1212,7 @@ mod tests {
             assert_eq!(r.state, DeploymentState::Running);
             assert_eq!(r.digest.as_deref(), Some(format!("sha256:{}", tag.repeat(64)).as_str()));
             assert!(r.started_at.is_some());
-            let id = reconcile::container_id(name, &d.deployments[name].doc_hash());
+            let id = plan::container_id(name, &d.deployments[name].doc_hash());
             let calls = rig.fake.calls();
             let pinned = format!("registry.local/busybox@sha256:{}", tag.repeat(64));
             for c in [format!("pull {pinned}"), format!("create {id}"), format!("start {id}")] {
@@ -1246,7 +1248,7 @@ mod tests {
         settle(&mut exec, &v1, |o| o.converged).await;
         let v2 = app("2", PASSES);
         let out = settle(&mut exec, &v2, |o| o.converged).await;
-        let new_id = reconcile::container_id("app", &v2.deployments["app"].doc_hash());
+        let new_id = plan::container_id("app", &v2.deployments["app"].doc_hash());
         assert_eq!(rig.fake.ids(), vec![new_id]);
         assert_eq!(out.deployments["app"].digest.as_deref(), Some(format!("sha256:{}", "2".repeat(64)).as_str()));
         assert_eq!(out.deployments["app"].health, Some(Health::Healthy));
@@ -1258,7 +1260,7 @@ mod tests {
         let mut exec = rig.executor();
         let v1 = app("1", PASSES);
         settle(&mut exec, &v1, |o| o.converged).await;
-        let old_id = reconcile::container_id("app", &v1.deployments["app"].doc_hash());
+        let old_id = plan::container_id("app", &v1.deployments["app"].doc_hash());
         let v2 = app("2", FAILS);
         let out = settle(&mut exec, &v2, |o| state(o, "app") == "rolled-back").await;
         let DeploymentState::RolledBack { reason } = &out.deployments["app"].state else { unreachable!() };
@@ -1318,7 +1320,7 @@ mod tests {
         let mut exec = rig.executor();
         let d = app("1", PASSES);
         settle(&mut exec, &d, |o| o.converged).await;
-        let id = reconcile::container_id("app", &d.deployments["app"].doc_hash());
+        let id = plan::container_id("app", &d.deployments["app"].doc_hash());
         let result = exec.restart("app").await.unwrap();
         assert_eq!(result["container"], id.as_str());
         let calls = rig.fake.calls();
@@ -1336,7 +1338,7 @@ mod tests {
         let mut exec = rig.executor();
         let d = doc("[deployments.app]\nimage = \"busybox:1\"\n");
         settle(&mut exec, &d, |o| o.converged).await;
-        let id = reconcile::container_id("app", &d.deployments["app"].doc_hash());
+        let id = plan::container_id("app", &d.deployments["app"].doc_hash());
         rig.fake.crash(&id, 3);
         let out = exec.round(&d).await;
         let r = &out.deployments["app"];

@@ -3,12 +3,12 @@
 //!
 //! Pure: compares a validated [`Document`] with [`PolicyConfig`]; no file system access (host paths are
 //! normalised lexically, so a symlink on the host is not followed here). It must not change documents or decide
-//! anything else about them (that is `crate::deployment`'s validation and `crate::reconcile`'s planning).
+//! anything else about them (that is `crate::deploy::document`'s validation and `crate::deploy::plan`'s planning).
 
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::PolicyConfig;
-use crate::deployment::{Document, Problem};
+use crate::deploy::document::{Document, Problem};
 use crate::image::reference::{Reference, TemplateVars, DOCKER_HUB};
 
 /// The folder under the state dir that volumes may always mount.
@@ -113,7 +113,7 @@ pub fn normalise(path: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deployment::{parse, Format};
+    use crate::deploy::document::{parse, Format};
 
     fn doc(text: &str) -> Document {
         parse(text.as_bytes(), Some(Format::Toml), "t.toml").unwrap()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::deployment::{Deployment, Document, HealthCheck, RestartPolicy};
+use crate::deploy::document::{Deployment, Document, HealthCheck, RestartPolicy};
 use crate::runtime::{labels, ContainerConfig, ContainerInfo, RunState};
 
 /// Monotonic time since an origin the executor picks (e.g. agent start).
@@ -506,7 +506,7 @@ impl Planner<'_> {
                 stage_name(stage),
                 f.attempts,
                 f.error,
-                crate::deployment::DurationSpec(f.retry_at - self.now)
+                crate::deploy::document::DurationSpec(f.retry_at - self.now)
             ),
         })
     }
@@ -719,7 +719,7 @@ fn stage_name(stage: Stage) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deployment::{parse, Format};
+    use crate::deploy::document::{parse, Format};
 
     const APP: &str = "app";
 

@@ -3,7 +3,7 @@
 //! of one deployment into the runtime's backend-neutral [`ContainerConfig`].
 //!
 //! Pure: no network and no runtime calls; the only IO is [`read_file`]. It must not decide local policy
-//! (`crate::policy`), resolve image tags (`crate::image::pull`) or plan container changes (`crate::reconcile`).
+//! (`crate::deploy::policy`), resolve image tags (`crate::image::pull`) or plan container changes (`crate::deploy::plan`).
 //! The format is documented in docs/deployments.md.
 
 use std::collections::BTreeMap;
@@ -1203,11 +1203,11 @@ mod example_tests {
         );
         assert!(d.health.as_ref().is_some_and(|h| h.exec.is_some()));
         let state_dir = Path::new(crate::config::DEFAULT_STATE_DIR);
-        assert_eq!(crate::policy::check(&doc, &PolicyConfig::default(), state_dir), []);
+        assert_eq!(crate::deploy::policy::check(&doc, &PolicyConfig::default(), state_dir), []);
         let ngc_only = PolicyConfig { allowed_registries: vec!["nvcr.io".into()], ..Default::default() };
-        assert_eq!(crate::policy::check(&doc, &ngc_only, state_dir).len(), 1, "Docker Hub image refused");
+        assert_eq!(crate::deploy::policy::check(&doc, &ngc_only, state_dir).len(), 1, "Docker Hub image refused");
         // Under another state dir the volume is outside the allowed folder.
-        assert_eq!(crate::policy::check(&doc, &PolicyConfig::default(), Path::new("/srv/jetship")).len(), 1);
+        assert_eq!(crate::deploy::policy::check(&doc, &PolicyConfig::default(), Path::new("/srv/jetship")).len(), 1);
         let vars = crate::image::reference::TemplateVars::from_l4t(crate::host::l4t::L4tVersion::new(36, 4, 3));
         assert_eq!(
             crate::image::reference::expand(&d.image, &vars).unwrap(),
@@ -1222,7 +1222,7 @@ mod example_tests {
         assert_eq!(d.gpu.0, None);
         assert!(d.cameras.is_empty());
         assert!(d.health.as_ref().is_some_and(|h| h.running_for.is_some()));
-        assert_eq!(crate::policy::check(&doc, &PolicyConfig::default(), Path::new("/var/lib/jetship")), []);
+        assert_eq!(crate::deploy::policy::check(&doc, &PolicyConfig::default(), Path::new("/var/lib/jetship")), []);
         let c = d.container_config("hello", "docker.io/library/busybox@sha256:0").unwrap();
         assert_eq!(c.memory_bytes, Some(32 << 20));
     }
