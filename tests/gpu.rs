@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use jetship::base::GpuMode;
 use jetship::host::devices::cameras::{self, CameraError};
 use jetship::host::devices::csv;
-use jetship::host::devices::gpu::{self, GpuError, GpuMethod, GpuPlan, GpuRequest, Symlink};
-use jetship::runtime::spec::{self, BindMount, DeviceNode, HookSpec, HostFiles, ImageProcess, ResolvedUser, RunSpec};
+use jetship::host::devices::gpu::{self, GpuError, GpuMethod, GpuPlan, GpuRequest};
+use jetship::host::devices::inject::{BindMount, DeviceEdits, DeviceNode, HookSpec, Symlink};
+use jetship::runtime::spec::{self, HostFiles, ImageProcess, ResolvedUser, RunSpec};
 use oci_spec::runtime::{LinuxDeviceType, Spec};
 
 const SPEC: &str = "/etc/cdi/nvidia.yaml";
@@ -87,6 +88,13 @@ fn install_csv_files(root: &Path, skip: &[&str]) {
 
 fn gpu_plan(root: &Path, mode: GpuMode) -> Result<GpuPlan, GpuError> {
     gpu::plan_gpu(root, mode, &GpuRequest::All)
+}
+
+/// What the native backend does with a GPU plan: inject its edits, and run under the runtime it names.
+fn apply(plan: &GpuPlan, run: &mut RunSpec) -> Option<PathBuf> {
+    let (edits, runtime) = plan.injection();
+    spec::inject(run, &edits);
+    runtime.map(Path::to_path_buf)
 }
 
 fn node(path: &str, major: i64, minor: i64) -> DeviceNode {
@@ -218,7 +226,7 @@ fn cdi_spec_edits_use_live_numbers_and_carry_mounts_env_and_hooks() {
 
     // Through the spec builder: nodes with the live numbers, an allow rule per node, ro mounts, env, hooks.
     let mut run = RunSpec { env: vec!["APP=1".into()], ..RunSpec::default() };
-    assert_eq!(plan.apply(&mut run), None, "CDI runs under the normal OCI runtime");
+    assert_eq!(apply(&plan, &mut run), None, "CDI runs under the normal OCI runtime");
     let s = oci(r, &run);
     let devs = oci_devices(&s);
     assert_eq!(devs.len(), 13);
@@ -424,7 +432,7 @@ fn csv_jp6_maps_live_nodes_globs_libraries_symlinks_and_the_ldcache_hook() {
 
     // Through the spec builder, together with the symlinks the bundle builder creates.
     let mut run = RunSpec::default();
-    plan.apply(&mut run);
+    apply(&plan, &mut run);
     let s = oci(r, &run);
     assert!(oci_devices(&s).contains(&("/dev/dri/renderD128".into(), LinuxDeviceType::C, 226, 128, Some(0o660))));
     assert!(oci_rules(&s).contains(&(true, Some(226), Some(128), "rwm".into())));
@@ -512,7 +520,7 @@ fn csv_jp4_bind_mounts_cuda_and_links_usr_local_cuda() {
     assert!(edits.symlinks.contains(&Symlink { link: "/usr/local/cuda".into(), target: "cuda-10.2".into() }));
     assert_eq!(edits.hooks[0].args[3..], [TEGRA_LIBS]);
     let mut run = RunSpec::default();
-    plan.apply(&mut run);
+    apply(&plan, &mut run);
     let s = oci(r, &run);
     let cuda = oci_mount(&s, "/usr/local/cuda-10.2").unwrap();
     assert_eq!(cuda.source().as_deref(), Some(under(r, "/usr/local/cuda-10.2").as_path()));
@@ -543,7 +551,7 @@ fn nvidia_runtime_mode_hands_over_the_runtime_and_visible_devices() {
     let r = root.path();
     let plan = gpu_plan(r, GpuMode::NvidiaRuntime).unwrap();
     let mut run = RunSpec::default();
-    assert_eq!(plan.apply(&mut run), Some(under(r, "/usr/bin/nvidia-container-runtime").as_path()));
+    assert_eq!(apply(&plan, &mut run), Some(under(r, "/usr/bin/nvidia-container-runtime")));
     assert_eq!(run.env, ["NVIDIA_VISIBLE_DEVICES=all"]);
     assert!(run.devices.is_empty() && run.mounts.is_empty(), "the runtime injects the GPU itself");
     let zero = gpu::plan_gpu(r, GpuMode::NvidiaRuntime, &GpuRequest::parse("0").unwrap()).unwrap();
@@ -559,7 +567,7 @@ fn off_mode_gives_nothing_even_on_a_jetson() {
     let plan = gpu_plan(root.path(), GpuMode::Off).unwrap();
     assert_eq!(plan.method, GpuMethod::Off);
     let mut run = RunSpec::default();
-    assert_eq!(plan.apply(&mut run), None);
+    assert_eq!(apply(&plan, &mut run), None);
     assert_eq!(run, RunSpec::default());
 }
 
@@ -629,7 +637,7 @@ fn cameras_map_by_all_path_by_id_and_name_with_their_metadata_nodes() {
 
     // Into the OCI spec: nodes and their allow rules.
     let mut run = RunSpec::default();
-    gpu::add_devices(&mut run, &nodes);
+    spec::inject(&mut run, &DeviceEdits { devices: nodes.clone(), ..Default::default() });
     let s = oci(r, &run);
     assert_eq!(
         oci_devices(&s),

@@ -712,9 +712,7 @@ impl Executor {
             }
             Action::Create { deployment, id, config, labels: l } => {
                 let doc_hash = l.get(labels::DOC_HASH).cloned().unwrap_or_default();
-                let mut l = l.clone();
-                l.insert(labels::SPEC_HASH.to_owned(), config.spec_hash());
-                match self.runtime.create(id, config, l).await {
+                match self.runtime.create(id, config, l.clone()).await {
                     Ok(()) => {
                         let obs = self.obs(deployment);
                         obs.restart = Default::default();

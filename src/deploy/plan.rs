@@ -483,17 +483,13 @@ impl Planner<'_> {
                 self.push(Action::Stop { deployment: self.dep(), id: c.id.clone() });
             }
         }
-        let labels = BTreeMap::from([
+        let id = container_id(self.name, hash);
+        let version = BTreeMap::from([
             (labels::DEPLOYMENT.to_owned(), self.dep()),
             (labels::DOC_HASH.to_owned(), hash.to_owned()),
-            (labels::IMAGE.to_owned(), image.to_owned()),
         ]);
-        self.push(Action::Create {
-            deployment: self.dep(),
-            id: container_id(self.name, hash),
-            config: Box::new(config),
-            labels,
-        });
+        let labels = labels::stamp(version, &id, &config, None);
+        self.push(Action::Create { deployment: self.dep(), id, config: Box::new(config), labels });
         DeploymentState::Starting
     }
 

@@ -304,44 +304,27 @@ impl DockerBackend {
             None => DockerGpu::None,
             Some(req) => plan_gpu(self.options.gpu_mode, Some(&req), &self.daemon_gpu().await?)?,
         };
-        let devices = if config.cameras.is_empty() {
-            Vec::new()
-        } else {
-            let root = self.options.host_root.clone();
-            let selectors = config.cameras.clone();
-            let nodes = tokio::task::spawn_blocking(move || {
-                let mut warnings = Vec::new();
-                let found = cameras::discover(&root, &mut warnings);
-                for w in warnings {
-                    tracing::warn!(warning = %w, "camera discovery");
-                }
-                cameras::resolve(&found, &root, &selectors)
-            })
+        // Cameras (and, with the GPU, nvargus-daemon's socket for CSI cameras) as on the native backend.
+        let (root, selectors, gpu_given) =
+            (self.options.host_root.clone(), config.cameras.clone(), gpu != DockerGpu::None);
+        let edits = tokio::task::spawn_blocking(move || cameras::edits(&root, &selectors, gpu_given))
             .await
             .map_err(|e| backend_err(format!("camera discovery task: {e}")))??;
-            nodes
-                .iter()
-                .map(|n| DeviceMapping {
-                    path_on_host: Some(
-                        under_root(&self.options.host_root, &n.path.to_string_lossy()).display().to_string(),
-                    ),
-                    path_in_container: Some(n.path.display().to_string()),
-                    cgroup_permissions: Some(n.access.clone()),
-                })
-                .collect()
-        };
-        let mut all_labels = extra_labels;
-        all_labels.entry(labels::DEPLOYMENT.to_owned()).or_insert_with(|| id.to_owned());
-        all_labels.insert(labels::SPEC_HASH.to_owned(), config.spec_hash());
-        all_labels.insert(labels::AGENT.to_owned(), self.options.agent_id.clone());
-        all_labels.insert(labels::IMAGE.to_owned(), config.image.clone());
+        let devices = edits
+            .devices
+            .iter()
+            .map(|n| DeviceMapping {
+                path_on_host: Some(
+                    under_root(&self.options.host_root, &n.path.to_string_lossy()).display().to_string(),
+                ),
+                path_in_container: Some(n.path.display().to_string()),
+                cgroup_permissions: Some(n.access.clone()),
+            })
+            .collect();
+        let all_labels = labels::stamp(extra_labels, id, config, Some(&self.options.agent_id));
         let mut body = create_body(config, &gpu, devices, all_labels);
-        // CSI cameras are reached through nvargus-daemon's socket, as on the native backend.
-        let gpu_given = gpu != DockerGpu::None;
-        if let Some(m) = cameras::argus_mount(&self.options.host_root, gpu_given, &config.cameras) {
-            if let Some(binds) = body.host_config.as_mut().and_then(|h| h.binds.as_mut()) {
-                binds.push(format!("{}:{}", m.host.display(), m.container.display()));
-            }
+        if let Some(binds) = body.host_config.as_mut().and_then(|h| h.binds.as_mut()) {
+            binds.extend(edits.mounts.iter().map(|m| format!("{}:{}", m.host.display(), m.container.display())));
         }
         Ok(body)
     }

@@ -6,6 +6,7 @@
 
 pub mod conmon;
 pub mod docker;
+pub mod labels;
 pub mod oci;
 pub mod spec;
 
@@ -20,8 +21,6 @@ pub use conmon::LogLine;
 pub use spec::BindMount;
 
 use crate::base::{IpcMode, NetworkMode};
-
-pub use crate::base::labels;
 
 /// Errors of a runtime backend, with the container or image named.
 #[derive(Debug, thiserror::Error)]

@@ -240,7 +240,7 @@ impl Inner {
         Ok((stored, snaps.into_iter().map(|s| s.fs).collect()))
     }
 
-    fn create(&self, id: &str, config: &ContainerConfig, mut user_labels: BTreeMap<String, String>) -> Result<()> {
+    fn create(&self, id: &str, config: &ContainerConfig, user_labels: BTreeMap<String, String>) -> Result<()> {
         if !conmon::valid_id(id) {
             return Err(conmon::Error::BadId(id.to_owned()).into());
         }
@@ -249,20 +249,11 @@ impl Inner {
         }
         let root = &self.settings.host_root;
         // Devices first: a missing camera or an unusable GPU must fail before anything is created.
-        let mut camera_warnings = Vec::new();
-        let camera_nodes = if config.cameras.is_empty() {
-            Vec::new()
-        } else {
-            let found = cameras::discover(root, &mut camera_warnings);
-            cameras::resolve(&found, root, &config.cameras)?
-        };
-        for w in camera_warnings {
-            tracing::debug!(container = %id, warning = %w, "camera discovery");
-        }
         let gpu_plan = match config.gpu_request()? {
             Some(req) => Some(gpu::plan_gpu(root, self.settings.gpu_mode, &req)?),
             None => None,
         };
+        let camera_edits = cameras::edits(root, &config.cameras, gpu_plan.is_some())?;
         if let Some(plan) = &gpu_plan {
             for s in &plan.skipped {
                 tracing::info!(container = %id, mode = %s.mode, reason = %s.reason, "gpu mode skipped");
@@ -288,7 +279,7 @@ impl Inner {
                 return Err(ctr_err(id, format!("building the root file system: {e}")));
             }
         };
-        let result = self.write_bundle(id, config, &stored, rootfs.path(), &bundle, gpu_plan.as_ref(), camera_nodes);
+        let result = self.write_bundle(id, config, &stored, rootfs.path(), &bundle, gpu_plan.as_ref(), &camera_edits);
         let runtime = match result {
             Ok(r) => r,
             Err(e) => {
@@ -297,9 +288,7 @@ impl Inner {
                 return Err(e);
             }
         };
-        user_labels.insert(labels::IMAGE.into(), config.image.clone());
-        user_labels.insert(labels::SPEC_HASH.into(), config.spec_hash());
-        user_labels.entry(labels::AGENT.into()).or_insert_with(|| self.settings.agent_id.clone());
+        let mut user_labels = labels::stamp(user_labels, id, config, Some(&self.settings.agent_id));
         let sup = match &runtime {
             Some(path) => {
                 user_labels.insert(RUNTIME_LABEL.into(), path.to_string_lossy().into_owned());
@@ -329,7 +318,7 @@ impl Inner {
         rootfs: &Path,
         bundle: &Path,
         gpu_plan: Option<&gpu::GpuPlan>,
-        camera_nodes: Vec<spec::DeviceNode>,
+        camera_edits: &spec::DeviceEdits,
     ) -> Result<Option<PathBuf>> {
         let image = image_process(stored);
         let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap_or_default();
@@ -338,7 +327,9 @@ impl Inner {
         let mut run = run_spec(config);
         let mut runtime = None;
         if let Some(plan) = gpu_plan {
-            runtime = plan.apply(&mut run).map(Path::to_path_buf);
+            let (gpu_edits, gpu_runtime) = plan.injection();
+            spec::inject(&mut run, &gpu_edits);
+            runtime = gpu_runtime.map(Path::to_path_buf);
             if let Some(edits) = plan.edits() {
                 let mut warnings = Vec::new();
                 gpu::create_symlinks(rootfs, &edits.symlinks, &mut warnings)
@@ -348,10 +339,7 @@ impl Inner {
                 }
             }
         }
-        gpu::add_devices(&mut run, &camera_nodes);
-        if let Some(m) = cameras::argus_mount(&self.settings.host_root, gpu_plan.is_some(), &config.cameras) {
-            run.mounts.push(m);
-        }
+        spec::inject(&mut run, camera_edits);
         let mut oci = spec::build(&image, &run, user, rootfs, &HostFiles::under(&self.settings.host_root))?;
         if let Some(linux) = oci.linux_mut() {
             linux.set_cgroups_path(Some(cgroup_path(id)));

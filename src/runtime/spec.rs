@@ -16,6 +16,7 @@ use oci_spec::runtime::{
 };
 
 use crate::base::{IpcMode, NetworkMode};
+pub use crate::host::devices::inject::{BindMount, DeviceEdits, DeviceNode, HookSpec};
 
 /// Errors building a runtime spec. Each names the field and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -87,35 +88,23 @@ pub struct ImageProcess {
     pub user: Option<String>,
 }
 
-/// A bind mount from the host into the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindMount {
-    pub host: PathBuf,
-    pub container: PathBuf,
-    pub read_only: bool,
-}
-
-/// A device node to create in the container, with its cgroup rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceNode {
-    /// Path inside the container.
-    pub path: PathBuf,
-    /// `c` (char) or `b` (block).
-    pub kind: char,
-    pub major: i64,
-    pub minor: i64,
-    /// Mode bits of the node (e.g. 0o666).
-    pub file_mode: Option<u32>,
-    /// cgroup access, e.g. `rwm`.
-    pub access: String,
-}
-
-/// An OCI hook run at `createContainer` (used by CDI specs, e.g. `nvidia-cdi-hook update-ldcache`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookSpec {
-    pub path: PathBuf,
-    pub args: Vec<String>,
-    pub env: Vec<String>,
+/// Adds what the host's devices give a container (GPU edits, camera nodes, the nvargus socket) to `run`: the
+/// one injection step of every backend. A device node or mount whose container path `run` already has is not
+/// added twice (cameras and the GPU may both bring e.g. `/dev/v4l2-nvenc`); env entries are appended so they
+/// override the image's and earlier entries of the same name.
+pub fn inject(run: &mut RunSpec, edits: &DeviceEdits) {
+    run.env.extend(edits.env.iter().cloned());
+    for d in &edits.devices {
+        if !run.devices.iter().any(|have| have.path == d.path) {
+            run.devices.push(d.clone());
+        }
+    }
+    for m in &edits.mounts {
+        if !run.mounts.iter().any(|have| have.container == m.container) {
+            run.mounts.push(m.clone());
+        }
+    }
+    run.hooks.extend(edits.hooks.iter().cloned());
 }
 
 /// What the deployment (or `jetship run`) asks for, already checked against the local policy.
@@ -443,6 +432,32 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inject_appends_without_duplicating_paths() {
+        let node = |p: &str, minor| DeviceNode {
+            path: p.into(),
+            kind: 'c',
+            major: 81,
+            minor,
+            file_mode: Some(0o660),
+            access: "rwm".into(),
+        };
+        let edits = DeviceEdits {
+            env: vec!["A=1".into()],
+            devices: vec![node("/dev/v4l2-nvenc", 5), node("/dev/nvmap", 0)],
+            mounts: vec![BindMount { host: "/x/lib.so".into(), container: "/lib.so".into(), read_only: true }],
+            hooks: vec![HookSpec { path: "/bin/sh".into(), args: vec![], env: vec![] }],
+            symlinks: vec![],
+        };
+        let mut run = RunSpec { devices: vec![node("/dev/v4l2-nvenc", 5)], ..RunSpec::default() };
+        inject(&mut run, &edits);
+        inject(&mut run, &edits);
+        assert_eq!(run.devices.len(), 2);
+        assert_eq!(run.mounts.len(), 1);
+        assert_eq!(run.env, ["A=1", "A=1"]);
+        assert_eq!(run.hooks.len(), 2);
+    }
 
     fn image() -> ImageProcess {
         ImageProcess {

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::inject::{BindMount, DeviceEdits, DeviceNode};
 use super::read_regular;
 use crate::os::fsutil::under_root;
-use crate::runtime::spec::{BindMount, DeviceNode};
 
 /// The char-device major of video4linux nodes.
 const V4L_MAJOR: u64 = 81;
@@ -314,6 +314,25 @@ pub fn resolve(
 fn sysfs_parent(root: &Path, node: &Path) -> Option<PathBuf> {
     let name = node.file_name()?.to_str()?;
     std::fs::canonicalize(under_root(root, &format!("/sys/class/video4linux/{name}/device"))).ok()
+}
+
+/// What a container asking for the cameras `selectors` gets, found fresh under `root`: the selected nodes
+/// ([`resolve`]) and, when it also has the GPU (`gpu`), the nvargus socket ([`argus_mount`]). Both backends
+/// call this, so a missing camera fails the same way (before anything is created) on each. Discovery warnings
+/// are logged.
+pub fn edits(root: &Path, selectors: &[String], gpu: bool) -> std::result::Result<DeviceEdits, CameraError> {
+    let mut out = DeviceEdits::default();
+    if selectors.is_empty() {
+        return Ok(out);
+    }
+    let mut warnings = Vec::new();
+    let found = discover(root, &mut warnings);
+    for w in warnings {
+        tracing::debug!(warning = %w, "camera discovery");
+    }
+    out.devices = resolve(&found, root, selectors)?;
+    out.mounts.extend(argus_mount(root, gpu, selectors));
+    Ok(out)
 }
 
 /// The bind mount of [`ARGUS_SOCKET`] for a container that asks for cameras and the GPU, when the host runs

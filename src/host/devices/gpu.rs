@@ -1,6 +1,6 @@
 //! GPU injection: decides how a container gets the NVIDIA GPU on this host (`gpu.mode = auto | cdi | csv |
-//! nvidia-runtime | off`) and turns the host's CDI spec or Jetson CSV files into edits of a
-//! [`RunSpec`](crate::runtime::spec::RunSpec): device nodes with the numbers of the live `/dev`, read-only bind
+//! nvidia-runtime | off`) and turns the host's CDI spec or Jetson CSV files into a plain
+//! [`DeviceEdits`] value for the runtime to inject: device nodes with the numbers of the live `/dev`, read-only bind
 //! mounts, environment, `createContainer` hooks and symlinks to recreate in the root file system.
 //!
 //! Reads the host root only (specs, CSV files, `stat(2)` of device nodes, symlink targets, program paths); it
@@ -9,8 +9,8 @@
 //! [`super::cdi`] and [`super::csv`]; running the container stays in the runtime module.
 //!
 //! Paths: device node paths in the edits are container paths (the runtime creates the node from its numbers);
-//! bind-mount sources and hook programs are host paths joined under the host root, as
-//! [`HostFiles::under`](crate::runtime::spec::HostFiles::under) does, so a containerised agent with the host
+//! bind-mount sources and hook programs are host paths joined under the host root (as the runtime's host files
+//! are), so a containerised agent with the host
 //! root on `/host` mounts the host's files.
 
 use std::collections::BTreeSet;
@@ -18,12 +18,10 @@ use std::fmt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
+use super::inject::{BindMount, DeviceEdits, DeviceNode, HookSpec, Symlink};
 use super::{cdi, csv};
 use crate::base::GpuMode;
 use crate::os::fsutil::under_root;
-use crate::runtime::spec::{BindMount, DeviceNode, HookSpec, RunSpec};
 
 /// The CDI kind of NVIDIA GPUs.
 pub const NVIDIA_GPU_KIND: &str = "nvidia.com/gpu";
@@ -100,70 +98,6 @@ impl fmt::Display for GpuRequest {
     }
 }
 
-/// A symlink to create in the container's root file system (CSV `sym` lines): `link` -> `target`, as on the
-/// host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Symlink {
-    /// Absolute path of the link in the container (the same as on the host).
-    pub link: PathBuf,
-    /// The link's target as the host's link holds it (usually relative, e.g. `libcuda.so.1.1`).
-    pub target: PathBuf,
-}
-
-/// Edits that give a container the GPU. [`DeviceEdits::apply`] adds them to a [`RunSpec`]; the `symlinks`
-/// are the bundle builder's part (see [`create_symlinks`]).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DeviceEdits {
-    /// `NAME=value` entries.
-    pub env: Vec<String>,
-    /// Device nodes with the live numbers and their cgroup rule.
-    pub devices: Vec<DeviceNode>,
-    /// Bind mounts (host side under the host root).
-    pub mounts: Vec<BindMount>,
-    /// `createContainer` hooks (program under the host root; `args` without argv\[0\], as [`HookSpec`] wants).
-    pub hooks: Vec<HookSpec>,
-    /// Symlinks to create in the root file system before the container starts (CSV mode; CDI specs do this
-    /// with their own `create-symlinks` hook).
-    pub symlinks: Vec<Symlink>,
-}
-
-impl DeviceEdits {
-    /// Appends the edits to `run`. A device node or mount whose container path `run` already has is not added
-    /// twice (cameras and the GPU may both bring e.g. `/dev/v4l2-nvenc`); env entries are appended so they
-    /// override the image's and earlier entries of the same name.
-    pub fn apply(&self, run: &mut RunSpec) {
-        run.env.extend(self.env.iter().cloned());
-        add_devices(run, &self.devices);
-        for m in &self.mounts {
-            if !run.mounts.iter().any(|have| have.container == m.container) {
-                run.mounts.push(m.clone());
-            }
-        }
-        run.hooks.extend(self.hooks.iter().cloned());
-    }
-
-    fn push_device(&mut self, node: DeviceNode) {
-        if !self.devices.iter().any(|d| d.path == node.path) {
-            self.devices.push(node);
-        }
-    }
-
-    fn push_mount(&mut self, mount: BindMount) {
-        if !self.mounts.iter().any(|m| m.container == mount.container) {
-            self.mounts.push(mount);
-        }
-    }
-}
-
-/// Appends device nodes to `run`, skipping paths it already has.
-pub fn add_devices(run: &mut RunSpec, devices: &[DeviceNode]) {
-    for d in devices {
-        if !run.devices.iter().any(|have| have.path == d.path) {
-            run.devices.push(d.clone());
-        }
-    }
-}
-
 /// How the plan gives the container the GPU.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GpuMethod {
@@ -236,18 +170,14 @@ impl GpuPlan {
         }
     }
 
-    /// Applies the plan to `run`: the edits for CDI and CSV, the runtime's environment for
-    /// `nvidia-runtime`. Returns the OCI runtime program to use instead of runc/crun, if any.
-    pub fn apply(&self, run: &mut RunSpec) -> Option<&Path> {
+    /// What the plan gives the container: the edits for CDI and CSV, the runtime's environment for
+    /// `nvidia-runtime`; and the OCI runtime program to use instead of runc/crun, if any.
+    pub fn injection(&self) -> (DeviceEdits, Option<&Path>) {
         match &self.method {
-            GpuMethod::Off => None,
-            GpuMethod::Cdi { edits, .. } | GpuMethod::Csv { edits, .. } => {
-                edits.apply(run);
-                None
-            }
+            GpuMethod::Off => (DeviceEdits::default(), None),
+            GpuMethod::Cdi { edits, .. } | GpuMethod::Csv { edits, .. } => (edits.clone(), None),
             GpuMethod::NvidiaRuntime { runtime_path, env } => {
-                run.env.extend(env.iter().cloned());
-                Some(runtime_path)
+                (DeviceEdits { env: env.clone(), ..Default::default() }, Some(runtime_path))
             }
         }
     }
@@ -779,6 +709,7 @@ pub fn device_paths(edits: &DeviceEdits) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     #[test]
     fn modes_parse_from_config_words() {
@@ -816,32 +747,6 @@ mod tests {
             let err = GpuRequest::parse(bad).unwrap_err();
             assert!(matches!(err, GpuError::BadRequest { .. }), "{bad:?}: {err:?}");
         }
-    }
-
-    #[test]
-    fn apply_appends_without_duplicating_paths() {
-        let node = |p: &str, minor| DeviceNode {
-            path: p.into(),
-            kind: 'c',
-            major: 81,
-            minor,
-            file_mode: Some(0o660),
-            access: "rwm".into(),
-        };
-        let edits = DeviceEdits {
-            env: vec!["A=1".into()],
-            devices: vec![node("/dev/v4l2-nvenc", 5), node("/dev/nvmap", 0)],
-            mounts: vec![BindMount { host: "/x/lib.so".into(), container: "/lib.so".into(), read_only: true }],
-            hooks: vec![HookSpec { path: "/bin/sh".into(), args: vec![], env: vec![] }],
-            symlinks: vec![],
-        };
-        let mut run = RunSpec { devices: vec![node("/dev/v4l2-nvenc", 5)], ..RunSpec::default() };
-        edits.apply(&mut run);
-        edits.apply(&mut run);
-        assert_eq!(run.devices.len(), 2);
-        assert_eq!(run.mounts.len(), 1);
-        assert_eq!(run.env, ["A=1", "A=1"]);
-        assert_eq!(run.hooks.len(), 2);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod cameras;
 pub mod cdi;
 pub mod csv;
 pub mod gpu;
+pub mod inject;
 
 use std::io;
 use std::path::Path;
