@@ -229,9 +229,6 @@ async fn agent_restart_adopts_the_running_container_and_reads_its_logs() {
     assert_eq!(adopted.labels.get(labels::AGENT).map(String::as_str), Some("agent-adopt"));
     let logs = again.logs("js-adopt", None).await.unwrap();
     assert_eq!(logs.first().map(|l| l.text.as_str()), Some("started"), "{logs:?}");
-    let stats = again.stats("js-adopt").await.unwrap();
-    assert!(stats.memory_bytes.is_some_and(|b| b > 0), "{stats:?}");
-    assert!(stats.pids.is_some_and(|p| p >= 1), "{stats:?}");
 
     // Another agent's backend does not claim it.
     let other = connect_as(&socket, "agent-other").await;

@@ -107,7 +107,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     let meter = executor::PullMeter::default();
-    let runtime = match executor::backend(&config, &meter).await {
+    let runtime = match crate::runtime::open(&config, Some(meter.sink())).await {
         Ok(rt) => Some(rt),
         Err(err) => {
             warn!(%err, "deployments are not run on this device");

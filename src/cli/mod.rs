@@ -937,7 +937,7 @@ fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, args: RunArg
     let id = args.name.clone().unwrap_or_else(|| format!("run-{:08x}", rand::random::<u32>()));
     let grace = Duration::from_secs(cfg.runtime.stop_grace_s);
     let rt = image_runtime()?;
-    let backend = rt.block_on(runtime::open(&cfg))?;
+    let backend = rt.block_on(runtime::open(&cfg, None))?;
     rt.block_on(async {
         let cancel = tokio_util::sync::CancellationToken::new();
         // The Docker Engine keeps its own image store: resolve and pin here, let the Engine pull the digest.

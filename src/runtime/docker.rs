@@ -21,14 +21,12 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::{
-    labels, ContainerConfig, ContainerInfo, ContainerRuntime, ContainerStats, Error, LogLine, Result, RunState,
-};
+use super::{labels, ContainerConfig, ContainerInfo, ContainerRuntime, Error, LogLine, Result, RunState};
 use super::{IpcMode, NetworkMode};
 use crate::base::GpuMode;
 use crate::config::Config;
@@ -556,22 +554,6 @@ impl ContainerRuntime for DockerBackend {
             }
         }
         Ok(out)
-    }
-
-    async fn stats(&self, id: &str) -> Result<ContainerStats> {
-        let options = StatsOptionsBuilder::new().stream(false).one_shot(true).build();
-        let mut stream = self.docker.stats(id, Some(options));
-        let Some(item) = stream.next().await else {
-            return Err(Error::Container { id: id.to_owned(), message: "the Docker daemon sent no stats".into() });
-        };
-        let s = item.map_err(|e| container_err(id, e))?;
-        let memory = s.memory_stats.unwrap_or_default();
-        Ok(ContainerStats {
-            cpu_usage_ns: s.cpu_stats.and_then(|c| c.cpu_usage).and_then(|u| u.total_usage),
-            memory_bytes: memory.usage,
-            memory_limit_bytes: memory.limit,
-            pids: s.pids_stats.and_then(|p| p.current),
-        })
     }
 }
 

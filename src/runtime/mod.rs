@@ -12,6 +12,7 @@ pub mod spec;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -119,17 +120,8 @@ pub struct ContainerInfo {
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Resource use of a running container.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ContainerStats {
-    pub cpu_usage_ns: Option<u64>,
-    pub memory_bytes: Option<u64>,
-    pub memory_limit_bytes: Option<u64>,
-    pub pids: Option<u64>,
-}
-
 /// One container backend. Narrow on purpose: ensure the image, create, start, stop, remove, list what it owns,
-/// logs and stats. Restart policy, health checks and rollback live above it (the reconciler), so every
+/// and logs. Restart policy, health checks and rollback live above it (the reconciler), so every
 /// backend behaves the same.
 #[async_trait::async_trait]
 pub trait ContainerRuntime: Send + Sync {
@@ -152,7 +144,6 @@ pub trait ContainerRuntime: Send + Sync {
     }
     /// The container's output, the last `tail` lines when given.
     async fn logs(&self, id: &str, tail: Option<usize>) -> Result<Vec<LogLine>>;
-    async fn stats(&self, id: &str) -> Result<ContainerStats>;
     /// Rotates the logs of owned containers that reached the size limit; returns how many rotated. Backends
     /// whose engine rotates logs itself (Docker) keep this default.
     async fn rotate_logs(&self) -> Result<usize> {
@@ -160,27 +151,44 @@ pub trait ContainerRuntime: Send + Sync {
     }
 }
 
-/// Opens the backend `runtime.backend` names. `auto` picks the native backend when conmon and crun or runc are
-/// installed, else Docker when its socket answers, else fails listing what to install.
-pub async fn open(config: &crate::config::Config) -> Result<Box<dyn ContainerRuntime>> {
+/// Opens the backend `runtime.backend` names: the one place the agent and `jetship run` get theirs. `auto`
+/// picks the native backend when conmon and crun or runc are installed, else Docker when its socket answers,
+/// else fails listing what to install. Image pulls report to `progress` when given (the agent's pull meter).
+pub async fn open(
+    config: &crate::config::Config,
+    progress: Option<crate::image::pull::ProgressSink>,
+) -> Result<Arc<dyn ContainerRuntime>> {
     use crate::config::BackendChoice;
-    match config.runtime.backend {
-        BackendChoice::Oci => Ok(Box::new(oci::OciBackend::new(oci::OciSettings::from_config(config))?)),
-        BackendChoice::Docker => Ok(Box::new(docker::connect(config).await?)),
-        BackendChoice::Auto => match oci::OciBackend::new(oci::OciSettings::from_config(config)) {
-            Ok(b) => Ok(Box::new(b)),
+    let native = || {
+        oci::OciBackend::new(oci::OciSettings::from_config(config)).map(|b| match &progress {
+            Some(sink) => b.with_progress(sink.clone()),
+            None => b,
+        })
+    };
+    let docker = || async {
+        let b = docker::connect(config).await?;
+        Ok::<_, Error>(match &progress {
+            Some(sink) => b.with_progress(sink.clone()),
+            None => b,
+        })
+    };
+    Ok(match config.runtime.backend {
+        BackendChoice::Oci => Arc::new(native()?),
+        BackendChoice::Docker => Arc::new(docker().await?),
+        BackendChoice::Auto => match native() {
+            Ok(b) => Arc::new(b),
             Err(native) if docker::docker_available(config).await => {
                 tracing::info!(reason = %native, "native backend unavailable; using the Docker daemon");
-                Ok(Box::new(docker::connect(config).await?))
+                Arc::new(docker().await?)
             }
-            Err(native) => Err(no_backend(&native)),
+            Err(native) => return Err(no_backend(&native)),
         },
-    }
+    })
 }
 
 /// The error of `runtime.backend = "auto"` when neither the native backend (failing with `native`) nor a Docker
 /// daemon is available: what to install.
-pub fn no_backend(native: &Error) -> Error {
+fn no_backend(native: &Error) -> Error {
     Error::Backend {
         backend: "auto",
         message: format!(

@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use super::conmon::{self, OciRuntime, Paths, Status, Supervisor};
 use super::spec::{self, BindMount, HostFiles, ImageProcess, RunSpec};
-use super::{
-    labels, ContainerConfig, ContainerInfo, ContainerRuntime, ContainerStats, Error, LogLine, Result, RunState,
-};
+use super::{labels, ContainerConfig, ContainerInfo, ContainerRuntime, Error, LogLine, Result, RunState};
 use crate::config::{Config, RegistryConfig};
 use crate::host::devices::{cameras, gpu};
 use crate::image::snapshot::{self, LayerSpec, RootfsMode, SnapshotStore};
@@ -31,7 +29,7 @@ use crate::image::unpack::UnpackPolicy;
 pub const RUNTIME_LABEL: &str = "io.jetship.oci-runtime";
 
 /// The cgroup path (relative to each hierarchy's mount point) given to a container: jetship's own subtree, so
-/// stats can find it and nothing else writes there.
+/// its use can be found and nothing else writes there.
 pub fn cgroup_path(id: &str) -> PathBuf {
     PathBuf::from(format!("/jetship/{id}"))
 }
@@ -478,65 +476,6 @@ pub fn run_state(status: Status) -> RunState {
     }
 }
 
-/// The cgroup files stats are read from, as (name, contents) pairs; absent files are left out.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CgroupFiles {
-    /// cgroup v2 (`cpu.stat`, `memory.current`, `memory.max`, `pids.current`) rather than v1.
-    pub unified: bool,
-    pub files: BTreeMap<String, String>,
-}
-
-/// Stats from a container's cgroup files. v2: `cpu.stat` `usage_usec`, `memory.current`, `memory.max`
-/// (`max` = no limit), `pids.current`. v1: `cpuacct.usage`, `memory.usage_in_bytes`, `memory.limit_in_bytes`
-/// (a value near `i64::MAX` = no limit), `pids.current`. Missing or garbled files give `None` fields.
-pub fn parse_cgroup_stats(c: &CgroupFiles) -> ContainerStats {
-    let num = |name: &str| c.files.get(name).and_then(|s| s.trim().parse::<u64>().ok());
-    if c.unified {
-        let cpu = c.files.get("cpu.stat").and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("usage_usec ").and_then(|v| v.trim().parse::<u64>().ok()))
-        });
-        ContainerStats {
-            cpu_usage_ns: cpu.map(|us| us * 1000),
-            memory_bytes: num("memory.current"),
-            memory_limit_bytes: num("memory.max"),
-            pids: num("pids.current"),
-        }
-    } else {
-        ContainerStats {
-            cpu_usage_ns: num("cpuacct.usage"),
-            memory_bytes: num("memory.usage_in_bytes"),
-            // v1 reports "no limit" as a huge page-rounded number.
-            memory_limit_bytes: num("memory.limit_in_bytes").filter(|l| *l < (1u64 << 62)),
-            pids: num("pids.current"),
-        }
-    }
-}
-
-/// Reads the cgroup files of container `id` under the cgroup mount `cgroup_root` (`/sys/fs/cgroup`).
-pub fn read_cgroup(cgroup_root: &Path, id: &str) -> CgroupFiles {
-    let rel = cgroup_path(id);
-    let rel = rel.strip_prefix("/").unwrap_or(&rel);
-    let mut files = BTreeMap::new();
-    let mut read = |dir: PathBuf, name: &str| {
-        if let Ok(s) = std::fs::read_to_string(dir.join(name)) {
-            files.insert(name.to_owned(), s);
-        }
-    };
-    if cgroup_root.join("cgroup.controllers").exists() {
-        let dir = cgroup_root.join(rel);
-        for f in ["cpu.stat", "memory.current", "memory.max", "pids.current"] {
-            read(dir.clone(), f);
-        }
-        return CgroupFiles { unified: true, files };
-    }
-    read(cgroup_root.join("cpuacct").join(rel), "cpuacct.usage");
-    read(cgroup_root.join("cpu,cpuacct").join(rel), "cpuacct.usage");
-    read(cgroup_root.join("memory").join(rel), "memory.usage_in_bytes");
-    read(cgroup_root.join("memory").join(rel), "memory.limit_in_bytes");
-    read(cgroup_root.join("pids").join(rel), "pids.current");
-    CgroupFiles { unified: false, files }
-}
-
 #[async_trait::async_trait]
 impl ContainerRuntime for OciBackend {
     fn name(&self) -> &'static str {
@@ -636,60 +575,11 @@ impl ContainerRuntime for OciBackend {
         })
         .await
     }
-
-    async fn stats(&self, id: &str) -> Result<ContainerStats> {
-        let inner = self.inner.clone();
-        let id = id.to_owned();
-        blocking(move || {
-            inner.meta_labels(&id)?;
-            Ok(parse_cgroup_stats(&read_cgroup(Path::new("/sys/fs/cgroup"), &id)))
-        })
-        .await
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn files(unified: bool, entries: &[(&str, &str)]) -> CgroupFiles {
-        CgroupFiles { unified, files: entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
-    }
-
-    #[test]
-    fn cgroup_v2_stats_parse_and_max_means_no_limit() {
-        let s = parse_cgroup_stats(&files(
-            true,
-            &[
-                ("cpu.stat", "usage_usec 1500\nuser_usec 1000\n"),
-                ("memory.current", "4096\n"),
-                ("memory.max", "max\n"),
-                ("pids.current", "3\n"),
-            ],
-        ));
-        assert_eq!(s.cpu_usage_ns, Some(1_500_000));
-        assert_eq!(s.memory_bytes, Some(4096));
-        assert_eq!(s.memory_limit_bytes, None);
-        assert_eq!(s.pids, Some(3));
-    }
-
-    #[test]
-    fn cgroup_v1_stats_parse_and_tolerate_absent_or_garbled_files() {
-        let s = parse_cgroup_stats(&files(
-            false,
-            &[
-                ("cpuacct.usage", "123456\n"),
-                ("memory.usage_in_bytes", "garbage"),
-                ("memory.limit_in_bytes", "9223372036854771712\n"),
-            ],
-        ));
-        assert_eq!(s.cpu_usage_ns, Some(123456));
-        assert_eq!(s.memory_bytes, None);
-        assert_eq!(s.memory_limit_bytes, None, "v1's huge default is no limit");
-        assert_eq!(s.pids, None);
-        let limited = parse_cgroup_stats(&files(false, &[("memory.limit_in_bytes", "1048576")]));
-        assert_eq!(limited.memory_limit_bytes, Some(1048576));
-    }
 
     #[test]
     fn statuses_map_to_run_states() {

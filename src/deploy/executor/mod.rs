@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{BackendChoice, Config};
+use crate::config::Config;
 use crate::deploy::document::{Document, HealthCheck};
 use crate::deploy::plan::{
     self, Action, Actual, Backoff, ContainerView, DeploymentState, Failure, Health, Observed, Resolved, RolledBack,
@@ -47,7 +47,7 @@ const STREAK: u32 = 8;
 /// Most characters of an error kept in the report.
 const ERROR_KEEP: usize = 1000;
 
-/// Errors of the executor's own IO (the state it persists, the backend it opens).
+/// Errors of the executor's own IO (the state it persists).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot store deployment state in {path}: {source}")]
@@ -56,35 +56,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the container backend: {0}")]
-    Backend(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// The container backend the config asks for, reporting pull progress to `meter`. The one place the agent
-/// obtains its backend.
-pub async fn backend(config: &Config, meter: &PullMeter) -> Result<Arc<dyn ContainerRuntime>> {
-    let backend_err = |e: runtime::Error| Error::Backend(e.to_string());
-    let native = || {
-        runtime::oci::OciBackend::new(runtime::oci::OciSettings::from_config(config))
-            .map(|oci| Arc::new(oci.with_progress(meter.sink())) as Arc<dyn ContainerRuntime>)
-    };
-    match config.runtime.backend {
-        BackendChoice::Docker => docker(config, meter).await,
-        BackendChoice::Oci => native().map_err(backend_err),
-        BackendChoice::Auto => match native() {
-            Ok(b) => Ok(b),
-            Err(_) if runtime::docker::docker_available(config).await => docker(config, meter).await,
-            Err(e) => Err(backend_err(runtime::no_backend(&e))),
-        },
-    }
-}
-
-async fn docker(config: &Config, meter: &PullMeter) -> Result<Arc<dyn ContainerRuntime>> {
-    let docker = runtime::docker::connect(config).await.map_err(|e| Error::Backend(e.to_string()))?;
-    Ok(Arc::new(docker.with_progress(meter.sink())))
-}
 
 /// Bytes of the pull in progress, fed by the backend's progress events. The executor pulls one image at a time
 /// (a device's link is the bottleneck anyway), so every event belongs to the deployment whose pull holds the
@@ -1125,9 +1099,6 @@ mod tests {
         }
         async fn logs(&self, _id: &str, _tail: Option<usize>) -> runtime::Result<Vec<runtime::LogLine>> {
             Ok(Vec::new())
-        }
-        async fn stats(&self, _id: &str) -> runtime::Result<runtime::ContainerStats> {
-            Ok(Default::default())
         }
     }
 
