@@ -1,36 +1,38 @@
 //! The reconciler's thin IO half: each round it observes the backend's containers, asks [`plan::plan`]
 //! what to do, runs those actions against a `dyn ContainerRuntime` (and the registry, to resolve images), and
-//! records their effects in [`Actual`] exactly as each [`Action`]'s doc says. Long steps (resolving, pulling,
-//! health checks) run as tasks whose results come back on a channel and are applied before the next round.
+//! records what came of each through [`plan::record`], the same function the planner's tests use. Long steps
+//! (resolving, pulling, health checks) run as tasks whose results come back on a channel and are recorded
+//! before the next round.
 //!
-//! It makes no decisions of its own (those are `reconcile`'s) and does not parse or validate documents
-//! (`deployment`, `policy`) nor publish anything itself: each round returns an [`Output`] (per-deployment
-//! report, transition events, applied generation) that the agent publishes. What the plan needs across agent
-//! restarts (resolved digests, rolled-back versions) is persisted under `<state_dir>/deployments/`.
-//!
-//! Health checks: `http` and `tcp` probe from the host (containers use host networking by default),
-//! `running_for` waits, and `exec` runs the command inside the container's namespaces with
-//! `nsenter --target <pid>` (the backend trait has no exec; this needs the agent to run as root, as it does
-//! on a device, and a backend that reports the container's pid).
+//! It makes no decisions of its own (those are `plan`'s, including the health gate, `plan::health`) and does
+//! not parse or validate documents (`document`, `policy`) nor publish anything itself: each round returns an
+//! [`Output`] (per-deployment report, transition events, applied generation) that the agent publishes. Parts:
+//! `meter` (pull progress), `state` (what the plan needs across agent restarts, under
+//! `<state_dir>/deployments/`) and `health` (the checkers that probe containers).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod health;
+mod meter;
+mod state;
+
+use health::Probe;
+pub use meter::{PullMeter, PullProgress};
+pub use state::state_path;
+use state::StateFiles;
+
 use crate::config::Config;
-use crate::deploy::document::{Document, HealthCheck};
-use crate::deploy::plan::{
-    self, Action, Actual, Backoff, ContainerView, DeploymentState, Failure, Health, Observed, Resolved, RolledBack,
-    Stage, Task, Time,
-};
+use crate::deploy::document::Document;
+use crate::deploy::plan::{self, Action, Actual, Backoff, ContainerView, DeploymentState, Health, Outcome, Task, Time};
 use crate::deploy::report::{self, Event, ReportedDeployment};
 use crate::host::devices::cameras::CameraError;
 use crate::runtime::{self, labels, ContainerInfo, ContainerRuntime, RunState};
@@ -59,73 +61,6 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// Bytes of the pull in progress, fed by the backend's progress events. The executor pulls one image at a time
-/// (a device's link is the bottleneck anyway), so every event belongs to the deployment whose pull holds the
-/// turn; each round reads the meter into the deployment's `pulling` state.
-#[derive(Clone, Default)]
-pub struct PullMeter {
-    inner: Arc<std::sync::Mutex<MeterState>>,
-}
-
-#[derive(Default)]
-struct MeterState {
-    deployment: Option<String>,
-    sizes: HashMap<String, u64>,
-    done: u64,
-}
-
-impl PullMeter {
-    /// The sink to give the backend.
-    pub fn sink(&self) -> crate::image::pull::ProgressSink {
-        let inner = self.inner.clone();
-        Arc::new(move |p: &crate::image::pull::Progress| {
-            use crate::image::pull::Progress;
-            let mut m = inner.lock().unwrap_or_else(|e| e.into_inner());
-            match p {
-                Progress::Planned { total_bytes, present_bytes, .. } => {
-                    m.sizes.insert(String::new(), *total_bytes);
-                    m.done = *present_bytes;
-                }
-                Progress::BlobStarted { digest, size, offset } => {
-                    if *size > 0 {
-                        m.sizes.insert(digest.clone(), *size);
-                    }
-                    m.done += offset;
-                }
-                Progress::BlobBytes { bytes, .. } => m.done += bytes,
-                Progress::BlobRetry { .. } | Progress::BlobDone { .. } => {}
-            }
-        })
-    }
-
-    fn start(&self, deployment: &str) {
-        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        *m = MeterState { deployment: Some(deployment.to_owned()), ..Default::default() };
-    }
-
-    fn finish(&self) {
-        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = MeterState::default();
-    }
-
-    /// The deployment pulling now, with bytes done and in all (when the backend said).
-    fn read(&self) -> Option<(String, u64, Option<u64>)> {
-        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let total: u64 = match m.sizes.get("") {
-            Some(t) => *t,
-            None => m.sizes.values().sum(),
-        };
-        m.deployment.clone().map(|d| (d, m.done, (total > 0).then_some(total)))
-    }
-}
-
-/// A `pull-progress` event: at most one per second per deployment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PullProgress {
-    pub deployment: String,
-    pub done_bytes: u64,
-    pub total_bytes: Option<u64>,
-}
 
 /// Turns a deployment's image reference into a pinned one (`name@sha256:...`) for this host.
 #[async_trait::async_trait]
@@ -161,79 +96,11 @@ impl Resolver for RegistryResolver {
     }
 }
 
-/// What the plan needs of a deployment after an agent restart.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct Persisted {
-    resolved: Option<(String, String)>,
-    rolled_back: Option<(String, String)>,
-}
-
-/// `<state_dir>/deployments/<name>.json`: one small file per deployment, written atomically.
-#[derive(Debug, Clone)]
-struct StateFiles {
-    dir: PathBuf,
-}
-
-impl StateFiles {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.json"))
-    }
-
-    fn save(&self, name: &str, obs: &Observed) -> Result<()> {
-        let p = Persisted {
-            resolved: obs.resolved.as_ref().map(|r| (r.doc_hash.clone(), r.image.clone())),
-            rolled_back: obs.rolled_back.as_ref().map(|r| (r.doc_hash.clone(), r.reason.clone())),
-        };
-        let path = self.path(name);
-        let store = |source| Error::Store { path: path.clone(), source };
-        std::fs::create_dir_all(&self.dir).map_err(store)?;
-        let json = serde_json::to_vec(&p).expect("persisted state serializes");
-        crate::os::fsutil::write_atomic(&path, &json).map_err(store)
-    }
-
-    fn remove(&self, name: &str) -> Result<()> {
-        let path = self.path(name);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Store { path, source: e }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Every deployment's persisted state; unreadable files are reported and skipped (the deployment is then
-    /// resolved again).
-    fn load(&self) -> BTreeMap<String, Observed> {
-        let mut out = BTreeMap::new();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return out };
-        for e in entries.flatten() {
-            let path = e.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
-                continue;
-            };
-            let parsed = crate::os::fsutil::read_small(&path, 64 * 1024)
-                .map_err(|e| e.to_string())
-                .and_then(|text| serde_json::from_str::<Persisted>(&text).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(p) => {
-                    let obs = Observed {
-                        resolved: p.resolved.map(|(doc_hash, image)| Resolved { doc_hash, image }),
-                        rolled_back: p.rolled_back.map(|(doc_hash, reason)| RolledBack { doc_hash, reason }),
-                        ..Default::default()
-                    };
-                    out.insert(name.to_owned(), obs);
-                }
-                Err(err) => warn!(path = %path.display(), %err, "ignoring unreadable deployment state"),
-            }
-        }
-        out
-    }
-}
-
-/// A long step's result, applied to [`Actual`] before the next round.
+/// A long step's result: the action that started it and what came of it, recorded before the next round.
 #[derive(Debug)]
-enum Done {
-    Resolved { deployment: String, doc_hash: String, result: std::result::Result<String, String> },
-    Pulled { deployment: String, doc_hash: String, image: String, result: std::result::Result<(), String> },
-    Health { deployment: String, id: String, health: Health },
+struct Done {
+    action: Action,
+    outcome: Outcome,
 }
 
 /// The desired state handed to [`Executor::run`]: the overlaid document and the generation of each source it
@@ -424,39 +291,32 @@ impl Executor {
         }
     }
 
-    /// Stops and starts `deployment`'s serving container (a `cmd/restart`). Its health is checked again from
-    /// the start; the restart is not counted against the backoff.
+    /// Stops and starts `deployment`'s serving container (a `cmd/restart`, [`plan::restart`] picks it). Its
+    /// health is checked again from the start; the restart is not counted against the backoff.
     pub async fn restart(&mut self, deployment: &str) -> std::result::Result<serde_json::Value, String> {
         self.observe().await;
-        let id = self
-            .actual
-            .deployments
-            .get(deployment)
-            .and_then(|o| {
-                o.containers
-                    .iter()
-                    .find(|c| c.state == RunState::Running)
-                    .or_else(|| o.containers.iter().find(|c| c.state == RunState::Exited))
-            })
-            .map(|c| c.id.clone())
-            .ok_or_else(|| {
-                format!("no container of deployment `{deployment}` on this device (see `jetship devices`)")
-            })?;
-        if let Some((_, stop)) = self.health.remove(&id) {
+        let id = plan::restart_target(&self.actual, deployment)?;
+        let code = self.restart_container(deployment, &id).await.map_err(|e| e.to_string())?;
+        info!(deployment, id, "restarted on request");
+        let action = Action::Restart { deployment: deployment.to_owned(), id: id.clone() };
+        self.record(&action, Outcome::Done, self.now());
+        Ok(serde_json::json!({ "container": id, "exit_code": code }))
+    }
+
+    /// Stops and starts container `id` (its checker ends); the exit code of the stop.
+    async fn restart_container(&mut self, deployment: &str, id: &str) -> runtime::Result<Option<i32>> {
+        self.stop_checker(id);
+        let code = self.runtime.stop(id, self.opts.stop_grace).await?;
+        self.runtime.start(id).await?;
+        self.started.insert(deployment.to_owned(), Utc::now());
+        Ok(code)
+    }
+
+    /// Ends the health checker of container `id`, if one runs.
+    fn stop_checker(&mut self, id: &str) {
+        if let Some((_, stop)) = self.health.remove(id) {
             stop.cancel();
         }
-        let code = self.runtime.stop(&id, self.opts.stop_grace).await.map_err(|e| e.to_string())?;
-        self.runtime.start(&id).await.map_err(|e| e.to_string())?;
-        info!(deployment, id, "restarted on request");
-        let now = self.now();
-        let obs = self.obs(deployment);
-        obs.restart.next_at = None;
-        if let Some(c) = obs.containers.iter_mut().find(|c| c.id == id) {
-            (c.state, c.running_since, c.health, c.exit_code) =
-                (RunState::Running, Some(now), Health::NotChecked, None);
-        }
-        self.started.insert(deployment.to_owned(), Utc::now());
-        Ok(serde_json::json!({ "container": id, "exit_code": code }))
     }
 
     /// Applies every finished long step without waiting.
@@ -602,10 +462,6 @@ impl Executor {
         }
     }
 
-    fn obs(&mut self, deployment: &str) -> &mut Observed {
-        self.actual.deployments.entry(deployment.to_owned()).or_default()
-    }
-
     fn persist(&self, deployment: &str) {
         if let Some(obs) = self.actual.deployments.get(deployment) {
             if let Err(err) = self.files.save(deployment, obs) {
@@ -626,48 +482,30 @@ impl Executor {
         self.notes.entry(deployment.to_owned()).or_default().error = Some(error);
     }
 
-    fn fail(&mut self, deployment: &str, doc_hash: &str, stage: Stage, error: String) {
-        warn!(deployment, ?stage, %error, "step failed");
-        let now = self.now();
-        let backoff = self.opts.backoff;
-        let obs = self.obs(deployment);
-        let f = Failure::after(obs.failure.as_ref(), doc_hash, stage, error.clone(), now, &backoff);
-        obs.failure = Some(f);
-        self.note_error(deployment, error);
-    }
-
-    /// The doc hash of the version a container belongs to, from what was observed.
-    fn doc_hash_of(&self, deployment: &str, id: &str) -> String {
-        self.actual
-            .deployments
-            .get(deployment)
-            .and_then(|o| o.containers.iter().find(|c| c.id == id))
-            .and_then(|c| c.doc_hash.clone())
-            .unwrap_or_default()
-    }
-
-    /// Runs one action and records its effect. False when it failed (the deployment's later actions in this
-    /// plan are skipped).
+    /// Runs one action and records its effect ([`plan::record`]). False when it failed (the deployment's later
+    /// actions in this plan are skipped).
     async fn execute(&mut self, action: &Action) -> bool {
         let now = self.now();
-        match action {
-            Action::Resolve { deployment, doc_hash, image } => {
-                self.obs(deployment).task = Some(Task::Resolving);
+        let outcome = match action {
+            Action::Resolve { image, .. } => {
                 let (resolver, tx, stop) = (self.resolver.clone(), self.done_tx.clone(), self.tasks.child_token());
-                let (deployment, doc_hash, image) = (deployment.clone(), doc_hash.clone(), image.clone());
+                let (action, image) = (action.clone(), image.clone());
                 tokio::spawn(async move {
                     let result = tokio::select! {
                         _ = stop.cancelled() => return,
                         r = resolver.resolve(&image) => r,
                     };
-                    let _ = tx.send(Done::Resolved { deployment, doc_hash, result });
+                    let outcome = match result {
+                        Ok(image) => Outcome::Resolved { image },
+                        Err(error) => Outcome::Failed { error },
+                    };
+                    let _ = tx.send(Done { action, outcome });
                 });
-                true
+                Outcome::Done
             }
-            Action::Pull { deployment, doc_hash, image } => {
-                self.obs(deployment).task = Some(Task::Pulling { done: 0, total: None });
+            Action::Pull { deployment, image, .. } => {
                 let (rt, tx, stop) = (self.runtime.clone(), self.done_tx.clone(), self.tasks.child_token());
-                let (deployment, doc_hash, image) = (deployment.clone(), doc_hash.clone(), image.clone());
+                let (action, deployment, image) = (action.clone(), deployment.clone(), image.clone());
                 let (meter, turn) = (self.meter.clone(), self.pull_turn.clone());
                 tokio::spawn(async move {
                     let result = tokio::select! {
@@ -680,183 +518,126 @@ impl Executor {
                             r
                         } => r,
                     };
-                    let _ = tx.send(Done::Pulled { deployment, doc_hash, image, result });
+                    let outcome = match result {
+                        Ok(()) => Outcome::Pulled,
+                        Err(error) => Outcome::Failed { error },
+                    };
+                    let _ = tx.send(Done { action, outcome });
                 });
-                true
+                Outcome::Done
             }
-            Action::Create { deployment, id, config, labels: l } => {
-                let doc_hash = l.get(labels::DOC_HASH).cloned().unwrap_or_default();
-                match self.runtime.create(id, config, l.clone()).await {
+            Action::Create { deployment, id, config, labels } => {
+                match self.runtime.create(id, config, labels.clone()).await {
                     Ok(()) => {
-                        let obs = self.obs(deployment);
-                        obs.restart = Default::default();
-                        obs.failure = None;
-                        obs.containers.push(ContainerView {
-                            id: id.clone(),
-                            doc_hash: Some(doc_hash),
-                            image: config.image.clone(),
-                            state: RunState::Created,
-                            exit_code: None,
-                            running_since: None,
-                            health: Health::NotChecked,
-                        });
                         self.notes.entry(deployment.clone()).or_default().error = None;
-                        true
+                        Outcome::Done
                     }
-                    Err(e) => {
-                        self.start_failed(deployment, &doc_hash, Stage::Create, e);
-                        false
-                    }
+                    Err(e) => self.start_failed(deployment, e),
                 }
             }
             Action::Start { deployment, id } => match self.runtime.start(id).await {
                 Ok(()) => {
-                    if let Some((_, stop)) = self.health.remove(id) {
-                        stop.cancel();
-                    }
-                    let obs = self.obs(deployment);
-                    if obs.restart.next_at.take().is_some() {
-                        obs.restart.restarts += 1;
-                        obs.restart.consecutive += 1;
-                    }
-                    obs.failure = None;
-                    if let Some(c) = obs.containers.iter_mut().find(|c| &c.id == id) {
-                        (c.state, c.running_since, c.health, c.exit_code) =
-                            (RunState::Running, Some(now), Health::NotChecked, None);
-                    }
+                    self.stop_checker(id);
                     self.started.insert(deployment.clone(), Utc::now());
-                    true
+                    Outcome::Done
                 }
-                Err(e) => {
-                    let doc_hash = self.doc_hash_of(deployment, id);
-                    self.start_failed(deployment, &doc_hash, Stage::Start, e);
-                    false
-                }
+                Err(e) => self.start_failed(deployment, e),
             },
-            Action::Stop { deployment, id } => {
-                if let Some((_, stop)) = self.health.remove(id) {
-                    stop.cancel();
-                }
+            Action::Stop { id, .. } => {
+                self.stop_checker(id);
                 match self.runtime.stop(id, self.opts.stop_grace).await {
-                    Ok(code) => {
-                        let obs = self.obs(deployment);
-                        if let Some(c) = obs.containers.iter_mut().find(|c| &c.id == id) {
-                            (c.state, c.running_since, c.health, c.exit_code) =
-                                (RunState::Exited, None, Health::NotChecked, code);
-                        }
-                        true
-                    }
-                    Err(e) => {
-                        self.note_error(deployment, format!("stopping {id}: {e}"));
-                        false
-                    }
+                    Ok(exit_code) => Outcome::Stopped { exit_code },
+                    Err(e) => Outcome::Failed { error: format!("stopping {id}: {e}") },
                 }
             }
-            Action::Remove { deployment, id } => match self.runtime.remove(id).await {
-                Ok(()) => {
-                    self.obs(deployment).containers.retain(|c| &c.id != id);
-                    true
-                }
-                Err(e) => {
-                    self.note_error(deployment, format!("removing {id}: {e}"));
-                    false
-                }
+            Action::Remove { id, .. } => match self.runtime.remove(id).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => Outcome::Failed { error: format!("removing {id}: {e}") },
             },
-            Action::StartHealthCheck { deployment, id, check } => {
+            Action::StartHealthCheck { id, check, .. } => {
                 let stop = self.tasks.child_token();
                 self.health.insert(id.clone(), (Health::Checking, stop.clone()));
-                if let Some(c) = self.obs(deployment).containers.iter_mut().find(|c| &c.id == id) {
-                    c.health = Health::Checking;
-                }
                 let probe = Probe { check: check.clone(), pid: self.pids.get(id).copied() };
-                let (tx, deployment, id) = (self.done_tx.clone(), deployment.clone(), id.clone());
+                let (tx, action) = (self.done_tx.clone(), action.clone());
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = stop.cancelled() => {}
                         _ = probe.run(|health| {
-                            let _ = tx.send(Done::Health { deployment: deployment.clone(), id: id.clone(), health });
+                            let _ = tx.send(Done { action: action.clone(), outcome: Outcome::Health(health) });
                         }) => {}
                     }
                 });
-                true
+                Outcome::Done
             }
-            Action::ScheduleRestart { deployment, at, .. } => {
-                self.obs(deployment).restart.next_at = Some(*at);
-                true
-            }
-            Action::ResetBackoff { deployment } => {
-                self.obs(deployment).restart.consecutive = 0;
-                true
-            }
-            Action::MarkRolledBack { deployment, doc_hash, reason } => {
+            Action::ScheduleRestart { .. } | Action::ResetBackoff { .. } => Outcome::Done,
+            Action::MarkRolledBack { deployment, reason, .. } => {
                 warn!(deployment, %reason, "update rolled back");
-                self.obs(deployment).rolled_back =
-                    Some(RolledBack { doc_hash: doc_hash.clone(), reason: reason.clone() });
                 self.note_error(deployment, reason.clone());
-                self.persist(deployment);
-                true
+                Outcome::Done
             }
             Action::Forget { deployment } => {
-                self.actual.deployments.remove(deployment);
                 self.notes.remove(deployment);
                 self.started.remove(deployment);
                 if let Err(err) = self.files.remove(deployment) {
                     warn!(deployment, %err, "cannot remove deployment state");
                 }
-                true
+                Outcome::Done
             }
-        }
+            Action::Restart { deployment, id } => match self.restart_container(deployment, id).await {
+                Ok(_) => Outcome::Done,
+                Err(e) => Outcome::Failed { error: format!("restarting {id}: {e}") },
+            },
+        };
+        let ok = !matches!(outcome, Outcome::Failed { .. } | Outcome::DeviceMissing { .. });
+        self.record(action, outcome, now);
+        ok
     }
 
     /// A create or start failed: a missing camera waits for the device, anything else retries with backoff.
-    fn start_failed(&mut self, deployment: &str, doc_hash: &str, stage: Stage, err: runtime::Error) {
+    fn start_failed(&mut self, deployment: &str, err: runtime::Error) -> Outcome {
         if let runtime::Error::Camera(CameraError::Missing { selector }) = &err {
             info!(deployment, camera = %selector, "waiting for a camera");
-            self.obs(deployment).device_missing = Some(selector.clone());
             self.notes.entry(deployment.to_owned()).or_default().device_missing_since = Some(Instant::now());
             self.note_error(deployment, err.to_string());
-            return;
+            return Outcome::DeviceMissing { device: selector.clone() };
         }
-        self.fail(deployment, doc_hash, stage, err.to_string());
+        Outcome::Failed { error: err.to_string() }
+    }
+
+    /// Records an outcome in [`Actual`] ([`plan::record`]), with what the report and the persisted state need.
+    fn record(&mut self, action: &Action, outcome: Outcome, now: Time) {
+        let deployment = action.deployment().to_owned();
+        if let Outcome::Failed { error } = &outcome {
+            warn!(deployment, action = action_name(action), %error, "step failed");
+            self.note_error(&deployment, error.clone());
+        }
+        let persist = matches!(
+            (action, &outcome),
+            (Action::MarkRolledBack { .. }, Outcome::Done) | (Action::Resolve { .. }, Outcome::Resolved { .. })
+        );
+        plan::record(&mut self.actual, action, outcome, now, &self.opts.backoff);
+        if persist {
+            self.persist(&deployment);
+        }
     }
 
     fn apply_done(&mut self, done: Done) {
-        match done {
-            Done::Resolved { deployment, doc_hash, result } => {
-                self.obs(&deployment).task = None;
-                match result {
-                    Ok(image) => {
-                        info!(deployment, %image, "image resolved");
-                        let obs = self.obs(&deployment);
-                        obs.resolved = Some(Resolved { doc_hash, image });
-                        obs.failure = None;
-                        self.persist(&deployment);
-                    }
-                    Err(e) => self.fail(&deployment, &doc_hash, Stage::Resolve, e),
-                }
+        let Done { action, outcome } = done;
+        match (&action, &outcome) {
+            (Action::Resolve { deployment, .. }, Outcome::Resolved { image }) => {
+                info!(deployment, %image, "image resolved");
             }
-            Done::Pulled { deployment, doc_hash, image, result } => {
-                self.obs(&deployment).task = None;
-                match result {
-                    Ok(()) => {
-                        self.obs(&deployment).failure = None;
-                        self.actual.images.insert(image);
-                    }
-                    Err(e) => self.fail(&deployment, &doc_hash, Stage::Pull, e),
-                }
-            }
-            Done::Health { deployment, id, health } => {
-                if let Health::Unhealthy { reason } = &health {
+            (Action::StartHealthCheck { deployment, id, .. }, Outcome::Health(health)) => {
+                if let Health::Unhealthy { reason } = health {
                     warn!(deployment, id, %reason, "health check failed");
                 }
-                if let Some(entry) = self.health.get_mut(&id) {
-                    entry.0 = health.clone();
-                    if let Some(c) = self.obs(&deployment).containers.iter_mut().find(|c| c.id == id) {
-                        c.health = health;
-                    }
-                }
+                // A verdict from a checker that was stopped meanwhile is dropped.
+                let Some(entry) = self.health.get_mut(id) else { return };
+                entry.0 = health.clone();
             }
+            _ => {}
         }
+        self.record(&action, outcome, self.now());
     }
 
     fn report(&self, name: &str, state: &DeploymentState, desired: &Document) -> ReportedDeployment {
@@ -895,102 +676,22 @@ impl Drop for Executor {
     }
 }
 
-/// One container's health checker.
-struct Probe {
-    check: HealthCheck,
-    pid: Option<i32>,
-}
-
-impl Probe {
-    /// Probes until a verdict that ends the checker: reports `Healthy` on the first success (and again after a
-    /// failure streak ended), `Unhealthy` after `retries` consecutive failures outside the start period.
-    async fn run(self, report: impl Fn(Health)) {
-        let started = Instant::now();
-        if let Some(d) = &self.check.running_for {
-            tokio::time::sleep(d.0).await;
-            report(Health::Healthy);
-            return;
-        }
-        let (interval, start_period) = (self.check.interval.0, self.check.start_period.0);
-        let retries = self.check.retries.max(1);
-        let mut failures = 0;
-        let mut healthy = false;
-        loop {
-            let result = match tokio::time::timeout(self.check.timeout.0, self.probe()).await {
-                Ok(r) => r,
-                Err(_) => {
-                    Err(format!("no answer within {}", crate::deploy::document::DurationSpec(self.check.timeout.0)))
-                }
-            };
-            match result {
-                Ok(()) => {
-                    failures = 0;
-                    if !healthy {
-                        healthy = true;
-                        report(Health::Healthy);
-                    }
-                }
-                Err(reason) if started.elapsed() >= start_period => {
-                    failures += 1;
-                    if failures >= retries {
-                        report(Health::Unhealthy { reason: format!("{reason} ({failures} probes in a row)") });
-                        return;
-                    }
-                }
-                Err(_) => {}
-            }
-            tokio::time::sleep(interval).await;
-        }
+/// The action's name for logs.
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::Resolve { .. } => "resolve",
+        Action::Pull { .. } => "pull",
+        Action::Create { .. } => "create",
+        Action::Start { .. } => "start",
+        Action::Stop { .. } => "stop",
+        Action::Remove { .. } => "remove",
+        Action::StartHealthCheck { .. } => "health-check",
+        Action::ScheduleRestart { .. } => "schedule-restart",
+        Action::ResetBackoff { .. } => "reset-backoff",
+        Action::MarkRolledBack { .. } => "mark-rolled-back",
+        Action::Forget { .. } => "forget",
+        Action::Restart { .. } => "restart",
     }
-
-    async fn probe(&self) -> std::result::Result<(), String> {
-        if let Some(url) = &self.check.http {
-            crate::install_crypto_provider();
-            let client = reqwest::Client::builder().build().map_err(|e| format!("http client: {e}"))?;
-            let resp = client.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
-            let status = resp.status();
-            return if status.is_success() || status.is_redirection() {
-                Ok(())
-            } else {
-                Err(format!("GET {url} answered {status}"))
-            };
-        }
-        if let Some(target) = &self.check.tcp {
-            return tokio::net::TcpStream::connect(&target.0)
-                .await
-                .map(drop)
-                .map_err(|e| format!("tcp connect to {}: {e}", target.0));
-        }
-        if let Some(cmd) = &self.check.exec {
-            let Some(pid) = self.pid else {
-                return Err("exec health check: the backend reports no pid for the container".into());
-            };
-            let out = tokio::process::Command::new("nsenter")
-                .args(["--target", &pid.to_string(), "--mount", "--uts", "--ipc", "--net", "--pid", "--"])
-                .args(cmd)
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .output()
-                .await
-                .map_err(|e| format!("cannot run nsenter for the exec health check (install util-linux): {e}"))?;
-            return if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "`{}` exited with {}: {}",
-                    cmd.join(" "),
-                    out.status,
-                    crate::os::exec::trim_stderr(&out.stderr)
-                ))
-            };
-        }
-        Err("health check has no probe".into())
-    }
-}
-
-/// The deployments directory under a state dir, where the executor persists what the plan needs.
-pub fn state_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("deployments")
 }
 
 #[cfg(test)]

@@ -13,6 +13,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod health;
+pub mod record;
+
+pub use record::{record, restart_target, Outcome};
+
 use crate::deploy::document::{Deployment, Document, HealthCheck, RestartPolicy};
 use crate::runtime::{labels, ContainerConfig, ContainerInfo, RunState};
 
@@ -195,8 +200,8 @@ pub struct Actual {
     pub images: BTreeSet<String>,
 }
 
-/// One step for the executor. Each says what the executor must record in [`Actual`] when it is done; a failed
-/// step skips the rest of that deployment's actions in the same plan.
+/// One step for the executor. Each says what it changes in [`Actual`] when it is done, as [`record`] applies it;
+/// a failed step skips the rest of that deployment's actions in the same plan.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Resolve `image` (templates, `{auto}`, tag to digest) for version `doc_hash`. While in flight:
@@ -225,6 +230,9 @@ pub enum Action {
     MarkRolledBack { deployment: String, doc_hash: String, reason: String },
     /// A removed deployment has nothing left: drop its entry from [`Actual`].
     Forget { deployment: String },
+    /// Stop and start container `id` again, asked for by `cmd/restart` ([`restart_target`]), never planned. Done:
+    /// `Running`, `running_since = now`, health `NotChecked`; `restart.next_at` is cleared and nothing counted.
+    Restart { deployment: String, id: String },
 }
 
 impl Action {
@@ -241,7 +249,8 @@ impl Action {
             | Self::ScheduleRestart { deployment, .. }
             | Self::ResetBackoff { deployment }
             | Self::MarkRolledBack { deployment, .. }
-            | Self::Forget { deployment } => deployment,
+            | Self::Forget { deployment }
+            | Self::Restart { deployment, .. } => deployment,
         }
     }
 }
@@ -784,68 +793,24 @@ mod tests {
                 Action::ResetBackoff { deployment } => format!("reset {deployment}"),
                 Action::MarkRolledBack { deployment, .. } => format!("rolled-back {deployment}"),
                 Action::Forget { deployment } => format!("forget {deployment}"),
+                Action::Restart { id: i, .. } => format!("restart {}", id(i)),
             })
             .collect()
     }
 
-    /// The executor's documented effects, as if every action succeeded at `now`.
+    /// The executor's effects ([`record`]), as if every action succeeded at `now`: a resolve pins its image,
+    /// a pull brings it, a stop exits with 143.
     fn apply(actual: &mut Actual, actions: &[Action], now: Time) {
+        let backoff = Backoff::default();
         for a in actions {
-            if let Action::Forget { deployment } = a {
-                actual.deployments.remove(deployment);
-                continue;
-            }
-            let obs = actual.deployments.entry(a.deployment().to_owned()).or_default();
-            let find = |obs: &mut Observed, id: &str| obs.containers.iter().position(|c| c.id == id).unwrap();
-            match a {
-                Action::Resolve { doc_hash, image, .. } => {
-                    obs.resolved = Some(Resolved { doc_hash: doc_hash.clone(), image: pinned(image) });
-                    obs.failure = None;
-                }
-                Action::Pull { image, .. } => {
-                    actual.images.insert(image.clone());
-                    obs.failure = None;
-                }
-                Action::Create { id, config, labels, .. } => {
-                    obs.containers.push(ContainerView {
-                        id: id.clone(),
-                        doc_hash: labels.get(labels::DOC_HASH).cloned(),
-                        image: config.image.clone(),
-                        state: RunState::Created,
-                        exit_code: None,
-                        running_since: None,
-                        health: Health::NotChecked,
-                    });
-                    obs.restart = RestartBook::default();
-                }
-                Action::Start { id, .. } => {
-                    let i = find(obs, id);
-                    let c = &mut obs.containers[i];
-                    (c.state, c.running_since, c.health, c.exit_code) =
-                        (RunState::Running, Some(now), Health::NotChecked, None);
-                    if obs.restart.next_at.take().is_some() {
-                        obs.restart.restarts += 1;
-                        obs.restart.consecutive += 1;
-                    }
-                }
-                Action::Stop { id, .. } => {
-                    let i = find(obs, id);
-                    let c = &mut obs.containers[i];
-                    (c.state, c.running_since, c.health, c.exit_code) =
-                        (RunState::Exited, None, Health::NotChecked, Some(143));
-                }
-                Action::Remove { id, .. } => obs.containers.retain(|c| &c.id != id),
-                Action::StartHealthCheck { id, .. } => {
-                    let i = find(obs, id);
-                    obs.containers[i].health = Health::Checking;
-                }
-                Action::ScheduleRestart { at, .. } => obs.restart.next_at = Some(*at),
-                Action::ResetBackoff { .. } => obs.restart.consecutive = 0,
-                Action::MarkRolledBack { doc_hash, reason, .. } => {
-                    obs.rolled_back = Some(RolledBack { doc_hash: doc_hash.clone(), reason: reason.clone() })
-                }
-                Action::Forget { .. } => unreachable!(),
-            }
+            record(actual, a, Outcome::Done, now, &backoff);
+            let finished = match a {
+                Action::Resolve { image, .. } => Outcome::Resolved { image: pinned(image) },
+                Action::Pull { .. } => Outcome::Pulled,
+                Action::Stop { .. } => Outcome::Stopped { exit_code: Some(143) },
+                _ => continue,
+            };
+            record(actual, a, finished, now, &backoff);
         }
     }
 
