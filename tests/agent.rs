@@ -21,13 +21,14 @@ fn agent_creates_state_dir_and_exits_zero_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state/nested");
     let cfg = dir.path().join("agent.toml");
+    let port = support::reserve_port();
     std::fs::write(
         &cfg,
         format!(
             "device_id = \"test-agent\"\nstate_dir = \"{}\"\n[host]\nroot = \"{}\"\n[telemetry]\ninterval_s = 1\n[mqtt]\nembedded_listen = \"127.0.0.1:{}\"\n",
             state.display(),
             support::fixture_host("orin-nano-super-jp62").display(),
-            support::free_port()
+            port.port
         ),
     )
     .unwrap();

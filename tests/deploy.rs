@@ -180,21 +180,12 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 
-fn jetship(args: &[&str]) -> std::process::Output {
-    Command::new(support::jetship_bin())
-        .args(args)
-        .env_remove("JETSHIP_BROKER")
-        .env("JETSHIP_CLI_CONFIG", "/nonexistent/cli.toml")
-        .output()
-        .unwrap()
-}
-
 fn text(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 fn reported(broker: &Mosquitto, device: &str) -> Value {
-    let out = jetship(&["status", device, "--json", "--broker", &broker.url()]);
+    let out = support::jetship(&["status", device, "--json", "--broker", &broker.url()]);
     assert!(out.status.success(), "{}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v["reported"].clone()
@@ -202,7 +193,7 @@ fn reported(broker: &Mosquitto, device: &str) -> Value {
 
 /// `reported`, or null while the device has published nothing yet.
 fn reported_soon(broker: &Mosquitto, device: &str) -> Value {
-    let out = jetship(&["status", device, "--json", "--broker", &broker.url()]);
+    let out = support::jetship(&["status", device, "--json", "--broker", &broker.url()]);
     serde_json::from_slice::<Value>(&out.stdout).map(|v| v["reported"].clone()).unwrap_or(Value::Null)
 }
 
@@ -226,7 +217,7 @@ const PASSES: &str = "running_for = \"1s\"";
 const FAILS: &str = "tcp = 1\ninterval = \"1s\"\nretries = 2";
 
 fn deploy(broker: &Mosquitto, device: &Device, file: &Path) -> std::process::Output {
-    jetship(&[
+    support::jetship(&[
         "deploy",
         &device.id,
         "-f",
@@ -275,7 +266,7 @@ fn converges_two_deployments(native: bool) {
     assert_eq!(device.containers(true).len(), 2, "{:?}", device.containers(false));
 
     let rows: Vec<Value> =
-        serde_json::from_slice(&jetship(&["devices", "--json", "--broker", &broker.url()]).stdout).unwrap();
+        serde_json::from_slice(&support::jetship(&["devices", "--json", "--broker", &broker.url()]).stdout).unwrap();
     let row = rows.iter().find(|r| r["device"] == device.id.as_str()).expect("device listed");
     assert_eq!((row["deployments_running"].as_u64(), row["deployments_total"].as_u64()), (Some(2), Some(2)));
     let rep = reported(&broker, &device.id);
@@ -286,7 +277,7 @@ fn converges_two_deployments(native: bool) {
         assert!(rep["deployments"][name]["started_at"].is_string(), "{rep}");
         assert_eq!(rep["deployments"][name]["source"], "device", "{rep}");
         assert_eq!(rep["deployments"][name]["health"]["status"], "healthy", "{rep}");
-        let logs = jetship(&["logs", &device.id, name, "--tail", "5", "--broker", &broker.url()]);
+        let logs = support::jetship(&["logs", &device.id, name, "--tail", "5", "--broker", &broker.url()]);
         assert!(logs.status.success(), "{}", text(&logs));
         assert!(text(&logs).contains(&format!("hello-from-{name}")), "{}", text(&logs));
     }
@@ -449,7 +440,7 @@ fn broker_stopped_mid_deploy_device_converges_and_reports_once_the_broker_is_bac
     let device = Device::new(&broker, &proxy.addr);
     let agent = Agent::start(&device.config);
     let doc = device.write_doc("slow.toml", &deployment("app", &format!("{}/hello:v1", proxy.addr), "up", PASSES));
-    let out = jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
+    let out = support::jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
     assert!(out.status.success(), "{}", text(&out));
     wait_until("the pull to start", Duration::from_secs(20), || state_of(&broker, &device.id, "app") == "pulling");
 
@@ -470,7 +461,7 @@ fn agent_killed_mid_pull_resumes_and_converges() {
     let device = Device::new(&broker, &proxy.addr);
     let mut agent = Agent::start(&device.config);
     let doc = device.write_doc("slow.toml", &deployment("app", &format!("{}/hello:v1", proxy.addr), "up", PASSES));
-    let out = jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
+    let out = support::jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
     assert!(out.status.success(), "{}", text(&out));
     wait_until("the pull to start", Duration::from_secs(20), || state_of(&broker, &device.id, "app") == "pulling");
     agent.kill();
@@ -501,18 +492,18 @@ fn restart_rm_and_remote_resolve_act_on_the_named_deployment_only() {
         (names.iter().find(|n| n.starts_with("alpha")).unwrap(), names.iter().find(|n| n.starts_with("beta")).unwrap());
     let (alpha_started, beta_started) = (device.started_at(alpha), device.started_at(beta));
 
-    let out = jetship(&["restart", &device.id, "alpha", "--broker", &broker.url()]);
+    let out = support::jetship(&["restart", &device.id, "alpha", "--broker", &broker.url()]);
     assert!(out.status.success(), "{}", text(&out));
     assert_ne!(device.started_at(alpha), alpha_started, "alpha was not restarted");
     assert_eq!(device.started_at(beta), beta_started, "beta was restarted too");
 
-    let out = jetship(&["resolve", &image, "--device", &device.id, "--json", "--broker", &broker.url()]);
+    let out = support::jetship(&["resolve", &image, "--device", &device.id, "--json", "--broker", &broker.url()]);
     assert!(out.status.success(), "{}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["reference"], format!("{image}@{digest}"), "{v}");
     assert_eq!(v["l4t"], "36.4.3", "{v}");
 
-    let out = jetship(&["rm", &device.id, "alpha", "--broker", &broker.url()]);
+    let out = support::jetship(&["rm", &device.id, "alpha", "--broker", &broker.url()]);
     assert!(out.status.success(), "{}", text(&out));
     wait_until("alpha removed", Duration::from_secs(20), || device.containers(false) == vec![beta.clone()]);
     wait_until("generation 2 applied without alpha", Duration::from_secs(20), || {
@@ -520,7 +511,7 @@ fn restart_rm_and_remote_resolve_act_on_the_named_deployment_only() {
         rep["applied_generation"] == 2 && rep["deployments"].get("alpha").is_none()
     });
     assert_eq!(device.started_at(beta), beta_started, "beta was touched by the removal of alpha");
-    let out = jetship(&["rm", &device.id, "alpha", "--broker", &broker.url()]);
+    let out = support::jetship(&["rm", &device.id, "alpha", "--broker", &broker.url()]);
     assert!(!out.status.success() && text(&out).contains("not in the document"), "{}", text(&out));
 }
 
@@ -538,7 +529,7 @@ fn deploy_to_a_group_waits_for_its_devices_and_overlays_the_device_document() {
 
     let shared = device.write_doc("group.toml", &deployment("shared", &image, "from-group", PASSES));
     let target = format!("group:{group}");
-    let out = jetship(&[
+    let out = support::jetship(&[
         "deploy",
         &target,
         "-f",
@@ -570,7 +561,7 @@ fn deployment_needing_a_missing_camera_waits_for_the_device_instead_of_crash_loo
     let text =
         deployment("cam", &image, "c", PASSES).replacen("command =", "cameras = [\"/dev/video9\"]\ncommand =", 1);
     let doc = device.write_doc("cam.toml", &text);
-    let out = jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
+    let out = support::jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
     assert!(out.status.success(), "{}", self::text(&out));
     wait_until("waiting-for-device", Duration::from_secs(20), || {
         let rep = reported_soon(&broker, &device.id);

@@ -370,17 +370,8 @@ fn bad_desired_and_commands_get_errors_and_change_nothing() {
     assert_eq!(last["generation"], 5, "a group document must not change the device generation: {last}");
 }
 
-fn jetship(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(support::jetship_bin());
-    cmd.args(args).env_remove("JETSHIP_BROKER").env("JETSHIP_CLI_CONFIG", "/nonexistent/cli.toml");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
 fn devices_json(url: &str) -> Vec<Value> {
-    let out = jetship(&["devices", "--json", "--broker", url], &[]);
+    let out = support::jetship(&["devices", "--json", "--broker", url]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -413,12 +404,12 @@ fn devices_shows_a_new_agent_within_one_interval_and_offline_after_sigkill() {
     // The table for people, with broker access from cli.toml.
     let cli = dir.path().join("cli.toml");
     std::fs::write(&cli, format!("[broker]\nurl = \"{url}\"\n")).unwrap();
-    let out = jetship(&["devices"], &[("JETSHIP_CLI_CONFIG", cli.to_str().unwrap())]);
+    let out = support::jetship_env(&["devices"], &[("JETSHIP_CLI_CONFIG", cli.to_str().unwrap())]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(table.starts_with("DEVICE") && table.contains("fleet-1") && table.contains("36.4.3/6.2"), "{table}");
 
-    let out = jetship(&["status", "fleet-1", "--broker", &url], &[]);
+    let out = support::jetship(&["status", "fleet-1", "--broker", &url]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
@@ -426,7 +417,7 @@ fn devices_shows_a_new_agent_within_one_interval_and_offline_after_sigkill() {
         "{text}"
     );
 
-    let out = jetship(&["ping", "fleet-1", "--broker", &url, "-c", "2"], &[]);
+    let out = support::jetship(&["ping", "fleet-1", "--broker", &url, "-c", "2"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(text.matches("reply from fleet-1: time=").count(), 2, "{text}");
@@ -441,7 +432,7 @@ fn devices_shows_a_new_agent_within_one_interval_and_offline_after_sigkill() {
         assert!(killed.elapsed() < Duration::from_secs(30), "still online after SIGKILL: {rows:?}");
         std::thread::sleep(Duration::from_millis(250));
     }
-    let out = jetship(&["ping", "fleet-1", "--broker", &url, "--timeout", "1"], &[]);
+    let out = support::jetship(&["ping", "fleet-1", "--broker", &url, "--timeout", "1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no reply from fleet-1"));
 }
@@ -450,15 +441,16 @@ fn devices_shows_a_new_agent_within_one_interval_and_offline_after_sigkill() {
 fn controller_commands_explain_bad_input() {
     let broker = Mosquitto::start();
     let url = broker.url();
-    let out = jetship(&["status", "a+b", "--broker", &url], &[]);
+    let out = support::jetship(&["status", "a+b", "--broker", &url]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid device id `a+b`"));
-    let out = jetship(&["status", "nobody", "--broker", &url, "--timeout", "2"], &[]);
+    let out = support::jetship(&["status", "nobody", "--broker", &url, "--timeout", "2"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("device `nobody` has published nothing"));
-    let out = jetship(&["devices", "--broker", "http://127.0.0.1:1"], &[]);
+    let out = support::jetship(&["devices", "--broker", "http://127.0.0.1:1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("use mqtt:// or mqtts://"));
-    let dead = format!("mqtt://127.0.0.1:{}", support::free_port());
-    let out = jetship(&["devices"], &[("JETSHIP_BROKER", &dead)]);
+    let nobody = support::reserve_port();
+    let dead = format!("mqtt://127.0.0.1:{}", nobody.port);
+    let out = support::jetship_env(&["devices"], &[("JETSHIP_BROKER", &dead)]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("cannot reach the broker") && err.contains(&dead), "{err}");
@@ -467,14 +459,15 @@ fn controller_commands_explain_bad_input() {
 #[test]
 fn agent_without_url_runs_an_embedded_broker_that_others_can_use() {
     let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
+    let reserved = support::reserve_port();
+    let port = reserved.port;
     let url = format!("mqtt://127.0.0.1:{port}");
     let cfg = agent_config(dir.path(), "solo-1", &format!("embedded_listen = \"127.0.0.1:{port}\""), "");
     let mut agent = Agent::start(&cfg);
     let start = Instant::now();
     let row = loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            let out = jetship(&["devices", "--json", "--broker", &url], &[]);
+            let out = support::jetship(&["devices", "--json", "--broker", &url]);
             if out.status.success() {
                 let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
                 if let Some(r) = rows.into_iter().find(|r| r["device"] == "solo-1" && !r["last_seen_ms"].is_null()) {
@@ -493,7 +486,7 @@ fn agent_without_url_runs_an_embedded_broker_that_others_can_use() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"online\":true"), "{out:?}");
-    let out = jetship(&["ping", "solo-1", "--broker", &url], &[]);
+    let out = support::jetship(&["ping", "solo-1", "--broker", &url]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(agent.signal(nix::sys::signal::Signal::SIGTERM).and_then(|s| s.code()), Some(0), "{}", agent.log());
 }
@@ -501,7 +494,8 @@ fn agent_without_url_runs_an_embedded_broker_that_others_can_use() {
 #[test]
 fn standalone_broker_serves_agents_and_controllers() {
     let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
+    let reserved = support::reserve_port();
+    let port = reserved.port;
     let url = format!("mqtt://127.0.0.1:{port}");
     // Killed on drop, so a failing assertion does not leave the broker running.
     struct KillOnDrop(std::process::Child);
@@ -524,7 +518,7 @@ fn standalone_broker_serves_agents_and_controllers() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // A second broker on the same address fails with a message naming the address.
-    let out = jetship(&["broker", "--listen", &format!("127.0.0.1:{port}")], &[]);
+    let out = support::jetship(&["broker", "--listen", &format!("127.0.0.1:{port}")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on 127.0.0.1:{port}")));
 
@@ -637,7 +631,7 @@ fn tls_with_client_certificates_connects_and_plain_or_anonymous_clients_do_not()
     let rows = loop {
         let mut args = vec!["devices", "--json", "--broker", &url];
         args.extend(tls_args);
-        let out = jetship(&args, &[]);
+        let out = support::jetship(&args);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
         if rows.iter().any(|r| r["device"] == "tls-1" && !r["last_seen_ms"].is_null())
@@ -655,11 +649,11 @@ fn tls_with_client_certificates_connects_and_plain_or_anonymous_clients_do_not()
 
     let mut args = vec!["ping", "tls-1", "--broker", &url];
     args.extend(tls_args);
-    let out = jetship(&args, &[]);
+    let out = support::jetship(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 
     // Plain MQTT to the TLS port fails with a message naming the broker.
-    let out = jetship(&["devices", "--broker", &url.replace("mqtts://", "mqtt://"), "--timeout", "3"], &[]);
+    let out = support::jetship(&["devices", "--broker", &url.replace("mqtts://", "mqtt://"), "--timeout", "3"]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
 }
 

@@ -140,14 +140,7 @@ impl Env {
     }
 
     fn jetship(&self, args: &[&str]) -> Output {
-        let out = Command::new(support::jetship_bin())
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        out
+        support::jetship_with_config(&self.config, args).output().unwrap()
     }
 
     fn cfg(&self) -> jetship::config::Config {

@@ -446,12 +446,6 @@ async fn auto_tag_resolves_against_the_registry_and_pins_the_digest() {
     assert!(err.contains("L4T_VERSION"), "{err}");
 }
 
-fn jetship(config: &std::path::Path, args: &[&str]) -> std::process::Command {
-    let mut c = std::process::Command::new(support::jetship_bin());
-    c.arg("--config").arg(config).args(args).env_remove("L4T_VERSION").env_remove("JETSHIP_STATE_DIR");
-    c
-}
-
 fn fixture(name: &str) -> String {
     support::fixture_host(name).to_str().unwrap().to_owned()
 }
@@ -482,7 +476,7 @@ async fn resolve_command_picks_per_fixture_host_and_explains_rejections() {
         let root = fixture(host);
         let mut args = vec!["resolve", image.as_str(), "--root", root.as_str()];
         args.extend_from_slice(extra);
-        let out = jetship(&cfg, &args).output().unwrap();
+        let out = support::jetship_with_config(&cfg, &args).output().unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -523,7 +517,8 @@ async fn resolve_command_picks_per_fixture_host_and_explains_rejections() {
 
     // Template variables: the ultralytics naming, from the fixture host's JetPack.
     let ul = format!("{}/dustynv/ros:latest-jetson-jetpack{{jetpack_major}}", registry.addr);
-    let out = jetship(&cfg, &["resolve", &ul, "--root", &fixture("orin-nx-jp512")]).output().unwrap();
+    let out =
+        support::jetship_with_config(&cfg, &["resolve", &ul, "--root", &fixture("orin-nx-jp512")]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with(&format!(
@@ -539,7 +534,7 @@ async fn resolve_command_picks_per_fixture_host_and_explains_rejections() {
     assert!(err.contains("L4T_VERSION") && err.contains("dustynv/ros"), "{err}");
 
     // A release no tag fits (L4T_VERSION overrides a Jetson's files): every candidate explained, exit code 1.
-    let out = jetship(&cfg, &["resolve", &image, "--root", &fixture("nano-jp461")])
+    let out = support::jetship_with_config(&cfg, &["resolve", &image, "--root", &fixture("nano-jp461")])
         .env("L4T_VERSION", "32.6.1")
         .output()
         .unwrap();
@@ -561,7 +556,7 @@ async fn pull_command_prints_a_summary_and_stores_the_image() {
     let state = dir.path().join("state");
     let cfg = reg::write_config(dir.path(), &state, "disk_reserve_bytes = 0");
     let image = format!("{}/cli/app:v1", registry.addr);
-    let out = jetship(&cfg, &["pull", &image, "--platform", "linux/arm64"]).output().unwrap();
+    let out = support::jetship_with_config(&cfg, &["pull", &image, "--platform", "linux/arm64"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.starts_with(&format!("pulled {image}@{}", img.manifest.digest)), "{text}");
@@ -569,7 +564,7 @@ async fn pull_command_prints_a_summary_and_stores_the_image() {
     let store = ImageStore::open(&state).unwrap();
     assert_image_stored(&store, &img);
 
-    let out = jetship(&cfg, &["image-gc"]).output().unwrap();
+    let out = support::jetship_with_config(&cfg, &["image-gc"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("removed 0 blobs"), "{out:?}");
 }
 
@@ -585,7 +580,7 @@ async fn killed_pull_resumes_from_kept_partials() {
     let cfg = reg::write_config(dir.path(), &state, "disk_reserve_bytes = 0");
     let image = format!("{}/kill/app:v1", proxy.addr);
 
-    let mut child = jetship(&cfg, &["pull", &image, "--platform", "linux/arm64", "--quiet"])
+    let mut child = support::jetship_with_config(&cfg, &["pull", &image, "--platform", "linux/arm64", "--quiet"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -604,7 +599,7 @@ async fn killed_pull_resumes_from_kept_partials() {
 
     proxy.faults().throttle_bps = None;
     proxy.state.clear();
-    let out = jetship(&cfg, &["pull", &image, "--platform", "linux/arm64"]).output().unwrap();
+    let out = support::jetship_with_config(&cfg, &["pull", &image, "--platform", "linux/arm64"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_image_stored(&store, &img);
     let reqs = proxy.state.requests(&layer.digest);

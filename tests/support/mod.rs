@@ -1,9 +1,10 @@
-//! Shared test harness: free loopback ports, required external tools, fixture paths.
+//! Shared test harness: reserved loopback ports, required external tools, fixture paths, the `jetship` binary.
 //! Each integration test file includes it with `mod support;`; helpers for one component live in their own
 //! file here (e.g. `support/mosquitto.rs`) and are declared below.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
 /// The repository's fixture host tree `tests/fixtures/hosts/<name>`.
 pub fn fixture_host(name: &str) -> PathBuf {
@@ -62,9 +63,69 @@ pub fn jetship_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_jetship"))
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A `jetship` command as the tests run it: stdin closed, and the environment that would change what it reads
+/// removed (the broker and CLI config of the machine, a state-dir or L4T override).
+pub fn jetship_cmd() -> Command {
+    let mut c = Command::new(jetship_bin());
+    c.env_remove("JETSHIP_BROKER")
+        .env("JETSHIP_CLI_CONFIG", "/nonexistent/cli.toml")
+        .env_remove("JETSHIP_STATE_DIR")
+        .env_remove("L4T_VERSION")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs `jetship args...` ([`jetship_cmd`]) to the end.
+pub fn jetship(args: &[&str]) -> Output {
+    jetship_cmd().args(args).output().unwrap()
+}
+
+/// Runs `jetship args...` with extra environment variables.
+pub fn jetship_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    jetship_cmd().args(args).envs(env.iter().copied()).output().unwrap()
+}
+
+/// `jetship --config CONFIG args...`, to run or add to.
+pub fn jetship_with_config(config: &Path, args: &[&str]) -> Command {
+    let mut c = jetship_cmd();
+    c.arg("--config").arg(config).args(args);
+    c
+}
+
+/// A TCP port on 127.0.0.1 reserved for one test until dropped: hand `port` to the component that listens.
+///
+/// "Bind port 0, read the port, close, let the component bind it" races: between the close and the component's
+/// bind, another test (in this process or in a second suite running at the same time) or any outgoing
+/// connection's ephemeral source port can take it, and a readiness probe then talks to someone else's server.
+/// A reservation avoids both: ports come from below the kernel's ephemeral range (which neither port-0 binds nor
+/// outgoing connections use), and each is held with an exclusive `flock` on a file under
+/// `$TMPDIR/jetship-test-ports/` for as long as this value lives, which every test process honours.
+pub struct Port {
+    pub port: u16,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Reserves a loopback port (see [`Port`]).
+pub fn reserve_port() -> Port {
+    let dir = std::env::temp_dir().join("jetship-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let (low, high) = if ephemeral_low > 12000 { (ephemeral_low - 10000, ephemeral_low) } else { (20000, 30000) };
+    let span = u32::from(high - low);
+    let start = rand::random::<u32>() % span;
+    for i in 0..span {
+        let port = low + ((start + i) % span) as u16;
+        let file = std::fs::OpenOptions::new().create(true).write(true).open(dir.join(port.to_string())).unwrap();
+        let Ok(lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) else { continue };
+        // Held by no other test; still check that nothing else on the machine listens there.
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Port { port, _lock: lock };
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
 }
 
 /// Path of an external program the test needs. Panics with the install hint when it is missing:

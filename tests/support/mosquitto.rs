@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{free_port, require_tool};
+use super::{require_tool, reserve_port, Port};
 
 /// TLS files for a Mosquitto TLS listener.
 pub struct Tls {
@@ -20,6 +20,8 @@ pub struct Tls {
 
 pub struct Mosquitto {
     pub port: u16,
+    /// Keeps `port` ours across restarts.
+    _reserved: Port,
     pub dir: tempfile::TempDir,
     conf: PathBuf,
     child: Option<Child>,
@@ -52,7 +54,8 @@ impl Mosquitto {
         // Started as root, mosquitto drops to the `mosquitto` user: it must still write its persistence file.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let port = free_port();
+        let reserved = reserve_port();
+        let port = reserved.port;
         let mut conf = format!(
             "listener {port} 127.0.0.1\n{extra}\nallow_anonymous {}\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 100000\n",
             !extra.contains("password_file"),
@@ -70,7 +73,7 @@ impl Mosquitto {
         }
         let conf_path = dir.path().join("mosquitto.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let mut m = Mosquitto { port, dir, conf: conf_path, child: None, tls: is_tls };
+        let mut m = Mosquitto { port, _reserved: reserved, dir, conf: conf_path, child: None, tls: is_tls };
         m.restart();
         m
     }
@@ -109,7 +112,13 @@ impl Mosquitto {
             .expect("start mosquitto");
         self.child = Some(child);
         let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            // A broker that exited (e.g. the port was taken) must not pass for ready.
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().unwrap());
+            assert!(exited.is_none(), "mosquitto exited ({exited:?}): {}", self.log());
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
             assert!(start.elapsed() < Duration::from_secs(10), "mosquitto did not start: {}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -27,6 +27,7 @@ pub struct Registry {
     /// `127.0.0.1:PORT`
     pub addr: String,
     _dir: tempfile::TempDir,
+    _port: super::Port,
 }
 
 impl Registry {
@@ -43,7 +44,8 @@ impl Registry {
     fn start_with(auth: Option<(&str, &str)>) -> Self {
         let bin = super::require_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().unwrap();
-        let port = super::free_port();
+        let reserved = super::reserve_port();
+        let port = reserved.port;
         let mut yaml = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
@@ -65,11 +67,14 @@ impl Registry {
             .expect("start docker-registry");
         let addr = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(15);
+        let mut child = child;
         while std::net::TcpStream::connect(&addr).is_err() {
+            // A registry that exited (e.g. the port was taken) must not pass for ready.
+            assert!(child.try_wait().unwrap().is_none(), "docker-registry exited before listening on {addr}");
             assert!(Instant::now() < deadline, "docker-registry did not listen on {addr}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { child, addr, _dir: dir }
+        Self { child, addr, _dir: dir, _port: reserved }
     }
 }
 
