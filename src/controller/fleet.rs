@@ -181,7 +181,7 @@ pub fn apply(devices: &mut BTreeMap<String, DeviceView>, topic: &str, payload: &
         DeviceTopic::Telemetry => {
             if let Ok(v) = serde_json::from_slice::<Value>(payload) {
                 let newer = match (&view.telemetry, v.get("seq").and_then(Value::as_u64)) {
-                    (Some(old), Some(seq)) => old.get("seq").and_then(Value::as_u64).map_or(true, |o| seq >= o),
+                    (Some(old), Some(seq)) => old.get("seq").and_then(Value::as_u64).is_none_or(|o| seq >= o),
                     _ => true,
                 };
                 if newer {

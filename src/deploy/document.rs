@@ -1167,7 +1167,7 @@ retries = 0
         let doc = parse_toml("[deployments.a]\nimage = \"busybox\"\nipc = \"host\"\nrestart = \"always\"\n").unwrap();
         let json = serde_json::to_string(&doc.deployments["a"]).unwrap();
         assert_eq!(json, r#"{"image":"busybox"}"#);
-        let full = serde_json::to_value(&parse_toml(FULL).unwrap()).unwrap();
+        let full = serde_json::to_value(parse_toml(FULL).unwrap()).unwrap();
         assert_eq!(full["deployments"]["yolo"]["update"]["keep_old"], true);
         assert_eq!(full["deployments"]["yolo"]["gpu"], true);
     }

@@ -152,7 +152,7 @@ pub fn throttled(period: Duration, emit: impl Fn(PullStatus) + Send + Sync + 'st
                 force = status.blobs_done == status.blobs;
             }
         }
-        let due = last.map_or(true, |t| t.elapsed() >= period);
+        let due = last.is_none_or(|t| t.elapsed() >= period);
         if due || force {
             *last = Some(Instant::now());
             emit(*status);
@@ -388,7 +388,7 @@ pub async fn platform_manifest(
         }
         available.push(format!("{os}/{arch}{}", p.variant().as_deref().map(|v| format!("/{v}")).unwrap_or_default()));
         if let Some(score) = wanted.fit(&os, &arch, p.variant().as_deref()) {
-            if best.map_or(true, |(s, _)| score > s) {
+            if best.is_none_or(|(s, _)| score > s) {
                 best = Some((score, m));
             }
         }

@@ -437,7 +437,7 @@ impl Client {
         for round in 0..2 {
             let cached = {
                 let map = self.auth.lock().unwrap_or_else(|e| e.into_inner());
-                map.get(&key).filter(|a| a.expires.map_or(true, |t| t > Instant::now())).cloned()
+                map.get(&key).filter(|a| a.expires.is_none_or(|t| t > Instant::now())).cloned()
             };
             let mut req = self.http.get(url.clone());
             for (name, value) in headers {

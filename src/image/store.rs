@@ -214,7 +214,7 @@ impl ImageStore {
         let meta_path = path.with_extension("json");
         let meta = IngestMeta { digest: digest.to_owned(), size, source: source.to_owned() };
         let old: Option<IngestMeta> = fs::read(&meta_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        if old.as_ref().map_or(true, |m| m.size != size || m.source != source) {
+        if old.as_ref().is_none_or(|m| m.size != size || m.source != source) {
             let json = serde_json::to_vec(&meta).unwrap_or_default();
             fsutil::write_atomic(&meta_path, &json).map_err(io_err(&meta_path))?;
         }
@@ -285,7 +285,7 @@ impl ImageStore {
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let path = entry.map_err(io_err(&dir))?.path();
-            if path.extension().map_or(true, |x| x != "json") {
+            if path.extension().is_none_or(|x| x != "json") {
                 continue;
             }
             match fs::read(&path)
@@ -386,7 +386,7 @@ impl ImageStore {
         let ingest = self.root.join("ingest");
         for entry in fs::read_dir(&ingest).map_err(io_err(&ingest))? {
             let path = entry.map_err(io_err(&ingest))?.path();
-            if path.extension().map_or(true, |x| x != "partial") {
+            if path.extension().is_none_or(|x| x != "partial") {
                 continue;
             }
             let Some(stem) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {

@@ -118,7 +118,12 @@ pub fn reserve_port() -> Port {
     let start = rand::random::<u32>() % span;
     for i in 0..span {
         let port = low + ((start + i) % span) as u16;
-        let file = std::fs::OpenOptions::new().create(true).write(true).open(dir.join(port.to_string())).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+            .unwrap();
         let Ok(lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) else { continue };
         // Held by no other test; still check that nothing else on the machine listens there.
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {

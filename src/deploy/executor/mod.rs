@@ -291,7 +291,7 @@ impl Executor {
         }
     }
 
-    /// Stops and starts `deployment`'s serving container (a `cmd/restart`, [`plan::restart`] picks it). Its
+    /// Stops and starts `deployment`'s serving container (a `cmd/restart`, [`plan::restart_target`] picks it). Its
     /// health is checked again from the start; the restart is not counted against the backoff.
     pub async fn restart(&mut self, deployment: &str) -> std::result::Result<serde_json::Value, String> {
         self.observe().await;

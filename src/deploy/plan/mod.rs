@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod effect;
 pub mod health;
-pub mod record;
 
-pub use record::{record, restart_target, Outcome};
+pub use effect::{record, restart_target, Outcome};
 
 use crate::deploy::document::{Deployment, Document, HealthCheck, RestartPolicy};
 use crate::runtime::{labels, ContainerConfig, ContainerInfo, RunState};

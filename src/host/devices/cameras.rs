@@ -82,7 +82,7 @@ pub fn discover(root: &Path, warnings: &mut Vec<String>) -> Vec<Camera> {
             node: node.clone(),
             name: sys_name.clone(),
             index,
-            capture: index.map_or(true, |i| i == 0),
+            capture: index.is_none_or(|i| i == 0),
             detected_by: if index.is_some() { "sysfs-index" } else { "assumed" }.into(),
             by_id: links_to(&by_id, &node),
             by_path: links_to(&by_path, &node),

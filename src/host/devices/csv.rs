@@ -93,7 +93,7 @@ impl Parsed {
         self.entries.iter().filter(|e| e.kind == kind).count()
     }
 
-    /// One warning per skipped line, `<file>:<line>: <reason>: `<text>`; line skipped`.
+    /// One warning per skipped line: `<file>:<line>: <reason>: <text>; line skipped`.
     pub fn warnings(&self, file: &Path) -> Vec<String> {
         self.invalid
             .iter()
