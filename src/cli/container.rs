@@ -1,0 +1,141 @@
+//! `jetship run`: one container the way `docker run` starts it, on the configured backend.
+
+use super::*;
+
+/// `jetship run`: resolve (JetPack-matched), pull, unpack, create, start; then stream the output and exit with
+/// the container's code, or print the id with `-d`. SIGINT/SIGTERM stop the container with the grace period.
+pub(super) fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, args: RunArgs) -> anyhow::Result<i32> {
+    use crate::runtime::{self, labels, ContainerConfig};
+    let cfg = image_config(config, log_level)?;
+    let vars = host_vars(&cfg, None);
+    let opts = crate::image::pull::PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
+    let client =
+        crate::image::registry::Client::new(crate::image::registry::ClientOptions::from_config(&cfg.registry)?)?;
+    let store = crate::image::store::ImageStore::open(&cfg.state_dir)?;
+    let id = args.name.clone().unwrap_or_else(|| format!("run-{:08x}", rand::random::<u32>()));
+    let grace = Duration::from_secs(cfg.runtime.stop_grace_s);
+    let rt = image_runtime()?;
+    let backend = rt.block_on(runtime::open(&cfg, None))?;
+    rt.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        // The Docker Engine keeps its own image store: resolve and pin here, let the Engine pull the digest.
+        let pulled = if backend.name() == "docker" {
+            crate::image::pull::resolve(&client, &args.image, &vars).await.map(|r| r.reference.to_string())
+        } else {
+            crate::image::pull::pull(&client, &store, &args.image, &vars, &opts, None, cancel)
+                .await
+                .map(|r| r.record.resolved)
+        };
+        let image = match pulled {
+            Ok(resolved) => resolved,
+            // Offline (or the registry is down): a copy pulled earlier under the same name still runs.
+            Err(err) => match local_image(&store, &args.image, &vars) {
+                Some(resolved) => {
+                    eprintln!("warning: cannot pull {} ({err}); running the local copy {resolved}", args.image);
+                    resolved
+                }
+                None => return Err(anyhow::Error::new(err).context(format!("cannot pull {}", args.image))),
+            },
+        };
+        backend.ensure_image(&image).await.with_context(|| format!("cannot unpack {image}"))?;
+        let container = ContainerConfig {
+            image: image.clone(),
+            entrypoint: args.entrypoint.clone().map(|e| vec![e]),
+            args: (!args.command.is_empty()).then(|| args.command.clone()),
+            env: args.env.clone(),
+            working_dir: args.workdir.clone(),
+            user: args.user.clone(),
+            ipc: args.ipc,
+            network: args.network,
+            shm_size_bytes: args.shm_size,
+            volumes: args.volumes.clone(),
+            gpu: args.gpu.clone(),
+            cameras: args.cameras.clone(),
+            ..Default::default()
+        };
+        let deployment = args.name.clone().unwrap_or_else(|| id.clone());
+        let labels = std::collections::BTreeMap::from([(labels::DEPLOYMENT.to_string(), deployment)]);
+        backend.create(&id, &container, labels).await.with_context(|| format!("cannot create container {id}"))?;
+        if let Err(e) = backend.start(&id).await {
+            let _ = backend.remove(&id).await;
+            return Err(anyhow::Error::new(e).context(format!("cannot start container {id}")));
+        }
+        if args.detach {
+            println!("{id}");
+            return Ok(0);
+        }
+        let code = follow(backend.as_ref(), &id, grace).await?;
+        if args.rm {
+            backend.remove(&id).await.with_context(|| format!("cannot remove container {id}"))?;
+        }
+        Ok(code)
+    })
+}
+
+/// The pinned reference of an image stored under `input`'s name (templates expanded; `{auto}` names are stored
+/// unexpanded), if it was pulled before.
+pub(super) fn local_image(
+    store: &crate::image::store::ImageStore,
+    input: &str,
+    vars: &crate::image::reference::TemplateVars,
+) -> Option<String> {
+    let expanded = crate::image::reference::expand(input, vars).ok()?;
+    let name = crate::image::reference::Reference::parse(&expanded).ok()?.to_string();
+    store.record(&name).ok().flatten().map(|r| r.resolved)
+}
+
+/// Streams the container's output until it exits; stops it on SIGINT/SIGTERM. Returns its exit code.
+pub(super) async fn follow(
+    backend: &dyn crate::runtime::ContainerRuntime,
+    id: &str,
+    grace: Duration,
+) -> anyhow::Result<i32> {
+    use crate::runtime::RunState;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    let mut printed = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        let stop = tokio::select! {
+            _ = tick.tick() => false,
+            _ = term.recv() => true,
+            _ = int.recv() => true,
+        };
+        if stop {
+            eprintln!("stopping {id} (grace {} s)", grace.as_secs());
+            backend.stop(id, grace).await?;
+        }
+        let state = backend.inspect(id).await?;
+        let lines = backend.logs(id, None).await?;
+        // A second rotation drops the oldest file: the count then restarts from what is left.
+        if lines.len() < printed {
+            printed = 0;
+        }
+        {
+            let mut out = std::io::stdout().lock();
+            let mut err = std::io::stderr().lock();
+            for l in &lines[printed..] {
+                if l.stream == "stderr" {
+                    writeln!(err, "{}", l.text)?;
+                } else {
+                    writeln!(out, "{}", l.text)?;
+                }
+            }
+            out.flush()?;
+        }
+        printed = lines.len();
+        match state {
+            None => anyhow::bail!("container {id} disappeared while running"),
+            Some(s) if matches!(s.state, RunState::Exited | RunState::Missing) => {
+                if let Some(code) = s.exit_code {
+                    return Ok(code);
+                }
+                if s.state == RunState::Missing {
+                    anyhow::bail!("container {id} is gone from the runtime without an exit code");
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
