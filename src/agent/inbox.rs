@@ -1,0 +1,239 @@
+//! What controllers send the agent: `desired` documents (validated, checked against the local policy, stored,
+//! overlaid and handed to the executor) and `cmd/*` requests, each answered on `reply`.
+
+use super::*;
+
+/// Handles what controllers send: validates desired documents (syntax, fields, local policy), persists the
+/// accepted ones in the [`DesiredStore`], hands the overlaid desired state to the executor, reports, and
+/// answers commands.
+pub(super) struct Inbox {
+    pub(super) topics: Topics,
+    pub(super) groups: Vec<String>,
+    pub(super) store: DesiredStore,
+    pub(super) policy: PolicyConfig,
+    pub(super) state_dir: PathBuf,
+    pub(super) handle: LinkHandle,
+    pub(super) reported: Shared,
+    pub(super) desired: watch::Sender<Option<Desired>>,
+    pub(super) runtime: Option<Arc<dyn ContainerRuntime>>,
+    /// Requests to the executor (`cmd/restart`); `None` without a backend.
+    pub(super) requests: Option<tokio::sync::mpsc::Sender<executor::Request>>,
+    pub(super) config: Config,
+}
+
+/// The `reported` document, written by the inbox (documents) and the executor (deployments).
+pub(super) type Shared = Arc<Mutex<Reported>>;
+
+pub(super) fn publish_reported(handle: &LinkHandle, topics: &Topics, reported: &Shared) {
+    let payload = {
+        let mut r = reported.lock().unwrap_or_else(|e| e.into_inner());
+        r.at = chrono::Utc::now();
+        serde_json::to_vec(&*r).unwrap_or_default()
+    };
+    handle.set_state(topics.reported(), payload);
+}
+
+impl Inbox {
+    /// The inbox, with the desired state restored from the store (what the executor runs with no broker).
+    pub(super) fn new(
+        config: &Config,
+        topics: Topics,
+        handle: LinkHandle,
+        runtime: Option<Arc<dyn ContainerRuntime>>,
+        requests: Option<tokio::sync::mpsc::Sender<executor::Request>>,
+    ) -> (Inbox, watch::Receiver<Option<Desired>>, Shared) {
+        let store = DesiredStore::new(&config.state_dir);
+        let reported = Arc::new(Mutex::new(Reported {
+            generation: None,
+            applied_generation: None,
+            sources: Default::default(),
+            rejected: None,
+            deployments: Default::default(),
+            at: chrono::Utc::now(),
+        }));
+        let (tx, rx) = watch::channel(None);
+        let inbox = Inbox {
+            topics,
+            groups: config.groups.clone(),
+            store,
+            policy: config.policy.clone(),
+            state_dir: config.state_dir.clone(),
+            handle,
+            reported: reported.clone(),
+            desired: tx,
+            runtime,
+            requests,
+            config: config.clone(),
+        };
+        inbox.refresh_desired();
+        (inbox, rx, reported)
+    }
+
+    /// Overlays the stored documents and hands the result to the executor. Nothing stored: `None`, so the
+    /// executor leaves containers alone.
+    pub(super) fn refresh_desired(&self) {
+        let (overlay, problems) = self.store.load_overlay(&self.groups);
+        for p in problems {
+            warn!(problem = %p, "stored desired state");
+        }
+        let sources: BTreeMap<String, Option<u64>> =
+            overlay.generations.iter().map(|(s, g)| (s.to_string(), *g)).collect();
+        if self.runtime.is_none() {
+            // No executor: the documents are only stored, and reported as taken here. With one, the executor
+            // reports them together with the states planned from them, so a controller never sees a new
+            // generation next to the previous one's states.
+            let mut r = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+            r.generation = overlay.document.generation;
+            r.sources = sources.clone();
+        }
+        let any = !overlay.generations.is_empty();
+        let origin = overlay.origin.iter().map(|(d, s)| (d.clone(), s.to_string())).collect();
+        self.desired.send_replace(any.then_some(Desired { document: overlay.document, sources, origin }));
+    }
+
+    pub(super) fn publish_reported(&self) {
+        publish_reported(&self.handle, &self.topics, &self.reported);
+    }
+
+    pub(super) async fn run(mut self, mut incoming: tokio::sync::mpsc::Receiver<Message>, shutdown: CancellationToken) {
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = incoming.recv() => match m { Some(m) => m, None => return },
+            };
+            self.handle(msg).await;
+        }
+    }
+
+    pub(super) async fn handle(&mut self, msg: Message) {
+        match protocol::classify(&self.topics, &self.groups, &msg.topic) {
+            Incoming::Desired { group } => self.desired(&msg, group).await,
+            Incoming::Cmd { request_id } => self.command(&msg, request_id),
+            Incoming::Other => debug!(topic = %msg.topic, "ignoring message on unexpected topic"),
+        }
+    }
+
+    pub(super) async fn desired(&mut self, msg: &Message, group: Option<String>) {
+        if msg.payload.is_empty() {
+            // An empty retained message is how MQTT deletes a retained one: nothing to apply.
+            info!(topic = %msg.topic, "desired cleared on the broker; keeping the last accepted document");
+            return;
+        }
+        let source = match group {
+            None => Source::Device,
+            Some(g) => Source::Group(g),
+        };
+        let generation = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+            .ok()
+            .and_then(|v| v.get("generation").and_then(|g| g.as_u64()));
+        let now = chrono::Utc::now();
+        let rejected = match document::parse(&msg.payload, Some(Format::Json), &msg.topic) {
+            Err(err) => Err(Rejected::from_error(&source.to_string(), generation, &err, now)),
+            Ok(doc) => {
+                let problems = policy::check(&doc, &self.policy, &self.state_dir);
+                if problems.is_empty() {
+                    Ok(doc)
+                } else {
+                    Err(Rejected::from_problems(&source.to_string(), generation, &problems, now))
+                }
+            }
+        };
+        match rejected {
+            Ok(doc) => {
+                let (store, src, d) = (self.store.clone(), source.clone(), doc.clone());
+                match tokio::task::spawn_blocking(move || store.save(&src, &d)).await {
+                    Ok(Ok(())) => {
+                        info!(topic = %msg.topic, generation = ?doc.generation, "desired accepted");
+                        emit(
+                            &self.handle,
+                            "desired_accepted",
+                            serde_json::json!({ "topic": msg.topic, "generation": doc.generation }),
+                        );
+                        {
+                            let mut r = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+                            if r.rejected.as_ref().is_some_and(|x| x.source == source.to_string()) {
+                                r.rejected = None;
+                            }
+                        }
+                        self.refresh_desired();
+                    }
+                    Ok(Err(err)) => self.reject(
+                        msg,
+                        Rejected {
+                            source: source.to_string(),
+                            generation,
+                            reasons: vec![format!("cannot store the document: {err}")],
+                            at: now,
+                        },
+                    ),
+                    Err(err) => self.reject(
+                        msg,
+                        Rejected {
+                            source: source.to_string(),
+                            generation,
+                            reasons: vec![format!("cannot store the document: {err}")],
+                            at: now,
+                        },
+                    ),
+                }
+            }
+            Err(rejection) => self.reject(msg, rejection),
+        }
+        self.publish_reported();
+    }
+
+    pub(super) fn reject(&self, msg: &Message, rejection: Rejected) {
+        warn!(topic = %msg.topic, bytes = msg.payload.len(), reasons = ?rejection.reasons, "desired rejected");
+        emit(&self.handle, "desired_rejected", serde_json::json!({ "topic": msg.topic, "reasons": rejection.reasons }));
+        self.reported.lock().unwrap_or_else(|e| e.into_inner()).rejected = Some(rejection);
+    }
+
+    pub(super) fn command(&self, msg: &Message, request_id: Result<String, protocol::Error>) {
+        if msg.retain {
+            // A retained command would run again on every reconnect: commands are one-shot.
+            warn!(topic = %msg.topic, "ignoring retained command; publish commands without retain");
+            return;
+        }
+        let (id, command) = match request_id {
+            Err(err) => {
+                let id = match &err {
+                    protocol::Error::InvalidId { id, .. } => id.clone(),
+                    _ => String::new(),
+                };
+                warn!(topic = %msg.topic, %err, "command refused");
+                let reply = Reply::error(&id, &err);
+                self.send_reply(protocol::INVALID_REQUEST_ID_REPLY, &reply);
+                return;
+            }
+            Ok(id) => match protocol::parse_command(&msg.payload) {
+                Ok(c) => (id, c),
+                Err(err) => {
+                    warn!(topic = %msg.topic, %err, "command refused");
+                    self.send_reply(&id, &Reply::error(&id, &err));
+                    return;
+                }
+            },
+        };
+        if command == Command::Ping {
+            let reply = Reply::ok(&id, serde_json::json!({ "agent_version": crate::VERSION, "ts": now_ms() }));
+            self.send_reply(&id, &reply);
+            return;
+        }
+        // Slow commands answer from their own task so the inbox keeps handling messages.
+        let (handle, topics, runtime, config) =
+            (self.handle.clone(), self.topics.clone(), self.runtime.clone(), self.config.clone());
+        let requests = self.requests.clone();
+        tokio::spawn(async move {
+            let result = commands::run(command, runtime, requests, &config).await;
+            let reply = match result {
+                Ok(value) => Reply::ok(&id, value),
+                Err(message) => Reply { ok: false, error: Some(message), request_id: id.clone(), result: None },
+            };
+            handle.send(topics.reply(&id), serde_json::to_vec(&reply).unwrap_or_default());
+        });
+    }
+
+    pub(super) fn send_reply(&self, id: &str, reply: &Reply) {
+        self.handle.send(self.topics.reply(id), serde_json::to_vec(reply).unwrap_or_default());
+    }
+}
