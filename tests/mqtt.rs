@@ -158,29 +158,25 @@ fn agent_announces_itself_and_goes_offline_through_the_will_on_sigkill() {
 }
 
 #[test]
-fn status_ends_online_after_handshakes_a_stalled_broker_answered_late() {
-    // A broker that stalls (here: SIGSTOP) makes the agent give up handshakes the broker then processes late:
-    // it publishes their wills (retained `online:false`). The connection that succeeds must leave the retained
-    // status at `online:true`, or `jetship devices` would show a connected agent as offline.
+fn a_handshake_slower_than_the_telemetry_tick_completes_and_leaves_no_offline_will() {
+    // A broker slow to answer CONNECT (here: SIGSTOPped for 3 s, less than rumqttc's 5 s connection timeout)
+    // must not make the agent drop the handshake when its next telemetry record is ready: a dropped handshake
+    // leaves the broker a will to publish (retained `online:false`) for an agent that is connecting.
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = agent_config(dir.path(), "stall-1", &format!("url = \"{}\"", broker.url()), "");
-    broker.pause();
-    let agent = Agent::start(&cfg);
-    std::thread::sleep(Duration::from_secs(7));
-    broker.resume();
+    // Subscribed before the stall, the observer gets every status the broker publishes after it, in order.
     let obs = Observer::start(&broker, &["jetship/v1/stall-1/status"], false, &[]);
-    obs.wait_for("the will of an abandoned handshake", Duration::from_secs(10), |l| {
-        l.iter().any(|(_, p)| p.contains("\"online\":false"))
-    });
-    obs.wait_for("online status after the late wills", Duration::from_secs(15), |l| {
-        l.last().is_some_and(|(_, p)| p.contains("\"online\":true"))
-    });
-    let late = Observer::start(&broker, &["jetship/v1/stall-1/status"], false, &[]);
-    late.wait_for("retained online status", Duration::from_secs(5), |l| {
-        l.last().is_some_and(|(_, p)| p.contains("\"online\":true"))
-    });
-    drop(agent);
+    broker.pause();
+    let mut agent = Agent::start(&cfg);
+    std::thread::sleep(Duration::from_secs(3));
+    broker.resume();
+    obs.wait_for("online status", Duration::from_secs(15), |l| l.iter().any(|(_, p)| p.contains("\"online\":true")));
+    // Wills of abandoned handshakes would have come before the online status; give stragglers a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let offline: Vec<_> = obs.lines().into_iter().filter(|(_, p)| p.contains("\"online\":false")).collect();
+    assert!(offline.is_empty(), "wills of abandoned handshakes: {offline:?}\n{}", agent.log());
+    assert!(agent.running());
 }
 
 #[test]

@@ -321,36 +321,51 @@ impl Link {
         let mut attempt: u32 = 0;
         let mut rx_open = true;
         loop {
-            tokio::select! {
+            // A handshake in progress is not cancel-safe: dropping `poll` there drops the half-open connection,
+            // and a broker that already read its CONNECT publishes the will (retained `online:false`). So while
+            // connecting nothing but shutdown interrupts `poll` (requests wait in the channel); otherwise every
+            // telemetry tick would abandon a handshake slower than the tick, and leave a will behind.
+            let handshake = !self.connected && reconnect_at.is_none();
+            let ev = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                req = self.rx.recv(), if rx_open => match req {
-                    Some(r) => self.handle_request(r),
-                    None => rx_open = false,
-                },
-                _ = self.wake.notified() => self.pump(),
-                _ = sleep_until(reconnect_at), if reconnect_at.is_some() => reconnect_at = None,
-                ev = self.eventloop.poll(), if reconnect_at.is_none() => match ev {
-                    Ok(ev) => {
-                        if self.handle_event(ev) {
-                            attempt = 0;
-                        }
+                req = self.rx.recv(), if rx_open && !handshake => {
+                    match req {
+                        Some(r) => self.handle_request(r),
+                        None => rx_open = false,
                     }
-                    Err(err) => {
-                        let delay = backoff(self.opts.backoff_min, self.opts.backoff_max, attempt);
-                        if self.connected || attempt == 0 {
-                            warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
-                        } else {
-                            debug!(error = %err, attempt, retry_in_ms = delay.as_millis() as u64, "mqtt reconnect failed");
-                        }
-                        if let ConnectionError::ConnectionRefused(code) = &err {
-                            warn!(?code, "broker refused the connection: check credentials and ACLs");
-                        }
-                        self.disconnected();
-                        attempt = attempt.saturating_add(1);
-                        reconnect_at = Some(Instant::now() + delay);
+                    continue;
+                }
+                _ = self.wake.notified(), if !handshake => {
+                    self.pump();
+                    continue;
+                }
+                _ = sleep_until(reconnect_at), if reconnect_at.is_some() => {
+                    reconnect_at = None;
+                    continue;
+                }
+                ev = self.eventloop.poll(), if reconnect_at.is_none() => ev,
+            };
+            match ev {
+                Ok(ev) => {
+                    if self.handle_event(ev) {
+                        attempt = 0;
                     }
-                },
+                }
+                Err(err) => {
+                    let delay = backoff(self.opts.backoff_min, self.opts.backoff_max, attempt);
+                    if self.connected || attempt == 0 {
+                        warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
+                    } else {
+                        debug!(error = %err, attempt, retry_in_ms = delay.as_millis() as u64, "mqtt reconnect failed");
+                    }
+                    if let ConnectionError::ConnectionRefused(code) = &err {
+                        warn!(?code, "broker refused the connection: check credentials and ACLs");
+                    }
+                    self.disconnected();
+                    attempt = attempt.saturating_add(1);
+                    reconnect_at = Some(Instant::now() + delay);
+                }
             }
         }
         self.shutdown().await;
