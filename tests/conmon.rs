@@ -49,7 +49,13 @@ impl Fixture {
         let passwd = std::fs::read_to_string(self.root.join("rootfs/etc/passwd")).unwrap();
         let group = std::fs::read_to_string(self.root.join("rootfs/etc/group")).unwrap();
         let user = spec::resolve_user(image.user.as_deref(), &passwd, &group).unwrap();
-        let spec = spec::build(image, run, user, &self.root.join("rootfs"), &HostFiles::under(Path::new("/"))).unwrap();
+        let mut spec =
+            spec::build(image, run, user, &self.root.join("rootfs"), &HostFiles::under(Path::new("/"))).unwrap();
+        // runc's default cgroup is named after the container id alone: a second suite running the same test
+        // at the same time would share it ("container's cgroup is not empty"). One subtree per test process.
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_cgroups_path(Some(PathBuf::from(format!("/jetship-test-{}/{id}", std::process::id()))));
+        }
         spec.save(bundle.join("config.json")).unwrap();
         bundle
     }
