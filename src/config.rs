@@ -106,6 +106,9 @@ pub struct RuntimeConfig {
     /// tmpfs directory for the OCI runtime's state and conmon's sockets (must not survive a reboot).
     /// Defaults to `/run/jetship`.
     pub run_dir: PathBuf,
+    /// cgroup under which the native backend puts each container (`<cgroup_parent>/<id>` in every hierarchy).
+    /// Two agents on one host (or two test runs) need different ones. Defaults to `/jetship`.
+    pub cgroup_parent: PathBuf,
     /// A container's log file is rotated at this size (one previous file is kept). Defaults to 10 MiB.
     pub log_max_bytes: u64,
     /// Seconds between SIGTERM and SIGKILL when stopping a container. Defaults to 10.
@@ -122,6 +125,7 @@ impl Default for RuntimeConfig {
             oci_runtime: "auto".into(),
             conmon: None,
             run_dir: PathBuf::from("/run/jetship"),
+            cgroup_parent: PathBuf::from("/jetship"),
             log_max_bytes: 10 * 1024 * 1024,
             stop_grace_s: 10,
             docker_socket: None,
@@ -538,6 +542,10 @@ impl Config {
             bad("log.level", format!("`{}` is not a tracing filter ({e}); use e.g. \"info\"", self.log.level));
         }
         self.registry.check(&mut bad);
+        let parent = &self.runtime.cgroup_parent;
+        if !parent.is_absolute() || parent.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            bad("runtime.cgroup_parent", format!("`{}` must be an absolute path without `..`", parent.display()));
+        }
         if !self.runtime.run_dir.is_absolute() {
             bad("runtime.run_dir", format!("`{}` must be an absolute path", self.runtime.run_dir.display()));
         }

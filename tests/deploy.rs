@@ -97,11 +97,12 @@ impl Device {
             format!(
                 "device_id = \"{id}\"\nstate_dir = \"{}\"\n[host]\nroot = \"{}\"\n[telemetry]\ninterval_s = 1\n\
                  [mqtt]\nurl = \"{}\"\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\nkeep_alive_s = 5\n\
-                 [runtime]\n{runtime}\nstop_grace_s = 1\n\
+                 [runtime]\n{runtime}\nstop_grace_s = 1\ncgroup_parent = \"/jetship-test-{}\"\n\
                  [registry]\ninsecure = [\"{}\"]\n",
                 dir.path().join("state").display(),
                 host.display(),
                 broker.url(),
+                std::process::id(),
                 registry,
             ),
         )

@@ -129,10 +129,11 @@ impl Env {
             &config,
             format!(
                 "state_dir = \"{}\"\ndevice_id = \"test-device\"\n[registry]\ndisk_reserve_bytes = 0\nretries = 1\nretry_backoff_cap_s = 0.2\n\
-                 [host]\nroot = \"{}\"\n[runtime]\nrun_dir = \"{}\"\nstop_grace_s = 2\n{extra_toml}\n",
+                 [host]\nroot = \"{}\"\n[runtime]\nrun_dir = \"{}\"\nstop_grace_s = 2\ncgroup_parent = \"/jetship-test-{}\"\n{extra_toml}\n",
                 state.display(),
                 host.display(),
-                run_dir.display()
+                run_dir.display(),
+                std::process::id()
             ),
         )
         .unwrap();

@@ -30,8 +30,8 @@ pub const RUNTIME_LABEL: &str = "io.jetship.oci-runtime";
 
 /// The cgroup path (relative to each hierarchy's mount point) given to a container: jetship's own subtree, so
 /// its use can be found and nothing else writes there.
-pub fn cgroup_path(id: &str) -> PathBuf {
-    PathBuf::from(format!("/jetship/{id}"))
+pub fn cgroup_path(parent: &Path, id: &str) -> PathBuf {
+    parent.join(id)
 }
 
 /// Settings of the native backend, from the agent config.
@@ -53,6 +53,8 @@ pub struct OciSettings {
     pub conmon: Option<PathBuf>,
     /// `runtime.run_dir`.
     pub run_dir: PathBuf,
+    /// `runtime.cgroup_parent`.
+    pub cgroup_parent: PathBuf,
     /// `runtime.log_max_bytes`.
     pub log_max_bytes: u64,
     /// How a root file system is built. Defaults to overlay with a copy fallback.
@@ -71,6 +73,7 @@ impl OciSettings {
             oci_runtime: cfg.runtime.oci_runtime.clone(),
             conmon: cfg.runtime.conmon.clone(),
             run_dir: cfg.runtime.run_dir.clone(),
+            cgroup_parent: cfg.runtime.cgroup_parent.clone(),
             log_max_bytes: cfg.runtime.log_max_bytes,
             rootfs_mode: RootfsMode::Auto,
         }
@@ -340,7 +343,7 @@ impl Inner {
         spec::inject(&mut run, camera_edits);
         let mut oci = spec::build(&image, &run, user, rootfs, &HostFiles::under(&self.settings.host_root))?;
         if let Some(linux) = oci.linux_mut() {
-            linux.set_cgroups_path(Some(cgroup_path(id)));
+            linux.set_cgroups_path(Some(cgroup_path(&self.settings.cgroup_parent, id)));
         }
         let json = serde_json::to_vec_pretty(&oci).map_err(|e| ctr_err(id, format!("serializing config.json: {e}")))?;
         crate::os::fsutil::write_atomic(&bundle.join("config.json"), &json)
@@ -586,6 +589,6 @@ mod tests {
         assert_eq!(run_state(Status::Stopped), RunState::Exited);
         assert_eq!(run_state(Status::Missing), RunState::Missing);
         assert_eq!(run_state(Status::Running), RunState::Running);
-        assert_eq!(cgroup_path("web"), Path::new("/jetship/web"));
+        assert_eq!(cgroup_path(Path::new("/jetship"), "web"), Path::new("/jetship/web"));
     }
 }
