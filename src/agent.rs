@@ -560,6 +560,7 @@ mod commands {
                     "l4t": facts.l4t.as_ref().map(|l| l.version.to_string()),
                     "jetpack": facts.jetpack,
                     "decision": res.decision,
+                    "warnings": facts.warnings,
                 }))
             }
         }

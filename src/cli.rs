@@ -596,15 +596,22 @@ fn image_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn host_vars(cfg: &Config, root: Option<PathBuf>) -> crate::reference::TemplateVars {
+/// The template variables of the host, from the probe. The probe's warnings go to stderr: they include every
+/// problem with the L4T release (`L4T_VERSION` that does not parse, a truncated nv_tegra_release), which decides
+/// the image.
+fn host_vars(cfg: &Config, root: Option<PathBuf>) -> (crate::reference::TemplateVars, Vec<String>) {
     let root = root.unwrap_or_else(|| cfg.host.root.clone());
-    crate::reference::TemplateVars::from_facts(&probe::probe(&root, &cfg.state_dir))
+    let facts = probe::probe(&root, &cfg.state_dir);
+    for w in &facts.warnings {
+        eprintln!("warning: {w}");
+    }
+    (crate::reference::TemplateVars::from_facts(&facts), facts.warnings)
 }
 
 fn run_pull(config: &Option<PathBuf>, log_level: Option<&str>, args: PullArgs) -> anyhow::Result<i32> {
     use crate::pull::{self, Progress, PullOptions};
     let cfg = image_config(config, log_level)?;
-    let vars = host_vars(&cfg, args.root);
+    let (vars, _) = host_vars(&cfg, args.root);
     let opts = PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
     let client = crate::registry::Client::new(crate::registry::ClientOptions::from_config(&cfg.registry)?)?;
     let store = crate::image_store::ImageStore::open(&cfg.state_dir)?;
@@ -800,18 +807,20 @@ fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, args: ResolveA
                 result["l4t"].as_str().unwrap_or("-"),
                 result["jetpack"].as_str().unwrap_or("-")
             );
-            for c in result["decision"]["candidates"].as_array().into_iter().flatten() {
-                let tag = c["tag"].as_str().unwrap_or("?");
-                match &c["rejection"] {
-                    serde_json::Value::Null => println!("  {tag}: chosen"),
-                    r => println!("  {tag}: rejected: {r}"),
-                }
+            for w in result["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {device}: {}", w.as_str().unwrap_or_default());
+            }
+            match serde_json::from_value::<Option<crate::resolve::Decision>>(result["decision"].clone()) {
+                Ok(Some(d)) => print!("{}", explain(&d)),
+                Ok(None) => {}
+                // An agent of another version: show what it sent.
+                Err(_) => println!("{}", result["decision"]),
             }
         }
         return Ok(0);
     }
     let cfg = image_config(config, log_level)?;
-    let vars = host_vars(&cfg, args.root);
+    let (vars, warnings) = host_vars(&cfg, args.root);
     let opts = PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
     let client = crate::registry::Client::new(crate::registry::ClientOptions::from_config(&cfg.registry)?)?;
     let rt = image_runtime()?;
@@ -828,7 +837,7 @@ fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, args: ResolveA
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &serde_json::json!({"name": image, "chosen": null, "decision": decision})
+                        &serde_json::json!({"name": image, "chosen": null, "decision": decision, "warnings": warnings})
                     )?
                 );
             } else {
@@ -854,6 +863,7 @@ fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, args: ResolveA
             "platform": opts.platform.to_string(),
             "platform_manifest": platform.as_ref().ok().map(|(_, m)| m.digest.clone()),
             "decision": res.decision,
+            "warnings": warnings,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -871,6 +881,9 @@ fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, args: ResolveA
 /// The per-candidate explanation lines of `jetship resolve`.
 pub fn explain(d: &crate::resolve::Decision) -> String {
     let mut out = format!("host L4T {}, pattern `{}`\n", d.host, d.pattern);
+    if let (Some(tag), Some(why)) = (&d.chosen, &d.chosen_because) {
+        out.push_str(&format!("chosen {tag}: {why}\n"));
+    }
     for (tag, why) in d.rejected() {
         out.push_str(&format!("rejected {tag}: {why}\n"));
     }
@@ -924,7 +937,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, args: RunArgs) -> anyhow::Result<i32> {
     use crate::runtime::{self, labels, ContainerConfig};
     let cfg = image_config(config, log_level)?;
-    let vars = host_vars(&cfg, None);
+    let (vars, _) = host_vars(&cfg, None);
     let opts = crate::pull::PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
     let client = crate::registry::Client::new(crate::registry::ClientOptions::from_config(&cfg.registry)?)?;
     let store = crate::image_store::ImageStore::open(&cfg.state_dir)?;

@@ -403,6 +403,18 @@ fn l4t_version_env_overrides_the_release_on_a_jetson_only() {
         "{bad}"
     );
 
+    // A bare major is not taken for a release (36.3 and 36.4 take different images), and says so.
+    let major = cli_json("orin-nano-super-jp62", &[("L4T_VERSION", "36")]);
+    assert_eq!(major["l4t"]["source"], "nv_tegra_release");
+    assert_eq!(
+        major["warnings"][0],
+        "L4T_VERSION ignored: `36` is not an L4T version (expected e.g. 36.4.3 or r35.4.1): `36` names only the \
+         major, and R36 releases differ in the images they take; write the whole release, e.g. 36.4.7; using L4T \
+         36.4.3 from nv_tegra_release"
+    );
+    let jetpack = cli_json("orin-nx-jp512", &[("L4T_VERSION", "5.1.2")]);
+    assert!(jetpack["warnings"][0].as_str().unwrap().contains("JetPack 5.1.2 is L4T 35.4.1"), "{jetpack}");
+
     let x86 = cli_json("generic-x86", &[("L4T_VERSION", "36.4.3")]);
     assert_eq!(x86["kind"], "generic-linux");
     assert!(x86["l4t"].is_null());
