@@ -83,6 +83,8 @@ fn jetpack_token(p: &str) -> Option<Token> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Rejection {
+    /// The registry listed a name that is not a tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`): never asked for.
+    NotATag,
     /// The tag matches the pattern but carries no L4T or JetPack token.
     NoReleaseToken,
     /// The image's release does not run on the host's.
@@ -94,6 +96,7 @@ pub enum Rejection {
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Rejection::NotATag => write!(f, "not a valid tag (1-128 of [A-Za-z0-9_.-], not starting with . or -)"),
             Rejection::NoReleaseToken => write!(f, "no L4T (r36.4.0) or JetPack (jetpack6, jp6) token in the tag"),
             Rejection::Incompatible { token, rule } => {
                 write!(f, "built for {token}: incompatible, {rule}")
@@ -517,6 +520,21 @@ pub fn resolve_with_created(
             unmatched += 1;
             continue;
         }
+        // Tags come from the registry, and the chosen or tied ones go into request paths.
+        let valid = tag.len() <= 128
+            && tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !valid {
+            let shown: String = tag.chars().take(140).collect();
+            rejected.push(Candidate {
+                tag: shown,
+                token: None,
+                rejection: Some(Rejection::NotATag),
+                reading: None,
+                created: None,
+            });
+            continue;
+        }
         let Some((token, version, reading)) = read_tag(pattern, tag) else {
             rejected.push(Candidate {
                 tag: tag.clone(),
@@ -921,6 +939,17 @@ mod tests {
         assert_eq!(d.chosen.as_deref(), Some("0.8.6-r36.4.0-cu128-24.04"));
         let r = d.rejected().find(|(t, _)| *t == "0.8.6-r36.4-cu128-24.04").unwrap().1.to_string();
         assert!(r.ends_with("this one's creation time is unknown: manifest unknown"), "{r}");
+    }
+
+    #[test]
+    fn names_that_are_not_tags_are_never_candidates() {
+        let t = tags(&["r36.4.0/../../x", "r36.4.0?n=1", ".r36.4.0", "r36.4.0 ", "r36.4.0"]);
+        let d = resolve(v(JP62), "{auto}", &t);
+        assert_eq!(d.chosen.as_deref(), Some("r36.4.0"));
+        assert_eq!(d.rejected().filter(|(_, r)| **r == Rejection::NotATag).count(), 4);
+        let long = format!("{}-r36.4.0", "a".repeat(200));
+        let d = resolve(v(JP62), "{auto}", &[long]);
+        assert_eq!((d.chosen, d.candidates[0].tag.len()), (None, 140), "shown cut short");
     }
 
     #[test]
