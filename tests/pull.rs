@@ -554,8 +554,10 @@ async fn resolve_command_picks_per_fixture_host_and_explains_rejections() {
             assert!(v["warnings"][0].as_str().unwrap().starts_with("L4T_VERSION ignored: `36`"), "{v}");
         }
     }
-    let out =
-        support::jetship_with_config(&cfg, &["pull", &image, "--root", &jp62_root, "--quiet"]).env("L4T_VERSION", "6.2").output().unwrap();
+    let out = support::jetship_with_config(&cfg, &["pull", &image, "--root", &jp62_root, "--quiet"])
+        .env("L4T_VERSION", "6.2")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("warning: L4T_VERSION ignored: `6.2`") && err.contains("JetPack 6.2 is L4T 36.4.3"), "{err}");
 
