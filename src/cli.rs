@@ -296,6 +296,13 @@ pub enum FleetCommand {
         #[command(flatten)]
         broker: BrokerArgs,
     },
+    /// Serve the fleet's state as Prometheus metrics on /metrics (docs/monitoring.md).
+    Exporter {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        args: crate::exporter::ExporterArgs,
+    },
     /// Simulate many devices with the agent's link code in one process (benchmarks).
     #[command(hide = true)]
     SimFleet(crate::sim::SimArgs),
@@ -471,6 +478,10 @@ fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> 
             let reply = small_runtime()?.block_on(crate::deploy::command(&access, &device, "restart", args, limit))?;
             let result = command_result(&device, reply)?;
             println!("restarted {deployment} on {device} ({})", result["container"].as_str().unwrap_or("?"));
+            Ok(0)
+        }
+        FleetCommand::Exporter { broker, args } => {
+            crate::exporter::run(broker.access()?, args)?;
             Ok(0)
         }
         FleetCommand::SimFleet(args) => {

@@ -13,6 +13,7 @@ pub mod desired;
 pub mod devices;
 pub mod exec;
 pub mod executor;
+pub mod exporter;
 pub mod fleet;
 pub mod fsutil;
 pub mod image_store;
