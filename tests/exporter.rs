@@ -524,3 +524,32 @@ fn bad_flags_and_a_taken_port_are_explained() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("http://x"), "{err}");
 }
+
+/// The fenced block of docs/monitoring.md that starts with `first_line`.
+fn docs_block(first_line: &str) -> String {
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/monitoring.md")).unwrap();
+    let start = docs.find(first_line).unwrap_or_else(|| panic!("docs/monitoring.md has no `{first_line}`"));
+    let end = docs[start..].find("```").unwrap();
+    docs[start..start + end].to_owned()
+}
+
+#[test]
+fn the_prometheus_and_alertmanager_configs_in_the_docs_are_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = monitoring_file("alerts.yml");
+    let prom = docs_block("# prometheus.yml").replace("/etc/prometheus/jetship-alerts.yml", alerts.to_str().unwrap());
+    std::fs::write(dir.path().join("prometheus.yml"), prom).unwrap();
+    let out = Command::new(support::require_tool("promtool", "prometheus"))
+        .args(["check", "config"])
+        .arg(dir.path().join("prometheus.yml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    std::fs::write(dir.path().join("alertmanager.yml"), docs_block("# alertmanager.yml")).unwrap();
+    let out = Command::new(support::require_tool("amtool", "prometheus-alertmanager"))
+        .arg("check-config")
+        .arg(dir.path().join("alertmanager.yml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}

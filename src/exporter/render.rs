@@ -68,8 +68,9 @@ const DISK_FREE: Family = gauge(
 );
 const DISK_TOTAL: Family =
     gauge("jetship_disk_total_bytes", Some("bytes"), "Size of the file system of the agent's state dir.");
-const DEP_STATE: Family =
-    gauge("jetship_deployment_state", None, "1 for the deployment's current state, 0 for every other state.");
+// One series per deployment, for its current state only: a state change ends the old series (Prometheus marks
+// it stale at the next scrape), which keeps 13 states from multiplying the series of every deployment.
+const DEP_STATE: Family = gauge("jetship_deployment_state", None, "1, labelled with the deployment's current state.");
 const DEP_RESTARTS: Family = counter(
     "jetship_deployment_restarts_total",
     "Restarts of the deployment's current version, as the device reports them.",
@@ -221,10 +222,8 @@ pub(crate) fn render(fleet: &Fleet, link: LinkStatus, format: Format) -> String 
     e.family(&DEP_STATE);
     for (id, d) in live_devices() {
         for dep in &d.deployments {
-            for (i, state) in STATES.iter().enumerate() {
-                let v = if i == dep.state { 1.0 } else { 0.0 };
-                e.sample(&[("device", id), ("group", &d.groups), ("deployment", &dep.name), ("state", state)], v);
-            }
+            let state = STATES[dep.state];
+            e.sample(&[("device", id), ("group", &d.groups), ("deployment", &dep.name), ("state", state)], 1.0);
         }
     }
     e.family(&DEP_RESTARTS);
@@ -324,6 +323,14 @@ mod tests {
     }
 
     #[test]
+    fn docs_name_every_family() {
+        let docs = include_str!("../../docs/monitoring.md");
+        for f in FAMILIES {
+            assert!(docs.contains(&format!("`{}", f.name)), "docs/monitoring.md does not describe {}", f.name);
+        }
+    }
+
+    #[test]
     fn online_devices_export_measurements_and_offline_ones_only_identity() {
         let text = render(&fleet(), LinkStatus::default(), Format::Text);
         let has = |line: &str| text.lines().any(|l| l == line);
@@ -342,8 +349,7 @@ mod tests {
         );
         assert!(has(r#"jetship_device_group_info{device="on",group="lab"} 1"#), "{text}");
         assert!(has(r#"jetship_deployment_state{device="on",group="lab",deployment="yolo",state="failed"} 1"#));
-        assert!(has(r#"jetship_deployment_state{device="on",group="lab",deployment="yolo",state="running"} 0"#));
-        assert_eq!(text.matches("jetship_deployment_state{").count(), STATES.len());
+        assert_eq!(text.matches("jetship_deployment_state{").count(), 1, "the current state only");
         assert!(has(r#"jetship_deployment_restarts_total{device="on",group="lab",deployment="yolo"} 4"#));
         assert!(has(r#"jetship_spool_dropped_total{device="off"} 2"#), "{text}");
         assert!(has(r#"jetship_events_total{device="off",kind="agent_started"} 0"#), "{text}");
