@@ -239,6 +239,8 @@ pub(crate) enum Update {
     Reported {
         deployments: Vec<Deployment>,
         groups: Vec<String>,
+        /// The `group` label: the groups joined with `,`, cut to the label limit like any label value.
+        joined: String,
     },
     Event {
         seq: Option<u64>,
@@ -409,9 +411,11 @@ pub(crate) fn parse(topic: &str, payload: &[u8], limits: &Limits) -> Option<Pars
             groups.sort();
             let (groups, over) = take(groups, limits.max_groups);
             cut.push((Discard::GroupLimit, over));
+            let groups: Vec<String> = groups.into_iter().map(|g| labels.cut(g)).collect();
             Update::Reported {
                 deployments: deployments.into_iter().map(|d| Deployment { name: labels.cut(d.name), ..d }).collect(),
-                groups: groups.into_iter().map(|g| labels.cut(g)).collect(),
+                joined: labels.cut(groups.join(",")),
+                groups,
             }
         }),
         DeviceTopic::Events => serde_json::from_slice::<EventMsg>(payload).ok().map(|e| {
@@ -516,8 +520,8 @@ impl Fleet {
                     d.sample_at_ms = now_ms;
                 }
             }
-            Update::Reported { deployments, groups } => {
-                d.groups = groups.join(",");
+            Update::Reported { deployments, groups, joined } => {
+                d.groups = joined;
                 d.group_list = groups;
                 d.deployments = deployments;
             }
@@ -697,6 +701,7 @@ mod tests {
         );
         let d = &f.devices["d1"];
         assert_eq!(d.groups, "cameras,lab");
+        assert_eq!(d.group_list, ["cameras", "lab"]);
         let got: Vec<(&str, &str, u32)> =
             d.deployments.iter().map(|x| (x.name.as_str(), STATES[x.state], x.restarts)).collect();
         assert_eq!(got, [("cam", "running", 2), ("yolo", "rolled-back", 2)]);
@@ -738,7 +743,8 @@ mod tests {
         assert_eq!(f.counters.dropped[&Discard::DeviceLimit], 1);
         // Known devices go on.
         apply(&mut f, "jetship/v1/a/telemetry", &telemetry(1, 1, 0, 1.0), 2);
-        apply(&mut f, "jetship/v1/a/reported", &reported(&[("one", "running"), ("two", "failed")], &[]), 2);
+        let sources = ["group:lab", "group:cameras"];
+        apply(&mut f, "jetship/v1/a/reported", &reported(&[("one", "running"), ("two", "failed")], &sources), 2);
         let host = br#"{"model":"NVIDIA Jetson \u00e9\u00e9\u00e9\u00e9 long","l4t":{"version":"36.4.3"}}"#;
         apply(&mut f, "jetship/v1/a/host", host, 2);
         let a = &f.devices["a"];
@@ -748,8 +754,9 @@ mod tests {
         assert_eq!(f.counters.dropped[&Discard::DeploymentLimit], 1);
         assert!(!f.counters.dropped.contains_key(&Discard::ZoneLimit), "the null zone is not a zone");
         assert_eq!(a.sample.as_ref().unwrap().zones[0].0, "cpu-ther");
-        // The model, the zone `cpu-thermal` and the power mode `MAXN_SUPER`.
-        assert_eq!(f.counters.truncated_labels, 3);
+        assert_eq!((a.groups.as_str(), a.group_list.len()), ("cameras,", 2), "the joined label is cut too");
+        // The model, the zone `cpu-thermal`, the power mode `MAXN_SUPER` and the joined groups.
+        assert_eq!(f.counters.truncated_labels, 4);
         // A cut inside a multi-byte character backs off to its start.
         let mut t = 0;
         assert_eq!(Labels { max: 3, truncated: &mut t }.cut("aéé".into()), "aé");
