@@ -137,6 +137,10 @@ pub(super) fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::R
             println!("restarted {deployment} on {device} ({})", result["container"].as_str().unwrap_or("?"));
             Ok(0)
         }
+        FleetCommand::Exporter { broker, args } => {
+            crate::controller::exporter::run(broker.access()?, args)?;
+            Ok(0)
+        }
         FleetCommand::SimFleet(args) => {
             logging::init(log_level.unwrap_or("warn"), crate::base::LogFormat::Text);
             crate::controller::sim::run(args)?;

@@ -149,4 +149,5 @@ pub fn require_tool(program: &str, debian_package: &str) -> PathBuf {
 pub mod backend_contract;
 pub mod dockerd;
 pub mod mosquitto;
+pub mod prometheus;
 pub mod registry;
