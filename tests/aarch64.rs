@@ -10,10 +10,10 @@
 //! when it is missing or is not this version, the tests fail saying to run scripts/build-aarch64 (scripts/test
 //! builds it first).
 //!
-//! Known gap, marked `#[ignore]` with the reason rather than left failing: under Debian 12's
-//! qemu-aarch64-static 7.2 the binary hangs, spinning, at the first thread it starts (right after glibc's
-//! pthread_create set-up, before the thread's stack is mapped), so every command with a tokio runtime (agent,
-//! pull, run) does not get going; the single-threaded ones (probe, metrics, check-config, --version) run. The
+//! Known gap, marked `#[ignore]` with the reason rather than left failing: on this machine qemu-user (7.2, and
+//! 10.0 from backports) hangs at the first thread any aarch64 program starts (a C pthread_create too; right after
+//! glibc's pthread_create set-up), so every command with a tokio runtime (agent, pull, run) does not get going;
+//! the single-threaded ones (probe, metrics, check-config, --version) run. The
 //! tests for the agent, the multi-arch pull and a container run are written and run with `--ignored`;
 //! docs/release.md says what was found. An arm64 image's programs would not run here anyway (no binfmt_misc),
 //! so the run test uses an amd64 image through the aarch64 binary.
@@ -285,7 +285,7 @@ impl Drop for Agent {
     }
 }
 
-#[ignore = "hangs under Debian 12's qemu-aarch64-static 7.2 at the first thread the binary starts (docs/release.md); run with --ignored to retry"]
+#[ignore = "qemu-user here hangs at any aarch64 program's first pthread_create, C ones too (docs/release.md); run with --ignored where qemu threads work"]
 #[test]
 fn agent_publishes_host_facts_and_telemetry_and_answers_ping() {
     let broker = Mosquitto::start();
@@ -356,7 +356,7 @@ fn agent_publishes_host_facts_and_telemetry_and_answers_ping() {
     });
 }
 
-#[ignore = "hangs under Debian 12's qemu-aarch64-static 7.2 at the first thread the binary starts (docs/release.md); run with --ignored to retry"]
+#[ignore = "qemu-user here hangs at any aarch64 program's first pthread_create, C ones too (docs/release.md); run with --ignored where qemu threads work"]
 #[tokio::test]
 async fn pull_picks_linux_arm64_from_a_multi_arch_index_by_itself() {
     let registry = Registry::start();
@@ -409,7 +409,7 @@ impl Drop for StateDir {
     }
 }
 
-#[ignore = "hangs under Debian 12's qemu-aarch64-static 7.2 at the first thread the binary starts (docs/release.md); run with --ignored to retry"]
+#[ignore = "qemu-user here hangs at any aarch64 program's first pthread_create, C ones too (docs/release.md); run with --ignored where qemu threads work"]
 #[tokio::test]
 async fn run_unpacks_an_image_and_runs_it_under_conmon_and_runc() {
     // The aarch64 binary does the whole native path: pull, unpack into a snapshot, overlay root, OCI spec,
