@@ -1,4 +1,4 @@
-//! Container housekeeping next to the executor: adopting what the backend runs and rotating logs.
+//! Housekeeping: adopting what the backend runs, rotating container logs, and the agent's own memory.
 
 use super::*;
 
@@ -19,4 +19,33 @@ pub(super) async fn start_containers_housekeeping(
         Err(err) => warn!(%err, "listing owned containers failed"),
     }
     tracker.spawn(crate::runtime::rotate_loop(backend, LOG_ROTATE_PERIOD, shutdown.clone()));
+}
+
+// ---- the agent's own memory ---------------------------------------------------------------------------------
+
+/// When start-up is over: config, probe, the first connection, sample and host publish are done by then.
+pub(super) const STARTUP_OVER: Duration = Duration::from_secs(20);
+/// How often freed heap is handed back to the kernel.
+pub(super) const HEAP_TRIM_PERIOD: Duration = Duration::from_secs(30);
+
+/// Once start-up is over, unmaps its code and read-only data (only what the idle loops use is mapped again); then hands freed
+/// heap back to the kernel every [`HEAP_TRIM_PERIOD`] (os::memory; docs/benchmarks.md, agent footprint).
+pub(super) async fn memory_loop(shutdown: CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = tokio::time::sleep(STARTUP_OVER) => {}
+    }
+    crate::os::memory::release_free_heap();
+    match crate::os::memory::unmap_startup_code() {
+        Ok(bytes) => debug!(bytes, "start-up code unmapped"),
+        Err(err) => debug!(%err, "unmapping start-up code failed"),
+    }
+    let mut tick = tokio::time::interval(HEAP_TRIM_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => crate::os::memory::release_free_heap(),
+        }
+    }
 }

@@ -139,6 +139,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tracker.spawn(sample_loop(config.clone(), handle.clone(), shutdown.clone()));
     tracker.spawn(host_loop(config.clone(), facts, handle.clone(), shutdown.clone()));
     tracker.spawn(inbox.run(incoming, shutdown.clone()));
+    tracker.spawn(memory_loop(shutdown.clone()));
     if let Some(rt) = runtime.clone() {
         let resolver = executor::RegistryResolver::new(&config.registry, vars).context("registry settings")?;
         let exec = Executor::new(rt, Arc::new(resolver), meter, executor::Options::from_config(&config));

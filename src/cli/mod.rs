@@ -31,6 +31,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             for f in &loaded.files {
                 tracing::info!(file = %f.display(), "config loaded");
             }
+            // Before any thread allocates: the blocking pool's threads share two malloc arenas (os::memory).
+            crate::os::memory::limit_malloc_arenas();
             // One thread for the agent's tasks: it is an IO-light service, and every worker thread costs a stack
             // and a malloc arena (docs/benchmarks.md, agent footprint). Blocking work (sysfs reads, fsync, unpacking,
             // the pull engine through Handle::block_on) runs on tokio's blocking pool, which this thread drives.
