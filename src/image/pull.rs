@@ -33,6 +33,11 @@ pub const LAYER_TYPES: &[&str] = &[
     "application/vnd.docker.image.rootfs.diff.tar",
 ];
 
+/// Image configs larger than this are refused before they are downloaded (they are read into memory).
+pub const CONFIG_LIMIT: u64 = 16 << 20;
+/// Manifests naming more layers than this are refused (Docker's own limit is 127).
+pub const MAX_LAYERS: usize = 500;
+
 /// Pull errors; every one names the image.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -307,7 +312,7 @@ async fn pull_inner(
         .await?;
 
     // The config must be an image config the runtime can read.
-    let config_bytes = store.read_blob(config.digest().as_ref(), 16 << 20).map_err(|e| ctx.store_err(e))?;
+    let config_bytes = store.read_blob(config.digest().as_ref(), CONFIG_LIMIT).map_err(|e| ctx.store_err(e))?;
     let cfg = ImageConfiguration::from_reader(config_bytes.as_slice()).map_err(|e| Error::BadManifest {
         image: image.clone(),
         digest: manifest.digest.clone(),
@@ -448,8 +453,21 @@ pub fn validate_manifest(image: &str, m: &FetchedManifest) -> Result<ImageManife
         });
     }
     image_store::digest_hex(config.digest().as_ref()).map_err(|e| bad(e.to_string()))?;
+    if config.size() > CONFIG_LIMIT {
+        return Err(bad(format!(
+            "its config {} declares {} bytes, over the {CONFIG_LIMIT}-byte limit for image configs",
+            config.digest(),
+            config.size()
+        )));
+    }
     if parsed.layers().is_empty() {
         return Err(bad("it lists no layers".into()));
+    }
+    if parsed.layers().len() > MAX_LAYERS {
+        return Err(bad(format!(
+            "it lists {} layers, more than the {MAX_LAYERS} jetship accepts",
+            parsed.layers().len()
+        )));
     }
     for (i, l) in parsed.layers().iter().enumerate() {
         let t = l.media_type().to_string();
