@@ -557,7 +557,14 @@ impl Client {
     async fn status_error(&self, image: &Reference, url: &Url, resp: Response, cred_key: &str) -> Error {
         let status = resp.status();
         // Only the start of an error answer is shown: read no more than that.
-        let body = read_limited(resp, ERROR_BODY_LIMIT, url.as_str()).await.unwrap_or_default();
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(Ok(chunk)) = stream.next().await {
+            body.extend_from_slice(&chunk[..chunk.len().min(ERROR_BODY_LIMIT - body.len())]);
+            if body.len() >= ERROR_BODY_LIMIT {
+                break;
+            }
+        }
         let body: String = String::from_utf8_lossy(&body).chars().take(300).collect();
         match status {
             StatusCode::NOT_FOUND => {
