@@ -503,6 +503,21 @@ fn restart_rm_and_remote_resolve_act_on_the_named_deployment_only() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["reference"], format!("{image}@{digest}"), "{v}");
     assert_eq!(v["l4t"], "36.4.3", "{v}");
+    // An {auto} tag asked of the device: its decision explained in the same words as a local `jetship resolve`.
+    let auto_digest = push(&registry, "1.2-r36.4.0", "auto");
+    push(&registry, "r36.3.0", "old");
+    let auto = format!("{}/hello:{{auto}}", registry.addr);
+    let out = support::jetship(&["resolve", &auto, "--device", &device.id, "--broker", &broker.url()]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.starts_with(&format!("{}/hello:1.2-r36.4.0@{auto_digest}", registry.addr)), "{shown}");
+    let chosen = "chosen 1.2-r36.4.0: the only compatible tag; package version 1.2; L4T 36.4.0; extra tokens: none\n";
+    assert!(shown.contains(chosen), "{shown}");
+    assert!(
+        shown.contains("rejected r36.3.0: built for L4T 36.3.0: incompatible, host L4T 36.4.3 takes R36"),
+        "{shown}"
+    );
+    assert!(shown.contains("rejected v1: no L4T (r36.4.0) or JetPack"), "{shown}");
 
     let out = support::jetship(&["rm", &device.id, "alpha", "--broker", &broker.url()]);
     assert!(out.status.success(), "{}", text(&out));

@@ -180,6 +180,85 @@ fn agx_orin_sample_skips_nc_channels_and_has_no_tach_or_emc() {
 }
 
 #[test]
+fn agx_orin_jp62_with_offline_cores_gives_todays_fields_without_warnings() {
+    // Cores 8-11 are offline: /proc/stat lists cores 0-7 only. The fields issue 14 adds are in the tree's EXPECTED.md.
+    let expected = Sample {
+        cpu: Some(Cpu { total_pct: 25.2, per_core_pct: vec![15.63, 18.32, 21.05, 23.81, 26.6, 29.41, 32.26, 35.14] }),
+        memory: memory(64335708, 56213504),
+        swap: swap(32167852, 31643564),
+        net: vec![netif("eth0", 5555555555, 4444444444), netif("docker0", 0, 0)],
+        load: Some([1.25, 1.10, 0.95]),
+        uptime_s: Some(172800.0),
+        gpu: Some(Gpu {
+            load_pct: Some(31.2),
+            cur_freq_hz: Some(306_000_000),
+            min_freq_hz: Some(306_000_000),
+            max_freq_hz: Some(612_000_000),
+        }),
+        thermal: vec![
+            zone("cpu-thermal", Some(46.968)),
+            zone("gpu-thermal", Some(45.406)),
+            zone("cv0-thermal", None),
+            zone("cv1-thermal", None),
+            zone("cv2-thermal", None),
+            zone("soc0-thermal", Some(44.687)),
+            zone("soc1-thermal", Some(45.218)),
+            zone("soc2-thermal", Some(44.375)),
+            zone("tj-thermal", Some(47.156)),
+        ],
+        power: vec![
+            rail("VDD_GPU_SOC", 19160, 248, 4751),
+            rail("VDD_CPU_CV", 19160, 104, 1992),
+            rail("VIN_SYS_5V0", 4992, 682, 3404),
+            rail("VDDQ_VDD2_1V8AO", 19160, 44, 843),
+        ],
+        fan: Some(Fan { pwm: Some(78), rpm: Some(1520) }),
+        power_mode: Some(PowerMode { id: 2, name: Some("30W".into()) }),
+        emc: Some(Emc { rate_hz: Some(2_133_000_000), load_pct: Some(32.0) }),
+        ..Sample::default()
+    };
+    check_host("agx-orin-jp62", expected);
+}
+
+#[test]
+fn xavier_nx_jp513_gives_todays_fields_without_warnings() {
+    let expected = Sample {
+        cpu: Some(Cpu { total_pct: 43.22, per_core_pct: vec![39.2, 40.79, 42.41, 44.05, 45.71, 47.4] }),
+        memory: memory(7001236, 4620288),
+        swap: swap(3500616, 3479112),
+        net: vec![netif("eth0", 1000000, 200000), netif("wlan0", 0, 0)],
+        load: Some([2.40, 2.10, 1.90]),
+        uptime_s: Some(7200.0),
+        gpu: Some(Gpu {
+            load_pct: Some(45.5),
+            cur_freq_hz: Some(1_109_250_000),
+            min_freq_hz: Some(1_109_250_000),
+            max_freq_hz: Some(1_109_250_000),
+        }),
+        thermal: vec![
+            zone("CPU-therm", Some(44.5)),
+            zone("GPU-therm", Some(43.0)),
+            zone("AUX-therm", Some(42.5)),
+            zone("AO-therm", Some(41.5)),
+            zone("PMIC-Die", Some(100.0)),
+            zone("Tboard_tegra", Some(38.0)),
+            zone("Tdiode_tegra", Some(39.25)),
+            zone("thermal-fan-est", Some(43.4)),
+        ],
+        power: vec![
+            rail("VDD_IN", 5040, 1624, 8184),
+            rail("VDD_CPU_GPU_CV", 5040, 608, 3064),
+            rail("VDD_SOC", 5040, 296, 1491),
+        ],
+        fan: Some(Fan { pwm: Some(255), rpm: None }),
+        power_mode: Some(PowerMode { id: 8, name: Some("MODE_20W_6CORE".into()) }),
+        emc: Some(Emc { rate_hz: Some(1_866_000_000), load_pct: Some(22.5) }),
+        ..Sample::default()
+    };
+    check_host("xavier-nx-jp513", expected);
+}
+
+#[test]
 fn orin_nx_jp5_sample_uses_the_gpu0_layout_and_unnamed_power_mode() {
     let expected = Sample {
         cpu: Some(Cpu { total_pct: 20.0, per_core_pct: vec![20.0; 8] }),

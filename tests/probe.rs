@@ -183,6 +183,55 @@ fn agx_orin_jp60_has_csv_only_and_a_silent_docker_socket() {
 }
 
 #[test]
+fn new_fixture_hosts_give_todays_facts_without_warnings() {
+    // agx-orin-jp62: two INA3221, cores 8-11 offline; xavier-nx-jp513: NVMe, PMIC-Die. The fields issue 14 adds are in
+    // each tree's EXPECTED.md; here the facts today's probe reports, and that the trees add no warning to it.
+    for (host, model, module, soc, arch, l4t, jetpack, kernel, cpus, mem_kib) in [
+        (
+            "agx-orin-jp62",
+            "NVIDIA Jetson AGX Orin Developer Kit",
+            "p3701-0005",
+            "tegra234",
+            "8.7",
+            "36.4.3",
+            "6.2",
+            "5.15.148-tegra",
+            12,
+            64335708u64,
+        ),
+        (
+            "xavier-nx-jp513",
+            "NVIDIA Jetson Xavier NX Developer Kit",
+            "p3668-0001",
+            "tegra194",
+            "7.2",
+            "35.5.0",
+            "5.1.3",
+            "5.10.192-tegra",
+            6,
+            7001236,
+        ),
+    ] {
+        let f = probe_fixture(host);
+        assert_eq!(f.kind, HostKind::Jetson, "{host}");
+        assert_eq!(f.model.as_deref(), Some(model), "{host}");
+        assert_eq!(f.module.as_deref(), Some(module), "{host}");
+        assert_eq!(f.soc.as_deref(), Some(soc), "{host}");
+        assert_eq!(f.cuda_arch.as_deref(), Some(arch), "{host}");
+        let info = f.l4t.as_ref().unwrap();
+        assert_eq!((info.version.to_string().as_str(), info.source.as_str()), (l4t, "nv_tegra_release"), "{host}");
+        assert_eq!(f.jetpack.as_deref(), Some(jetpack), "{host}");
+        assert_eq!(f.kernel.as_deref(), Some(kernel), "{host}");
+        assert_eq!(f.cpus, Some(cpus), "{host}: present CPUs, offline ones included");
+        assert_eq!(f.memory_bytes, Some(mem_kib * 1024), "{host}");
+        assert_eq!(f.arch, "aarch64");
+        assert!(f.warnings.is_empty(), "{host}: {:?}", f.warnings);
+        assert!(!f.gpu.csv_files.is_empty(), "{host}: the CSV files of its JetPack");
+        check_cli_agrees(host, &f, &[model, l4t]);
+    }
+}
+
+#[test]
 fn orin_nx_jp512_reads_one_line_release_and_a_csi_camera() {
     let f = probe_fixture("orin-nx-jp512");
     assert_eq!(f.kind, HostKind::Jetson);
@@ -402,6 +451,18 @@ fn l4t_version_env_overrides_the_release_on_a_jetson_only() {
         bad["warnings"][0].as_str().unwrap().contains("L4T_VERSION ignored: `latest` is not an L4T version"),
         "{bad}"
     );
+
+    // A bare major is not taken for a release (36.3 and 36.4 take different images), and says so.
+    let major = cli_json("orin-nano-super-jp62", &[("L4T_VERSION", "36")]);
+    assert_eq!(major["l4t"]["source"], "nv_tegra_release");
+    assert_eq!(
+        major["warnings"][0],
+        "L4T_VERSION ignored: `36` is not an L4T version (expected e.g. 36.4.3 or r35.4.1): `36` names only the \
+         major, and R36 releases differ in the images they take; write the whole release, e.g. 36.4.7; using L4T \
+         36.4.3 from nv_tegra_release"
+    );
+    let jetpack = cli_json("orin-nx-jp512", &[("L4T_VERSION", "5.1.2")]);
+    assert!(jetpack["warnings"][0].as_str().unwrap().contains("JetPack 5.1.2 is L4T 35.4.1"), "{jetpack}");
 
     let x86 = cli_json("generic-x86", &[("L4T_VERSION", "36.4.3")]);
     assert_eq!(x86["kind"], "generic-linux");

@@ -416,10 +416,11 @@ async fn auto_tag_resolves_against_the_registry_and_pins_the_digest() {
     let c = client();
     let image = format!("{}/dustynv/l4t-pytorch:{{auto}}", registry.addr);
     let res = pull::resolve(&c, &image, &vars()).await.unwrap();
-    assert_eq!(res.reference.tag.as_deref(), Some("r36.4.0"));
-    assert_eq!(res.reference.digest.as_deref(), Some(digests["r36.4.0"].as_str()));
+    assert_eq!(res.reference.tag.as_deref(), Some("2.2-r36.4.0-cu128"), "the build that names a package version");
+    assert_eq!(res.reference.digest.as_deref(), Some(digests["2.2-r36.4.0-cu128"].as_str()));
     let d = res.decision.unwrap();
     assert_eq!(d.rejected().count(), 5);
+    assert!(d.tied.is_empty(), "the tag rules decide: {:?}", d.tied);
 
     // Paged tag listing returns every tag.
     let parsed =
@@ -528,10 +529,37 @@ async fn resolve_command_picks_per_fixture_host_and_explains_rejections() {
         "{text}"
     );
 
+    let jp62_root = fixture("orin-nano-super-jp62");
+
     // Not a Jetson: {auto} cannot be resolved, and the error says why.
     let (code, _, err) = resolve("generic-x86", &[]);
     assert_ne!(code, Some(0));
     assert!(err.contains("L4T_VERSION") && err.contains("dustynv/ros"), "{err}");
+
+    // L4T_VERSION that does not parse is a warning on stderr and in the JSON, and the files' release is used.
+    for extra in [&[][..], &["--json"][..]] {
+        let mut args = vec!["resolve", image.as_str(), "--root", &jp62_root];
+        args.extend_from_slice(extra);
+        let out = support::jetship_with_config(&cfg, &args).env("L4T_VERSION", "36").output().unwrap();
+        let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{text}{err}");
+        assert!(
+            err.contains("warning: L4T_VERSION ignored: `36` is not an L4T version")
+                && err.contains("using L4T 36.4.3"),
+            "{err}"
+        );
+        assert!(text.contains("humble-ros-base-r36.4.0@"), "{text}");
+        if !extra.is_empty() {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(v["warnings"][0].as_str().unwrap().starts_with("L4T_VERSION ignored: `36`"), "{v}");
+        }
+    }
+    let out = support::jetship_with_config(&cfg, &["pull", &image, "--root", &jp62_root, "--quiet"])
+        .env("L4T_VERSION", "6.2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: L4T_VERSION ignored: `6.2`") && err.contains("JetPack 6.2 is L4T 36.4.3"), "{err}");
 
     // A release no tag fits (L4T_VERSION overrides a Jetson's files): every candidate explained, exit code 1.
     let out = support::jetship_with_config(&cfg, &["resolve", &image, "--root", &fixture("nano-jp461")])
@@ -545,6 +573,95 @@ async fn resolve_command_picks_per_fixture_host_and_explains_rejections() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// An image whose config says when it was built (`created`, as `docker build` writes it), or says nothing.
+fn built_at(seed: u64, arch: &str, created: Option<&str>) -> reg::Image {
+    let base = reg::image(seed, arch, &[(500, Gzip)], true);
+    let mut config: serde_json::Value = serde_json::from_slice(&base.config.data).unwrap();
+    if let Some(c) = created {
+        config["created"] = serde_json::json!(c);
+    }
+    reg::manifest_for(reg::Blob::new(&base.config.media_type, serde_json::to_vec(&config).unwrap()), base.layers, true)
+}
+
+#[tokio::test]
+async fn tied_candidates_are_ranked_by_the_creation_time_the_registry_gives() {
+    let registry = Registry::start();
+    let p = Pusher::new(&registry.addr);
+    let repo = "dustynv/vllm";
+    // dustynv/vllm as on Docker Hub in May 2025 (jetson-containers' data/containers.json), on a JetPack 6.2 host:
+    // three 0.8.6 builds tie on every tag rule (CUDA/Ubuntu tokens do not count); the older versions never do.
+    let newest = "0.8.6-r36.4-cu128-24.04";
+    let arm = built_at(1, "arm64", Some("2025-05-06T06:15:02Z"));
+    let amd = built_at(2, "amd64", Some("2025-05-06T06:15:02Z"));
+    p.image(repo, None, &arm).await;
+    p.image(repo, None, &amd).await;
+    let idx = reg::index(&[(&arm, "arm64", Some("v8")), (&amd, "amd64", None)], true);
+    p.manifest(repo, newest, &idx).await;
+    let singles = [
+        ("0.8.6-r36.4.0-cu128-24.04", Some("2025-05-01T08:21:38Z")),
+        ("0.8.6-r36.4.0", None),
+        ("0.6.3-r36.4.0", Some("2030-01-01T00:00:00Z")),
+        ("r36.4.0", Some("2030-01-01T00:00:00Z")),
+        ("0.8.6-sbsa-cu128", Some("2030-01-01T00:00:00Z")),
+    ];
+    for (i, (tag, created)) in singles.iter().enumerate() {
+        p.image(repo, Some(tag), &built_at(10 + i as u64, "arm64", *created)).await;
+    }
+    let proxy = Proxy::start(&registry.addr).await;
+    let image = format!("{}/{repo}:{{auto}}", proxy.addr);
+
+    let res = pull::resolve(&client(), &image, &vars()).await.unwrap();
+    assert_eq!(res.reference.tag.as_deref(), Some(newest));
+    assert_eq!(res.reference.digest.as_deref(), Some(idx.digest.as_str()), "pinned to the index");
+    let d = res.decision.unwrap();
+    assert_eq!(d.tied, ["0.8.6-r36.4-cu128-24.04", "0.8.6-r36.4.0", "0.8.6-r36.4.0-cu128-24.04"]);
+    let because = d.chosen_because.as_deref().unwrap();
+    assert!(because.contains("created 2025-05-06T06:15:02Z, the latest of 3 tags"), "{because}");
+    let why = |tag: &str| d.rejected().find(|(t, _)| *t == tag).map(|(_, r)| r.to_string()).unwrap();
+    assert!(
+        why("0.8.6-r36.4.0-cu128-24.04").ends_with("created later (2025-05-06T06:15:02Z against 2025-05-01T08:21:38Z)")
+    );
+    assert!(
+        why("0.8.6-r36.4.0").ends_with("this one's creation time is unknown: its image config has no `created` time"),
+        "{}",
+        why("0.8.6-r36.4.0")
+    );
+    assert!(why("0.6.3-r36.4.0").ends_with("package version 0.8.6 is higher than 0.6.3"));
+    assert!(why("r36.4.0").ends_with("it names package version 0.8.6, this tag names none"));
+    assert_eq!(why("0.8.6-sbsa-cu128"), "no L4T (r36.4.0) or JetPack (jetpack6, jp6) token in the tag");
+    // Only the tied candidates were asked: the others' manifests and configs were never fetched.
+    for untouched in ["0.6.3-r36.4.0", "r36.4.0", "0.8.6-sbsa-cu128"] {
+        assert!(proxy.state.requests(&format!("manifests/{untouched}")).is_empty(), "{untouched} was fetched");
+    }
+    let asked = proxy.state.requests("/blobs/sha256:");
+    assert_eq!(asked.len(), 3, "one config per tied tag: {:?}", asked.iter().map(|s| &s.path).collect::<Vec<_>>());
+    assert!(asked.iter().any(|s| s.path.ends_with(&amd.config.digest)), "the index's entry for this machine");
+
+    // The same through the CLI (straight to the registry: this test's runtime, which serves the proxy, waits on the
+    // child): the chosen line says why, JSON carries the tie.
+    let image = format!("{}/{repo}:{{auto}}", registry.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = reg::write_config(dir.path(), &dir.path().join("state"), "retry_backoff_cap_s = 0.1");
+    let root = fixture("orin-nano-super-jp62");
+    let out = support::jetship_with_config(&cfg, &["resolve", &image, "--root", &root]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with(&format!("{}/{repo}:{newest}@{}", registry.addr, idx.digest)), "{text}");
+    assert!(
+        text.contains(&format!(
+            "chosen {newest}: package version 0.8.6; L4T 36.4.0; extra tokens: none; CUDA/Ubuntu tokens: cu128, \
+             24.04; created 2025-05-06T06:15:02Z, the latest of 3 tags that tie on every tag rule"
+        )),
+        "{text}"
+    );
+    assert_eq!(text.matches("rejected ").count(), 5, "{text}");
+    let out = support::jetship_with_config(&cfg, &["resolve", &image, "--root", &root, "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"]["tied"].as_array().unwrap().len(), 3);
+    assert_eq!(v["decision"]["candidates"][0]["created"], "2025-05-06T06:15:02Z");
+    assert_eq!(v["decision"]["candidates"][0]["reading"]["variants"], serde_json::json!(["cu128", "24.04"]));
 }
 
 #[tokio::test]

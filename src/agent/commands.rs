@@ -71,6 +71,7 @@ pub(super) async fn run(
                 "l4t": facts.l4t.as_ref().map(|l| l.version.to_string()),
                 "jetpack": facts.jetpack,
                 "decision": res.decision,
+                    "warnings": facts.warnings,
             }))
         }
     }

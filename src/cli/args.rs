@@ -296,6 +296,13 @@ pub enum FleetCommand {
         #[command(flatten)]
         broker: BrokerArgs,
     },
+    /// Serve the fleet's state as Prometheus metrics on /metrics (docs/monitoring.md).
+    Exporter {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        args: crate::controller::exporter::ExporterArgs,
+    },
     /// Simulate many devices with the agent's link code in one process (benchmarks).
     #[command(hide = true)]
     SimFleet(crate::controller::sim::SimArgs),

@@ -7,7 +7,7 @@ use super::*;
 pub(super) fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, args: RunArgs) -> anyhow::Result<i32> {
     use crate::runtime::{self, labels, ContainerConfig};
     let cfg = image_config(config, log_level)?;
-    let vars = host_vars(&cfg, None);
+    let (vars, _) = host_vars(&cfg, None);
     let opts = crate::image::pull::PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
     let client =
         crate::image::registry::Client::new(crate::image::registry::ClientOptions::from_config(&cfg.registry)?)?;

@@ -155,6 +155,10 @@ pub(super) fn run_fleet(
             println!("restarted {deployment} on {device} ({})", result["container"].as_str().unwrap_or("?"));
             Ok(0)
         }
+        FleetCommand::Exporter { broker, args } => {
+            crate::controller::exporter::run(broker.access(config)?, args)?;
+            Ok(0)
+        }
         FleetCommand::SimFleet(args) => {
             logging::init(log_level.unwrap_or("warn"), crate::base::LogFormat::Text);
             crate::controller::sim::run(args)?;

@@ -17,15 +17,22 @@ pub(super) fn image_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-pub(super) fn host_vars(cfg: &Config, root: Option<PathBuf>) -> crate::image::reference::TemplateVars {
+/// The template variables of the host, from the probe. The probe's warnings go to stderr: they include every
+/// problem with the L4T release (`L4T_VERSION` that does not parse, a truncated nv_tegra_release), which decides
+/// the image.
+pub(super) fn host_vars(cfg: &Config, root: Option<PathBuf>) -> (crate::image::reference::TemplateVars, Vec<String>) {
     let root = root.unwrap_or_else(|| cfg.host.root.clone());
-    crate::image::reference::TemplateVars::from_facts(&probe::probe(&root, &cfg.state_dir))
+    let facts = probe::probe(&root, &cfg.state_dir);
+    for w in &facts.warnings {
+        eprintln!("warning: {w}");
+    }
+    (crate::image::reference::TemplateVars::from_facts(&facts), facts.warnings)
 }
 
 pub(super) fn run_pull(config: &Option<PathBuf>, log_level: Option<&str>, args: PullArgs) -> anyhow::Result<i32> {
     use crate::image::pull::{self, Progress, PullOptions};
     let cfg = image_config(config, log_level)?;
-    let vars = host_vars(&cfg, args.root);
+    let (vars, _) = host_vars(&cfg, args.root);
     let opts = PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
     let client =
         crate::image::registry::Client::new(crate::image::registry::ClientOptions::from_config(&cfg.registry)?)?;
@@ -134,18 +141,20 @@ pub(super) fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, arg
                 result["l4t"].as_str().unwrap_or("-"),
                 result["jetpack"].as_str().unwrap_or("-")
             );
-            for c in result["decision"]["candidates"].as_array().into_iter().flatten() {
-                let tag = c["tag"].as_str().unwrap_or("?");
-                match &c["rejection"] {
-                    serde_json::Value::Null => println!("  {tag}: chosen"),
-                    r => println!("  {tag}: rejected: {r}"),
-                }
+            for w in result["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {device}: {}", w.as_str().unwrap_or_default());
+            }
+            match serde_json::from_value::<Option<crate::image::resolve::Decision>>(result["decision"].clone()) {
+                Ok(Some(d)) => print!("{}", explain(&d)),
+                Ok(None) => {}
+                // An agent of another version: show what it sent.
+                Err(_) => println!("{}", result["decision"]),
             }
         }
         return Ok(0);
     }
     let cfg = image_config(config, log_level)?;
-    let vars = host_vars(&cfg, args.root);
+    let (vars, warnings) = host_vars(&cfg, args.root);
     let opts = PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
     let client =
         crate::image::registry::Client::new(crate::image::registry::ClientOptions::from_config(&cfg.registry)?)?;
@@ -163,7 +172,7 @@ pub(super) fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, arg
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &serde_json::json!({"name": image, "chosen": null, "decision": decision})
+                        &serde_json::json!({"name": image, "chosen": null, "decision": decision, "warnings": warnings})
                     )?
                 );
             } else {
@@ -189,6 +198,7 @@ pub(super) fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, arg
             "platform": opts.platform.to_string(),
             "platform_manifest": platform.as_ref().ok().map(|(_, m)| m.digest.clone()),
             "decision": res.decision,
+            "warnings": warnings,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -206,6 +216,9 @@ pub(super) fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, arg
 /// The per-candidate explanation lines of `jetship resolve`.
 pub fn explain(d: &crate::image::resolve::Decision) -> String {
     let mut out = format!("host L4T {}, pattern `{}`\n", d.host, d.pattern);
+    if let (Some(tag), Some(why)) = (&d.chosen, &d.chosen_because) {
+        out.push_str(&format!("chosen {tag}: {why}\n"));
+    }
     for (tag, why) in d.rejected() {
         out.push_str(&format!("rejected {tag}: {why}\n"));
     }

@@ -31,8 +31,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             for f in &loaded.files {
                 tracing::info!(file = %f.display(), "config loaded");
             }
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread for the agent's tasks: it is an IO-light service, and every worker thread costs a stack
+            // and a malloc arena (docs/benchmarks.md, agent footprint). Blocking work (sysfs reads, fsync, unpacking,
+            // the pull engine through Handle::block_on) runs on tokio's blocking pool, which this thread drives.
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;

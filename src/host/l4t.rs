@@ -16,6 +16,9 @@ pub enum Error {
     /// The text is not an L4T version such as `36.4.3` or `r35.4.1`.
     #[error("`{0}` is not an L4T version (expected e.g. 36.4.3 or r35.4.1)")]
     BadVersion(String),
+    /// An `L4T_VERSION` value that is not a release; the hint says what it looks like instead.
+    #[error("`{value}` is not an L4T version (expected e.g. 36.4.3 or r35.4.1){hint}")]
+    BadOverride { value: String, hint: String },
     /// The first line of `/etc/nv_tegra_release` lacks the `# R<major> (release), REVISION: <minor>.<patch>` form.
     #[error("nv_tegra_release first line `{0}` lacks `# R<major> (release), REVISION: <minor>.<patch>`; the file may be truncated: reinstall nvidia-l4t-core or set L4T_VERSION")]
     BadTegraRelease(String),
@@ -139,6 +142,38 @@ impl<'de> Deserialize<'de> for L4tVersion {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// Reads an `L4T_VERSION` override like [`L4tVersion::from_str`]; the error also says what a rejected value looks
+/// like: a bare major (`36` spans releases that take different images) or a JetPack release (`6.2`).
+pub fn parse_override(value: &str) -> Result<L4tVersion, Error> {
+    let value = value.trim();
+    if let Some(v) = L4tVersion::parse_token(value) {
+        return Ok(v);
+    }
+    let latest_of = |major: u32| JETPACK_TABLE.iter().rev().find(|(v, _)| v.major == major).map(|(v, _)| *v);
+    let bare = value.strip_prefix(['r', 'R']).unwrap_or(value);
+    let number = (!bare.is_empty() && bare.len() <= 2 && bare.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| bare.parse::<u32>().ok())
+        .flatten();
+    let jetpack = JETPACK_TABLE.iter().find(|(_, jp)| jp.split(' ').next() == Some(value)).map(|(v, _)| *v);
+    let jetpack_major =
+        |jp: u32| JETPACK_TABLE.iter().rev().find(|(_, j)| j.split('.').next() == Some(&jp.to_string()));
+    let hint = match (jetpack, number) {
+        (Some(l4t), _) => format!(": {value} looks like a JetPack release; JetPack {value} is L4T {l4t}"),
+        (None, Some(n)) => match (latest_of(n), jetpack_major(n)) {
+            (Some(latest), _) => format!(
+                ": `{value}` names only the major, and R{n} releases differ in the images they take; write the \
+                 whole release, e.g. {latest}"
+            ),
+            (None, Some((l4t, _))) => {
+                format!(": {value} looks like a JetPack major; JetPack {n} is L4T R{}, e.g. {l4t}", l4t.major)
+            }
+            (None, None) => String::new(),
+        },
+        (None, None) => String::new(),
+    };
+    Err(Error::BadOverride { value: value.chars().take(40).collect(), hint })
 }
 
 /// L4T release -> JetPack release, from NVIDIA's release notes (see shared/jetson-facts.md).
@@ -324,6 +359,33 @@ mod tests {
         for (host, image) in no {
             assert!(!v(host).accepts_image(&v(image)), "host {host} should reject image {image}");
         }
+    }
+
+    #[test]
+    fn l4t_version_override_errors_say_what_the_value_looks_like() {
+        assert_eq!(parse_override(" 36.4.3 "), Ok(L4tVersion::new(36, 4, 3)));
+        assert_eq!(parse_override("r35.4.1"), Ok(L4tVersion::new(35, 4, 1)));
+        let err = |v: &str| parse_override(v).unwrap_err().to_string();
+        assert_eq!(
+            err("36"),
+            "`36` is not an L4T version (expected e.g. 36.4.3 or r35.4.1): `36` names only the major, and R36 \
+             releases differ in the images they take; write the whole release, e.g. 36.4.7"
+        );
+        assert!(err("r35").contains("e.g. 35.6.2"), "{}", err("r35"));
+        assert!(
+            err("6.2").ends_with(": 6.2 looks like a JetPack release; JetPack 6.2 is L4T 36.4.3"),
+            "{}",
+            err("6.2")
+        );
+        assert!(err("5.1.2").ends_with("JetPack 5.1.2 is L4T 35.4.1"), "{}", err("5.1.2"));
+        assert!(
+            err("6").ends_with(": 6 looks like a JetPack major; JetPack 6 is L4T R36, e.g. 36.4.7"),
+            "{}",
+            err("6")
+        );
+        assert_eq!(err("latest"), "`latest` is not an L4T version (expected e.g. 36.4.3 or r35.4.1)");
+        assert_eq!(err("99"), "`99` is not an L4T version (expected e.g. 36.4.3 or r35.4.1)");
+        assert!(err(&"9".repeat(500)).len() < 120, "the value is cut short in the message");
     }
 
     #[test]

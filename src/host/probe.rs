@@ -372,10 +372,14 @@ fn choose_l4t(kind: HostKind, from_files: Option<L4tInfo>, env: Option<&str>, w:
         w.push(format!("L4T_VERSION={value} ignored: this host is not a Jetson"));
         return from_files;
     }
-    match value.parse::<L4tVersion>() {
+    match l4t::parse_override(value) {
         Ok(version) => Some(L4tInfo { version, source: "env".into() }),
         Err(e) => {
-            w.push(format!("L4T_VERSION ignored: {e}"));
+            let using = match &from_files {
+                Some(i) => format!("using L4T {} from {}", i.version, i.source),
+                None => "no L4T release is known".into(),
+            };
+            w.push(format!("L4T_VERSION ignored: {e}; {using}"));
             from_files
         }
     }

@@ -5,8 +5,11 @@
 //! Owns the sequence and the retry policy; HTTP lives in `crate::image::registry`, bytes on disk in
 //! `crate::image::store`, the tag choice in `crate::image::resolve`. It does not unpack layers (the runtime does).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use futures_util::{StreamExt, TryStreamExt};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
@@ -17,7 +20,7 @@ use crate::base::{BadPlatform, Platform};
 use crate::config::RegistryConfig;
 use crate::image::reference::{self, Reference, TemplateVars};
 use crate::image::registry::{self, Client, FetchedManifest};
-use crate::image::resolve::{self, Decision};
+use crate::image::resolve::{self, Created, Decision};
 use crate::image::store::{self as image_store, ImageRecord, ImageStore, LayerRecord};
 
 /// OCI image config media type.
@@ -189,7 +192,11 @@ pub async fn resolve(client: &Client, input: &str, vars: &TemplateVars) -> Resul
         let host = vars.l4t.ok_or_else(|| Error::NoHostRelease { image: name.clone() })?;
         let tags = client.list_tags(&parsed).await.map_err(reg)?;
         let pattern = parsed.tag.clone().unwrap_or_default();
-        let decision = resolve::resolve(host, &pattern, &tags);
+        let mut decision = resolve::resolve(host, &pattern, &tags);
+        if !decision.tie_queries().is_empty() {
+            let created = creation_times(client, &parsed, decision.tie_queries()).await;
+            decision = resolve::resolve_with_created(host, &pattern, &tags, &created);
+        }
         match decision.chosen.clone() {
             Some(tag) => (parsed.with_tag(&tag), Some(decision)),
             None => {
@@ -213,6 +220,88 @@ pub async fn resolve(client: &Client, input: &str, vars: &TemplateVars) -> Resul
     let manifest = client.manifest(&reference, reference.manifest_ref()).await.map_err(reg)?;
     let reference = reference.with_digest(&manifest.digest);
     Ok(Resolution { name, reference, decision, manifest })
+}
+
+/// Largest image config read for its creation time.
+const CREATED_CONFIG_LIMIT: u64 = 1 << 20;
+
+/// The creation time of each tag's image (its config's `created` field), asked of the registry for the few
+/// candidates the tag rules leave tied. A failure only leaves that tag's time unknown, with the reason.
+async fn creation_times(client: &Client, image: &Reference, tags: &[String]) -> BTreeMap<String, Created> {
+    let asks = tags.iter().map(|tag| async move {
+        // The config is a blob (no per-request time limit): the whole look-up gets one.
+        let limit = client.request_timeout();
+        let created = match tokio::time::timeout(limit, image_created(client, &image.with_tag(tag))).await {
+            Ok(Ok(Some(t))) => Created::At(t),
+            Ok(Ok(None)) => Created::Unknown("its image config has no `created` time".into()),
+            Ok(Err(why)) => Created::Unknown(why),
+            Err(_) => Created::Unknown(format!(
+                "the registry took longer than {} s (registry.limits.request_timeout_s) to answer",
+                limit.as_secs()
+            )),
+        };
+        (tag.clone(), created)
+    });
+    futures_util::future::join_all(asks).await.into_iter().collect()
+}
+
+/// The `created` time of the image `image` names; for an index, of this machine's platform, else of the first
+/// platform listed (one build made them all).
+async fn image_created(client: &Client, image: &Reference) -> std::result::Result<Option<DateTime<Utc>>, String> {
+    let top = client.manifest(image, image.manifest_ref()).await.map_err(|e| e.to_string())?;
+    let manifest = match top.media_type.as_str() {
+        registry::OCI_INDEX | registry::DOCKER_MANIFEST_LIST => {
+            let index = ImageIndex::from_reader(top.bytes.as_ref()).map_err(|e| format!("not an image index: {e}"))?;
+            let host = Platform::host();
+            let real: Vec<_> = index
+                .manifests()
+                .iter()
+                .filter_map(|m| Some((m, m.platform().as_ref()?)))
+                .filter(|(_, p)| p.os().to_string() != "unknown")
+                .collect();
+            let fits = |(_, p): &&(_, &oci_spec::image::Platform)| {
+                host.fit(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref()).is_some()
+            };
+            let (entry, _) = real
+                .iter()
+                .find(fits)
+                .or(real.first())
+                .ok_or_else(|| "its index lists no platform image".to_owned())?;
+            client.manifest(image, entry.digest().as_ref()).await.map_err(|e| e.to_string())?
+        }
+        _ => top,
+    };
+    let parsed =
+        ImageManifest::from_reader(manifest.bytes.as_ref()).map_err(|e| format!("not an image manifest: {e}"))?;
+    let config = parsed.config();
+    if config.size() > CREATED_CONFIG_LIMIT {
+        return Err(format!(
+            "its config is {} bytes, more than the {CREATED_CONFIG_LIMIT} read for a creation time",
+            config.size()
+        ));
+    }
+    let digest = config.digest().to_string();
+    image_store::digest_hex(&digest).map_err(|e| e.to_string())?;
+    let mut body = client.blob(image, &digest, 0).await.map_err(|e| e.to_string())?.into_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        bytes.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+        if bytes.len() as u64 > CREATED_CONFIG_LIMIT {
+            return Err(format!("its config {digest} is larger than {CREATED_CONFIG_LIMIT} bytes"));
+        }
+    }
+    if registry::sha256_digest(&bytes) != digest {
+        return Err(format!("its config does not match its digest {digest}"));
+    }
+    let cfg = ImageConfiguration::from_reader(bytes.as_slice()).map_err(|e| format!("not an image config: {e}"))?;
+    cfg.created()
+        .as_deref()
+        .map(|c| {
+            DateTime::parse_from_rfc3339(c)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| format!("its config's `created` `{c}` is not an RFC 3339 time: {e}"))
+        })
+        .transpose()
 }
 
 /// The outcome of a pull.

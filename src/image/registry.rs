@@ -306,6 +306,11 @@ impl Client {
         Ok(Self { http, opts, auth: Mutex::new(HashMap::new()) })
     }
 
+    /// The time limit of one manifest, tag-list or token request (`registry.limits.request_timeout_s`).
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.opts.limits.request_timeout_s)
+    }
+
     /// Base URLs to try for `registry`, mirrors first.
     pub fn endpoints(&self, registry: &str) -> Vec<Url> {
         let mut out: Vec<Url> = self.opts.mirrors.get(registry).cloned().unwrap_or_default();

@@ -5,24 +5,31 @@
 //! the JetPack table come from `crate::host::l4t` and are not repeated here. Fetching tags and pinning the chosen tag
 //! to a digest is `crate::image::pull`'s job.
 //!
-//! Ranking, best first (docs/images.md):
-//! 1. not newer than the host before newer than the host;
-//! 2. an L4T token (`r36.4.0`) before a JetPack-only token (`jetpack6`, `jp6`);
-//! 3. for releases not newer than the host the newest first; for newer ones the closest to the host first;
-//! 4. fewer variant tokens (`cu128`, `24.04`) first: they mark builds for a non-default stack;
-//! 5. the higher package version first (`2.2-r35.4.1` before `2.1-r35.4.1`);
-//! 6. the tag text in byte order, smaller first (only so the choice is deterministic).
+//! Ranking of the compatible candidates, best first (docs/images.md): the newest software wins.
+//! 1. the higher package version, the part before the release token (`0.8.6-r36.4` before `0.6.3-r36.4.0`,
+//!    `1.10-r32.7.1` before `1.9-r32.7.1`); a tag that names one before a tag that names none;
+//! 2. not newer than the host before newer than the host;
+//! 3. an L4T token (`r36.4.0`) before a JetPack-only token (`jetpack6`, `jp6`);
+//! 4. the release closest to the host: not newer, the newest first; newer, the closest first;
+//! 5. fewer extra tokens (`ggml`, `builder`, `main`, git hashes): plain `r35.4.1` before `ggml-r35.4.1`. CUDA
+//!    (`cu128`) and Ubuntu (`24.04`) tokens and the words `l4t`, `jetson`, `arm64`, `aarch64` are neither
+//!    penalised nor required (a pattern that spells them out requires them);
+//! 6. for candidates still tied: the image's creation time, newest first, which the caller asks the registry for
+//!    ([`Decision::tied`], at most [`MAX_TIE_QUERIES`] tags) and hands to [`resolve_with_created`];
+//! 7. the tag text in byte order, smaller first (only so the choice is deterministic).
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::host::l4t::L4tVersion;
 use crate::image::reference::AUTO;
 
 /// The release an image tag says it was built for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Token {
     /// An L4T token: `r36.4.0`, `2.2-r35.4.1`, `l4t-r36.2.0`.
@@ -44,29 +51,40 @@ impl fmt::Display for Token {
 /// Reads the release token of a tag: the first `-`/`_`-separated part that starts with `r`/`R` and parses as an
 /// L4T version (the jetson-containers rule), else the first `jetpackN[.M]` / `jpN[.M]` part.
 pub fn read_token(tag: &str) -> Option<Token> {
-    let parts = || tag.split(['-', '_']);
-    if let Some(version) = parts().filter(|p| p.starts_with(['r', 'R'])).find_map(L4tVersion::parse_token) {
-        return Some(Token::L4t { version });
+    let parts: Vec<&str> = tag.split(['-', '_']).collect();
+    find_token(&parts).map(|(_, token)| token)
+}
+
+/// The release token among a tag's parts and its index (see [`read_token`]).
+fn find_token(parts: &[&str]) -> Option<(usize, Token)> {
+    let l4t = parts.iter().enumerate().filter(|(_, p)| p.starts_with(['r', 'R']));
+    if let Some((i, version)) = l4t.clone().find_map(|(i, p)| Some((i, L4tVersion::parse_token(p)?))) {
+        return Some((i, Token::L4t { version }));
     }
-    parts().find_map(|p| {
-        let lower = p.to_ascii_lowercase();
-        let num = lower.strip_prefix("jetpack").or_else(|| lower.strip_prefix("jp"))?;
-        let (major, minor) = match num.split_once('.') {
-            Some((a, b)) => (a, Some(b)),
-            None => (num, None),
-        };
-        let digits = |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(major) || minor.is_some_and(|m| !digits(m)) {
-            return None;
-        }
-        Some(Token::Jetpack { major: major.parse().ok()?, minor: minor.and_then(|m| m.parse().ok()) })
-    })
+    parts.iter().enumerate().find_map(|(i, p)| jetpack_token(p).map(|t| (i, t)))
+}
+
+/// A `jetpackN[.M]` / `jpN[.M]` part.
+fn jetpack_token(p: &str) -> Option<Token> {
+    let lower = p.to_ascii_lowercase();
+    let num = lower.strip_prefix("jetpack").or_else(|| lower.strip_prefix("jp"))?;
+    let (major, minor) = match num.split_once('.') {
+        Some((a, b)) => (a, Some(b)),
+        None => (num, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(major) || minor.is_some_and(|m| !digits(m)) {
+        return None;
+    }
+    Some(Token::Jetpack { major: major.parse().ok()?, minor: minor.and_then(|m| m.parse().ok()) })
 }
 
 /// Why a candidate tag was not chosen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Rejection {
+    /// The registry listed a name that is not a tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`): never asked for.
+    NotATag,
     /// The tag matches the pattern but carries no L4T or JetPack token.
     NoReleaseToken,
     /// The image's release does not run on the host's.
@@ -78,6 +96,7 @@ pub enum Rejection {
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Rejection::NotATag => write!(f, "not a valid tag (1-128 of [A-Za-z0-9_.-], not starting with . or -)"),
             Rejection::NoReleaseToken => write!(f, "no L4T (r36.4.0) or JetPack (jetpack6, jp6) token in the tag"),
             Rejection::Incompatible { token, rule } => {
                 write!(f, "built for {token}: incompatible, {rule}")
@@ -90,16 +109,33 @@ impl fmt::Display for Rejection {
 }
 
 /// One tag that matched the pattern, with its token and what became of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Candidate {
     pub tag: String,
     pub token: Option<Token>,
     /// `None` for the chosen tag.
     pub rejection: Option<Rejection>,
+    /// How the tag reads besides its release token; `None` for tags without one.
+    #[serde(default)]
+    pub reading: Option<Reading>,
+    /// The image's creation time (RFC 3339) where the registry was asked for it (tied candidates only).
+    #[serde(default)]
+    pub created: Option<String>,
+}
+
+/// The parts of a tag's `{auto}` text other than its release token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reading {
+    /// The package version before the release token: `0.8.6` in `0.8.6-r36.4-cu128-24.04`.
+    pub version: Option<String>,
+    /// Parts that mark a special build: `ggml`, `builder`, `main`, a git hash; fewer is better.
+    pub extras: Vec<String>,
+    /// CUDA and Ubuntu tokens (`cu128`, `24.04`): neither penalised nor required.
+    pub variants: Vec<String>,
 }
 
 /// The outcome of resolving an `{auto}` tag pattern.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     /// The tag pattern, e.g. `humble-ros-base-{auto}`.
     pub pattern: String,
@@ -107,10 +143,17 @@ pub struct Decision {
     pub host: L4tVersion,
     /// The chosen tag, if any candidate is compatible.
     pub chosen: Option<String>,
+    /// Why the chosen tag won, in words (package version, release, extra tokens, creation time).
+    #[serde(default)]
+    pub chosen_because: Option<String>,
     /// Every tag that matched the pattern, chosen first, then in rank order, then the incompatible ones.
     pub candidates: Vec<Candidate>,
     /// How many tags of the repository did not match the literal text around `{auto}`.
     pub unmatched: usize,
+    /// The best compatible candidates when two or more tie on every tag rule, in byte order: their images'
+    /// creation times decide (ask the registry about [`Decision::tie_queries`], then [`resolve_with_created`]).
+    #[serde(default)]
+    pub tied: Vec<String>,
 }
 
 impl Decision {
@@ -118,6 +161,25 @@ impl Decision {
     pub fn rejected(&self) -> impl Iterator<Item = (&str, &Rejection)> {
         self.candidates.iter().filter_map(|c| c.rejection.as_ref().map(|r| (c.tag.as_str(), r)))
     }
+
+    /// The tied candidates whose creation time is worth asking the registry for: the first
+    /// [`MAX_TIE_QUERIES`] of [`Decision::tied`].
+    pub fn tie_queries(&self) -> &[String] {
+        &self.tied[..self.tied.len().min(MAX_TIE_QUERIES)]
+    }
+}
+
+/// At most this many tied candidates get their creation time asked of the registry (each costs a manifest and a
+/// config request); the rest of a larger tie rank after them in tag order.
+pub const MAX_TIE_QUERIES: usize = 8;
+
+/// An image's creation time as the registry gave it, or why it is not known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The `created` field of the image config.
+    At(DateTime<Utc>),
+    /// The registry did not say (an error, or no `created` field): the reason.
+    Unknown(String),
 }
 
 /// Whether `tag` matches `pattern` (one `{auto}` standing for a non-empty run of characters).
@@ -128,10 +190,11 @@ pub fn matches_pattern(pattern: &str, tag: &str) -> bool {
     tag.len() > prefix.len() + suffix.len() && tag.starts_with(prefix) && tag.ends_with(suffix)
 }
 
-fn wildcard<'a>(pattern: &str, tag: &'a str) -> &'a str {
+/// The byte range of the `{auto}` text in a tag that matches the pattern.
+fn wildcard_range(pattern: &str, tag: &str) -> std::ops::Range<usize> {
     match pattern.split_once(AUTO) {
-        Some((prefix, suffix)) => &tag[prefix.len()..tag.len() - suffix.len()],
-        None => "",
+        Some((prefix, suffix)) => prefix.len()..tag.len() - suffix.len(),
+        None => 0..0,
     }
 }
 
@@ -175,46 +238,80 @@ fn host_jetpack(host: L4tVersion) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// Rank key of a compatible candidate; smaller sorts first.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Rank {
-    newer_than_host: bool,
-    jetpack_only: bool,
-    /// Distance-like key: for releases not newer than the host, the negated release; else the release.
-    release: [i64; 3],
-    variant_tokens: usize,
-    package_version: std::cmp::Reverse<Vec<u32>>,
-    tag: String,
+/// A package version as tags write it before the release token: `2.2`, `0.8.6`, `1.20.2`, `0.6.6.post1`,
+/// `2.0rc1`, `v2`. Parts compare as numbers (`1.10` is higher than `1.9`), missing parts count as 0 (`2.2` is
+/// `2.2.0`), then dev < a < b < rc < release < post. Build numbers (`b5283`) and git hashes (`607dc5a`) are
+/// not versions: they cannot be ordered against one.
+#[derive(Debug, Clone)]
+struct PackageVersion {
+    numbers: Vec<u64>,
+    /// (kind, number): dev 0, a 1, b 2, rc 3, release 4, post 5.
+    suffix: (u8, u64),
 }
 
-fn rank(host: L4tVersion, pattern: &str, tag: &str, token: &Token) -> Rank {
-    let (release, newer) = match *token {
-        Token::L4t { version } => ([version.major as i64, version.minor as i64, version.patch as i64], version > host),
-        Token::Jetpack { major, minor } => {
-            let img = (major, minor.unwrap_or(0));
-            let newer = host_jetpack(host).is_some_and(|h| img > h);
-            ([major as i64, minor.unwrap_or(0) as i64, 0], newer)
+impl PackageVersion {
+    fn parse(part: &str) -> Option<Self> {
+        let body = part.strip_prefix(['v', 'V']).unwrap_or(part);
+        if !body.starts_with(|c: char| c.is_ascii_digit()) {
+            return None;
         }
-    };
-    let release = if newer { release } else { release.map(|x| -x) };
-    let wild = wildcard(pattern, tag);
-    let variant_tokens = wild.split(['-', '_']).filter(|p| is_variant_token(p)).count();
-    let package_version = wild
-        .split(['-', '_'])
-        .find_map(|p| {
-            let nums: Option<Vec<u32>> = p.split('.').map(|n| n.parse().ok()).collect();
-            nums.filter(|_| !is_variant_token(p))
-        })
-        .unwrap_or_default();
-    Rank {
-        newer_than_host: newer,
-        jetpack_only: matches!(token, Token::Jetpack { .. }),
-        release,
-        variant_tokens,
-        package_version: std::cmp::Reverse(package_version),
-        tag: tag.to_owned(),
+        let number = |n: &str| -> Option<u64> {
+            (!n.is_empty() && n.len() <= 9 && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.parse().ok())?
+        };
+        let cut = body.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(body.len());
+        let (nums, rest) = body.split_at(cut);
+        let nums = if rest.is_empty() { nums } else { nums.strip_suffix('.').unwrap_or(nums) };
+        let numbers = nums.split('.').map(number).collect::<Option<Vec<u64>>>()?;
+        if numbers.len() > 5 {
+            return None;
+        }
+        let suffix = if rest.is_empty() {
+            (4, 0)
+        } else {
+            let word_end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+            let (word, digits) = rest.split_at(word_end);
+            let kind = match word.to_ascii_lowercase().as_str() {
+                "dev" => 0,
+                "a" | "alpha" => 1,
+                "b" | "beta" => 2,
+                "rc" => 3,
+                "post" => 5,
+                _ => return None,
+            };
+            (kind, if digits.is_empty() { 0 } else { number(digits)? })
+        };
+        Some(Self { numbers, suffix })
     }
 }
+
+impl Ord for PackageVersion {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let len = self.numbers.len().max(other.numbers.len());
+        let at = |v: &Self, i: usize| v.numbers.get(i).copied().unwrap_or(0);
+        (0..len)
+            .map(|i| at(self, i).cmp(&at(other, i)))
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal)
+            .then(self.suffix.cmp(&other.suffix))
+    }
+}
+
+impl PartialOrd for PackageVersion {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for PackageVersion {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for PackageVersion {}
+
+/// Words that name the platform every candidate is built for, not a flavour of the build.
+const PLATFORM_WORDS: &[&str] = &["l4t", "jetson", "arm64", "aarch64"];
 
 /// `cu128`-style CUDA tokens and `24.04`-style Ubuntu tokens.
 fn is_variant_token(p: &str) -> bool {
@@ -225,89 +322,293 @@ fn is_variant_token(p: &str) -> bool {
     cuda || ubuntu
 }
 
-fn why_outranked(winner: &Rank, loser: &Rank, winner_token: &Token, loser_token: &Token) -> String {
-    if winner.newer_than_host != loser.newer_than_host {
-        return format!("{loser_token} is newer than the host, {winner_token} is not");
+/// A tag read for ranking: its release token, package version and other parts of the `{auto}` text. `None`
+/// for a tag without a release token.
+fn read_tag(pattern: &str, tag: &str) -> Option<(Token, Option<PackageVersion>, Reading)> {
+    let wild = wildcard_range(pattern, tag);
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for p in tag.split(['-', '_']) {
+        parts.push((start, p));
+        start += p.len() + 1;
     }
-    if winner.jetpack_only != loser.jetpack_only {
-        return "an L4T token is more precise than a JetPack-only token".into();
+    let texts: Vec<&str> = parts.iter().map(|(_, p)| *p).collect();
+    let (release_at, token) = find_token(&texts)?;
+    let (mut version, mut reading) = (None, Reading::default());
+    for (i, &(start, p)) in parts.iter().enumerate() {
+        // Parts in the pattern's literal text are the same for every candidate.
+        let in_wildcard = start < wild.end && start + p.len() > wild.start;
+        if i == release_at || p.is_empty() || !in_wildcard || PLATFORM_WORDS.contains(&p.to_ascii_lowercase().as_str())
+        {
+            continue;
+        }
+        if is_variant_token(p) {
+            reading.variants.push(p.to_owned());
+            continue;
+        }
+        let parsed = (i < release_at && version.is_none()).then(|| PackageVersion::parse(p)).flatten();
+        match parsed {
+            Some(v) => {
+                version = Some(v);
+                reading.version = Some(p.to_owned());
+            }
+            None => reading.extras.push(p.to_owned()),
+        }
     }
-    if winner.release != loser.release {
-        return if winner.newer_than_host {
-            format!("{winner_token} is closer to the host than {loser_token}")
-        } else {
-            format!("{winner_token} is newer than {loser_token}")
-        };
-    }
-    if winner.variant_tokens != loser.variant_tokens {
-        return "same release, and it has fewer variant tokens (cuNNN, NN.04)".into();
-    }
-    if winner.package_version != loser.package_version {
-        return "same release, and its package version is higher".into();
-    }
-    "same release and rank; the tag that sorts first wins".into()
+    Some((token, version, reading))
 }
 
-/// Resolves an `{auto}` tag `pattern` against `tags` for a host running L4T `host`.
+/// Rank key of a compatible candidate by the tag rules 1-5 (module docs); smaller sorts first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    version: Reverse<Option<PackageVersion>>,
+    newer_than_host: bool,
+    jetpack_only: bool,
+    /// Distance-like key: for releases not newer than the host, the negated release; else the release.
+    release: [i64; 3],
+    extras: usize,
+}
+
+fn rank(host: L4tVersion, token: &Token, version: Option<PackageVersion>, reading: &Reading) -> Rank {
+    let (release, newer) = match *token {
+        Token::L4t { version } => ([version.major as i64, version.minor as i64, version.patch as i64], version > host),
+        Token::Jetpack { major, minor } => {
+            let img = (major, minor.unwrap_or(0));
+            let newer = host_jetpack(host).is_some_and(|h| img > h);
+            ([major as i64, minor.unwrap_or(0) as i64, 0], newer)
+        }
+    };
+    Rank {
+        version: Reverse(version),
+        newer_than_host: newer,
+        jetpack_only: matches!(token, Token::Jetpack { .. }),
+        release: if newer { release } else { release.map(|x| -x) },
+        extras: reading.extras.len(),
+    }
+}
+
+/// A compatible candidate on its way through the ranking.
+struct Ranked<'a> {
+    tag: &'a str,
+    token: Token,
+    reading: Reading,
+    rank: Rank,
+    created: Option<&'a Created>,
+}
+
+impl Ranked<'_> {
+    /// Known creation times first, newest first.
+    fn created_key(&self) -> (bool, Reverse<Option<DateTime<Utc>>>) {
+        let at = match self.created {
+            Some(Created::At(t)) => Some(*t),
+            _ => None,
+        };
+        (at.is_none(), Reverse(at))
+    }
+}
+
+fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn extras_text(r: &Reading) -> String {
+    if r.extras.is_empty() {
+        "none".into()
+    } else {
+        r.extras.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Why `loser` ranks below `winner`: the first rule that tells them apart.
+fn why_outranked(host: L4tVersion, winner: &Ranked<'_>, loser: &Ranked<'_>, asked: bool) -> String {
+    let (w, l) = (&winner.rank, &loser.rank);
+    if w.version != l.version {
+        return match (&winner.reading.version, &loser.reading.version) {
+            (Some(a), Some(b)) => format!("package version {a} is higher than {b}"),
+            (Some(a), None) => format!("it names package version {a}, this tag names none"),
+            _ => "its package version is higher".into(),
+        };
+    }
+    if w.newer_than_host != l.newer_than_host {
+        return format!("{} is newer than the host, {} is not", loser.token, winner.token);
+    }
+    if w.jetpack_only != l.jetpack_only {
+        return "an L4T token is more precise than a JetPack-only token".into();
+    }
+    if w.release != l.release {
+        return format!("{} is closer to the host (L4T {host}) than {}", winner.token, loser.token);
+    }
+    if w.extras != l.extras {
+        return format!(
+            "same package version and release, and fewer extra tokens ({} against {})",
+            extras_text(&winner.reading),
+            extras_text(&loser.reading)
+        );
+    }
+    let tie = "ties on every tag rule";
+    match (winner.created, loser.created) {
+        (Some(Created::At(a)), Some(Created::At(b))) if a != b => {
+            format!("{tie}; its image was created later ({} against {})", rfc3339(a), rfc3339(b))
+        }
+        (Some(Created::At(a)), Some(Created::Unknown(why))) => {
+            format!("{tie}; its image was created {}, this one's creation time is unknown: {why}", rfc3339(a))
+        }
+        (Some(Created::At(a)), None) => format!(
+            "{tie}; its image was created {}; this tag was not asked about (only the first {MAX_TIE_QUERIES} tied \
+             tags in tag order are)",
+            rfc3339(a)
+        ),
+        _ if !asked => {
+            format!("{tie}; the registry was not asked for creation times, so the tag that sorts first wins")
+        }
+        _ => format!("{tie} and no creation time tells them apart; the tag that sorts first wins"),
+    }
+}
+
+/// The chosen tag's reading in words.
+fn why_chosen(host: L4tVersion, win: &Ranked<'_>, compatible: usize, tied: usize) -> String {
+    let mut words = Vec::new();
+    if compatible == 1 {
+        words.push("the only compatible tag".to_owned());
+    }
+    words.push(match &win.reading.version {
+        Some(v) => format!("package version {v}"),
+        None => "no package version".into(),
+    });
+    words.push(if win.rank.newer_than_host {
+        format!("{} (newer than the host L4T {host}: no older compatible build)", win.token)
+    } else {
+        win.token.to_string()
+    });
+    words.push(format!("extra tokens: {}", extras_text(&win.reading)));
+    if !win.reading.variants.is_empty() {
+        words.push(format!("CUDA/Ubuntu tokens: {}", win.reading.variants.join(", ")));
+    }
+    if tied > 1 {
+        words.push(match win.created {
+            Some(Created::At(t)) => {
+                format!("created {}, the latest of {tied} tags that tie on every tag rule", rfc3339(t))
+            }
+            _ => format!("first in tag order of {tied} tags that tie on every tag rule (no creation time known)"),
+        });
+    }
+    words.join("; ")
+}
+
+/// Resolves an `{auto}` tag `pattern` against `tags` for a host running L4T `host` by the tag rules alone.
 ///
 /// Tags not matching the literal text around `{auto}` are only counted. The rest are read for a release token,
-/// checked against the host with the jetson-containers rule, and ranked (see the module docs).
+/// checked against the host with the jetson-containers rule, and ranked (see the module docs). When the best
+/// candidates tie ([`Decision::tied`]), the caller asks the registry for their creation times and calls
+/// [`resolve_with_created`]; without them the tag that sorts first wins.
 pub fn resolve(host: L4tVersion, pattern: &str, tags: &[String]) -> Decision {
+    resolve_with_created(host, pattern, tags, &BTreeMap::new())
+}
+
+/// [`resolve`], with the creation times of (some of) the tied candidates, by tag.
+pub fn resolve_with_created(
+    host: L4tVersion,
+    pattern: &str,
+    tags: &[String],
+    created: &BTreeMap<String, Created>,
+) -> Decision {
     let mut unmatched = 0;
-    let mut compatible_c: Vec<(String, Token, Rank)> = Vec::new();
+    let mut compatible_c: Vec<Ranked<'_>> = Vec::new();
     let mut rejected = Vec::new();
     for tag in tags {
         if !matches_pattern(pattern, tag) {
             unmatched += 1;
             continue;
         }
-        match read_token(tag) {
-            None => {
-                rejected.push(Candidate { tag: tag.clone(), token: None, rejection: Some(Rejection::NoReleaseToken) })
-            }
-            Some(token) if !compatible(host, &token) => rejected.push(Candidate {
+        // Tags come from the registry, and the chosen or tied ones go into request paths.
+        let valid = tag.len() <= 128
+            && tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !valid {
+            let shown: String = tag.chars().take(140).collect();
+            rejected.push(Candidate {
+                tag: shown,
+                token: None,
+                rejection: Some(Rejection::NotATag),
+                reading: None,
+                created: None,
+            });
+            continue;
+        }
+        let Some((token, version, reading)) = read_tag(pattern, tag) else {
+            rejected.push(Candidate {
+                tag: tag.clone(),
+                token: None,
+                rejection: Some(Rejection::NoReleaseToken),
+                reading: None,
+                created: None,
+            });
+            continue;
+        };
+        if !compatible(host, &token) {
+            let rule = match token {
+                Token::L4t { .. } => accepted_range(host),
+                Token::Jetpack { .. } => match host.jetpack_major() {
+                    Some(m) if host.major == 36 => {
+                        format!("host is JetPack {m} on L4T {host} (JetPack 6.0 is R36.3, 6.1 and later R36.4)")
+                    }
+                    Some(m) => format!("host is JetPack {m}"),
+                    None => format!("host L4T {host} has no known JetPack release"),
+                },
+            };
+            rejected.push(Candidate {
                 tag: tag.clone(),
                 token: Some(token),
-                rejection: Some(Rejection::Incompatible {
-                    token,
-                    rule: match token {
-                        Token::L4t { .. } => accepted_range(host),
-                        Token::Jetpack { .. } => match host.jetpack_major() {
-                            Some(m) if host.major == 36 => {
-                                format!("host is JetPack {m} on L4T {host} (JetPack 6.0 is R36.3, 6.1 and later R36.4)")
-                            }
-                            Some(m) => format!("host is JetPack {m}"),
-                            None => format!("host L4T {host} has no known JetPack release"),
-                        },
-                    },
-                }),
-            }),
-            Some(token) => {
-                let r = rank(host, pattern, tag, &token);
-                compatible_c.push((tag.clone(), token, r));
-            }
-        }
-    }
-    compatible_c.sort_by(|a, b| a.2.cmp(&b.2));
-    let mut candidates = Vec::with_capacity(compatible_c.len() + rejected.len());
-    let chosen = compatible_c.first().map(|c| c.0.clone());
-    if let Some((win_tag, win_token, win_rank)) = compatible_c.first() {
-        for (i, (tag, token, r)) in compatible_c.iter().enumerate() {
-            let rejection = (i > 0).then(|| Rejection::Outranked {
-                by: win_tag.clone(),
-                because: why_outranked(win_rank, r, win_token, token),
+                rejection: Some(Rejection::Incompatible { token, rule }),
+                reading: Some(reading),
+                created: None,
             });
-            candidates.push(Candidate { tag: tag.clone(), token: Some(*token), rejection });
+            continue;
+        }
+        let rank = rank(host, &token, version, &reading);
+        compatible_c.push(Ranked { tag, token, reading, rank, created: created.get(tag.as_str()) });
+    }
+    compatible_c.sort_by(|a, b| {
+        a.rank.cmp(&b.rank).then_with(|| a.created_key().cmp(&b.created_key())).then_with(|| a.tag.cmp(b.tag))
+    });
+    let mut tied: Vec<String> = match compatible_c.first() {
+        Some(best) => compatible_c.iter().filter(|c| c.rank == best.rank).map(|c| c.tag.to_owned()).collect(),
+        None => Vec::new(),
+    };
+    tied.sort();
+    if tied.len() < 2 {
+        tied.clear();
+    }
+    let mut candidates = Vec::with_capacity(compatible_c.len() + rejected.len());
+    let (mut chosen, mut chosen_because) = (None, None);
+    if let Some(win) = compatible_c.first() {
+        chosen = Some(win.tag.to_owned());
+        chosen_because = Some(why_chosen(host, win, compatible_c.len(), tied.len()));
+        for (i, c) in compatible_c.iter().enumerate() {
+            let rejection = (i > 0).then(|| Rejection::Outranked {
+                by: win.tag.to_owned(),
+                because: why_outranked(host, win, c, !created.is_empty()),
+            });
+            candidates.push(Candidate {
+                tag: c.tag.to_owned(),
+                token: Some(c.token),
+                rejection,
+                reading: Some(c.reading.clone()),
+                created: match c.created {
+                    Some(Created::At(t)) => Some(rfc3339(t)),
+                    _ => None,
+                },
+            });
         }
     }
     candidates.extend(rejected);
-    Decision { pattern: pattern.to_owned(), host, chosen, candidates, unmatched }
+    Decision { pattern: pattern.to_owned(), host, chosen, chosen_because, candidates, unmatched, tied }
 }
 
-/// Orders by the natural reading of the rank; exposed for docs and tests of the tie-break order.
+/// Orders two tags by the tag rules (no creation time), then byte order; `None` when one has no release token.
 pub fn compare_tags(host: L4tVersion, pattern: &str, a: &str, b: &str) -> Option<Ordering> {
-    let (ta, tb) = (read_token(a)?, read_token(b)?);
-    Some(rank(host, pattern, a, &ta).cmp(&rank(host, pattern, b, &tb)))
+    let key = |t: &str| read_tag(pattern, t).map(|(token, version, reading)| rank(host, &token, version, &reading));
+    Some(key(a)?.cmp(&key(b)?).then_with(|| a.cmp(b)))
 }
 
 #[cfg(test)]
@@ -413,10 +714,20 @@ mod tests {
     #[test]
     fn dustynv_pytorch_resolves_per_host() {
         let t = dustynv_pytorch();
-        assert_eq!(chosen(JP62, "{auto}", &t).as_deref(), Some("r36.4.0"), "36.4.7 is newer than 36.4.3");
-        assert_eq!(chosen(JP60, "{auto}", &t).as_deref(), Some("r36.3.0"));
-        assert_eq!(chosen(JP512, "{auto}", &t).as_deref(), Some("2.2-r35.4.1"), "higher package version wins a tie");
+        assert_eq!(chosen(JP62, "{auto}", &t).as_deref(), Some("2.7-r36.4.0-cu128-24.04"), "the only package version");
+        assert_eq!(chosen(JP60, "{auto}", &t).as_deref(), Some("2.2-r36.2.0"), "a package version beats none");
+        assert_eq!(chosen(JP512, "{auto}", &t).as_deref(), Some("2.2-r35.4.1"), "higher package version");
         assert_eq!(chosen(JP461, "{auto}", &t).as_deref(), Some("r32.7.1"));
+        let d = resolve(v(JP60), "{auto}", &t);
+        let why = d.candidates.iter().find(|c| c.tag == "r36.3.0").unwrap().rejection.as_ref().unwrap().to_string();
+        assert_eq!(
+            why,
+            "compatible, but `2.2-r36.2.0` ranks higher: it names package version 2.2, this tag names none"
+        );
+        // Without package versions, the release closest to the host wins, and a newer one is a last resort.
+        let bare: Vec<String> = t.iter().filter(|t| t.starts_with('r')).cloned().collect();
+        assert_eq!(chosen(JP62, "{auto}", &bare).as_deref(), Some("r36.4.0"), "36.4.7 is newer than 36.4.3");
+        assert_eq!(chosen(JP60, "{auto}", &bare).as_deref(), Some("r36.3.0"));
     }
 
     #[test]
@@ -454,14 +765,16 @@ mod tests {
     fn dustynv_ros_uses_literal_text_and_skips_other_flavours() {
         let t = dustynv_ros();
         let p = "humble-ros-base-{auto}";
-        assert_eq!(chosen(JP62, p, &t).as_deref(), Some("humble-ros-base-r36.4.0"), "no variant tokens");
+        assert_eq!(chosen(JP62, p, &t).as_deref(), Some("humble-ros-base-r36.4.0"), "tag order breaks the tie");
         assert_eq!(chosen(JP60, p, &t).as_deref(), Some("humble-ros-base-l4t-r36.2.0"));
         assert_eq!(chosen(JP512, p, &t).as_deref(), Some("humble-ros-base-l4t-r35.4.1"));
         assert_eq!(chosen(JP461, p, &t).as_deref(), Some("humble-ros-base-l4t-r32.7.1"));
         let d = resolve(v(JP62), p, &t);
         assert_eq!(d.unmatched, 2, "humble-desktop and iron are not candidates");
         let cu = d.candidates.iter().find(|c| c.tag.ends_with("cu128-24.04")).unwrap();
-        assert!(cu.rejection.as_ref().unwrap().to_string().contains("fewer variant tokens"), "{cu:?}");
+        assert_eq!(cu.reading.as_ref().unwrap().variants, ["cu128", "24.04"], "CUDA/Ubuntu tokens are not extras");
+        assert_eq!(d.tied, ["humble-ros-base-r36.4.0", "humble-ros-base-r36.4.0-cu128-24.04"]);
+        assert!(cu.rejection.as_ref().unwrap().to_string().contains("registry was not asked"), "{cu:?}");
     }
 
     #[test]
@@ -518,16 +831,18 @@ mod tests {
         let d = resolve(v(JP62), "{auto}", &dustynv_pytorch());
         let latest = d.candidates.iter().find(|c| c.tag == "latest").unwrap();
         assert_eq!(latest.rejection, Some(Rejection::NoReleaseToken));
-        assert_eq!(d.candidates[0].tag, "r36.4.0");
+        assert_eq!(d.candidates[0].tag, "2.7-r36.4.0-cu128-24.04");
         assert!(d.candidates[0].rejection.is_none());
         assert_eq!(d.candidates.len(), dustynv_pytorch().len());
-        assert!(d.rejected().all(|(t, _)| t != "r36.4.0"));
+        assert!(d.rejected().all(|(t, _)| t != "2.7-r36.4.0-cu128-24.04"));
     }
 
     #[test]
     fn r38_host_takes_anything_and_old_hosts_need_equal_versions() {
         let t = dustynv_pytorch();
-        assert_eq!(chosen("38.2", "{auto}", &t).as_deref(), Some("r36.4.7"), "newest not newer than 38.2");
+        assert_eq!(chosen("38.2", "{auto}", &t).as_deref(), Some("2.7-r36.4.0-cu128-24.04"), "highest package version");
+        let bare = tags(&["r32.7.1", "r35.4.1", "r36.4.7", "r36.4.0"]);
+        assert_eq!(chosen("38.2", "{auto}", &bare).as_deref(), Some("r36.4.7"), "newest not newer than 38.2");
         assert_eq!(chosen("32.6.1", "{auto}", &t), None);
         assert_eq!(chosen("32.6.1", "{auto}", &tags(&["r32.6.1", "r32.7.1"])).as_deref(), Some("r32.6.1"));
     }
@@ -536,14 +851,123 @@ mod tests {
     fn tie_break_order_is_total_and_documented() {
         let h = v(JP62);
         let lt = |a: &str, b: &str| assert_eq!(compare_tags(h, "{auto}", a, b), Some(Ordering::Less), "{a} < {b}");
+        lt("2.2-r36.4.0", "2.1-r36.4.0"); // higher package version
+        lt("1.10-r36.4.0", "1.9-r36.4.0"); // versions compare as numbers
+        lt("0.1-r36.4.7", "r36.4.3"); // a package version beats none, even newer than the host
         lt("r36.4.3", "r36.4.0"); // newest not newer than host
         lt("r36.4.0", "r36.4.7"); // not newer before newer
         lt("r36.4.4", "r36.4.7"); // closest newer first
         lt("r36.4.0", "jetpack6"); // L4T token before JetPack-only
-        lt("r36.4.0", "r36.4.0-cu128"); // fewer variant tokens
-        lt("2.2-r36.4.0", "2.1-r36.4.0"); // higher package version
-        lt("a-r36.4.0", "b-r36.4.0"); // byte order last
+        lt("r36.4.0", "ggml-r36.4.0"); // fewer extra tokens
+        lt("r36.4.0", "r36.4.0-cu128"); // a tie on the tag rules: byte order last
+        lt("a-r36.4.0", "b-r36.4.0");
+        assert_eq!(compare_tags(h, "{auto}", "latest", "r36.4.0"), None);
         let empty = resolve(h, "{auto}", &[]);
-        assert_eq!((empty.chosen, empty.candidates.len(), empty.unmatched), (None, 0, 0));
+        assert_eq!((empty.chosen, empty.candidates.len(), empty.unmatched, empty.tied.len()), (None, 0, 0, 0));
+    }
+
+    #[test]
+    fn package_versions_read_like_release_numbers() {
+        let pv = |s: &str| PackageVersion::parse(s).unwrap_or_else(|| panic!("{s} is a version"));
+        assert!(pv("1.10") > pv("1.9"));
+        assert!(pv("0.20.0") > pv("0.19.5"));
+        assert_eq!(pv("2.2"), pv("2.2.0"));
+        assert!(pv("1.22") > pv("1.20.2"));
+        assert!(pv("0.6.6.post1") > pv("0.6.6"));
+        assert!(pv("2.0rc1") < pv("2.0"));
+        assert!(pv("2.0rc1") > pv("2.0b3"));
+        assert!(pv("v2") > pv("v1"));
+        assert!(pv("24.8") > pv("24.5.1"));
+        for not in ["b5283", "607dc5a", "3feed05", "main", "dev", "1..2", "", "v", "1.2.3.4.5.6", "2.0x1", "1234567890"]
+        {
+            assert!(PackageVersion::parse(not).is_none(), "{not} is not a version");
+        }
+    }
+
+    #[test]
+    fn reading_sorts_parts_into_version_extras_and_variants() {
+        let read = |p: &str, t: &str| read_tag(p, t).unwrap().2;
+        let r = read("{auto}", "0.3.9-builder-r36.4.0-cu128-24.04");
+        assert_eq!(r.version.as_deref(), Some("0.3.9"));
+        assert_eq!(r.extras, ["builder"]);
+        assert_eq!(r.variants, ["cu128", "24.04"]);
+        let r = read("{auto}", "b5283-r36.4-cu128-24.04");
+        assert_eq!((r.version, r.extras), (None, vec!["b5283".to_owned()]), "a build number is not a version");
+        let r = read("{auto}", "r36.4.0-20250305");
+        assert_eq!((r.version, r.extras), (None, vec!["20250305".to_owned()]), "only parts before the release");
+        let r = read("humble-ros-base-{auto}", "humble-ros-base-l4t-r36.2.0");
+        assert_eq!(r, Reading::default(), "the pattern's text and `l4t` do not count");
+        let r = read("{auto}-py3", "r35.2.1-pth2.0-py3");
+        assert_eq!(r.extras, ["pth2.0"]);
+        let r = read("{auto}", "8.3.0-jetson-jetpack6");
+        assert_eq!((r.version.as_deref(), r.extras.len()), (Some("8.3.0"), 0));
+    }
+
+    #[test]
+    fn creation_times_break_a_tie_and_are_explained() {
+        let t = tags(&["0.8.6-r36.4.0-cu128-24.04", "0.8.6-r36.4-cu128-24.04", "0.6.3-r36.4.0", "r36.4.0"]);
+        let d = resolve(v(JP62), "{auto}", &t);
+        assert_eq!(d.tied, ["0.8.6-r36.4-cu128-24.04", "0.8.6-r36.4.0-cu128-24.04"]);
+        assert_eq!(d.tie_queries(), d.tied.as_slice());
+        assert_eq!(d.chosen.as_deref(), Some("0.8.6-r36.4-cu128-24.04"), "tag order without the registry");
+        let at = |s: &str| Created::At(s.parse().unwrap());
+        let created: BTreeMap<String, Created> = [
+            ("0.8.6-r36.4.0-cu128-24.04".to_owned(), at("2025-05-07T08:00:00Z")),
+            ("0.8.6-r36.4-cu128-24.04".to_owned(), at("2025-05-06T06:15:02Z")),
+        ]
+        .into();
+        let d = resolve_with_created(v(JP62), "{auto}", &t, &created);
+        assert_eq!(d.chosen.as_deref(), Some("0.8.6-r36.4.0-cu128-24.04"));
+        assert_eq!(d.candidates[0].created.as_deref(), Some("2025-05-07T08:00:00Z"));
+        let because = d.chosen_because.as_deref().unwrap();
+        assert!(because.contains("package version 0.8.6") && because.contains("the latest of 2 tags"), "{because}");
+        let why =
+            |tag: &str| d.candidates.iter().find(|c| c.tag == tag).unwrap().rejection.as_ref().unwrap().to_string();
+        assert_eq!(
+            why("0.8.6-r36.4-cu128-24.04"),
+            "compatible, but `0.8.6-r36.4.0-cu128-24.04` ranks higher: ties on every tag rule; its image was created \
+             later (2025-05-07T08:00:00Z against 2025-05-06T06:15:02Z)"
+        );
+        assert!(why("0.6.3-r36.4.0").ends_with("package version 0.8.6 is higher than 0.6.3"));
+        // An unknown creation time ranks after a known one, and says why.
+        let created: BTreeMap<String, Created> = [
+            ("0.8.6-r36.4-cu128-24.04".to_owned(), Created::Unknown("manifest unknown".into())),
+            ("0.8.6-r36.4.0-cu128-24.04".to_owned(), at("2025-05-01T08:21:38Z")),
+        ]
+        .into();
+        let d = resolve_with_created(v(JP62), "{auto}", &t, &created);
+        assert_eq!(d.chosen.as_deref(), Some("0.8.6-r36.4.0-cu128-24.04"));
+        let r = d.rejected().find(|(t, _)| *t == "0.8.6-r36.4-cu128-24.04").unwrap().1.to_string();
+        assert!(r.ends_with("this one's creation time is unknown: manifest unknown"), "{r}");
+    }
+
+    #[test]
+    fn names_that_are_not_tags_are_never_candidates() {
+        let t = tags(&["r36.4.0/../../x", "r36.4.0?n=1", ".r36.4.0", "r36.4.0 ", "r36.4.0"]);
+        let d = resolve(v(JP62), "{auto}", &t);
+        assert_eq!(d.chosen.as_deref(), Some("r36.4.0"));
+        assert_eq!(d.rejected().filter(|(_, r)| **r == Rejection::NotATag).count(), 4);
+        let long = format!("{}-r36.4.0", "a".repeat(200));
+        let d = resolve(v(JP62), "{auto}", &[long]);
+        assert_eq!((d.chosen, d.candidates[0].tag.len()), (None, 140), "shown cut short");
+    }
+
+    #[test]
+    fn a_large_tie_asks_about_the_first_tags_only() {
+        let t: Vec<String> = (0..12).map(|i| format!("x{i:02}-r36.4.0")).collect();
+        let d = resolve(v(JP62), "{auto}", &t);
+        assert_eq!(d.tied.len(), 12);
+        assert_eq!(d.tie_queries().len(), MAX_TIE_QUERIES);
+        assert_eq!(d.tie_queries()[0], "x00-r36.4.0");
+        let created: BTreeMap<String, Created> = d
+            .tie_queries()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), Created::At(format!("2025-01-0{}T00:00:00Z", i + 1).parse().unwrap())))
+            .collect();
+        let d = resolve_with_created(v(JP62), "{auto}", &t, &created);
+        assert_eq!(d.chosen.as_deref(), Some("x07-r36.4.0"), "the latest of those asked");
+        let r = d.rejected().find(|(t, _)| *t == "x11-r36.4.0").unwrap().1.to_string();
+        assert!(r.contains("not asked about (only the first 8 tied tags"), "{r}");
     }
 }

@@ -151,4 +151,5 @@ pub mod bombs;
 pub mod dockerd;
 pub mod hostile;
 pub mod mosquitto;
+pub mod prometheus;
 pub mod registry;
