@@ -120,15 +120,8 @@ impl Hostile {
     }
 }
 
-async fn serve(
-    conn: tokio::net::TcpStream,
-    handler: &Handler,
-    seen: &Mutex<Vec<Request>>,
-    served: &AtomicU64,
-    released: &AtomicBool,
-    wake: &tokio::sync::Notify,
-) -> std::io::Result<()> {
-    let (rd, mut wr) = conn.into_split();
+/// Reads a request line and headers (header names in lowercase); the body, if any, is left unread.
+pub async fn read_request(rd: impl tokio::io::AsyncRead + Unpin) -> std::io::Result<Request> {
     let mut rd = BufReader::new(rd);
     let mut line = String::new();
     rd.read_line(&mut line).await?;
@@ -144,7 +137,19 @@ async fn serve(
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
         }
     }
-    let request = Request { method, path, headers };
+    Ok(Request { method, path, headers })
+}
+
+async fn serve(
+    conn: tokio::net::TcpStream,
+    handler: &Handler,
+    seen: &Mutex<Vec<Request>>,
+    served: &AtomicU64,
+    released: &AtomicBool,
+    wake: &tokio::sync::Notify,
+) -> std::io::Result<()> {
+    let (rd, mut wr) = conn.into_split();
+    let request = read_request(rd).await?;
     seen.lock().unwrap().push(request.clone());
     let head = |status: u16, headers: &[(String, String)], extra: &str| {
         let mut h = format!("HTTP/1.1 {status} X\r\nConnection: close\r\n{extra}");
