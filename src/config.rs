@@ -69,6 +69,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub runtime: RuntimeConfig,
     pub policy: PolicyConfig,
+    pub unpack: UnpackConfig,
+    pub commands: CommandsConfig,
 }
 
 impl Default for Config {
@@ -86,6 +88,8 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             runtime: RuntimeConfig::default(),
             policy: PolicyConfig::default(),
+            unpack: UnpackConfig::default(),
+            commands: CommandsConfig::default(),
         }
     }
 }
@@ -310,6 +314,94 @@ pub struct RegistryConfig {
     pub unpack_estimate_factor: f64,
     /// Platform to pull (`linux/arm64`, `linux/arm64/v8`, `linux/amd64`). Defaults to the host's.
     pub platform: Option<String>,
+    /// Token realm hosts, per registry (or mirror) host, that may receive its credentials besides the registry's
+    /// own host (`"gitlab.example" = ["gitlab.example", "auth.gitlab.example"]`). `docker.io`'s `auth.docker.io`
+    /// is built in. Defaults to none.
+    pub auth_hosts: std::collections::BTreeMap<String, Vec<String>>,
+    /// Bounds on what a registry can make the agent read (`[registry.limits]`).
+    pub limits: RegistryLimits,
+}
+
+/// Bounds on registry answers: a hostile or broken registry cannot make the agent hold more than this in memory
+/// or wait longer than this (docs/security.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryLimits {
+    /// Tags read from a repository's tag list, all pages together, to resolve `{auto}`; a longer list fails the
+    /// resolution (name the tag, or raise this). Defaults to 100000.
+    pub max_tags: usize,
+    /// Bytes of tag-list answers read, all pages together. Defaults to 16777216 (16 MiB).
+    pub max_tag_list_bytes: u64,
+    /// Seconds one manifest, tag-list page or token request may take from start to end (blob downloads are
+    /// bounded by a 60 s stall timeout instead, so large layers can take as long as they need). Defaults to 60.
+    pub request_timeout_s: u64,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        Self { max_tags: 100_000, max_tag_list_bytes: 16 << 20, request_timeout_s: 60 }
+    }
+}
+
+/// Budgets of one layer unpack and of one image's unpacks (docs/unpack.md, "Budgets"). A layer that exceeds one
+/// is refused with the numbers and retried with backoff like any failed create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnpackConfig {
+    /// Bytes one layer may write: file contents (sparse holes count, they are written as zeros) plus 4 KiB per
+    /// inode it creates. Defaults to 34359738368 (32 GiB).
+    pub layer_max_bytes: u64,
+    /// Tar entries one layer may hold. Defaults to 1000000.
+    pub layer_max_entries: u64,
+    /// Inodes (files, directories, links, nodes) one layer may create. Defaults to 500000.
+    pub layer_max_inodes: u64,
+    /// Bytes the layers unpacked for one image may write together (snapshots already on disk are not counted
+    /// again). Defaults to 68719476736 (64 GiB).
+    pub image_max_bytes: u64,
+    /// Tar entries of the layers unpacked for one image together. Defaults to 4000000.
+    pub image_max_entries: u64,
+    /// Inodes the layers unpacked for one image may create together. Defaults to 2000000.
+    pub image_max_inodes: u64,
+    /// Bytes a layer may write per compressed byte read, once it has written `expansion_grace_bytes`: a few
+    /// KiB of gzip or zstd cannot become gigabytes. Real layers stay below 20. Defaults to 100.
+    pub max_expansion_ratio: f64,
+    /// Bytes a layer may write before `max_expansion_ratio` applies (small, highly compressible layers are
+    /// fine). Defaults to 67108864 (64 MiB).
+    pub expansion_grace_bytes: u64,
+    /// Free inodes that must remain on the state dir's file system while unpacking (checked as it goes, like
+    /// `registry.disk_reserve_bytes` for bytes). Defaults to 10000.
+    pub inode_reserve: u64,
+}
+
+impl Default for UnpackConfig {
+    fn default() -> Self {
+        Self {
+            layer_max_bytes: 32 << 30,
+            layer_max_entries: 1_000_000,
+            layer_max_inodes: 500_000,
+            image_max_bytes: 64 << 30,
+            image_max_entries: 4_000_000,
+            image_max_inodes: 2_000_000,
+            max_expansion_ratio: 100.0,
+            expansion_grace_bytes: 64 << 20,
+            inode_reserve: 10_000,
+        }
+    }
+}
+
+/// How the agent handles `cmd/*` requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsConfig {
+    /// Commands (other than `ping`) handled at once; more are refused with a reason in the reply, so a flood of
+    /// commands cannot spawn unbounded work. Defaults to 4.
+    pub max_concurrent: usize,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self { max_concurrent: 4 }
+    }
 }
 
 impl Default for RegistryConfig {
@@ -325,6 +417,8 @@ impl Default for RegistryConfig {
             disk_reserve_bytes: 1 << 30,
             unpack_estimate_factor: 2.0,
             platform: None,
+            auth_hosts: Default::default(),
+            limits: RegistryLimits::default(),
         }
     }
 }
@@ -495,6 +589,52 @@ impl RegistryConfig {
                 bad("registry.platform", e.to_string());
             }
         }
+        for (registry, hosts) in &self.auth_hosts {
+            for (i, h) in hosts.iter().enumerate() {
+                if h.is_empty() || h.contains(['/', '@', ':']) || h.chars().any(char::is_whitespace) {
+                    bad(
+                        &format!("registry.auth_hosts.\"{registry}\"[{i}]"),
+                        format!("`{h}` must be a host name such as auth.example.com, without scheme, port or path"),
+                    );
+                }
+            }
+        }
+        let l = &self.limits;
+        if !(1..=10_000_000).contains(&l.max_tags) {
+            bad("registry.limits.max_tags", format!("{} must be between 1 and 10000000", l.max_tags));
+        }
+        if !(4096..=1 << 30).contains(&l.max_tag_list_bytes) {
+            bad(
+                "registry.limits.max_tag_list_bytes",
+                format!("{} must be between 4096 and 1073741824", l.max_tag_list_bytes),
+            );
+        }
+        if !(1..=3600).contains(&l.request_timeout_s) {
+            bad(
+                "registry.limits.request_timeout_s",
+                format!("{} must be between 1 and 3600 seconds", l.request_timeout_s),
+            );
+        }
+    }
+}
+
+impl UnpackConfig {
+    fn check(&self, bad: &mut impl FnMut(&str, String)) {
+        for (key, value) in [
+            ("unpack.layer_max_bytes", self.layer_max_bytes),
+            ("unpack.layer_max_entries", self.layer_max_entries),
+            ("unpack.layer_max_inodes", self.layer_max_inodes),
+            ("unpack.image_max_bytes", self.image_max_bytes),
+            ("unpack.image_max_entries", self.image_max_entries),
+            ("unpack.image_max_inodes", self.image_max_inodes),
+        ] {
+            if value == 0 {
+                bad(key, "0 would refuse every layer: use a positive number".into());
+            }
+        }
+        if !(self.max_expansion_ratio.is_finite() && self.max_expansion_ratio >= 1.0) {
+            bad("unpack.max_expansion_ratio", format!("{} must be a number of at least 1", self.max_expansion_ratio));
+        }
     }
 }
 
@@ -542,6 +682,10 @@ impl Config {
             bad("log.level", format!("`{}` is not a tracing filter ({e}); use e.g. \"info\"", self.log.level));
         }
         self.registry.check(&mut bad);
+        self.unpack.check(&mut bad);
+        if !(1..=64).contains(&self.commands.max_concurrent) {
+            bad("commands.max_concurrent", format!("{} must be between 1 and 64", self.commands.max_concurrent));
+        }
         let parent = &self.runtime.cgroup_parent;
         if !parent.is_absolute() || parent.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             bad("runtime.cgroup_parent", format!("`{}` must be an absolute path without `..`", parent.display()));

@@ -586,3 +586,54 @@ fn deployment_needing_a_missing_camera_waits_for_the_device_instead_of_crash_loo
     });
     assert!(device.containers(false).is_empty(), "a container was made without its camera: {}", agent.log());
 }
+
+/// Issue 10, attack 7 end to end: a layer bomb in a registry fails the deployment with the numbers, and the
+/// agent retries it with a growing backoff instead of unpacking it again and again.
+#[test]
+fn attack_7_a_layer_bomb_fails_with_the_numbers_and_is_retried_with_backoff() {
+    use support::registry::{manifest_for, Blob};
+    let (broker, registry) = (Mosquitto::start(), Registry::start());
+    let layer = Blob::new("application/vnd.docker.image.rootfs.diff.tar.gzip", support::bombs::gzip_bomb());
+    let config = serde_json::json!({
+        "architecture": support::backend_contract::host_arch(), "os": "linux",
+        "config": {"Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", "0".repeat(64))]},
+    });
+    let config = Blob::new("application/vnd.docker.container.image.v1+json", serde_json::to_vec(&config).unwrap());
+    let img = manifest_for(config, vec![layer], false);
+    block_on(Pusher::new(&registry.addr).image("bomb", Some("v1"), &img));
+    let device = Device::native(&broker, &registry.addr);
+    let agent = Agent::start(&device.config);
+    let doc = device.write_doc("bomb.toml", &format!("[deployments.app]\nimage = \"{}/bomb:v1\"\n", registry.addr));
+    let out = support::jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let attempt = |rep: &Value| -> Option<u32> {
+        let reason = rep["deployments"]["app"]["reason"].as_str()?;
+        let n = reason.split("(attempt ").nth(1)?.split(')').next()?;
+        n.parse().ok()
+    };
+    let mut first = Value::Null;
+    wait_until("the deployment failing on the bomb", Duration::from_secs(60), || {
+        first = reported_soon(&broker, &device.id);
+        first["deployments"]["app"]["state"] == "failed" && attempt(&first).is_some()
+    });
+    let reason = first["deployments"]["app"]["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("layer unpack stopped") && reason.contains("unpack.max_expansion_ratio"), "{reason}");
+    assert!(reason.contains("compressed bytes") && reason.contains("retrying in"), "{reason}\n{}", agent.log());
+    // Over the next 15 s: a few attempts (1 s, 2 s, 4 s, 8 s apart), not a tight loop.
+    let (start, mut n) = (Instant::now(), attempt(&first).unwrap_or(0));
+    while start.elapsed() < Duration::from_secs(15) {
+        n = n.max(attempt(&reported_soon(&broker, &device.id)).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let unpacks = agent.log().matches("layer unpack stopped").count();
+    assert!((2..=6).contains(&n), "attempt {n} after 15 s; {unpacks} unpacks in the log");
+    assert!(device.containers(false).is_empty(), "no container from a bomb");
+    let snapshots = device.dir.path().join("state/snapshots");
+    // Nothing committed (a `.tmp-` directory is an attempt under way; it is removed when it stops).
+    let committed: Vec<_> = std::fs::read_dir(&snapshots)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let committed: Vec<&String> = committed.iter().filter(|n| !n.starts_with(".tmp-")).collect();
+    assert!(committed.is_empty(), "a bomb snapshot was committed: {committed:?}");
+}

@@ -485,11 +485,13 @@ fn agent_without_url_runs_an_embedded_broker_that_others_can_use() {
     let port = reserved.port;
     let url = format!("mqtt://127.0.0.1:{port}");
     let cfg = agent_config(dir.path(), "solo-1", &format!("embedded_listen = \"127.0.0.1:{port}\""), "");
+    let cfg_arg = cfg.to_str().unwrap();
     let mut agent = Agent::start(&cfg);
     let start = Instant::now();
     let row = loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            let out = support::jetship(&["devices", "--json", "--broker", &url]);
+            // Root's CLI with the agent's config reads the embedded broker's credentials from its state dir.
+            let out = support::jetship(&["--config", cfg_arg, "devices", "--json", "--broker", &url]);
             if out.status.success() {
                 let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
                 if let Some(r) = rows.into_iter().find(|r| r["device"] == "solo-1" && !r["last_seen_ms"].is_null()) {
@@ -502,13 +504,15 @@ fn agent_without_url_runs_an_embedded_broker_that_others_can_use() {
     };
     assert_eq!(row["online"], true);
     assert_eq!(row["jetpack"], "6.2");
-    // An independent client sees the retained status on the embedded broker.
+    // An independent client with the credentials sees the retained status on the embedded broker.
+    let password = std::fs::read_to_string(dir.path().join("state-solo-1/broker-password")).unwrap();
     let out = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "jetship/v1/solo-1/status", "-C", "1", "-W", "5"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-u", "jetship", "-P", password.trim()])
+        .args(["-t", "jetship/v1/solo-1/status", "-C", "1", "-W", "5"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"online\":true"), "{out:?}");
-    let out = support::jetship(&["ping", "solo-1", "--broker", &url]);
+    let out = support::jetship(&["--config", cfg_arg, "ping", "solo-1", "--broker", &url]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(agent.signal(nix::sys::signal::Signal::SIGTERM).and_then(|s| s.code()), Some(0), "{}", agent.log());
 }
@@ -529,7 +533,7 @@ fn standalone_broker_serves_agents_and_controllers() {
     }
     let _broker = KillOnDrop(
         Command::new(support::jetship_bin())
-            .args(["broker", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["broker", "--listen", &format!("127.0.0.1:{port}"), "--allow-anonymous"])
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
@@ -540,7 +544,7 @@ fn standalone_broker_serves_agents_and_controllers() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // A second broker on the same address fails with a message naming the address.
-    let out = support::jetship(&["broker", "--listen", &format!("127.0.0.1:{port}")]);
+    let out = support::jetship(&["broker", "--listen", &format!("127.0.0.1:{port}"), "--allow-anonymous"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on 127.0.0.1:{port}")));
 

@@ -519,7 +519,7 @@ fn device_nodes_are_skipped_unless_policy_allows_them() {
     assert!(fs::read_dir(s[0].fs.join("dev")).unwrap().next().is_none());
 
     let store = SnapshotStore::open(&tmp.path().join("allow")).unwrap();
-    let s = store_snapshots(&store, &[l], &UnpackPolicy { allow_devices: true });
+    let s = store_snapshots(&store, &[l], &UnpackPolicy { allow_devices: true, ..Default::default() });
     let md = fs::symlink_metadata(s[0].fs.join("dev/null")).unwrap();
     assert!(md.file_type().is_char_device());
     assert_eq!((libc::major(md.rdev()), libc::minor(md.rdev())), (1, 3));

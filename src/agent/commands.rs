@@ -1,4 +1,6 @@
 //! The deployment commands (`logs`, `restart`, `resolve`): each answers a JSON result or an error message.
+//! Commands come from the network: `resolve` contacts only registries the local policy allows, and a `logs`
+//! answer is cut to its last [`MAX_LOG_REPLY_BYTES`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +10,11 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::deploy::executor::Request;
 use crate::link::protocol::Command;
-use crate::runtime::{labels, ContainerRuntime, RunState};
+use crate::runtime::{labels, ContainerRuntime, LogLine, RunState};
+
+/// Bytes of log text a `logs` reply carries at most (the last lines are kept): a reply must fit any broker's
+/// packet limit.
+pub(super) const MAX_LOG_REPLY_BYTES: usize = 256 << 10;
 
 pub(super) async fn run(
     command: Command,
@@ -30,7 +36,8 @@ pub(super) async fn run(
                 let after = rt.logs(&id, None).await.map_err(|e| e.to_string())?;
                 lines.extend(after.into_iter().skip(before));
             }
-            Ok(serde_json::json!({ "container": id, "lines": lines }))
+            let (lines, truncated) = last_lines(lines, MAX_LOG_REPLY_BYTES);
+            Ok(serde_json::json!({ "container": id, "lines": lines, "truncated": truncated }))
         }
         Command::Restart { deployment } => {
             // Through the executor, so its health gate and restart bookkeeping see the restart.
@@ -44,6 +51,11 @@ pub(super) async fn run(
             answer.await.map_err(|_| "the executor has stopped".to_owned())?
         }
         Command::Resolve { image } => {
+            // Before any network access: a controller must not make the device contact a registry the local
+            // policy does not allow.
+            if let Some(refusal) = crate::deploy::policy::registry_refusal(&image, &config.policy) {
+                return Err(format!("resolve {image}: {refusal}"));
+            }
             let (root, state_dir) = (config.host.root.clone(), config.state_dir.clone());
             let facts = tokio::task::spawn_blocking(move || crate::host::probe::probe(&root, &state_dir))
                 .await
@@ -65,6 +77,21 @@ pub(super) async fn run(
     }
 }
 
+/// The last lines of `lines` whose text fits in `limit` bytes, and whether some were left out.
+fn last_lines(mut lines: Vec<LogLine>, limit: usize) -> (Vec<LogLine>, bool) {
+    let mut size = 0usize;
+    let keep = lines
+        .iter()
+        .rev()
+        .take_while(|l| {
+            size += l.text.len() + l.ts.len() + l.stream.len();
+            size <= limit
+        })
+        .count();
+    let cut = lines.len() - keep;
+    (lines.split_off(cut), cut > 0)
+}
+
 /// The deployment's container: the running one, else any.
 pub(super) async fn container_of(rt: &dyn ContainerRuntime, deployment: &str) -> Result<String, String> {
     let all = rt.list_owned().await.map_err(|e| e.to_string())?;
@@ -75,4 +102,22 @@ pub(super) async fn container_of(rt: &dyn ContainerRuntime, deployment: &str) ->
         .or(mine.first())
         .map(|c| c.id.clone())
         .ok_or_else(|| format!("no container of deployment `{deployment}` on this device (see `jetship devices`)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_replies_keep_the_last_lines_that_fit() {
+        let line = |t: &str| LogLine { ts: "t".into(), stream: "s".into(), text: t.into() };
+        let (kept, cut) = last_lines(vec![line("aaaa"), line("bbbb"), line("cccc")], 12);
+        assert_eq!(kept.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), ["bbbb", "cccc"]);
+        assert!(cut);
+        let (kept, cut) = last_lines(vec![line("a")], 12);
+        assert_eq!(kept.len(), 1);
+        assert!(!cut);
+        let (kept, cut) = last_lines(vec![line(&"x".repeat(100))], 12);
+        assert!(kept.is_empty() && cut, "one line over the limit is left out");
+    }
 }

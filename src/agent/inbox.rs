@@ -19,6 +19,8 @@ pub(super) struct Inbox {
     /// Requests to the executor (`cmd/restart`); `None` without a backend.
     pub(super) requests: Option<tokio::sync::mpsc::Sender<executor::Request>>,
     pub(super) config: Config,
+    /// One permit per command that may run at once (`commands.max_concurrent`); a command without one is refused.
+    pub(super) command_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The `reported` document, written by the inbox (documents) and the executor (deployments).
@@ -64,6 +66,7 @@ impl Inbox {
             runtime,
             requests,
             config: config.clone(),
+            command_slots: Arc::new(tokio::sync::Semaphore::new(config.commands.max_concurrent)),
         };
         inbox.refresh_desired();
         (inbox, rx, reported)
@@ -95,14 +98,49 @@ impl Inbox {
         publish_reported(&self.handle, &self.topics, &self.reported);
     }
 
-    pub(super) async fn run(mut self, mut incoming: tokio::sync::mpsc::Receiver<Message>, shutdown: CancellationToken) {
+    pub(super) async fn run(
+        mut self,
+        mut incoming: tokio::sync::mpsc::Receiver<Delivery>,
+        shutdown: CancellationToken,
+    ) {
         loop {
-            let msg = tokio::select! {
+            let delivery = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 m = incoming.recv() => match m { Some(m) => m, None => return },
             };
-            self.handle(msg).await;
+            match delivery {
+                Delivery::Message(msg) => self.handle(msg).await,
+                Delivery::Refused(r) => self.refused(&r),
+            }
         }
+    }
+
+    /// A retained message too large for the link: reported (in `rejected` for a desired topic, and as an
+    /// event) with its size, the limit and when the link tries the topic again.
+    pub(super) fn refused(&self, r: &crate::link::subscriptions::Refusal) {
+        let limit = crate::link::mqtt::MAX_INCOMING_PACKET;
+        let reason = format!(
+            "a retained message of {} bytes on {} is over the agent's {limit}-byte packet limit (documents may have at most {} bytes); the agent does not follow {} until it tries again in {} s: publish a smaller document there, or clear it with an empty retained message",
+            r.bytes,
+            r.filter,
+            protocol::MAX_INCOMING_BYTES,
+            r.filter,
+            r.retry_in.as_secs()
+        );
+        emit(
+            &self.handle,
+            "message_refused",
+            serde_json::json!({ "topic": r.filter, "bytes": r.bytes, "limit": limit, "retry_in_s": r.retry_in.as_secs() }),
+        );
+        let source = match protocol::classify(&self.topics, &self.groups, &r.filter) {
+            Incoming::Desired { group: None } => Source::Device,
+            Incoming::Desired { group: Some(g) } => Source::Group(g),
+            _ => return,
+        };
+        let rejected =
+            Rejected { source: source.to_string(), generation: None, reasons: vec![reason], at: chrono::Utc::now() };
+        self.reported.lock().unwrap_or_else(|e| e.into_inner()).rejected = Some(rejected);
+        self.publish_reported();
     }
 
     pub(super) async fn handle(&mut self, msg: Message) {
@@ -219,11 +257,22 @@ impl Inbox {
             self.send_reply(&id, &reply);
             return;
         }
-        // Slow commands answer from their own task so the inbox keeps handling messages.
+        // Slow commands answer from their own task so the inbox keeps handling messages; at most
+        // `commands.max_concurrent` at once, so a flood of commands cannot spawn unbounded work.
+        let Ok(permit) = self.command_slots.clone().try_acquire_owned() else {
+            let limit = self.config.commands.max_concurrent;
+            warn!(topic = %msg.topic, limit, "command refused: too many commands running");
+            let message = format!(
+                "the device is busy: {limit} commands are already running (commands.max_concurrent); send this one again when one of them has answered"
+            );
+            self.send_reply(&id, &Reply { ok: false, error: Some(message), request_id: id.clone(), result: None });
+            return;
+        };
         let (handle, topics, runtime, config) =
             (self.handle.clone(), self.topics.clone(), self.runtime.clone(), self.config.clone());
         let requests = self.requests.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let result = commands::run(command, runtime, requests, &config).await;
             let reply = match result {
                 Ok(value) => Reply::ok(&id, value),

@@ -5,7 +5,7 @@
 //! loops), `inbox` (incoming desired documents and commands), `commands` (the container commands) and
 //! `housekeeping` (adoption and log rotation).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +24,7 @@ use crate::deploy::executor::{self, Desired, Executor, Output};
 use crate::deploy::report::{Rejected, Reported};
 use crate::host::metrics::Sampler;
 use crate::host::probe::{self, HostFacts};
-use crate::link::mqtt::{BrokerAccess, Link, LinkHandle, LinkOptions, Message};
+use crate::link::mqtt::{BrokerAccess, Delivery, Link, LinkHandle, LinkOptions, Message};
 use crate::link::protocol::{self, Command, Incoming, Reply, Status, Stream, Topics};
 use crate::link::spool::Spool;
 use crate::runtime::ContainerRuntime;
@@ -74,9 +74,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             password_file: config.mqtt.password_file.clone(),
         },
         None => {
+            // The embedded broker takes only the agent's own user: with host networking a container reaches
+            // 127.0.0.1 too, and any local user could, so nobody without the password file may publish.
             let listen = config.mqtt.embedded_listen;
-            broker::spawn(listen)?;
-            BrokerAccess { url: format!("mqtt://{listen}"), ..Default::default() }
+            let password = broker::embedded_password(&config.state_dir)?;
+            let users = HashMap::from([(broker::EMBEDDED_USER.to_owned(), password)]);
+            broker::spawn(listen, broker::Auth::Passwords(users))?;
+            BrokerAccess {
+                url: format!("mqtt://{listen}"),
+                username: Some(broker::EMBEDDED_USER.to_owned()),
+                password_file: Some(broker::embedded_password_path(&config.state_dir)),
+                ..Default::default()
+            }
         }
     };
     let mqtt = access

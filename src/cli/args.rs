@@ -192,11 +192,19 @@ pub struct ImageGcArgs {
 /// Controller and broker commands (docs/protocol.md).
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
-    /// Run the embedded MQTT broker standalone (plain MQTT, no TLS, no auth: for a lab or a single site).
+    /// Run the embedded MQTT broker standalone (plain MQTT 3.1.1, no TLS: for a lab or a single site). It needs
+    /// --password-file, or --allow-anonymous to run open.
     Broker {
         /// Address to listen on; use 0.0.0.0:1883 to accept devices on the network.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
         listen: std::net::SocketAddr,
+        /// File of `user:password` lines (mode 0600): clients must log in as one of them.
+        #[arg(long, value_name = "PATH", conflicts_with = "allow_anonymous")]
+        password_file: Option<PathBuf>,
+        /// Let anyone who reaches the listener connect, publish and subscribe, i.e. control every device that
+        /// uses this broker. Warned about at start.
+        #[arg(long)]
+        allow_anonymous: bool,
     },
     /// List the fleet: every device with retained state on the broker, its facts and latest telemetry.
     Devices {
@@ -325,7 +333,10 @@ pub struct BrokerArgs {
 }
 
 impl BrokerArgs {
-    pub(super) fn access(&self) -> anyhow::Result<crate::link::mqtt::BrokerAccess> {
+    /// Broker access from flags, environment and cli.toml; for a broker on loopback without credentials, the
+    /// local agent's embedded-broker password when this user can read it (root), from the state dir of the
+    /// agent config `config` (or the default one).
+    pub(super) fn access(&self, config: Option<&std::path::Path>) -> anyhow::Result<crate::link::mqtt::BrokerAccess> {
         let path = fleet::cli_config_path();
         let file = fleet::load_cli_file(&path)?;
         let over = fleet::CliBroker {
@@ -336,7 +347,15 @@ impl BrokerArgs {
             username: self.username.clone(),
             password_file: self.password_file.clone(),
         };
-        Ok(fleet::resolve_access(&file.broker, &over))
+        let access = fleet::resolve_access(&file.broker, &over);
+        let state_dir = match crate::config::load(config) {
+            Ok(loaded) => loaded.config.state_dir,
+            Err(_) => std::env::var_os("JETSHIP_STATE_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_STATE_DIR)),
+        };
+        Ok(fleet::with_local_credentials(access, &state_dir))
     }
 }
 

@@ -14,19 +14,34 @@ pub(super) fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-pub(super) fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::Result<i32> {
+pub(super) fn run_fleet(
+    cmd: FleetCommand,
+    config: Option<&std::path::Path>,
+    log_level: Option<&str>,
+) -> anyhow::Result<i32> {
     logging::init(log_level.unwrap_or("warn"), crate::base::LogFormat::Text);
     let now_ms = || {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     };
     match cmd {
-        FleetCommand::Broker { listen } => {
+        FleetCommand::Broker { listen, password_file, allow_anonymous } => {
             logging::init(log_level.unwrap_or("info"), crate::base::LogFormat::Text);
-            crate::link::broker::run(listen)?;
+            use crate::link::broker::{self, Auth};
+            let auth = match (password_file, allow_anonymous) {
+                (Some(path), _) => Auth::Passwords(broker::read_password_file(&path)?),
+                (None, true) => Auth::Anonymous,
+                (None, false) => {
+                    eprintln!(
+                        "jetship broker: say who may connect: --password-file FILE (lines of user:password), or --allow-anonymous to let anyone who reaches {listen} control the devices that use it"
+                    );
+                    return Ok(2);
+                }
+            };
+            broker::run(listen, auth)?;
             Ok(0)
         }
         FleetCommand::Devices { broker, json, timeout } => {
-            let access = broker.access()?;
+            let access = broker.access(config)?;
             let limit = secs("--timeout", timeout)?;
             let devices = small_runtime()?.block_on(fleet::snapshot(&access, "+", limit))?;
             let rows: Vec<fleet::DeviceRow> = devices.values().map(|d| d.row()).collect();
@@ -41,7 +56,7 @@ pub(super) fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::R
         }
         FleetCommand::Status { device, broker, json, timeout } => {
             crate::link::protocol::Topics::new(&device)?;
-            let access = broker.access()?;
+            let access = broker.access(config)?;
             let limit = secs("--timeout", timeout)?;
             let devices = small_runtime()?.block_on(fleet::snapshot(&access, &device, limit))?;
             let Some(view) = devices.get(&device) else {
@@ -58,7 +73,7 @@ pub(super) fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::R
             Ok(0)
         }
         FleetCommand::Ping { device, broker, count, timeout } => {
-            let access = broker.access()?;
+            let access = broker.access(config)?;
             let limit = secs("--timeout", timeout)?;
             let rt = small_runtime()?;
             let mut failed = 0;
@@ -91,10 +106,10 @@ pub(super) fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::R
             Ok(if failed == 0 { 0 } else { 1 })
         }
         FleetCommand::Deploy { target, file, wait, timeout, broker } => {
-            run_deploy(&target, &file, wait, secs("--timeout", timeout)?, &broker.access()?)
+            run_deploy(&target, &file, wait, secs("--timeout", timeout)?, &broker.access(config)?)
         }
         FleetCommand::Rm { target, deployment, broker } => {
-            let access = broker.access()?;
+            let access = broker.access(config)?;
             let target = crate::controller::deploy::Target::parse(&target)?;
             let rt = small_runtime()?;
             let limit = Duration::from_secs(10);
@@ -111,7 +126,7 @@ pub(super) fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::R
             Ok(0)
         }
         FleetCommand::Logs { device, deployment, tail, follow, follow_secs, broker } => {
-            let access = broker.access()?;
+            let access = broker.access(config)?;
             let mut args = serde_json::json!({ "deployment": deployment, "tail": tail });
             if follow {
                 args["follow_s"] = follow_secs.into();
@@ -120,6 +135,9 @@ pub(super) fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::R
             let reply =
                 small_runtime()?.block_on(crate::controller::deploy::command(&access, &device, "logs", args, limit))?;
             let result = command_result(&device, reply)?;
+            if result.get("truncated").and_then(|t| t.as_bool()) == Some(true) {
+                eprintln!("(earlier lines left out: a reply carries at most 256 KiB of log; use --tail)");
+            }
             let mut out = std::io::stdout().lock();
             for line in result.get("lines").and_then(|l| l.as_array()).into_iter().flatten() {
                 let text = line.get("text").and_then(|t| t.as_str()).unwrap_or("");
@@ -128,7 +146,7 @@ pub(super) fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::R
             Ok(0)
         }
         FleetCommand::Restart { device, deployment, broker } => {
-            let access = broker.access()?;
+            let access = broker.access(config)?;
             let args = serde_json::json!({ "deployment": deployment });
             let limit = Duration::from_secs(60);
             let reply = small_runtime()?
@@ -138,7 +156,7 @@ pub(super) fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::R
             Ok(0)
         }
         FleetCommand::Exporter { broker, args } => {
-            crate::controller::exporter::run(broker.access()?, args)?;
+            crate::controller::exporter::run(broker.access(config)?, args)?;
             Ok(0)
         }
         FleetCommand::SimFleet(args) => {

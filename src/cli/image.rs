@@ -122,7 +122,7 @@ pub(super) fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, arg
     use crate::image::pull::{self, PullOptions};
     if let Some(device) = &args.device {
         logging::init(log_level.unwrap_or("warn"), crate::base::LogFormat::Text);
-        let access = args.broker.access()?;
+        let access = args.broker.access(config.as_deref())?;
         let a = serde_json::json!({ "image": args.image });
         let reply = small_runtime()?.block_on(crate::controller::deploy::command(
             &access,

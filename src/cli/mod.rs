@@ -85,7 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
-        Command::Fleet(cmd) => run_fleet(cmd, cli.log_level.as_deref()),
+        Command::Fleet(cmd) => run_fleet(cmd, cli.config.as_deref(), cli.log_level.as_deref()),
         Command::Pull(args) => run_pull(&cli.config, cli.log_level.as_deref(), args),
         Command::Resolve(args) => run_resolve(&cli.config, cli.log_level.as_deref(), args),
         Command::ImageGc(args) => run_image_gc(&cli.config, cli.log_level.as_deref(), args),

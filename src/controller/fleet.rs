@@ -104,6 +104,25 @@ pub fn resolve_access(file: &CliBroker, over: &CliBroker) -> BrokerAccess {
     }
 }
 
+/// `access` with the local agent's embedded-broker credentials (`<state_dir>/broker-password`, readable only by
+/// root) when it names a broker on loopback and carries no username or client certificate of its own: root's
+/// CLI on a device talks to that device's embedded broker without further setup.
+pub fn with_local_credentials(mut access: BrokerAccess, state_dir: &Path) -> BrokerAccess {
+    let loopback = crate::base::BrokerUrl::parse(&access.url).is_ok_and(|u| {
+        let host = u.host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    });
+    if loopback
+        && access.username.is_none()
+        && access.client_cert.is_none()
+        && crate::link::broker::local_embedded_password(state_dir).is_some()
+    {
+        access.username = Some(crate::link::broker::EMBEDDED_USER.to_owned());
+        access.password_file = Some(crate::link::broker::embedded_password_path(state_dir));
+    }
+    access
+}
+
 /// What the retained topics say about one device.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DeviceView {
@@ -363,9 +382,22 @@ impl Session {
         el.set_network_options(net);
         let mut s = Session { el, url: access.url.clone() };
         loop {
-            match s.next(deadline).await? {
-                Event::Incoming(Incoming::ConnAck(_)) => return Ok(s),
-                _ => continue,
+            match s.next(deadline).await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => return Ok(s),
+                Ok(_) => continue,
+                // An agent's embedded broker closes the connection of a client without its credentials.
+                Err(Error::Connect { url, message }) if access.username.is_none() => {
+                    return Err(Error::Connect {
+                        url,
+                        message: format!(
+                            "{message}; if this is an agent's embedded broker, it needs the agent's credentials: run as root on the device (the CLI then reads {}/{}) or pass --username {} --password-file",
+                            crate::config::DEFAULT_STATE_DIR,
+                            crate::link::broker::EMBEDDED_PASSWORD_FILE,
+                            crate::link::broker::EMBEDDED_USER
+                        ),
+                    })
+                }
+                Err(e) => return Err(e),
             }
         }
     }

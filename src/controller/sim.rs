@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::deploy::report::Reported;
 use crate::host::metrics::Sampler;
-use crate::link::mqtt::{BrokerAccess, Link, LinkHandle, LinkOptions, Message};
+use crate::link::mqtt::{BrokerAccess, Delivery, Link, LinkHandle, LinkOptions};
 use crate::link::protocol::{self, Reply, Status, Stream, Topics};
 use crate::link::spool::Spool;
 
@@ -132,7 +132,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
 async fn device(
     topics: Topics,
     handle: LinkHandle,
-    mut incoming: tokio::sync::mpsc::Receiver<Message>,
+    mut incoming: tokio::sync::mpsc::Receiver<Delivery>,
     sample: crate::host::metrics::Sample,
     interval: Duration,
     shutdown: CancellationToken,
@@ -153,6 +153,7 @@ async fn device(
             }
             m = incoming.recv() => {
                 let Some(m) = m else { return };
+                let Delivery::Message(m) = m else { continue };
                 if let protocol::Incoming::Cmd { request_id: Ok(id) } = protocol::classify(&topics, &[], &m.topic) {
                     let reply = match protocol::parse_command(&m.payload) {
                         Ok(protocol::Command::Ping) => Reply::ok(&id, serde_json::json!({ "agent_version": crate::VERSION })),

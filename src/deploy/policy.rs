@@ -18,7 +18,6 @@ pub const VOLUMES_DIR: &str = "volumes";
 /// allow it. Empty means the document is within policy.
 pub fn check(doc: &Document, policy: &PolicyConfig, state_dir: &Path) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let allowed_registries: Vec<String> = policy.allowed_registries.iter().map(|r| normalise_registry(r)).collect();
     let mut allowed_paths: Vec<PathBuf> = vec![state_dir.join(VOLUMES_DIR)];
     allowed_paths.extend(policy.allowed_host_paths.iter().cloned());
     let allowed_paths: Vec<PathBuf> = allowed_paths.iter().filter_map(|p| normalise(p)).collect();
@@ -27,18 +26,8 @@ pub fn check(doc: &Document, policy: &PolicyConfig, state_dir: &Path) -> Vec<Pro
         let mut bad = |field: String, message: String| {
             problems.push(Problem { key: format!("deployments.{name}.{field}"), message })
         };
-        if !allowed_registries.is_empty() {
-            if let Some(registry) = registry_of(&d.image) {
-                if !allowed_registries.contains(&registry) {
-                    bad(
-                        "image".into(),
-                        format!(
-                            "registry `{registry}` is not allowed by this device's policy (allowed: {}); add it to policy.allowed_registries in the agent config",
-                            allowed_registries.join(", ")
-                        ),
-                    );
-                }
-            }
+        if let Some(message) = registry_refusal(&d.image, policy) {
+            bad("image".into(), message);
         }
         for (i, v) in d.volumes.iter().enumerate() {
             match normalise(&v.host) {
@@ -74,6 +63,23 @@ pub fn check(doc: &Document, policy: &PolicyConfig, state_dir: &Path) -> Vec<Pro
         }
     }
     problems
+}
+
+/// Why `policy.allowed_registries` refuses the registry of `image`, or `None` when it is allowed (or the list
+/// is empty, or the reference does not parse: validation reports that). The one registry rule of documents and
+/// `cmd/resolve`.
+pub fn registry_refusal(image: &str, policy: &PolicyConfig) -> Option<String> {
+    if policy.allowed_registries.is_empty() {
+        return None;
+    }
+    let allowed: Vec<String> = policy.allowed_registries.iter().map(|r| normalise_registry(r)).collect();
+    let registry = registry_of(image)?;
+    (!allowed.contains(&registry)).then(|| {
+        format!(
+            "registry `{registry}` is not allowed by this device's policy (allowed: {}); add it to policy.allowed_registries in the agent config",
+            allowed.join(", ")
+        )
+    })
 }
 
 /// The normalised registry an image reference names (`busybox` -> `docker.io`), template variables expanded

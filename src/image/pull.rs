@@ -36,6 +36,11 @@ pub const LAYER_TYPES: &[&str] = &[
     "application/vnd.docker.image.rootfs.diff.tar",
 ];
 
+/// Image configs larger than this are refused before they are downloaded (they are read into memory).
+pub const CONFIG_LIMIT: u64 = 16 << 20;
+/// Manifests naming more layers than this are refused (Docker's own limit is 127).
+pub const MAX_LAYERS: usize = 500;
+
 /// Pull errors; every one names the image.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -218,16 +223,22 @@ pub async fn resolve(client: &Client, input: &str, vars: &TemplateVars) -> Resul
 }
 
 /// Largest image config read for its creation time.
-const CONFIG_LIMIT: u64 = 1 << 20;
+const CREATED_CONFIG_LIMIT: u64 = 1 << 20;
 
 /// The creation time of each tag's image (its config's `created` field), asked of the registry for the few
 /// candidates the tag rules leave tied. A failure only leaves that tag's time unknown, with the reason.
 async fn creation_times(client: &Client, image: &Reference, tags: &[String]) -> BTreeMap<String, Created> {
     let asks = tags.iter().map(|tag| async move {
-        let created = match image_created(client, &image.with_tag(tag)).await {
-            Ok(Some(t)) => Created::At(t),
-            Ok(None) => Created::Unknown("its image config has no `created` time".into()),
-            Err(why) => Created::Unknown(why),
+        // The config is a blob (no per-request time limit): the whole look-up gets one.
+        let limit = client.request_timeout();
+        let created = match tokio::time::timeout(limit, image_created(client, &image.with_tag(tag))).await {
+            Ok(Ok(Some(t))) => Created::At(t),
+            Ok(Ok(None)) => Created::Unknown("its image config has no `created` time".into()),
+            Ok(Err(why)) => Created::Unknown(why),
+            Err(_) => Created::Unknown(format!(
+                "the registry took longer than {} s (registry.limits.request_timeout_s) to answer",
+                limit.as_secs()
+            )),
         };
         (tag.clone(), created)
     });
@@ -263,9 +274,9 @@ async fn image_created(client: &Client, image: &Reference) -> std::result::Resul
     let parsed =
         ImageManifest::from_reader(manifest.bytes.as_ref()).map_err(|e| format!("not an image manifest: {e}"))?;
     let config = parsed.config();
-    if config.size() > CONFIG_LIMIT {
+    if config.size() > CREATED_CONFIG_LIMIT {
         return Err(format!(
-            "its config is {} bytes, more than the {CONFIG_LIMIT} read for a creation time",
+            "its config is {} bytes, more than the {CREATED_CONFIG_LIMIT} read for a creation time",
             config.size()
         ));
     }
@@ -275,8 +286,8 @@ async fn image_created(client: &Client, image: &Reference) -> std::result::Resul
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
         bytes.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
-        if bytes.len() as u64 > CONFIG_LIMIT {
-            return Err(format!("its config {digest} is larger than {CONFIG_LIMIT} bytes"));
+        if bytes.len() as u64 > CREATED_CONFIG_LIMIT {
+            return Err(format!("its config {digest} is larger than {CREATED_CONFIG_LIMIT} bytes"));
         }
     }
     if registry::sha256_digest(&bytes) != digest {
@@ -390,7 +401,7 @@ async fn pull_inner(
         .await?;
 
     // The config must be an image config the runtime can read.
-    let config_bytes = store.read_blob(config.digest().as_ref(), 16 << 20).map_err(|e| ctx.store_err(e))?;
+    let config_bytes = store.read_blob(config.digest().as_ref(), CONFIG_LIMIT).map_err(|e| ctx.store_err(e))?;
     let cfg = ImageConfiguration::from_reader(config_bytes.as_slice()).map_err(|e| Error::BadManifest {
         image: image.clone(),
         digest: manifest.digest.clone(),
@@ -531,8 +542,21 @@ pub fn validate_manifest(image: &str, m: &FetchedManifest) -> Result<ImageManife
         });
     }
     image_store::digest_hex(config.digest().as_ref()).map_err(|e| bad(e.to_string()))?;
+    if config.size() > CONFIG_LIMIT {
+        return Err(bad(format!(
+            "its config {} declares {} bytes, over the {CONFIG_LIMIT}-byte limit for image configs",
+            config.digest(),
+            config.size()
+        )));
+    }
     if parsed.layers().is_empty() {
         return Err(bad("it lists no layers".into()));
+    }
+    if parsed.layers().len() > MAX_LAYERS {
+        return Err(bad(format!(
+            "it lists {} layers, more than the {MAX_LAYERS} jetship accepts",
+            parsed.layers().len()
+        )));
     }
     for (i, l) in parsed.layers().iter().enumerate() {
         let t = l.media_type().to_string();

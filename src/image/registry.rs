@@ -6,6 +6,11 @@
 //! a Docker `config.json`), manifests (size-limited, digest-checked), tag lists (with `Link` pagination) and blobs
 //! as byte streams starting at an offset (HTTP `Range`). It never touches the disk except to read credential
 //! files; storing and verifying blobs is `crate::image::store`, retries of blobs are `crate::image::pull`.
+//!
+//! Every registry is untrusted (docs/security.md): each answer read into memory has a size limit (manifests,
+//! tag lists over all pages, tokens, error bodies), each non-blob request a time limit, a token realm must be
+//! https (plain http only to loopback or `registry.insecure` hosts), credentials go only to the host they were
+//! configured for (or a realm host `registry.auth_hosts` names), and a mirror gets only its own credentials.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -36,7 +41,14 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 
 /// Manifests larger than this are refused (the distribution spec suggests registries accept at least 4 MiB).
 pub const MANIFEST_LIMIT: usize = 4 << 20;
-const TAG_PAGES_LIMIT: usize = 1000;
+/// Token answers larger than this are refused.
+const TOKEN_LIMIT: usize = 1 << 20;
+/// Bytes of an error answer read (only its start is shown).
+const ERROR_BODY_LIMIT: usize = 64 << 10;
+/// Redirects followed per request.
+const MAX_REDIRECTS: usize = 5;
+/// Realm hosts that may receive a registry's credentials besides its own endpoint host, built in.
+const BUILTIN_AUTH_HOSTS: &[(&str, &str)] = &[(DOCKER_HUB, "auth.docker.io")];
 
 /// Registry errors. Each names the URL or image and, where there is one, the fix.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +71,10 @@ pub enum Error {
     BadChallenge { registry: String, header: String },
     #[error("token endpoint {realm} gave no usable token: {detail}")]
     Token { realm: String, detail: String },
+    #[error("{registry} asked for a token from {realm}, which jetship refuses: {reason}")]
+    RealmRefused { registry: String, realm: String, reason: String },
+    #[error("tag list of {image} is longer than {limit} {what}; name the tag instead of {{auto}}, or raise registry.limits.{key}")]
+    TagListTooLong { image: String, limit: u64, what: &'static str, key: &'static str },
     #[error("manifest of {image} is larger than {limit} bytes; refusing it")]
     ManifestTooLarge { image: String, limit: usize },
     #[error("manifest of {image} has digest {actual}, but {expected} was asked for or announced: the registry or a proxy corrupted it")]
@@ -103,7 +119,7 @@ impl std::fmt::Debug for Credential {
 }
 
 /// Everything the client needs to know about registries, built from `[registry]` in the config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Mirror base URLs per registry host, tried in order before the registry itself.
     pub mirrors: HashMap<String, Vec<Url>>,
@@ -115,6 +131,24 @@ pub struct ClientOptions {
     pub retries: u32,
     /// Longest wait between attempts.
     pub backoff_cap: Duration,
+    /// Realm hosts per registry (or mirror) host that may receive its credentials besides its own host.
+    pub auth_hosts: HashMap<String, Vec<String>>,
+    /// Size and time limits on answers (`[registry.limits]`).
+    pub limits: crate::config::RegistryLimits,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            mirrors: HashMap::new(),
+            insecure: Vec::new(),
+            credentials: HashMap::new(),
+            retries: 0,
+            backoff_cap: Duration::ZERO,
+            auth_hosts: HashMap::new(),
+            limits: Default::default(),
+        }
+    }
 }
 
 impl ClientOptions {
@@ -146,6 +180,8 @@ impl ClientOptions {
             credentials,
             retries: cfg.retries,
             backoff_cap: Duration::from_secs_f64(cfg.retry_backoff_cap_s),
+            auth_hosts: cfg.auth_hosts.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            limits: cfg.limits.clone(),
         })
     }
 }
@@ -244,14 +280,35 @@ impl Client {
     /// Builds a client. Call `crate::install_crypto_provider()` first (the binary does).
     pub fn new(opts: ClientOptions) -> Result<Self> {
         crate::install_crypto_provider();
+        // Redirects (blob storage) may change host, which drops the Authorization header (reqwest does that on
+        // any change of host or port), but never go from https to plain http outside loopback and insecure hosts.
+        let insecure = opts.insecure.clone();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            let to = attempt.url();
+            let downgrade = to.scheme() != "https" && attempt.previous().iter().any(|u| u.scheme() == "https");
+            if downgrade && !plain_http_host(&insecure, &host_port(to)) {
+                let to = to.to_string();
+                return attempt.error(format!("redirect from https to plain http ({to}) refused"));
+            }
+            attempt.follow()
+        });
         let http = reqwest::Client::builder()
             .user_agent(concat!("jetship/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(16)
+            .redirect(redirects)
             .build()
             .map_err(Error::Client)?;
         Ok(Self { http, opts, auth: Mutex::new(HashMap::new()) })
+    }
+
+    /// The time limit of one manifest, tag-list or token request (`registry.limits.request_timeout_s`).
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.opts.limits.request_timeout_s)
     }
 
     /// Base URLs to try for `registry`, mirrors first.
@@ -267,7 +324,18 @@ impl Client {
 
     /// Plain HTTP only for configured insecure registries and loopback ones.
     pub fn plain_http(&self, registry: &str) -> bool {
-        self.opts.insecure.iter().any(|r| r == registry) || is_loopback(registry)
+        plain_http_host(&self.opts.insecure, registry)
+    }
+
+    /// Whether a token realm on `realm_host` may receive the credentials configured under `key` (a registry or
+    /// mirror host), which were meant for an endpoint on `endpoint_host`: the same host, a built-in realm of that
+    /// registry, or a host `registry.auth_hosts` names for it.
+    fn may_receive_credentials(&self, key: &str, endpoint_host: &str, realm_host: &str) -> bool {
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        same(realm_host, endpoint_host)
+            || same(realm_host, strip_port(key))
+            || BUILTIN_AUTH_HOSTS.iter().any(|(r, h)| *r == key && same(h, realm_host))
+            || self.opts.auth_hosts.get(key).is_some_and(|hosts| hosts.iter().any(|h| same(h, realm_host)))
     }
 
     /// Lists every tag of the repository, following `Link: <...>; rel="next"` pages.
@@ -275,32 +343,52 @@ impl Client {
         self.list_tags_paged(image, 1000).await
     }
 
-    /// Lists every tag asking for `page_size` tags per request.
+    /// Lists every tag asking for `page_size` tags per request. The pages together may hold at most
+    /// `registry.limits.max_tags` tags in `registry.limits.max_tag_list_bytes` bytes; a longer list is an error
+    /// (a cut list could resolve `{auto}` to the wrong tag), and so is a page that links back to an earlier one.
     pub async fn list_tags_paged(&self, image: &Reference, page_size: usize) -> Result<Vec<String>> {
         #[derive(Deserialize)]
         struct TagList {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
+        let limits = &self.opts.limits;
+        let too_long = |limit: u64, what, key| Error::TagListTooLong { image: image.to_string(), limit, what, key };
         let mut tags = Vec::new();
+        let mut bytes = 0u64;
         let mut path = format!("v2/{}/tags/list?n={page_size}", image.repository);
-        for _ in 0..TAG_PAGES_LIMIT {
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            if !seen.insert(path.clone()) {
+                return Err(Error::Status {
+                    url: path,
+                    status: StatusCode::OK,
+                    body: "the tag list's pages link back to an earlier page".into(),
+                });
+            }
             let resp = self.get(image, &path, &[], false).await?;
             let url = resp.url().to_string();
             let next = next_link(resp.headers());
-            let body = read_limited(resp, MANIFEST_LIMIT * 4, &url).await?;
+            let left = limits.max_tag_list_bytes.saturating_sub(bytes) as usize;
+            let body = read_limited(resp, left, &url).await.map_err(|e| match e {
+                Error::BadBlobResponse { .. } => too_long(limits.max_tag_list_bytes, "bytes", "max_tag_list_bytes"),
+                e => e,
+            })?;
+            bytes += body.len() as u64;
             let list: TagList = serde_json::from_slice(&body).map_err(|e| Error::Status {
                 url: url.clone(),
                 status: StatusCode::OK,
                 body: format!("tag list is not valid JSON: {e}"),
             })?;
             tags.extend(list.tags.unwrap_or_default());
+            if tags.len() > limits.max_tags {
+                return Err(too_long(limits.max_tags as u64, "tags", "max_tags"));
+            }
             match next {
                 Some(n) => path = n.trim_start_matches('/').to_owned(),
                 None => return Ok(tags),
             }
         }
-        Ok(tags)
     }
 
     /// Fetches a manifest or index by tag or digest. The digest is computed and checked against the digest asked
@@ -389,6 +477,8 @@ impl Client {
     ) -> Result<Response> {
         let endpoints = self.endpoints(&image.registry);
         let attempts = if blob { 1 } else { self.opts.retries.max(1) };
+        // Blobs may be large: a stall timeout bounds them. Everything else has a time limit from start to end.
+        let timeout = (!blob).then(|| Duration::from_secs(self.opts.limits.request_timeout_s));
         let mut last_err = None;
         for attempt in 0..attempts {
             if attempt > 0 {
@@ -400,7 +490,9 @@ impl Client {
                     Ok(u) => u,
                     Err(_) => continue,
                 };
-                match self.get_with_auth(image, base, &url, headers).await {
+                // A mirror is answered with its own credentials (keyed by its host[:port]), never the registry's.
+                let cred_key = if is_mirror { host_port(base) } else { image.registry.clone() };
+                match self.get_with_auth(image, base, &url, headers, &cred_key, timeout).await {
                     Ok(resp) => return Ok(resp),
                     // A mirror that lacks the content or fails: fall through to the next endpoint.
                     Err(e) if is_mirror => {
@@ -429,9 +521,10 @@ impl Client {
         base: &Url,
         url: &Url,
         headers: &[(reqwest::header::HeaderName, String)],
+        cred_key: &str,
+        timeout: Option<Duration>,
     ) -> Result<Response> {
-        let host =
-            base.host_str().unwrap_or_default().to_owned() + &base.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let host = host_port(base);
         let scope = format!("repository:{}:pull", image.repository);
         let key = (host.clone(), scope.clone());
         for round in 0..2 {
@@ -440,6 +533,9 @@ impl Client {
                 map.get(&key).filter(|a| a.expires.is_none_or(|t| t > Instant::now())).cloned()
             };
             let mut req = self.http.get(url.clone());
+            if let Some(t) = timeout {
+                req = req.timeout(t);
+            }
             for (name, value) in headers {
                 req = req.header(name, value);
             }
@@ -451,21 +547,30 @@ impl Client {
             if status == StatusCode::UNAUTHORIZED && round == 0 {
                 let challenge =
                     resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                let auth = self.answer_challenge(image, &challenge, &scope).await?;
+                let auth = self.answer_challenge(image, base, cred_key, &challenge, &scope).await?;
                 self.auth.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), auth);
                 continue;
             }
             if status.is_success() {
                 return Ok(resp);
             }
-            return Err(self.status_error(image, url, resp).await);
+            return Err(self.status_error(image, url, resp, cred_key).await);
         }
         unreachable!("the loop returns in its second round")
     }
 
-    async fn status_error(&self, image: &Reference, url: &Url, resp: Response) -> Error {
+    async fn status_error(&self, image: &Reference, url: &Url, resp: Response, cred_key: &str) -> Error {
         let status = resp.status();
-        let body: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
+        // Only the start of an error answer is shown: read no more than that.
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(Ok(chunk)) = stream.next().await {
+            body.extend_from_slice(&chunk[..chunk.len().min(ERROR_BODY_LIMIT - body.len())]);
+            if body.len() >= ERROR_BODY_LIMIT {
+                break;
+            }
+        }
+        let body: String = String::from_utf8_lossy(&body).chars().take(300).collect();
         match status {
             StatusCode::NOT_FOUND => {
                 Error::NotFound { registry: image.registry.clone(), what: format!("{} ({})", image, url.path()) }
@@ -473,12 +578,11 @@ impl Client {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Unauthorized {
                 registry: image.registry.clone(),
                 repository: image.repository.clone(),
-                detail: if self.opts.credentials.contains_key(&image.registry) {
+                detail: if self.opts.credentials.contains_key(cred_key) {
                     format!("the configured credentials were refused ({status})")
                 } else {
                     format!(
-                        "{status}; set registry.credentials.\"{}\" or registry.docker_config in the agent config",
-                        image.registry
+                        "{status}; set registry.credentials.\"{cred_key}\" or registry.docker_config in the agent config"
                     )
                 },
             },
@@ -486,9 +590,16 @@ impl Client {
         }
     }
 
-    async fn answer_challenge(&self, image: &Reference, header: &str, scope: &str) -> Result<CachedAuth> {
+    async fn answer_challenge(
+        &self,
+        image: &Reference,
+        base: &Url,
+        cred_key: &str,
+        header: &str,
+        scope: &str,
+    ) -> Result<CachedAuth> {
         let registry = &image.registry;
-        let cred = self.opts.credentials.get(registry);
+        let cred = self.opts.credentials.get(cred_key);
         let (scheme, params) = parse_challenge(header)
             .ok_or_else(|| Error::BadChallenge { registry: registry.clone(), header: header.to_owned() })?;
         let basic = |c: &Credential| {
@@ -501,7 +612,7 @@ impl Client {
                     registry: registry.clone(),
                     repository: image.repository.clone(),
                     detail: format!(
-                        "the registry needs a username and password; set registry.credentials.\"{registry}\" or registry.docker_config"
+                        "the registry needs a username and password; set registry.credentials.\"{cred_key}\" or registry.docker_config"
                     ),
                 })?;
                 Ok(CachedAuth { header: basic(c), expires: None })
@@ -512,6 +623,24 @@ impl Client {
                     .ok_or_else(|| Error::BadChallenge { registry: registry.clone(), header: header.to_owned() })?;
                 let mut url = Url::parse(realm)
                     .map_err(|_| Error::BadChallenge { registry: registry.clone(), header: header.to_owned() })?;
+                let refused =
+                    |reason: String| Error::RealmRefused { registry: registry.clone(), realm: realm.clone(), reason };
+                let realm_host = url.host_str().unwrap_or_default().to_owned();
+                match url.scheme() {
+                    "https" => {}
+                    "http" if self.plain_http(&host_port(&url)) => {}
+                    other => {
+                        return Err(refused(format!(
+                            "token realms must use https (`{other}` is allowed only for loopback hosts and hosts in registry.insecure)"
+                        )))
+                    }
+                }
+                let endpoint_host = base.host_str().unwrap_or_default();
+                if cred.is_some() && !self.may_receive_credentials(cred_key, endpoint_host, &realm_host) {
+                    return Err(refused(format!(
+                        "it is on host {realm_host}, and the credentials configured for {cred_key} are sent only to {endpoint_host}; if {realm_host} is the registry's own token service, add it to registry.auth_hosts.\"{cred_key}\""
+                    )));
+                }
                 // Our own pull scope: a challenge may name `pull,push`, which anonymous clients cannot get.
                 // Realms that already carry parameters (nvcr.io's `proxy_auth?scope=...`) keep theirs.
                 let has = |k: &str| url.query_pairs().any(|(key, _)| key == k);
@@ -525,7 +654,8 @@ impl Client {
                         q.append_pair("scope", scope);
                     }
                 }
-                let mut req = self.http.get(url.clone());
+                let mut req =
+                    self.http.get(url.clone()).timeout(Duration::from_secs(self.opts.limits.request_timeout_s));
                 if let Some(c) = cred {
                     req = req.header(AUTHORIZATION, basic(c));
                 }
@@ -551,7 +681,7 @@ impl Client {
                     access_token: Option<String>,
                     expires_in: Option<u64>,
                 }
-                let body = read_limited(resp, 1 << 20, realm).await?;
+                let body = read_limited(resp, TOKEN_LIMIT, realm).await?;
                 let t: TokenResponse = serde_json::from_slice(&body)
                     .map_err(|e| Error::Token { realm: realm.clone(), detail: e.to_string() })?;
                 let token = t.token.or(t.access_token).filter(|t| !t.is_empty()).ok_or_else(|| Error::Token {
@@ -647,12 +777,32 @@ fn parse_content_range_start(v: &str) -> Option<u64> {
 
 /// Whether a registry host (`127.0.0.1:5000`, `localhost`, `[::1]:5000`) is on the loopback interface.
 pub fn is_loopback(registry: &str) -> bool {
-    let host = if let Some(rest) = registry.strip_prefix('[') {
+    let host = strip_port(registry);
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host of `host[:port]` (`[::1]:5000` -> `::1`).
+fn strip_port(host_port: &str) -> &str {
+    if let Some(rest) = host_port.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
-        registry.rsplit_once(':').map_or(registry, |(h, _)| h)
+        host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
+    }
+}
+
+/// `host[:port]` of a URL, as registries are named in the config (the port only when the URL has one).
+fn host_port(url: &Url) -> String {
+    let host = match url.host() {
+        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+        Some(h) => h.to_string(),
+        None => String::new(),
     };
-    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host + &url.port().map(|p| format!(":{p}")).unwrap_or_default()
+}
+
+/// Plain HTTP is spoken only to loopback hosts and hosts listed in `registry.insecure`.
+fn plain_http_host(insecure: &[String], host_port: &str) -> bool {
+    insecure.iter().any(|r| r == host_port) || is_loopback(host_port)
 }
 
 /// `sha256:<hex>` of `data`.

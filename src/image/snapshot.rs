@@ -272,8 +272,13 @@ impl SnapshotStore {
         policy: &UnpackPolicy,
     ) -> Result<Vec<Snapshot>> {
         let mut out: Vec<Snapshot> = Vec::with_capacity(layers.len());
+        // The image's budget counts what the layers unpacked before this one wrote.
+        let mut policy = *policy;
         for (i, layer) in layers.iter().enumerate() {
-            let s = self.ensure(&out, layer, || open(i, layer), policy)?;
+            let s = self.ensure(&out, layer, || open(i, layer), &policy)?;
+            if let Some(stats) = &s.stats {
+                policy.budget.image_used = policy.budget.image_used.plus(unpack::Usage::of(stats));
+            }
             out.push(s);
         }
         Ok(out)
@@ -421,7 +426,8 @@ pub fn flatten_snapshot(snapshot: &Path, dest: &Path) -> Result<()> {
         |reason: String| SnapshotError::Copy { snapshot: snapshot.to_path_buf(), dest: dest.to_path_buf(), reason };
     let d = Destination { root: dest.to_path_buf(), lowers: Vec::new(), whiteouts: WhiteoutMode::Apply };
     // Devices in a snapshot were allowed by policy when it was unpacked.
-    let mut applier = Applier::new(&d, UnpackPolicy { allow_devices: true }).map_err(|e| copy_err(e.to_string()))?;
+    let policy = UnpackPolicy { allow_devices: true, ..Default::default() };
+    let mut applier = Applier::new(&d, policy).map_err(|e| copy_err(e.to_string()))?;
     let src = nix::fcntl::open(snapshot, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| io_err("open", snapshot)(e.into()))?;
     let mut links = std::collections::HashMap::new();

@@ -8,6 +8,11 @@
 //! acknowledged, and after any reconnect (clean session) delivery restarts from the cursor. Duplicates are
 //! possible (receivers dedupe by `seq`); gaps and reordering are not. The link never interprets incoming
 //! messages: it forwards them to the agent. It must not touch config files or the spool's on-disk format.
+//!
+//! Incoming packets over [`MAX_INCOMING_PACKET`] end the connection (MQTT 3.1.1 cannot refuse one message);
+//! `crate::link::subscriptions` finds the filter whose retained message does it, leaves it out with a backoff and
+//! the link tells the agent ([`Delivery::Refused`]), so one such message cannot keep the agent reconnecting. A
+//! connection that dies within [`STABLE_AFTER`] of its CONNACK does not reset the reconnect backoff either.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,12 +30,15 @@ use tracing::{debug, info, warn};
 use crate::base::{BadBrokerUrl, BrokerUrl};
 use crate::link::protocol::{Stream, Topics};
 use crate::link::spool::{self, Spool};
+use crate::link::subscriptions::{Refusal, Subscriptions};
 
 /// Packet ids 1..=MAX_INFLIGHT are ours; rumqttc's in-flight table has this size.
 const MAX_INFLIGHT: u16 = 100;
 /// Largest incoming packet; desired/cmd payloads over the protocol's 1 MiB limit still arrive (and are refused
-/// with a reply) up to this size.
-const MAX_INCOMING_PACKET: usize = 4 * 1024 * 1024;
+/// with a reply) up to this size. A larger one ends the connection, and its filter is left out for a while.
+pub const MAX_INCOMING_PACKET: usize = 4 * 1024 * 1024;
+/// A connection that ends sooner than this after its CONNACK keeps the reconnect backoff growing.
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
 const MAX_OUTGOING_PACKET: usize = 16 * 1024 * 1024;
 /// How long a clean shutdown waits for the broker to acknowledge the offline status.
 const OFFLINE_ACK_WAIT: Duration = Duration::from_secs(3);
@@ -114,6 +122,16 @@ pub struct Message {
     pub payload: bytes::Bytes,
     /// Set when the broker delivered a retained copy (on subscribe), not a live publish.
     pub retain: bool,
+}
+
+/// What the link hands the agent.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// A message on one of the subscriptions.
+    Message(Message),
+    /// A retained message on `filter` was over [`MAX_INCOMING_PACKET`]: the link stopped subscribing to it and
+    /// subscribes again after `retry_in`.
+    Refused(Refusal),
 }
 
 enum LinkRequest {
@@ -268,7 +286,8 @@ pub struct Link {
     spool: Arc<Mutex<Spool>>,
     rx: mpsc::Receiver<LinkRequest>,
     wake: Arc<Notify>,
-    incoming: mpsc::Sender<Message>,
+    incoming: mpsc::Sender<Delivery>,
+    subs: Subscriptions,
     connected: bool,
     pkids: PacketIds,
     spool_inflight: AckWindow<spool::Pos>,
@@ -280,7 +299,7 @@ pub struct Link {
 impl Link {
     /// Builds the link over `spool`; returns it, the handle for other tasks, and the receiver of incoming
     /// messages.
-    pub fn new(mut opts: LinkOptions, spool: Spool) -> (Link, LinkHandle, mpsc::Receiver<Message>) {
+    pub fn new(mut opts: LinkOptions, spool: Spool) -> (Link, LinkHandle, mpsc::Receiver<Delivery>) {
         opts.mqtt.set_last_will(LastWill::new(
             opts.topics.status(),
             opts.offline_status.clone(),
@@ -294,6 +313,7 @@ impl Link {
         eventloop.set_network_options(net);
         let (tx, rx) = mpsc::channel(256);
         let (in_tx, in_rx) = mpsc::channel(64);
+        let subs = Subscriptions::new(opts.subscriptions.clone());
         let spool = Arc::new(Mutex::new(spool));
         let wake = Arc::new(Notify::new());
         let handle = LinkHandle { tx, spool: spool.clone(), wake: wake.clone() };
@@ -304,6 +324,7 @@ impl Link {
             rx,
             wake,
             incoming: in_tx,
+            subs,
             connected: false,
             pkids: PacketIds::new(MAX_INFLIGHT),
             spool_inflight: AckWindow::new(),
@@ -319,6 +340,7 @@ impl Link {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut reconnect_at: Option<Instant> = None;
         let mut attempt: u32 = 0;
+        let mut up_since: Option<Instant> = None;
         let mut rx_open = true;
         loop {
             // A handshake in progress is not cancel-safe: dropping `poll` there drops the half-open connection,
@@ -326,6 +348,7 @@ impl Link {
             // connecting nothing but shutdown interrupts `poll` (requests wait in the channel); otherwise every
             // telemetry tick would abandon a handshake slower than the tick, and leave a will behind.
             let handshake = !self.connected && reconnect_at.is_none();
+            let resubscribe_at = if self.connected { self.subs.retry_timer() } else { None };
             let ev = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -344,15 +367,28 @@ impl Link {
                     reconnect_at = None;
                     continue;
                 }
+                _ = sleep_until(resubscribe_at), if resubscribe_at.is_some() => {
+                    if let Some(filter) = self.subs.due(Instant::now()) {
+                        info!(%filter, "subscribing again to a topic whose retained message was too large");
+                        self.subscribe(vec![filter]);
+                    }
+                    continue;
+                }
                 ev = self.eventloop.poll(), if reconnect_at.is_none() => ev,
             };
             match ev {
                 Ok(ev) => {
                     if self.handle_event(ev) {
-                        attempt = 0;
+                        up_since = Some(Instant::now());
                     }
                 }
                 Err(err) => {
+                    // Only a connection that lasted resets the backoff: one that a broker (or a message) ends
+                    // right after its CONNACK must not make the agent reconnect in a tight loop.
+                    if up_since.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+                        attempt = 0;
+                    }
+                    self.connection_failed(&err);
                     let delay = backoff(self.opts.backoff_min, self.opts.backoff_max, attempt);
                     if self.connected || attempt == 0 {
                         warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
@@ -371,6 +407,39 @@ impl Link {
         self.shutdown().await;
     }
 
+    /// Pins an oversized packet on a filter (or prepares to find it) and tells the agent; forgets subscriptions
+    /// in flight on any other error.
+    fn connection_failed(&mut self, err: &ConnectionError) {
+        use rumqttc::mqttbytes::Error as Bytes;
+        use rumqttc::StateError;
+        match err {
+            ConnectionError::MqttState(StateError::Deserialization(Bytes::PayloadSizeLimitExceeded(bytes))) => {
+                match self.subs.oversized(*bytes, Instant::now()) {
+                    Some(r) => {
+                        warn!(filter = %r.filter, bytes = r.bytes, limit = MAX_INCOMING_PACKET, retry_in_s = r.retry_in.as_secs(), "a retained message is larger than the packet limit: not subscribing to its topic for now");
+                        if self.incoming.try_send(Delivery::Refused(r)).is_err() {
+                            warn!("oversized message not reported: the agent is not keeping up");
+                        }
+                    }
+                    None => warn!(
+                        bytes,
+                        limit = MAX_INCOMING_PACKET,
+                        "a message larger than the packet limit ended the connection; subscribing one topic at a time to find it"
+                    ),
+                }
+            }
+            _ => self.subs.disconnected(),
+        }
+    }
+
+    fn subscribe(&mut self, filters: Vec<String>) {
+        if filters.is_empty() {
+            return;
+        }
+        let filters = filters.into_iter().map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce));
+        self.eventloop.pending.push_back(Request::Subscribe(Subscribe::new_many(filters)));
+    }
+
     fn disconnected(&mut self) {
         self.connected = false;
         self.pkids.clear();
@@ -386,11 +455,8 @@ impl Link {
                 self.disconnected();
                 self.connected = true;
                 lock(&self.spool).rewind();
-                if !self.opts.subscriptions.is_empty() {
-                    let filters =
-                        self.opts.subscriptions.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                    self.eventloop.pending.push_back(Request::Subscribe(Subscribe::new_many(filters)));
-                }
+                let filters = self.subs.connected(Instant::now());
+                self.subscribe(filters);
                 for (topic, payload) in self.states.clone() {
                     self.publish(topic, payload, true);
                 }
@@ -400,7 +466,7 @@ impl Link {
             Event::Incoming(Incoming::PubAck(ack)) => self.acked(ack.pkid),
             Event::Incoming(Incoming::Publish(p)) => {
                 let msg = Message { topic: p.topic.clone(), payload: p.payload.clone(), retain: p.retain };
-                if self.incoming.try_send(msg).is_err() {
+                if self.incoming.try_send(Delivery::Message(msg)).is_err() {
                     warn!(topic = %p.topic, "incoming message dropped: the agent is not keeping up");
                 }
             }
@@ -410,6 +476,8 @@ impl Link {
                         warn!("broker refused a subscription: check the ACL for this device's topics");
                     }
                 }
+                let next = self.subs.acked(Instant::now());
+                self.subscribe(next);
             }
             Event::Outgoing(Outgoing::Disconnect) => {}
             _ => {}

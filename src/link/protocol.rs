@@ -223,6 +223,10 @@ pub enum Command {
 
 /// The longest `follow_s` of a `logs` command: a reply must not wait on a device forever.
 pub const MAX_FOLLOW_S: u64 = 60;
+/// The largest `tail` of a `logs` command.
+pub const MAX_TAIL: u64 = 10_000;
+/// The longest image reference a `resolve` command may name.
+pub const MAX_IMAGE_LEN: usize = 512;
 
 const KNOWN_COMMANDS: &str = "`ping`, `logs`, `restart`, `resolve`";
 
@@ -231,6 +235,18 @@ fn string_arg(args: Option<&serde_json::Value>, name: &str) -> Result<String> {
         Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         _ => Err(Error::WrongType { field: format!("args.{name}"), expected: "present and a non-empty string" }),
     }
+}
+
+/// A deployment name argument: a valid id (deployment names are a subset), so it is short and topic-safe.
+fn deployment_arg(args: Option<&serde_json::Value>) -> Result<String> {
+    let name = string_arg(args, "deployment")?;
+    if !valid_id(&name) {
+        return Err(Error::WrongType {
+            field: "args.deployment".into(),
+            expected: "a deployment name ([a-z0-9_-], at most 64 characters)",
+        });
+    }
+    Ok(name)
 }
 
 fn number_arg(args: Option<&serde_json::Value>, name: &str) -> Result<Option<u64>> {
@@ -262,14 +278,23 @@ pub fn parse_command(payload: &[u8]) -> Result<Command> {
             if follow_s.is_some_and(|f| f > MAX_FOLLOW_S) {
                 return Err(Error::WrongType { field: "args.follow_s".into(), expected: "at most 60 (seconds)" });
             }
-            Ok(Command::Logs {
-                deployment: string_arg(args, "deployment")?,
-                tail: number_arg(args, "tail")?.map(|t| t as usize),
-                follow_s,
-            })
+            let tail = number_arg(args, "tail")?;
+            if tail.is_some_and(|t| t > MAX_TAIL) {
+                return Err(Error::WrongType { field: "args.tail".into(), expected: "at most 10000 (lines)" });
+            }
+            Ok(Command::Logs { deployment: deployment_arg(args)?, tail: tail.map(|t| t as usize), follow_s })
         }
-        "restart" => Ok(Command::Restart { deployment: string_arg(args, "deployment")? }),
-        "resolve" => Ok(Command::Resolve { image: string_arg(args, "image")? }),
+        "restart" => Ok(Command::Restart { deployment: deployment_arg(args)? }),
+        "resolve" => {
+            let image = string_arg(args, "image")?;
+            if image.len() > MAX_IMAGE_LEN {
+                return Err(Error::WrongType {
+                    field: "args.image".into(),
+                    expected: "an image reference of at most 512 bytes",
+                });
+            }
+            Ok(Command::Resolve { image })
+        }
         other => Err(Error::UnknownCommand { name: other.chars().take(64).collect(), known: KNOWN_COMMANDS }),
     }
 }
@@ -428,6 +453,21 @@ mod tests {
         assert!(bad_tail.to_string().contains("`args.tail`"), "{bad_tail}");
         let long = parse_command(br#"{"cmd":"logs","args":{"deployment":"a","follow_s":3600}}"#).unwrap_err();
         assert!(long.to_string().contains("at most 60"), "{long}");
+    }
+
+    #[test]
+    fn command_arguments_are_bounded() {
+        let tail = parse_command(br#"{"cmd":"logs","args":{"deployment":"a","tail":10001}}"#).unwrap_err();
+        assert!(tail.to_string().contains("`args.tail`") && tail.to_string().contains("10000"), "{tail}");
+        assert!(parse_command(br#"{"cmd":"logs","args":{"deployment":"a","tail":10000}}"#).is_ok());
+        let name = format!(r#"{{"cmd":"restart","args":{{"deployment":"{}"}}}}"#, "a".repeat(65));
+        let err = parse_command(name.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("`args.deployment`"), "{err}");
+        let err = parse_command(br#"{"cmd":"logs","args":{"deployment":"../x"}}"#).unwrap_err().to_string();
+        assert!(err.contains("`args.deployment`"), "{err}");
+        let image = format!(r#"{{"cmd":"resolve","args":{{"image":"r/{}"}}}}"#, "x".repeat(600));
+        let err = parse_command(image.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("`args.image`") && err.contains("512"), "{err}");
     }
 
     #[test]

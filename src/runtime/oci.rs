@@ -22,7 +22,7 @@ use crate::config::{Config, RegistryConfig};
 use crate::host::devices::{cameras, gpu};
 use crate::image::snapshot::{self, LayerSpec, RootfsMode, SnapshotStore};
 use crate::image::store::{ImageStore, StoredImage};
-use crate::image::unpack::UnpackPolicy;
+use crate::image::unpack::{UnpackBudget, UnpackPolicy};
 
 /// Metadata key (not a user label) naming the OCI runtime a container was created with, when it is not the
 /// backend's default (the `nvidia-runtime` GPU mode). Later calls for that container use the same runtime.
@@ -59,6 +59,8 @@ pub struct OciSettings {
     pub log_max_bytes: u64,
     /// How a root file system is built. Defaults to overlay with a copy fallback.
     pub rootfs_mode: RootfsMode,
+    /// `[unpack]` and `registry.disk_reserve_bytes`: what unpacking an image's layers may write.
+    pub unpack: UnpackBudget,
 }
 
 impl OciSettings {
@@ -76,6 +78,7 @@ impl OciSettings {
             cgroup_parent: cfg.runtime.cgroup_parent.clone(),
             log_max_bytes: cfg.runtime.log_max_bytes,
             rootfs_mode: RootfsMode::Auto,
+            unpack: UnpackBudget::from_config(&cfg.unpack, cfg.registry.disk_reserve_bytes),
         }
     }
 }
@@ -235,7 +238,7 @@ impl Inner {
             .ensure_all(
                 &layers,
                 |i, _| store.open_blob(&blobs[i]).map_err(|e| std::io::Error::other(e.to_string())),
-                &UnpackPolicy::default(),
+                &UnpackPolicy { budget: self.settings.unpack, ..Default::default() },
             )
             .map_err(|e| img_err(image, e))?;
         Ok((stored, snaps.into_iter().map(|s| s.fs).collect()))

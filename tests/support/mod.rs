@@ -147,7 +147,9 @@ pub fn require_tool(program: &str, debian_package: &str) -> PathBuf {
 }
 
 pub mod backend_contract;
+pub mod bombs;
 pub mod dockerd;
+pub mod hostile;
 pub mod mosquitto;
 pub mod prometheus;
 pub mod registry;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -405,21 +405,7 @@ async fn handle(
     me: &str,
 ) -> std::io::Result<()> {
     let (rd, mut wr) = conn.into_split();
-    let mut rd = BufReader::new(rd);
-    let mut line = String::new();
-    rd.read_line(&mut line).await?;
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
-    let mut headers = HashMap::new();
-    loop {
-        line.clear();
-        if rd.read_line(&mut line).await? == 0 || line == "\r\n" || line == "\n" {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-        }
-    }
+    let super::hostile::Request { method, path, headers } = super::hostile::read_request(rd).await?;
     let is_blob = path.contains("/blobs/sha256:");
     let range = headers.get("range").cloned();
     let mut record = Seen {

@@ -20,6 +20,10 @@ pub(crate) struct Applier {
     pub(super) stats: UnpackStats,
     pub(super) buf: Vec<u8>,
     pub(super) is_root: bool,
+    /// Meters a layer unpack against its budget; `None` when applying trusted snapshots.
+    pub(crate) meter: Option<Meter>,
+    /// Why the meter stopped the unpack (the entry's own error only says it was stopped).
+    pub(crate) stopped: Option<UnpackError>,
 }
 
 impl Applier {
@@ -45,7 +49,44 @@ impl Applier {
             stats: UnpackStats::default(),
             buf: vec![0; 256 * 1024],
             is_root: nix::unistd::geteuid().is_root(),
+            meter: None,
+            stopped: None,
         })
+    }
+
+    /// What this layer has used of its budget so far.
+    pub(crate) fn usage(&self) -> Usage {
+        let s = &self.stats;
+        let whiteout_nodes = if self.whiteouts == WhiteoutMode::Overlay { s.whiteouts } else { 0 };
+        let inodes =
+            s.files + s.dirs + s.symlinks + s.fifos + s.devices + whiteout_nodes + self.res.created.len() as u64;
+        Usage { bytes: s.content_bytes.saturating_add(inodes.saturating_mul(INODE_COST)), entries: s.entries, inodes }
+    }
+
+    /// Checks the usage against the budget (nothing without a meter); a broken limit stops the unpack.
+    pub(super) fn charge(&mut self) -> std::result::Result<(), Fail> {
+        let used = self.usage();
+        let Some(meter) = &mut self.meter else { return Ok(()) };
+        match meter.check(used, self.res.root.as_fd()) {
+            None => Ok(()),
+            Some(e) => Err(self.stop(e)),
+        }
+    }
+
+    /// Checks that a file of `size` bytes fits before any of it is written.
+    pub(super) fn charge_file(&mut self, size: u64) -> std::result::Result<(), Fail> {
+        let used = self.usage();
+        let Some(meter) = &self.meter else { return Ok(()) };
+        match meter.check_file(used, size) {
+            None => Ok(()),
+            Some(e) => Err(self.stop(e)),
+        }
+    }
+
+    fn stop(&mut self, e: UnpackError) -> Fail {
+        let text = e.to_string();
+        self.stopped = Some(e);
+        Fail::Refuse(text)
     }
 
     pub(super) fn apply_tar_entry<R: Read>(
@@ -54,6 +95,12 @@ impl Applier {
         compression: Compression,
     ) -> Result<()> {
         self.stats.entries += 1;
+        if let Err(Fail::Refuse(reason)) = self.charge() {
+            return Err(UnpackError::Unsafe {
+                entry: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+                reason,
+            });
+        }
         let raw_path = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw_path).into_owned();
         let refuse = |reason: String| UnpackError::Unsafe { entry: name.clone(), reason };
@@ -118,8 +165,14 @@ impl Applier {
         use tar::EntryType as T;
         let result = match etype {
             T::Regular | T::Continuous | T::GNUSparse => {
-                let mut src = &mut entry;
-                self.file(&comps, &meta, &mut src)
+                // The size is the file's full size (a sparse file's holes included): refused before writing.
+                match self.charge_file(entry.size()) {
+                    Ok(()) => {
+                        let mut src = &mut entry;
+                        self.file(&comps, &meta, &mut src)
+                    }
+                    Err(f) => Err(f),
+                }
             }
             T::Directory => self.dir(&comps, &meta),
             T::Symlink => match &link {
@@ -142,6 +195,7 @@ impl Applier {
                 Ok(())
             }
         };
+        let result = result.and_then(|()| self.charge());
         result.map_err(|f| match f {
             // A read error while copying contents is the stream's fault, not the destination's.
             Fail::Io("read layer", source) => UnpackError::Corrupt { compression, source },
@@ -256,6 +310,7 @@ impl Applier {
             };
             file.write_all(&self.buf[..n]).op("write file")?;
             self.stats.content_bytes += n as u64;
+            self.charge()?;
         }
         self.chown_fd(file.as_fd(), meta)?;
         // After chown: chown clears setuid/setgid bits.

@@ -14,6 +14,9 @@
 //! The last component is never followed: an existing entry there is removed and replaced. Symlink targets are
 //! stored verbatim; they are never followed while unpacking.
 //!
+//! Budgets (`budget`): every unpack is metered against an [`UnpackBudget`] (bytes written with sparse holes,
+//! entries, inodes, expansion ratio, free space and inodes left) and stopped with the numbers when it breaks one.
+//!
 //! Unpacking blocks on file-system work: async callers run it in `spawn_blocking`.
 
 use std::collections::HashSet;
@@ -32,11 +35,14 @@ use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, Unlin
 use sha2::{Digest, Sha256};
 
 mod apply;
+mod budget;
 mod confine;
 mod path;
 mod xattr;
 
 pub(crate) use apply::*;
+pub(crate) use budget::{CountingReader, Meter};
+pub use budget::{UnpackBudget, Usage, INODE_COST};
 pub(crate) use confine::*;
 pub(crate) use path::*;
 pub(crate) use xattr::*;
@@ -89,6 +95,48 @@ pub enum UnpackError {
         /// The sha256 of what was read.
         actual: String,
     },
+    /// The layer broke a limit of its [`UnpackBudget`].
+    #[error("layer unpack stopped: {what} reached {used}, over the limit of {limit} ({key}); the layer is a decompression bomb or a broken image, or the limit is too low for it")]
+    Budget {
+        /// What was counted.
+        what: &'static str,
+        /// How much was used when it stopped.
+        used: u64,
+        /// The limit.
+        limit: u64,
+        /// The config key that sets it.
+        key: &'static str,
+    },
+    /// The layer wrote far more than its compressed size.
+    #[error("layer unpack stopped: it wrote {written} bytes from {compressed} compressed bytes, more than {ratio} times as much (unpack.max_expansion_ratio); the layer is a decompression bomb, or the limit is too low for it")]
+    Expansion {
+        /// Bytes written (file contents with sparse holes, plus a block per inode).
+        written: u64,
+        /// Compressed bytes read.
+        compressed: u64,
+        /// The ratio allowed.
+        ratio: f64,
+    },
+    /// The destination's free space fell to the reserve.
+    #[error("layer unpack stopped after writing {written} bytes: {free} bytes are free on the state dir's file system and {reserve} must stay free (registry.disk_reserve_bytes); free space (jetship image-gc) or lower the reserve")]
+    NoSpace {
+        /// Bytes written by this layer so far.
+        written: u64,
+        /// Free bytes left.
+        free: u64,
+        /// The reserve.
+        reserve: u64,
+    },
+    /// The destination's free inodes fell to the reserve.
+    #[error("layer unpack stopped after creating {inodes} inodes: {free} inodes are free on the state dir's file system and {reserve} must stay free (unpack.inode_reserve); free space (jetship image-gc) or lower the reserve")]
+    NoInodes {
+        /// Inodes created by this layer so far.
+        inodes: u64,
+        /// Free inodes left.
+        free: u64,
+        /// The reserve.
+        reserve: u64,
+    },
     /// The destination root cannot be opened.
     #[error("cannot open unpack destination {path}: {source}")]
     Destination {
@@ -103,11 +151,13 @@ pub enum UnpackError {
 pub type Result<T> = std::result::Result<T, UnpackError>;
 
 /// Local policy for what a layer may create. Defaults to the safe choice for every field.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct UnpackPolicy {
     /// Create character and block device nodes found in layers. Defaults to false: they are skipped and
     /// counted, because a device node in an image grants access to host hardware that the deployment did not ask for.
     pub allow_devices: bool,
+    /// What one layer (and the image's layers together) may write. Defaults to the `[unpack]` defaults.
+    pub budget: UnpackBudget,
 }
 
 /// Compression of a layer blob.
@@ -218,6 +268,12 @@ pub struct UnpackStats {
     pub tar_bytes: u64,
     /// Bytes of regular-file content written.
     pub content_bytes: u64,
+    /// Inodes created (files, directories created or updated, links, nodes, overlay whiteouts).
+    #[serde(default)]
+    pub inodes: u64,
+    /// What the budget counts as written: `content_bytes` plus [`INODE_COST`] per inode.
+    #[serde(default)]
+    pub written_bytes: u64,
     /// The DiffID of the stream: `sha256:<hex>` of the uncompressed tar.
     pub diff_id: String,
 }
@@ -232,6 +288,8 @@ pub fn unpack_layer<R: Read>(
     dest: &Destination,
     policy: &UnpackPolicy,
 ) -> Result<UnpackStats> {
+    let compressed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = CountingReader { inner: reader, count: compressed.clone() };
     let mut input = BufReader::with_capacity(256 * 1024, reader);
     let head = input.fill_buf().map_err(|source| UnpackError::Corrupt { compression: Compression::None, source })?;
     let sniffed = Compression::sniff(head);
@@ -259,17 +317,24 @@ pub fn unpack_layer<R: Read>(
     let hashing = HashingReader { inner: decoded, hasher: Sha256::new(), bytes: 0 };
     let mut archive = tar::Archive::new(BufReader::with_capacity(256 * 1024, hashing));
     let mut applier = Applier::new(dest, *policy)?;
+    applier.meter = Some(Meter::new(policy.budget, compressed));
     let corrupt = |source| UnpackError::Corrupt { compression, source };
     let entries = archive.entries().map_err(corrupt)?;
     for entry in entries {
         let entry = entry.map_err(corrupt)?;
-        applier.apply_tar_entry(entry, compression)?;
+        if let Err(e) = applier.apply_tar_entry(entry, compression) {
+            // A budget stop is reported as itself, not as the entry it happened to stop in.
+            return Err(applier.stopped.take().unwrap_or(e));
+        }
     }
     // The tar end marker may be followed by padding; it is part of the DiffID.
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
     let hashing = rest.into_inner();
+    let used = applier.usage();
     let mut stats = applier.finish()?;
+    stats.inodes = used.inodes;
+    stats.written_bytes = used.bytes;
     stats.tar_bytes = hashing.bytes;
     stats.diff_id = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
     Ok(stats)
