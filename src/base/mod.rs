@@ -14,3 +14,7 @@ pub use broker_url::{BadBrokerUrl, BrokerUrl};
 pub use ids::valid_id;
 pub use modes::{GpuMode, IpcMode, LogFormat, NetworkMode};
 pub use platform::{BadPlatform, Platform};
+
+/// The pids limit a container gets when nothing sets one (Docker sets none, so a fork bomb takes the host): the
+/// runtime's default and the local policy's `pids_limit` default.
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
