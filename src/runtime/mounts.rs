@@ -120,9 +120,18 @@ fn io_err<'a>(host: &'a Path, context: &'static str) -> impl FnOnce(io::Error) -
     move |source| Error::Io { host: host.to_path_buf(), context, source }
 }
 
+/// Opens an allowed root (config: trusted, symlinks in it followed), creating it when missing as a bind source
+/// of Docker's would be (the first volume of `<state_dir>/volumes` finds no folder yet).
 fn open_root(root: &Path, host: &Path) -> Result<OwnedFd> {
-    nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| io_err(host, "opening its allowed root")(e.into()))
+    let open = || nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty());
+    match open() {
+        Err(Errno::ENOENT) => {
+            std::fs::create_dir_all(root).map_err(io_err(host, "creating its allowed root"))?;
+            open()
+        }
+        other => other,
+    }
+    .map_err(|e| io_err(host, "opening its allowed root")(e.into()))
 }
 
 /// What `how` says `host` is, as an `O_PATH` descriptor: the object that will be mounted.
