@@ -756,3 +756,50 @@ fn a_state_dir_created_world_readable_is_narrowed_at_agent_start() {
     });
     assert_eq!(mode(&state.join("desired/device.json")), 0o600);
 }
+
+// ---- camera and device paths: the node itself, never what a symlink in its place points to --------------------
+
+#[test]
+fn a_symlink_in_place_of_a_camera_node_and_a_foreign_argus_socket_are_refused() {
+    use jetship::host::devices::cameras::{self, CameraError};
+    assert!(nix::unistd::geteuid().is_root(), "this test makes device nodes and chowns a socket: run as root");
+    let host = support::copy_fixture_host("orin-nano-super-jp62");
+    let r = host.path();
+    for n in 1..4 {
+        support::mknod_under(r, &format!("/dev/video{n}"), 81, n, 0o660);
+    }
+    // video0 is a symlink to a char device (the host's /dev/null here; a disk would do as well).
+    let video0 = r.join("dev/video0");
+    let _ = std::fs::remove_file(&video0);
+    std::os::unix::fs::symlink("/dev/null", &video0).unwrap();
+    let err = cameras::edits(r, &["/dev/video0".into()], false).unwrap_err();
+    assert!(matches!(&err, CameraError::NotDevice { found, .. } if found == "a symlink"), "{err}");
+    assert!(cameras::edits(r, &["/dev/video2".into()], false).is_ok(), "a real node still passes");
+
+    // /tmp is everyone's: a socket a non-root user planted at the argus path is not passed, nor a symlink.
+    std::fs::create_dir_all(r.join("tmp")).unwrap();
+    let argus = r.join("tmp/argus_socket");
+    let _planted = std::os::unix::net::UnixListener::bind(&argus).unwrap();
+    std::os::unix::fs::chown(&argus, Some(1000), Some(1000)).unwrap();
+    let sel = vec!["/dev/video2".to_string()];
+    assert_eq!(cameras::argus_mount(r, true, &sel), None, "a user's socket is not nvargus-daemon's");
+    std::fs::remove_file(&argus).unwrap();
+    let real = r.join("tmp/real-argus");
+    let _daemon = std::os::unix::net::UnixListener::bind(&real).unwrap();
+    std::os::unix::fs::symlink(&real, &argus).unwrap();
+    assert_eq!(cameras::argus_mount(r, true, &sel), None, "a symlink at the argus path is not followed");
+    std::fs::remove_file(&argus).unwrap();
+    std::fs::rename(&real, &argus).unwrap();
+    assert!(cameras::argus_mount(r, true, &sel).is_some(), "root's own socket is passed");
+    // And the staging resolves it again, refusing it once swapped for a user's.
+    let req = jetship::runtime::mounts::Request {
+        host: argus.clone(),
+        container: "/tmp/argus_socket".into(),
+        read_only: false,
+        how: jetship::runtime::mounts::Resolve::RootSocket { root: r.to_path_buf() },
+    };
+    assert!(jetship::runtime::mounts::resolve(&req).is_ok());
+    std::os::unix::fs::chown(&argus, Some(1000), Some(1000)).unwrap();
+    let err = jetship::runtime::mounts::resolve(&req).unwrap_err().to_string();
+    assert!(err.contains("not a Unix socket owned by root"), "{err}");
+}
