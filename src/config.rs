@@ -638,9 +638,8 @@ impl Config {
             }
         }
         for (i, c) in self.policy.allowed_capabilities.iter().enumerate() {
-            let upper = c.trim().to_ascii_uppercase();
-            let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
-            if serde_json::from_value::<oci_spec::runtime::Capability>(serde_json::Value::String(full)).is_err() {
+            let full = serde_json::Value::String(crate::base::capability_key(c));
+            if serde_json::from_value::<oci_spec::runtime::Capability>(full).is_err() {
                 bad(
                     &format!("policy.allowed_capabilities[{i}]"),
                     format!("`{c}` is not a Linux capability (e.g. CAP_NET_ADMIN)"),

@@ -133,9 +133,9 @@ fn container_access(
             }
         }
     }
-    let allowed_caps: Vec<String> = policy.allowed_capabilities.iter().map(|c| cap_key(c)).collect();
+    let allowed_caps: Vec<String> = policy.allowed_capabilities.iter().map(|c| crate::base::capability_key(c)).collect();
     for (i, c) in d.cap_add.iter().enumerate() {
-        let key = cap_key(c);
+        let key = crate::base::capability_key(c);
         if !allowed_caps.contains(&key) {
             bad(
                 format!("cap_add[{i}]"),
@@ -175,16 +175,6 @@ fn container_access(
 /// Whether a `user` (`root`, `0`, `0:0`, `root:video`) names uid 0 by itself.
 fn names_root(user: &str) -> bool {
     matches!(user.split(':').next(), Some("root" | "0"))
-}
-
-/// `CAP_X` for `x`, `X` or `CAP_X`.
-fn cap_key(c: &str) -> String {
-    let upper = c.trim().to_ascii_uppercase();
-    if upper.starts_with("CAP_") {
-        upper
-    } else {
-        format!("CAP_{upper}")
-    }
 }
 
 /// Whether policy entry `pattern` (`kind=name` or `kind=*`) allows CDI device `kind=name`.

@@ -149,9 +149,7 @@ pub fn capability_name(c: Capability) -> String {
 
 /// The capability `name` names (`CAP_NET_ADMIN` or `NET_ADMIN`, any case).
 pub fn parse_capability(name: &str) -> Option<Capability> {
-    let upper = name.trim().to_ascii_uppercase();
-    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
-    serde_json::from_value(serde_json::Value::String(full)).ok()
+    serde_json::from_value(serde_json::Value::String(crate::base::capability_key(name))).ok()
 }
 
 /// The resolved user of the container process.
