@@ -1,7 +1,9 @@
 //! Times the native backend's create + start of a cached image: from `create` (bundle, overlay, config.json,
 //! conmon + runc create) to `start` returning, when the container's process has been exec'd. Used by
 //! `scripts/bench-run`; prints one line per run, in milliseconds, and leaves the containers running
-//! (`<prefix>-<n>`) so the script can measure memory with them up.
+//! (`<prefix>-<n>`) so the script can measure memory with them up. The containers get the default confinement
+//! (seccomp profile, no_new_privs, pids limit, AppArmor where enforced); with `JETSHIP_BENCH_UNCONFINED=1` none
+//! of it, which is what the defaults cost.
 //!
 //!     cargo run --release --example run_latency -- <agent.toml> <pinned-image> <runs> <prefix> [ARGS...]
 
@@ -10,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use jetship::runtime::oci::{OciBackend, OciSettings};
-use jetship::runtime::{labels, ContainerConfig, ContainerRuntime};
+use jetship::runtime::{labels, Confinement, ContainerConfig, ContainerRuntime};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +27,12 @@ fn main() -> Result<()> {
         image: args[1].clone(),
         args: (args.len() > 4).then(|| args[4..].to_vec()),
         ..Default::default()
+    };
+    let config = if std::env::var_os("JETSHIP_BENCH_UNCONFINED").is_some_and(|v| v == "1") {
+        let none = Confinement { seccomp: false, apparmor: false, no_new_privileges: false, pids_limit: None, ..Default::default() };
+        ContainerConfig { confinement: none, ..config }
+    } else {
+        config
     };
     rt.block_on(async {
         backend.ensure_image(&config.image).await?;

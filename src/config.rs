@@ -137,21 +137,81 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// The local policy: what any controller's deployment document may ask of this device (docs/deployments.md).
-/// A document that asks for more is refused as a whole, with every reason reported.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The local policy: what any controller's deployment document may ask of this device (docs/deployments.md,
+/// docs/security.md). A document that asks for more is refused as a whole, with every reason reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// Registries (`host[:port]`, `docker.io` for Docker Hub) images may come from. Defaults to none, which
     /// means any registry.
     pub allowed_registries: Vec<String>,
-    /// Absolute host directories that volumes may mount (a volume's host path must lie under one of them).
-    /// `<state_dir>/volumes/` is always allowed. Defaults to none beyond that.
+    /// Absolute host directories that volumes may mount (a volume's host path must lie under one of them, with
+    /// no symlink below it). `<state_dir>/volumes/` is always allowed. Defaults to none beyond that.
     pub allowed_host_paths: Vec<PathBuf>,
     /// Whether a deployment may ask for a privileged container. Defaults to `false`.
     pub allow_privileged: bool,
     /// Whether a deployment may ask for host devices beyond the GPU and cameras (`devices`). Defaults to `false`.
     pub allow_devices: bool,
+
+    // Container access: what the seed use case needs is allowed by default, nothing beyond it.
+    /// Whether a deployment may share the host's network namespace (`network = "host"`, the default of
+    /// documents). Defaults to `true`.
+    pub allow_host_network: bool,
+    /// Whether a deployment may share the host's IPC namespace and its `/dev/shm` read-write (`ipc = "host"`,
+    /// the default of documents). Defaults to `true`.
+    pub allow_host_ipc: bool,
+    /// Whether a container's process may run as root (uid 0) inside it, by its `user` or the image's.
+    /// Defaults to `true`.
+    pub allow_root: bool,
+    /// Whether a deployment may have an `exec` health check (run inside the container, confined as it is).
+    /// Defaults to `true`.
+    pub allow_exec_health: bool,
+    /// Whether a deployment may ask for cameras. Defaults to `true`.
+    pub allow_cameras: bool,
+    /// Whether a deployment may ask for the GPU. Defaults to `true`.
+    pub allow_gpu: bool,
+    /// CDI device names a deployment's `gpu` may name (`vendor/class=name`; `name` may be `*`). `gpu = true` is
+    /// `nvidia.com/gpu=all`. Defaults to `["nvidia.com/gpu=*"]`.
+    pub allowed_cdi_devices: Vec<String>,
+    /// Capabilities a deployment may add to Docker's default set (`cap_add`), e.g. `CAP_NET_ADMIN`. Defaults to
+    /// none.
+    pub allowed_capabilities: Vec<String>,
+    /// Whether a deployment may run without Docker's default seccomp profile (`seccomp = "unconfined"`).
+    /// Defaults to `false`.
+    pub allow_unconfined_seccomp: bool,
+    /// Whether a deployment may run without the AppArmor profile (`apparmor = "unconfined"`). Defaults to
+    /// `false`.
+    pub allow_unconfined_apparmor: bool,
+    /// Whether a deployment may turn no_new_privs off (`no_new_privileges = false`, for setuid binaries).
+    /// Defaults to `false`.
+    pub allow_new_privileges: bool,
+    /// Most tasks a deployment may ask for (`pids_limit`); one that sets none gets the smaller of this and 4096.
+    /// Defaults to 4096.
+    pub pids_limit: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            allowed_registries: Vec::new(),
+            allowed_host_paths: Vec::new(),
+            allow_privileged: false,
+            allow_devices: false,
+            // Container access.
+            allow_host_network: true,
+            allow_host_ipc: true,
+            allow_root: true,
+            allow_exec_health: true,
+            allow_cameras: true,
+            allow_gpu: true,
+            allowed_cdi_devices: vec!["nvidia.com/gpu=*".into()],
+            allowed_capabilities: Vec::new(),
+            allow_unconfined_seccomp: false,
+            allow_unconfined_apparmor: false,
+            allow_new_privileges: false,
+            pids_limit: crate::base::DEFAULT_PIDS_LIMIT,
+        }
+    }
 }
 
 /// `runtime.backend`.
@@ -712,6 +772,27 @@ impl Config {
                 );
             }
         }
+        for (i, c) in self.policy.allowed_cdi_devices.iter().enumerate() {
+            let ok = c.split_once('=').is_some_and(|(kind, name)| kind.contains('/') && !name.is_empty());
+            if !ok {
+                bad(
+                    &format!("policy.allowed_cdi_devices[{i}]"),
+                    format!("`{c}` must be a CDI device name vendor/class=name, such as nvidia.com/gpu=* or nvidia.com/gpu=0"),
+                );
+            }
+        }
+        for (i, c) in self.policy.allowed_capabilities.iter().enumerate() {
+            let full = serde_json::Value::String(crate::base::capability_key(c));
+            if serde_json::from_value::<oci_spec::runtime::Capability>(full).is_err() {
+                bad(
+                    &format!("policy.allowed_capabilities[{i}]"),
+                    format!("`{c}` is not a Linux capability (e.g. CAP_NET_ADMIN)"),
+                );
+            }
+        }
+        if self.policy.pids_limit == 0 {
+            bad("policy.pids_limit", "must be at least 1".into());
+        }
         match self.runtime.oci_runtime.as_str() {
             "auto" | "crun" | "runc" => {}
             p if p.starts_with('/') => {}
@@ -942,6 +1023,17 @@ mod tests {
         assert_eq!(c.policy, PolicyConfig::default());
         assert!(c.policy.allowed_registries.is_empty() && c.policy.allowed_host_paths.is_empty());
         assert!(!c.policy.allow_privileged && !c.policy.allow_devices);
+        // The seed use case (GPU, cameras, host IPC and network, an exec health check, root in the image) is
+        // allowed; nothing that loosens the container's confinement is.
+        let p = &c.policy;
+        assert!(p.allow_host_network && p.allow_host_ipc && p.allow_root && p.allow_exec_health);
+        assert!(p.allow_cameras && p.allow_gpu && p.allowed_cdi_devices == ["nvidia.com/gpu=*"]);
+        assert!(p.allowed_capabilities.is_empty() && !p.allow_unconfined_seccomp && !p.allow_unconfined_apparmor);
+        assert!(!p.allow_new_privileges && p.pids_limit == 4096);
+        let c = parse("[policy]\nallowed_cdi_devices = [\"gpu\"]\nallowed_capabilities = [\"NET_ADMIN\", \"FLY\"]\npids_limit = 0\n").unwrap();
+        let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["policy.allowed_cdi_devices[0]", "policy.allowed_capabilities[1]", "policy.pids_limit"]);
         let c = parse("[policy]\nallowed_registries = [\"nvcr.io\", \"https://x/y\"]\nallowed_host_paths = [\"/data\", \"rel\", \"/a/../etc\"]\n").unwrap();
         let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();

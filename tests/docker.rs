@@ -19,12 +19,19 @@ use support::backend_contract::{self as contract, push_busybox};
 use support::dockerd::{docker_cli, Dockerd};
 use support::registry::{Pusher, Registry};
 
+/// A state dir for this test process (bind sources are staged under its `mounts/`).
+fn state_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path().to_path_buf()
+}
+
 fn options(agent: &str, host_root: &Path) -> DockerOptions {
     DockerOptions {
         agent_id: agent.into(),
         host_root: host_root.to_path_buf(),
         gpu_mode: GpuMode::Auto,
         credentials: Default::default(),
+        state_dir: state_dir(),
     }
 }
 
@@ -86,13 +93,35 @@ async fn docker_inspect_shows_host_ipc_network_devices_shm_binds_labels_and_nvid
     assert_eq!(host["NetworkMode"], "host");
     assert_eq!(host["ShmSize"], 64 << 20);
     assert_eq!(host["Memory"], 128 << 20);
+    // Structured mounts over the staged sources (never `host:container` strings), private propagation.
+    let staged = state_dir().join("mounts/js-inspect");
+    let mounts: Vec<(String, String, bool, String)> = host["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let s = |k: &str| m[k].as_str().unwrap_or("").to_owned();
+            (
+                s("Source"),
+                s("Target"),
+                m["ReadOnly"].as_bool().unwrap_or(false),
+                m["BindOptions"]["Propagation"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
     assert_eq!(
-        host["Binds"],
-        serde_json::json!([
-            format!("{}:/models:ro", data.path().display()),
-            format!("{}:/tmp/argus_socket", argus.display())
-        ])
+        mounts,
+        [
+            (staged.join("0").display().to_string(), "/models".into(), true, "rprivate".into()),
+            (staged.join("1").display().to_string(), "/tmp/argus_socket".into(), false, "rprivate".into()),
+        ]
     );
+    assert_eq!(host["Binds"], serde_json::Value::Null);
+    assert_eq!(host["PidsLimit"], 4096);
+    // (The daemon adds `label=disable` itself for host IPC.)
+    let opts = host["SecurityOpt"].as_array().unwrap();
+    assert!(opts.contains(&serde_json::json!("no-new-privileges:true")), "{opts:?}");
+    assert!(!opts.iter().any(|o| o.as_str().is_some_and(|o| o.contains("unconfined"))), "{opts:?}");
     assert_eq!(host["RestartPolicy"]["Name"], "no");
     assert_eq!(host["Runtime"], "nvidia", "the GPU is asked and the daemon lists the nvidia runtime");
     // The capture node brings its metadata sibling (same USB device), as on the native backend.
@@ -126,6 +155,8 @@ async fn docker_inspect_shows_host_ipc_network_devices_shm_binds_labels_and_nvid
     assert!(logs.iter().any(|l| l.starts_with('c') && l.contains("81,") && l.ends_with("/dev/video0")), "{logs:?}");
     assert!(logs.iter().any(|l| l == "gpu=all"), "{logs:?}");
     backend.remove("js-inspect").await.unwrap();
+    assert!(!staged.exists(), "remove releases the staged sources");
+    assert!(data.path().is_dir(), "and leaves the volume itself alone");
 
     // A camera that is not connected fails before anything is created.
     let missing = ContainerConfig { cameras: vec!["/dev/video9".into()], gpu: None, ..config };

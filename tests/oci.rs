@@ -684,3 +684,23 @@ fn the_shared_backend_contract_holds_on_the_native_backend() {
     let scratch = tempfile::tempdir().unwrap();
     rt.block_on(support::backend_contract::same_behaviour(&backend, &image, scratch.path(), "js-contract"));
 }
+
+#[test]
+fn jetship_exec_runs_in_a_running_container_confined_as_it_is_and_exits_with_the_commands_code() {
+    let env = Env::new(None, "");
+    let out = env.jetship(&["run", "-d", "--name", "target", "-e", "WHO=container", &env.image, "sleep 60"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let script = "echo \"$(id -u) $WHO $(grep Seccomp: /proc/self/status | tr -d ' \\t')\"; echo to-err >&2; exit 4";
+    let out = env.jetship(&["exec", "target", "--", "/bin/sh", "-c", script]);
+    assert_eq!(out.status.code(), Some(4), "the command's exit code; stderr: {}", text(&out.stderr));
+    // The image's user (app, 1000), the container's environment, its seccomp filter.
+    assert_eq!(stdout_lines(&out), ["1000 container Seccomp:2"]);
+    assert!(text(&out.stderr).contains("to-err"), "{}", text(&out.stderr));
+    // A name that is neither a container nor a deployment here is a clear error.
+    let out = env.jetship(&["exec", "nothing-here", "--", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("no container `nothing-here`"), "{}", text(&out.stderr));
+    let out = env.jetship(&["exec", "--timeout", "1", "target", "--", "sleep", "30"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("killed"), "{}", text(&out.stderr));
+}

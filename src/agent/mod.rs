@@ -2,8 +2,8 @@
 //! probe, broker link), the periodic tasks (telemetry, host re-probe, spool fsync), the handling of what
 //! controllers send (`desired`, `cmd/*`), and shutdown on SIGTERM/SIGINT; the work itself lives in the other
 //! modules (`host`, `link`, `deploy`, `runtime`). Here: start-up and shutdown; `periodic` (telemetry and host
-//! loops), `inbox` (incoming desired documents and commands), `commands` (the container commands) and
-//! `housekeeping` (adoption and log rotation).
+//! loops), `inbox` (incoming desired documents and commands), `commands` (the container commands),
+//! `housekeeping` (adoption and log rotation) and `permissions` (the state dir's modes).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -34,6 +34,7 @@ mod commands;
 mod housekeeping;
 mod inbox;
 mod periodic;
+mod permissions;
 
 use housekeeping::*;
 use inbox::*;
@@ -44,9 +45,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.state_dir).with_context(|| {
-        format!("cannot create state dir {}: check `state_dir` and permissions", config.state_dir.display())
-    })?;
+    for change in permissions::secure_state_dir(&config.state_dir).with_context(|| {
+        format!("cannot create or secure state dir {}: check `state_dir` and permissions", config.state_dir.display())
+    })? {
+        warn!(%change, "state dir mode narrowed");
+    }
     let root = config.host.root.clone();
     let state_dir = config.state_dir.clone();
     let facts = tokio::task::spawn_blocking(move || probe::probe(&root, &state_dir)).await?;

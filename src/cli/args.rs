@@ -42,6 +42,23 @@ pub enum Command {
     ImageGc(ImageGcArgs),
     /// Run a container from an image (JetPack-matched tag, pulled and unpacked as needed) and stream its output.
     Run(RunArgs),
+    /// Run a command in a running container on this device, confined as the container is (its user,
+    /// capabilities, seccomp, AppArmor, no_new_privs, cgroup, environment); exits with the command's code.
+    Exec(ExecArgs),
+}
+
+/// `jetship exec NAME -- CMD...`: the backend's exec (runc/crun exec, or the Docker Engine's), never a host
+/// process entering the container's namespaces. Needs root, like the agent.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Kill the command after this many seconds [default: no limit].
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+    /// A deployment's name (its running container) or a container id.
+    pub name: String,
+    /// The command and its arguments, after `--`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,5 @@
-//! `jetship run`: one container the way `docker run` starts it, on the configured backend.
+//! `jetship run`: one container the way `docker run` starts it, on the configured backend; `jetship exec`: a
+//! command in a running container through the backend's exec.
 
 use super::*;
 
@@ -138,4 +139,48 @@ pub(super) async fn follow(
             Some(_) => {}
         }
     }
+}
+
+/// `jetship exec`: runs the command in `args.name` (a container id, else the running container of that
+/// deployment) through the backend's exec, streaming its output; returns its exit code.
+pub(super) fn exec_in_container(
+    config: &Option<PathBuf>,
+    log_level: Option<&str>,
+    args: ExecArgs,
+) -> anyhow::Result<i32> {
+    use crate::runtime::{self, labels, ExecStream, RunState};
+    let cfg = image_config(config, log_level)?;
+    let timeout = match args.timeout {
+        Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
+        Some(t) => anyhow::bail!("--timeout {t}: use a positive number of seconds"),
+        None => None,
+    };
+    let rt = image_runtime()?;
+    rt.block_on(async {
+        let backend = runtime::open(&cfg, None).await?;
+        let owned = backend.list_owned().await?;
+        let id = match owned.iter().find(|c| c.id == args.name) {
+            Some(c) => c.id.clone(),
+            None => owned
+                .iter()
+                .find(|c| {
+                    c.state == RunState::Running && c.labels.get(labels::DEPLOYMENT).is_some_and(|d| *d == args.name)
+                })
+                .map(|c| c.id.clone())
+                .with_context(|| {
+                    format!(
+                        "no container `{}` and no running container of a deployment `{}` here",
+                        args.name, args.name
+                    )
+                })?,
+        };
+        let sink: runtime::ExecSink = std::sync::Arc::new(|stream, bytes: &[u8]| {
+            let _ = match stream {
+                ExecStream::Stdout => std::io::stdout().lock().write_all(bytes).and_then(|_| std::io::stdout().flush()),
+                ExecStream::Stderr => std::io::stderr().lock().write_all(bytes),
+            };
+        });
+        let code = backend.exec(&id, &args.command, timeout, sink).await.with_context(|| format!("exec in {id}"))?;
+        Ok(code)
+    })
 }

@@ -90,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Resolve(args) => run_resolve(&cli.config, cli.log_level.as_deref(), args),
         Command::ImageGc(args) => run_image_gc(&cli.config, cli.log_level.as_deref(), args),
         Command::Run(args) => run_container(&cli.config, cli.log_level.as_deref(), args),
+        Command::Exec(args) => exec_in_container(&cli.config, cli.log_level.as_deref(), args),
         Command::CheckConfig { path } => {
             let path = path.or(cli.config);
             let loaded = config::load(path.as_deref())?;
@@ -161,5 +162,15 @@ mod tests {
         let Command::Run(r) = cli.command else { panic!("not run") };
         assert_eq!(r.gpu.as_deref(), Some("nvidia.com/gpu=0"));
         assert!(Cli::try_parse_from(["jetship", "run", "--ipc", "shared", "img"]).is_err());
+    }
+
+    #[test]
+    fn exec_takes_a_name_and_the_command_after_the_separator() {
+        let cli =
+            Cli::try_parse_from(["jetship", "exec", "--timeout", "5", "yolo", "--", "sh", "-c", "id -u"]).unwrap();
+        let Command::Exec(e) = cli.command else { panic!("not exec") };
+        assert_eq!((e.name.as_str(), e.timeout), ("yolo", Some(5.0)));
+        assert_eq!(e.command, ["sh", "-c", "id -u"]);
+        assert!(Cli::try_parse_from(["jetship", "exec", "yolo"]).is_err(), "a command is required");
     }
 }

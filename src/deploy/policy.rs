@@ -1,9 +1,17 @@
 //! The device's local policy applied to deployment documents: which registries images may come from, which host
-//! paths volumes may mount, and whether privileged containers or extra devices are allowed.
+//! paths volumes may mount, whether privileged containers or extra devices are allowed, and every other widening
+//! of a container's access (host network and IPC, root, exec health checks, cameras, the GPU and its CDI
+//! names, capabilities, seccomp, AppArmor, no_new_privs, the pids limit). Each refusal names the key that would
+//! allow it. [`confine`] puts what only the policy knows into a container's [`Confinement`]: the roots volumes
+//! must resolve beneath (the runtime refuses a symlink below them), whether root is refused, the pids limit.
 //!
 //! Pure: compares a validated [`Document`] with [`PolicyConfig`]; no file system access (host paths are
-//! normalised lexically, so a symlink on the host is not followed here). It must not change documents or decide
-//! anything else about them (that is `crate::deploy::document`'s validation and `crate::deploy::plan`'s planning).
+//! normalised lexically here; the runtime resolves them without following symlinks). It must not change
+//! documents or decide anything else about them (that is `crate::deploy::document`'s validation and
+//! `crate::deploy::plan`'s planning).
+
+use crate::deploy::document::Profile;
+use crate::runtime::{ContainerConfig, VolumeSources};
 
 use std::path::{Component, Path, PathBuf};
 
@@ -61,6 +69,7 @@ pub fn check(doc: &Document, policy: &PolicyConfig, state_dir: &Path) -> Vec<Pro
                 ),
             );
         }
+        container_access(d, policy, &mut bad);
     }
     problems
 }
@@ -80,6 +89,118 @@ pub fn registry_refusal(image: &str, policy: &PolicyConfig) -> Option<String> {
             allowed.join(", ")
         )
     })
+}
+
+/// The refusal text for `what`, naming the key that would allow it.
+fn refusal(what: &str, key: &str) -> String {
+    format!("{what} is not allowed by this device's policy; set {key} in the agent config")
+}
+
+/// The checks of the container-access keys (`allow_host_network` ... `pids_limit`).
+fn container_access(
+    d: &crate::deploy::document::Deployment,
+    policy: &PolicyConfig,
+    bad: &mut impl FnMut(String, String),
+) {
+    use crate::base::{IpcMode, NetworkMode};
+    if d.network == NetworkMode::Host && !policy.allow_host_network {
+        let what = "the host's network (network = \"host\", the default; use \"none\")";
+        bad("network".into(), refusal(what, "policy.allow_host_network = true"));
+    }
+    if d.ipc == IpcMode::Host && !policy.allow_host_ipc {
+        let what = "the host's IPC namespace and /dev/shm (ipc = \"host\", the default; use \"private\")";
+        bad("ipc".into(), refusal(what, "policy.allow_host_ipc = true"));
+    }
+    if let Some(user) = &d.user {
+        if names_root(user) && !policy.allow_root {
+            bad("user".into(), refusal(&format!("running as root (user `{user}`)"), "policy.allow_root = true"));
+        }
+    }
+    if d.health.as_ref().is_some_and(|h| h.exec.is_some()) && !policy.allow_exec_health {
+        bad("health.exec".into(), refusal("an exec health check", "policy.allow_exec_health = true"));
+    }
+    if !d.cameras.is_empty() && !policy.allow_cameras {
+        bad("cameras".into(), refusal("cameras", "policy.allow_cameras = true"));
+    }
+    if let Some(gpu) = &d.gpu.0 {
+        if !policy.allow_gpu {
+            bad("gpu".into(), refusal("the GPU", "policy.allow_gpu = true"));
+        } else if let Ok(req) = crate::host::devices::gpu::GpuRequest::parse(gpu) {
+            let (kind, name) = req.cdi_name();
+            let full = format!("{kind}={name}");
+            if !policy.allowed_cdi_devices.iter().any(|p| cdi_matches(p, kind, name)) {
+                bad(
+                    "gpu".into(),
+                    refusal(
+                        &format!("CDI device `{full}`"),
+                        &format!("policy.allowed_cdi_devices to include \"{full}\""),
+                    ),
+                );
+            }
+        }
+    }
+    let allowed_caps: Vec<String> = policy.allowed_capabilities.iter().map(|c| crate::base::capability_key(c)).collect();
+    for (i, c) in d.cap_add.iter().enumerate() {
+        let key = crate::base::capability_key(c);
+        if !allowed_caps.contains(&key) {
+            bad(
+                format!("cap_add[{i}]"),
+                refusal(&format!("capability {key}"), &format!("policy.allowed_capabilities to include \"{key}\"")),
+            );
+        }
+    }
+    if d.seccomp == Profile::Unconfined && !policy.allow_unconfined_seccomp {
+        bad("seccomp".into(), refusal("running without the seccomp profile", "policy.allow_unconfined_seccomp = true"));
+    }
+    if d.apparmor == Profile::Unconfined && !policy.allow_unconfined_apparmor {
+        bad(
+            "apparmor".into(),
+            refusal("running without the AppArmor profile", "policy.allow_unconfined_apparmor = true"),
+        );
+    }
+    if d.no_new_privileges == Some(false) && !policy.allow_new_privileges {
+        bad(
+            "no_new_privileges".into(),
+            refusal(
+                "gaining privileges through setuid binaries (no_new_privileges = false)",
+                "policy.allow_new_privileges = true",
+            ),
+        );
+    }
+    if let Some(n) = d.pids_limit.filter(|n| *n > policy.pids_limit) {
+        bad(
+            "pids_limit".into(),
+            refusal(
+                &format!("a pids limit of {n} (more than {})", policy.pids_limit),
+                &format!("policy.pids_limit = {n} or more"),
+            ),
+        );
+    }
+}
+
+/// Whether a `user` (`root`, `0`, `0:0`, `root:video`) names uid 0 by itself.
+fn names_root(user: &str) -> bool {
+    matches!(user.split(':').next(), Some("root" | "0"))
+}
+
+/// Whether policy entry `pattern` (`kind=name` or `kind=*`) allows CDI device `kind=name`.
+fn cdi_matches(pattern: &str, kind: &str, name: &str) -> bool {
+    match pattern.trim().split_once('=') {
+        Some((k, n)) => k == kind && (n == "*" || n == name),
+        None => false,
+    }
+}
+
+/// Puts what the local policy decides about a container into its confinement: volumes must resolve beneath
+/// `<state_dir>/volumes` or an allowed host path (no symlink below it), root is refused unless allowed, and the
+/// pids limit is at most `policy.pids_limit`. The executor applies this to every container it creates.
+pub fn confine(config: &mut ContainerConfig, policy: &PolicyConfig, state_dir: &Path) {
+    let c = &mut config.confinement;
+    let mut roots = vec![state_dir.join(VOLUMES_DIR)];
+    roots.extend(policy.allowed_host_paths.iter().filter_map(|p| normalise(p)));
+    c.volume_sources = VolumeSources::Beneath(roots);
+    c.refuse_root = !policy.allow_root;
+    c.pids_limit = Some(c.pids_limit.unwrap_or(policy.pids_limit).min(policy.pids_limit));
 }
 
 /// The normalised registry an image reference names (`busybox` -> `docker.io`), template variables expanded
@@ -226,6 +347,127 @@ image = "127.0.0.1:5000/app:{auto}"
         let problems = check(&d, &PolicyConfig::default(), Path::new(STATE));
         assert_eq!(keys(&problems), ["deployments.a.volumes[0].host"]);
         assert!(problems[0].message.contains(".."), "{}", problems[0]);
+    }
+
+    #[test]
+    fn the_default_policy_refuses_every_widening_beyond_the_seed_and_names_the_key() {
+        let d = doc(r#"
+[deployments.a]
+image = "busybox"
+gpu = "vendor.example/fpga=0"
+cap_add = ["NET_ADMIN", "cap_sys_admin"]
+seccomp = "unconfined"
+apparmor = "unconfined"
+no_new_privileges = false
+pids_limit = 100000
+"#);
+        let problems = check(&d, &PolicyConfig::default(), Path::new(STATE));
+        let pairs: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|p| {
+                let key = p.message.split("set ").nth(1).unwrap_or("").split([' ', '=']).next().unwrap_or("");
+                (p.key.as_str(), key)
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("deployments.a.gpu", "policy.allowed_cdi_devices"),
+                ("deployments.a.cap_add[0]", "policy.allowed_capabilities"),
+                ("deployments.a.cap_add[1]", "policy.allowed_capabilities"),
+                ("deployments.a.seccomp", "policy.allow_unconfined_seccomp"),
+                ("deployments.a.apparmor", "policy.allow_unconfined_apparmor"),
+                ("deployments.a.no_new_privileges", "policy.allow_new_privileges"),
+                ("deployments.a.pids_limit", "policy.pids_limit"),
+            ]
+        );
+        assert!(problems[1].message.contains("CAP_NET_ADMIN"), "{}", problems[1]);
+    }
+
+    #[test]
+    fn host_network_ipc_root_exec_cameras_and_gpu_each_have_a_key() {
+        let d = doc(r#"
+[deployments.a]
+image = "busybox"
+user = "0:0"
+gpu = true
+cameras = ["all"]
+[deployments.a.health]
+exec = ["true"]
+"#);
+        assert_eq!(check(&d, &PolicyConfig::default(), Path::new(STATE)), [], "the seed's needs are allowed");
+        let strict = PolicyConfig {
+            allow_host_network: false,
+            allow_host_ipc: false,
+            allow_root: false,
+            allow_exec_health: false,
+            allow_cameras: false,
+            allow_gpu: false,
+            ..Default::default()
+        };
+        let problems = check(&d, &strict, Path::new(STATE));
+        let want = [
+            ("deployments.a.network", "policy.allow_host_network"),
+            ("deployments.a.ipc", "policy.allow_host_ipc"),
+            ("deployments.a.user", "policy.allow_root"),
+            ("deployments.a.health.exec", "policy.allow_exec_health"),
+            ("deployments.a.cameras", "policy.allow_cameras"),
+            ("deployments.a.gpu", "policy.allow_gpu"),
+        ];
+        assert_eq!(problems.len(), want.len(), "{problems:?}");
+        for (p, (key, setting)) in problems.iter().zip(want) {
+            assert_eq!(p.key, key);
+            assert!(p.message.contains(setting), "{p}");
+        }
+        let private =
+            doc("[deployments.a]\nimage = \"busybox\"\nipc = \"private\"\nnetwork = \"none\"\nuser = \"1000\"\n");
+        assert_eq!(check(&private, &strict, Path::new(STATE)), []);
+    }
+
+    #[test]
+    fn widenings_the_policy_lists_are_allowed() {
+        let d = doc(r#"
+[deployments.a]
+image = "busybox"
+gpu = "nvidia.com/gpu=0"
+cap_add = ["CAP_NET_ADMIN"]
+seccomp = "unconfined"
+pids_limit = 8000
+"#);
+        let policy = PolicyConfig {
+            allowed_cdi_devices: vec!["nvidia.com/gpu=0".into()],
+            allowed_capabilities: vec!["net_admin".into()],
+            allow_unconfined_seccomp: true,
+            pids_limit: 10_000,
+            ..Default::default()
+        };
+        assert_eq!(check(&d, &policy, Path::new(STATE)), []);
+        let only_all = PolicyConfig { allowed_cdi_devices: vec!["nvidia.com/gpu=all".into()], ..policy };
+        assert_eq!(keys(&check(&d, &only_all, Path::new(STATE))), ["deployments.a.gpu"]);
+    }
+
+    #[test]
+    fn confine_gives_the_volume_roots_root_refusal_and_the_pids_limit() {
+        let d = doc("[deployments.a]\nimage = \"busybox\"\n");
+        let mut c = d.deployments["a"].container_config("a", "busybox").unwrap();
+        assert_eq!(c.confinement.volume_sources, VolumeSources::Beneath(vec![]), "refuses volumes until confined");
+        let policy = PolicyConfig {
+            allowed_host_paths: vec!["/data/./models/".into()],
+            allow_root: false,
+            pids_limit: 1000,
+            ..Default::default()
+        };
+        confine(&mut c, &policy, Path::new(STATE));
+        assert_eq!(
+            c.confinement.volume_sources,
+            VolumeSources::Beneath(vec!["/var/lib/jetship/volumes".into(), "/data/models".into()])
+        );
+        assert!(c.confinement.refuse_root);
+        assert_eq!(c.confinement.pids_limit, Some(1000), "the default 4096 is clamped to the policy's");
+        let mut c = d.deployments["a"].container_config("a", "busybox").unwrap();
+        confine(&mut c, &PolicyConfig::default(), Path::new(STATE));
+        assert_eq!((c.confinement.pids_limit, c.confinement.refuse_root), (Some(4096), false));
+        assert!(c.confinement.seccomp && c.confinement.apparmor && c.confinement.no_new_privileges);
     }
 
     #[test]

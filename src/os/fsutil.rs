@@ -7,14 +7,18 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 /// Writes `data` to `path` so that after a power cut the file holds either the old or the new content:
-/// write a temp file in the same directory, fsync it, rename it over `path`, fsync the directory.
+/// write a temp file in the same directory, fsync it, rename it over `path`, fsync the directory. The file is
+/// made 0600 (only root reads what the agent keeps: deployment env values, container specs, credentials).
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        // A temp file left by a crash keeps its mode when reopened: start afresh.
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -100,6 +104,8 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"new content");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600, "private whatever the umask");
     }
 
     #[test]

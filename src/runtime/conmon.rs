@@ -208,6 +208,26 @@ impl Supervisor {
         exec::run(&self.runtime.path, &all)
     }
 
+    /// The runtime's `exec` of the process described by `process_file` (an OCI `process` object) in container
+    /// `id`, writing the new process's host pid to `pid_file`: what runs a command inside the container with
+    /// the container's own confinement (the caller spawns and waits for it).
+    pub fn exec_command(&self, id: &str, process_file: &Path, pid_file: &Path) -> Command {
+        let mut cmd = Command::new(&self.runtime.path);
+        cmd.arg(format!("--root={}", self.runtime_root().display()))
+            .arg("exec")
+            .arg("--process")
+            .arg(process_file)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id);
+        cmd
+    }
+
+    /// The container's directory (metadata, logs, exit codes).
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.dir(id)
+    }
+
     /// Creates the container from `bundle` (config.json + rootfs) under conmon; it is left in `created` state
     /// until [`Supervisor::start`]. The metadata is written first, so a crash in between leaves a record that
     /// [`Supervisor::list`] reports and [`Supervisor::remove`] cleans up, never an unknown container.

@@ -1,9 +1,17 @@
 //! The Docker Engine backend: runs jetship's deployments through the Engine API (bollard over the daemon's unix
 //! socket, API version negotiated) so devices that already run Docker keep `docker ps`, `docker logs` and their
 //! image cache. It owns the translation of a backend-neutral [`ContainerConfig`] into a Docker create request
-//! (HostConfig: IPC/network host, shm, binds, limits, camera devices, the GPU through the `nvidia` runtime or a
-//! CDI device request), the GPU preflight against the daemon's `/info`, the mapping of the Engine's pull progress
-//! to [`Progress`] events, and adoption of its containers by label.
+//! (HostConfig: IPC/network host, shm, bind mounts, limits, camera devices, the GPU through the `nvidia` runtime or
+//! a CDI device request, and the confinement: no_new_privs, the pids limit, capabilities, seccomp and AppArmor
+//! opt-outs), the GPU preflight against the daemon's `/info`, the mapping of the Engine's pull progress to
+//! [`Progress`] events, exec through the Engine's exec API, and adoption of its containers by label.
+//!
+//! dockerd resolves a bind source path itself, following symlinks; so it is never given a path a container
+//! can change: every source is resolved by [`super::mounts`] and staged under `<state_dir>/mounts/<id>/`
+//! (root-only), and the create request names the staging point, as a structured mount (never a `host:container`
+//! string, which a container path with `:rshared` or `:Z` could extend). This needs the agent and dockerd to
+//! share the host's mount namespace, as the systemd units do. The seccomp and AppArmor defaults are the daemon's
+//! own (Docker's default seccomp profile and `docker-default`).
 //!
 //! Must not touch: image resolution (the caller passes a pinned `name@digest` resolved by jetship's own registry
 //! client), restart policy (Docker's is always `no`: restarts are the reconciler's, as on the native backend),
@@ -16,8 +24,8 @@ use std::time::Duration;
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, DeviceMapping, DeviceRequest, HostConfig, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerStateStatusEnum, DeviceMapping, DeviceRequest, HostConfig, Mount, MountBindOptions,
+    MountBindOptionsPropagationEnum, MountType, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
@@ -26,8 +34,10 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::{labels, ContainerConfig, ContainerInfo, ContainerRuntime, Error, LogLine, Result, RunState};
+use super::mounts;
+use super::{labels, BindMount, ContainerConfig, ContainerInfo, ContainerRuntime, Error, ExecSink, ExecStream};
 use super::{IpcMode, NetworkMode};
+use super::{LogLine, Result, RunState};
 use crate::base::GpuMode;
 use crate::config::Config;
 use crate::host::devices::cameras;
@@ -179,6 +189,8 @@ pub struct DockerOptions {
     pub gpu_mode: GpuMode,
     /// Registry credentials per registry host, passed to the Engine when it pulls.
     pub credentials: HashMap<String, Credential>,
+    /// `state_dir`: bind sources are staged under `<state_dir>/mounts/<id>/`.
+    pub state_dir: PathBuf,
 }
 
 impl DockerOptions {
@@ -193,6 +205,7 @@ impl DockerOptions {
             host_root: config.host.root.clone(),
             gpu_mode: config.gpu.mode,
             credentials,
+            state_dir: config.state_dir.clone(),
         })
     }
 }
@@ -291,13 +304,27 @@ impl DockerBackend {
         })
     }
 
-    /// The create request for `config` (GPU preflight and camera resolution included; nothing is created).
+    /// The create request for `config` (GPU preflight and camera resolution included; nothing is created or
+    /// staged: the bind sources are the staging points `create` fills).
     pub async fn create_body(
         &self,
         config: &ContainerConfig,
         extra_labels: BTreeMap<String, String>,
         id: &str,
     ) -> Result<ContainerCreateBody> {
+        Ok(self.prepare(config, extra_labels, id).await?.0)
+    }
+
+    /// The create request and the bind sources to stage for it.
+    async fn prepare(
+        &self,
+        config: &ContainerConfig,
+        extra_labels: BTreeMap<String, String>,
+        id: &str,
+    ) -> Result<(ContainerCreateBody, Vec<mounts::Request>)> {
+        if config.confinement.refuse_root {
+            self.refuse_root(config, id).await?;
+        }
         let gpu = match config.gpu_request()? {
             None => DockerGpu::None,
             Some(req) => plan_gpu(self.options.gpu_mode, Some(&req), &self.daemon_gpu().await?)?,
@@ -319,12 +346,44 @@ impl DockerBackend {
                 cgroup_permissions: Some(n.access.clone()),
             })
             .collect();
+        let mut requests = mounts::volume_requests(&config.volumes, &config.confinement.volume_sources)?;
+        // nvargus-daemon's socket lies in the host's world-writable /tmp: only root's socket passes.
+        requests.extend(edits.mounts.iter().map(|m| mounts::Request {
+            host: m.host.clone(),
+            container: m.container.clone(),
+            read_only: m.read_only,
+            how: mounts::Resolve::RootSocket { root: self.options.host_root.clone() },
+        }));
+        let staged = mounts::staging_points(&mounts::dir(&self.options.state_dir, id), &requests);
         let all_labels = labels::stamp(extra_labels, id, config, Some(&self.options.agent_id));
-        let mut body = create_body(config, &gpu, devices, all_labels);
-        if let Some(binds) = body.host_config.as_mut().and_then(|h| h.binds.as_mut()) {
-            binds.extend(edits.mounts.iter().map(|m| format!("{}:{}", m.host.display(), m.container.display())));
+        Ok((create_body(config, &gpu, devices, staged, all_labels), requests))
+    }
+
+    /// Fails when the container's process would run as root: by the deployment's `user`, else the image's.
+    /// Names are judged as written (`root`, `0`): the daemon, not jetship, reads the image's /etc/passwd.
+    async fn refuse_root(&self, config: &ContainerConfig, id: &str) -> Result<()> {
+        let user = match &config.user {
+            Some(u) => u.clone(),
+            None => self
+                .docker
+                .inspect_image(&config.image)
+                .await
+                .map_err(|e| container_err(id, e))?
+                .config
+                .and_then(|c| c.user)
+                .unwrap_or_default(),
+        };
+        let name = user.split(':').next().unwrap_or("");
+        if name.is_empty() || name == "root" || name == "0" {
+            return Err(Error::Container {
+                id: id.to_owned(),
+                message: format!(
+                    "its process would run as root (user `{}`), which this device's policy refuses: set `user` in                      the deployment to a non-root uid, or set policy.allow_root = true in the agent config",
+                    if user.is_empty() { "the image's default" } else { &user }
+                ),
+            });
         }
-        Ok(body)
+        Ok(())
     }
 
     async fn inspect_info(&self, id: &str) -> Result<ContainerInfo> {
@@ -356,13 +415,26 @@ impl DockerBackend {
 }
 
 /// The Docker create request (pure): image, process, labels, and a HostConfig with IPC/network modes, shm,
-/// binds, limits, `devices`, the GPU method and restart policy `no`.
+/// the bind `mounts` (staged sources, structured, private propagation), limits, `devices`, the GPU method, the
+/// confinement (no_new_privs, pids limit, added capabilities, seccomp/AppArmor opt-outs) and restart policy `no`.
 pub fn create_body(
     config: &ContainerConfig,
     gpu: &DockerGpu,
     devices: Vec<DeviceMapping>,
+    mounts: Vec<BindMount>,
     labels: BTreeMap<String, String>,
 ) -> ContainerCreateBody {
+    let c = &config.confinement;
+    let mut security = Vec::new();
+    if c.no_new_privileges {
+        security.push("no-new-privileges:true".to_owned());
+    }
+    if !c.seccomp {
+        security.push("seccomp=unconfined".to_owned());
+    }
+    if !c.apparmor {
+        security.push("apparmor=unconfined".to_owned());
+    }
     let mut env = config.env.clone();
     let mut host = HostConfig {
         ipc_mode: Some(
@@ -382,16 +454,25 @@ pub fn create_body(
         shm_size: config.shm_size_bytes.map(|b| b as i64),
         memory: config.memory_bytes.map(|b| b as i64),
         nano_cpus: config.cpus.map(|c| (c * 1e9).round() as i64),
-        binds: Some(
-            config
-                .volumes
-                .iter()
-                .map(|v| {
-                    let ro = if v.read_only { ":ro" } else { "" };
-                    format!("{}:{}{ro}", v.host.display(), v.container.display())
+        mounts: Some(
+            mounts
+                .into_iter()
+                .map(|m| Mount {
+                    target: Some(m.container.display().to_string()),
+                    source: Some(m.host.display().to_string()),
+                    typ: Some(MountType::BIND),
+                    read_only: Some(m.read_only),
+                    bind_options: Some(MountBindOptions {
+                        propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
                 })
                 .collect(),
         ),
+        security_opt: Some(security),
+        pids_limit: c.pids_limit.map(|p| p.min(i64::MAX as u64) as i64),
+        cap_add: (!c.cap_add.is_empty()).then(|| c.cap_add.clone()),
         devices: Some(devices),
         restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
         ..Default::default()
@@ -481,16 +562,102 @@ impl ContainerRuntime for DockerBackend {
         Ok(())
     }
 
+    /// Stages the bind sources ([`mounts`]), then has the Engine create the container over the staging points.
     #[tracing::instrument(skip(self, config, labels))]
     async fn create(&self, id: &str, config: &ContainerConfig, labels: BTreeMap<String, String>) -> Result<()> {
-        let body = self.create_body(config, labels, id).await?;
+        let (body, requests) = self.prepare(config, labels, id).await?;
+        let dir = mounts::dir(&self.options.state_dir, id);
+        let staged = {
+            let (dir, requests) = (dir.clone(), requests.clone());
+            tokio::task::spawn_blocking(move || mounts::stage_all(&dir, &requests))
+                .await
+                .map_err(|e| backend_err(format!("staging task: {e}")))?
+        };
         let options = CreateContainerOptionsBuilder::new().name(id).build();
-        self.docker.create_container(Some(options), body).await.map_err(|e| container_err(id, e))?;
-        Ok(())
+        let created = match staged {
+            Ok(_) => self.docker.create_container(Some(options), body).await.map_err(|e| container_err(id, e)),
+            Err(e) => Err(e.into()),
+        };
+        if created.is_err() {
+            if let Err(e) = mounts::release(&dir) {
+                tracing::warn!(container = %id, err = %e, "releasing staged mounts failed");
+            }
+        }
+        created.map(drop)
     }
 
+    /// Resolves and stages the bind sources again (paths checked anew; a reboot took the staged mounts away),
+    /// then starts: the daemon mounts them at start.
     async fn start(&self, id: &str) -> Result<()> {
+        let dir = mounts::dir(&self.options.state_dir, id);
+        tokio::task::spawn_blocking(move || mounts::restage(&dir))
+            .await
+            .map_err(|e| backend_err(format!("staging task: {e}")))??;
         self.docker.start_container(id, None).await.map_err(|e| container_err(id, e))
+    }
+
+    /// The Engine's exec: the daemon runs the command in the container with its user, capabilities, seccomp
+    /// and AppArmor profile, no_new_privs, cgroup and environment. On the time limit the process is killed by
+    /// its host pid (the Engine has no kill for an exec).
+    async fn exec(&self, id: &str, cmd: &[String], timeout: Option<Duration>, sink: ExecSink) -> Result<i32> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        if cmd.is_empty() {
+            return Err(Error::Container { id: id.to_owned(), message: "exec needs a command".into() });
+        }
+        let options = CreateExecOptions::<String> {
+            cmd: Some(cmd.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            attach_stdin: Some(false),
+            tty: Some(false),
+            privileged: Some(false),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(id, options).await.map_err(|e| container_err(id, e))?;
+        // The request lasts as long as the command: past the time limit (or a day without one), not 120 s.
+        let request_limit = timeout.map_or(Duration::from_secs(86_400), |t| t + Duration::from_secs(60));
+        let docker = self.docker.clone().with_timeout(request_limit);
+        let run = async {
+            match docker.start_exec(&exec.id, None).await.map_err(|e| container_err(id, e))? {
+                StartExecResults::Attached { mut output, .. } => {
+                    while let Some(item) = output.next().await {
+                        match item.map_err(|e| container_err(id, e))? {
+                            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                                sink(ExecStream::Stdout, &message)
+                            }
+                            LogOutput::StdErr { message } => sink(ExecStream::Stderr, &message),
+                            LogOutput::StdIn { .. } => {}
+                        }
+                    }
+                    Ok::<(), Error>(())
+                }
+                StartExecResults::Detached => Ok(()),
+            }
+        };
+        let finished = match timeout {
+            None => Some(run.await),
+            Some(limit) => tokio::time::timeout(limit, run).await.ok(),
+        };
+        let inspect = self.docker.inspect_exec(&exec.id).await.map_err(|e| container_err(id, e))?;
+        match finished {
+            Some(r) => r?,
+            None => {
+                if let Some(pid) = inspect.pid.filter(|p| *p > 1 && inspect.running == Some(true)) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                return Err(Error::Container {
+                    id: id.to_owned(),
+                    message: format!(
+                        "the exec'd command did not finish within {} s and was killed",
+                        timeout.unwrap_or_default().as_secs_f64()
+                    ),
+                });
+            }
+        }
+        Ok(inspect.exit_code.map_or(-1, |c| c as i32))
     }
 
     /// `docker stop -t <grace>` (the grace rounded up to whole seconds, as the Engine takes it).
@@ -508,12 +675,19 @@ impl ContainerRuntime for DockerBackend {
         Ok(self.inspect_info(id).await?.exit_code)
     }
 
+    /// Removes the container, then unmounts and removes its staging points.
     async fn remove(&self, id: &str) -> Result<()> {
         let options = RemoveContainerOptionsBuilder::new().v(true).build();
         match self.docker.remove_container(id, Some(options)).await {
-            Err(e) if is_not_found(&e) => Ok(()),
-            other => other.map_err(|e| container_err(id, e)),
+            Err(e) if is_not_found(&e) => {}
+            other => other.map_err(|e| container_err(id, e))?,
         }
+        let dir = mounts::dir(&self.options.state_dir, id);
+        let shown = dir.display().to_string();
+        tokio::task::spawn_blocking(move || mounts::release(&dir))
+            .await
+            .map_err(|e| backend_err(format!("staging task: {e}")))?
+            .map_err(|e| Error::Container { id: id.to_owned(), message: format!("releasing {shown}: {e}") })
     }
 
     /// Containers labelled with this agent's id ([`labels::AGENT`]), running or not.
@@ -625,13 +799,29 @@ mod tests {
             ..Default::default()
         };
         let labels = BTreeMap::from([("k".to_owned(), "v".to_owned())]);
-        let body = create_body(&config, &DockerGpu::NvidiaRuntime { visible: "all".into() }, Vec::new(), labels);
+        // The staged source of the volume, and a container path that tries to carry bind options.
+        let staged = vec![
+            BindMount { host: "/s/0".into(), container: "/in".into(), read_only: true },
+            BindMount { host: "/s/1".into(), container: "/x:rshared".into(), read_only: false },
+        ];
+        let body =
+            create_body(&config, &DockerGpu::NvidiaRuntime { visible: "all".into() }, Vec::new(), staged, labels);
         let host = body.host_config.unwrap();
         assert_eq!(host.ipc_mode.as_deref(), Some("host"));
         assert_eq!(host.network_mode.as_deref(), Some("host"));
         assert_eq!(host.shm_size, Some(64 << 20));
         assert_eq!(host.nano_cpus, Some(1_500_000_000));
-        assert_eq!(host.binds, Some(vec!["/data:/in:ro".to_owned()]));
+        assert_eq!(host.binds, None, "no `host:container:options` strings");
+        let mounts = host.mounts.clone().unwrap();
+        assert_eq!(
+            mounts.iter().map(|m| (m.source.as_deref(), m.target.as_deref(), m.read_only)).collect::<Vec<_>>(),
+            [(Some("/s/0"), Some("/in"), Some(true)), (Some("/s/1"), Some("/x:rshared"), Some(false))]
+        );
+        assert!(mounts.iter().all(|m| m.typ == Some(MountType::BIND)
+            && m.bind_options.as_ref().unwrap().propagation == Some(MountBindOptionsPropagationEnum::RPRIVATE)));
+        assert_eq!(host.security_opt, Some(vec!["no-new-privileges:true".to_owned()]));
+        assert_eq!(host.pids_limit, Some(crate::runtime::DEFAULT_PIDS_LIMIT as i64));
+        assert_eq!(host.cap_add, None);
         assert_eq!(host.runtime.as_deref(), Some("nvidia"));
         assert_eq!(host.restart_policy.unwrap().name, Some(RestartPolicyNameEnum::NO));
         let env = body.env.unwrap();
@@ -639,8 +829,26 @@ mod tests {
         assert!(env.contains(&"NVIDIA_DRIVER_CAPABILITIES=all".to_owned()), "{env:?}");
         assert_eq!(body.cmd, Some(vec!["run".to_owned()]));
 
-        let body =
-            create_body(&config, &DockerGpu::Cdi { device: "nvidia.com/gpu=all".into() }, Vec::new(), BTreeMap::new());
+        let mut loose = config.clone();
+        loose.confinement = crate::runtime::Confinement {
+            seccomp: false,
+            apparmor: false,
+            no_new_privileges: false,
+            pids_limit: None,
+            cap_add: vec!["CAP_NET_ADMIN".into()],
+            ..Default::default()
+        };
+        let host = create_body(&loose, &DockerGpu::None, Vec::new(), Vec::new(), BTreeMap::new()).host_config.unwrap();
+        assert_eq!(host.security_opt, Some(vec!["seccomp=unconfined".to_owned(), "apparmor=unconfined".to_owned()]));
+        assert_eq!((host.pids_limit, host.cap_add), (None, Some(vec!["CAP_NET_ADMIN".to_owned()])));
+
+        let body = create_body(
+            &config,
+            &DockerGpu::Cdi { device: "nvidia.com/gpu=all".into() },
+            Vec::new(),
+            Vec::new(),
+            BTreeMap::new(),
+        );
         let host = body.host_config.unwrap();
         assert_eq!(host.runtime, None);
         let req = &host.device_requests.unwrap()[0];

@@ -1,13 +1,21 @@
 //! Container runtime backends. `spec` turns an image config plus a deployment into an OCI runtime spec;
 //! `conmon` supervises containers over runc/crun. Backends (native OCI, Docker Engine) implement one narrow
 //! trait, [`ContainerRuntime`], chosen by `runtime.backend`, so the reconciler and `jetship run` see one API.
+//! What confines a container is [`Confinement`]: `seccomp` (Docker's default profile, kept as data),
+//! `apparmor` (the native backend's profile), `mounts` (bind sources resolved beneath their allowed root and
+//! mounted from what was resolved); `exec` runs a runtime's exec command with a time limit and bounded capture.
 //!
-//! Must not decide policy: requests arrive here already checked against the agent's local policy.
+//! Must not decide policy: requests arrive here already checked against the agent's local policy, and the
+//! policy's answers (which roots volumes may come from, whether root is refused) arrive in [`Confinement`].
 
+pub mod apparmor;
 pub mod conmon;
 pub mod docker;
+pub mod exec;
 pub mod labels;
+pub mod mounts;
 pub mod oci;
+pub mod seccomp;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -30,6 +38,9 @@ pub enum Error {
     Supervisor(#[from] conmon::Error),
     #[error(transparent)]
     Spec(#[from] spec::Error),
+    /// A bind source that cannot be resolved as its confinement demands (a symlink, outside its root).
+    #[error(transparent)]
+    Mount(#[from] mounts::Error),
     #[error(transparent)]
     Gpu(#[from] crate::host::devices::gpu::GpuError),
     /// A requested camera is not connected: the deployment waits for it (`waiting-for-device`).
@@ -69,6 +80,58 @@ pub struct ContainerConfig {
     pub gpu: Option<String>,
     /// Camera selectors: `all`, `/dev/video0`, a by-id name, or a name substring.
     pub cameras: Vec<String>,
+    /// What confines the container. Defaults to Docker's confinement plus no_new_privs and a pids limit.
+    pub confinement: Confinement,
+}
+
+pub use crate::base::DEFAULT_PIDS_LIMIT;
+
+/// What confines a container beyond its namespaces: every field at its default is the safe choice, and each
+/// widening comes from a deployment field that the local policy allowed (docs/security.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Confinement {
+    /// Docker's default seccomp profile ([`seccomp`]); `false`: no filter. Defaults to `true`.
+    pub seccomp: bool,
+    /// The default AppArmor profile where the host enforces AppArmor (native: [`apparmor::PROFILE`], Docker:
+    /// the daemon's `docker-default`); `false`: unconfined. Defaults to `true`.
+    pub apparmor: bool,
+    /// `no_new_privs` for every process of the container (setuid binaries gain nothing). Defaults to `true`.
+    pub no_new_privileges: bool,
+    /// Most tasks the container's pids cgroup allows; `None`: no limit. Defaults to [`DEFAULT_PIDS_LIMIT`].
+    pub pids_limit: Option<u64>,
+    /// Capabilities beyond Docker's default set, as `CAP_...` names. Defaults to none.
+    pub cap_add: Vec<String>,
+    /// Refuse to create the container when its process would run as uid 0. Defaults to `false`.
+    pub refuse_root: bool,
+    /// Where volume host paths may come from. Defaults to [`VolumeSources::AsNamed`] (a local caller's paths).
+    pub volume_sources: VolumeSources,
+}
+
+impl Default for Confinement {
+    fn default() -> Self {
+        Self {
+            seccomp: true,
+            apparmor: true,
+            no_new_privileges: true,
+            pids_limit: Some(DEFAULT_PIDS_LIMIT),
+            cap_add: Vec::new(),
+            refuse_root: false,
+            volume_sources: VolumeSources::AsNamed,
+        }
+    }
+}
+
+/// How a volume's host path is resolved before it is bind-mounted ([`mounts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VolumeSources {
+    /// As the caller named it, symlinks followed: for root on the device (`jetship run -v`), who is trusted.
+    #[default]
+    AsNamed,
+    /// Beneath the longest of these roots that lexically contains it, with no symlink below that root (the
+    /// roots themselves are config and may be symlinks). A path under none of them is refused.
+    Beneath(Vec<PathBuf>),
 }
 
 /// A bind mount asked for by a deployment.
@@ -120,8 +183,18 @@ pub struct ContainerInfo {
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// Which output stream of an exec'd command a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecStream {
+    Stdout,
+    Stderr,
+}
+
+/// Where the output of [`ContainerRuntime::exec`] goes, chunk by chunk.
+pub type ExecSink = Arc<dyn Fn(ExecStream, &[u8]) + Send + Sync>;
+
 /// One container backend. Narrow on purpose: ensure the image, create, start, stop, remove, list what it owns,
-/// and logs. Restart policy, health checks and rollback live above it (the reconciler), so every
+/// exec, and logs. Restart policy, health checks and rollback live above it (the reconciler), so every
 /// backend behaves the same.
 #[async_trait::async_trait]
 pub trait ContainerRuntime: Send + Sync {
@@ -144,6 +217,14 @@ pub trait ContainerRuntime: Send + Sync {
     }
     /// The container's output, the last `tail` lines when given.
     async fn logs(&self, id: &str, tail: Option<usize>) -> Result<Vec<LogLine>>;
+    /// Runs `cmd` in running container `id` the way its own process runs: its user, capabilities, seccomp,
+    /// AppArmor profile, no_new_privs, cgroup, environment and working directory (the runtime's exec, never a
+    /// process of the host entering its namespaces). The output goes to `sink`; after `timeout` the command is
+    /// killed and the call fails. Returns the command's exit code (128+signal for a signal).
+    async fn exec(&self, id: &str, cmd: &[String], timeout: Option<Duration>, sink: ExecSink) -> Result<i32> {
+        let _ = (cmd, timeout, sink);
+        Err(Error::Container { id: id.to_owned(), message: format!("the {} backend cannot exec", self.name()) })
+    }
     /// Rotates the logs of owned containers that reached the size limit; returns how many rotated. Backends
     /// whose engine rotates logs itself (Docker) keep this default.
     async fn rotate_logs(&self) -> Result<usize> {

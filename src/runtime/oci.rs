@@ -2,8 +2,12 @@
 //! an overlay per container, described by an OCI bundle and run by runc/crun under conmon. No daemon: conmon
 //! keeps each container alive across agent restarts, and [`OciBackend::list_owned`] adopts them again.
 //!
-//! Owns `<state_dir>/bundles/<id>/` (`config.json`, `rootfs/` mounted over the snapshots, `upper/`, `work/`);
-//! the supervisor owns `<state_dir>/containers/<id>/` (metadata, logs, exit codes). It reads the image store and
+//! Owns `<state_dir>/bundles/<id>/` (`config.json`, `rootfs/` mounted over the snapshots, `upper/`, `work/`)
+//! and, through [`super::mounts`], the staged bind sources under `<state_dir>/mounts/<id>/`; the supervisor owns
+//! `<state_dir>/containers/<id>/` (metadata, logs, exit codes). The image's `/etc/passwd` and `/etc/group` are
+//! read through the root file system's descriptor (no symlink leaves it, regular files only, size-capped,
+//! opened without blocking), and `exec` runs commands through the OCI runtime with the container's own process
+//! spec. It reads the image store and
 //! snapshot store but never deletes from them (image GC decides that), and it never decides policy: the
 //! container settings arrive already checked.
 //!
@@ -16,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::conmon::{self, OciRuntime, Paths, Status, Supervisor};
+use super::mounts;
 use super::spec::{self, BindMount, HostFiles, ImageProcess, RunSpec};
-use super::{labels, ContainerConfig, ContainerInfo, ContainerRuntime, Error, LogLine, Result, RunState};
+use super::{labels, ContainerConfig, ContainerInfo, ContainerRuntime, Error, ExecSink, LogLine, Result, RunState};
 use crate::config::{Config, RegistryConfig};
 use crate::host::devices::{cameras, gpu};
 use crate::image::snapshot::{self, LayerSpec, RootfsMode, SnapshotStore};
@@ -27,6 +32,9 @@ use crate::image::unpack::{UnpackBudget, UnpackPolicy};
 /// Metadata key (not a user label) naming the OCI runtime a container was created with, when it is not the
 /// backend's default (the `nvidia-runtime` GPU mode). Later calls for that container use the same runtime.
 pub const RUNTIME_LABEL: &str = "io.jetship.oci-runtime";
+
+/// Largest image metadata file (`/etc/passwd`, `/etc/group`) read to resolve the user.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 1 << 20;
 
 /// The cgroup path (relative to each hierarchy's mount point) given to a container: jetship's own subtree, so
 /// its use can be found and nothing else writes there.
@@ -161,6 +169,38 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 impl Inner {
+    /// The runtime command that execs `cmd` in running container `id` with the container's process spec, and
+    /// the files it uses (process spec, pid file) for the caller to remove.
+    fn prepare_exec(&self, id: &str, cmd: &[String]) -> Result<(std::process::Command, PathBuf, PathBuf)> {
+        if !conmon::valid_id(id) {
+            return Err(conmon::Error::BadId(id.to_owned()).into());
+        }
+        if cmd.is_empty() {
+            return Err(ctr_err(id, "exec needs a command"));
+        }
+        let sup = self.sup_of(id)?;
+        if sup.state(id)?.status != Status::Running {
+            return Err(ctr_err(id, "is not running: exec needs a running container"));
+        }
+        let config = self.bundle_dir(id).join("config.json");
+        let bytes = std::fs::read(&config).map_err(|e| ctr_err(id, format!("reading {}: {e}", config.display())))?;
+        let spec: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ctr_err(id, format!("{} is unreadable: {e}", config.display())))?;
+        let mut process = spec.get("process").cloned().ok_or_else(|| ctr_err(id, "its config.json has no process"))?;
+        process["args"] = serde_json::json!(cmd);
+        process["terminal"] = serde_json::Value::Bool(false);
+        if let Some(p) = process.as_object_mut() {
+            p.remove("consoleSize");
+        }
+        let tag = format!("{:016x}", rand::random::<u64>());
+        let dir = sup.container_dir(id);
+        let process_file = dir.join(format!("exec-{tag}.json"));
+        let pid_file = dir.join(format!("exec-{tag}.pid"));
+        crate::os::fsutil::write_atomic(&process_file, &serde_json::to_vec(&process).expect("json serializes"))
+            .map_err(|e| ctr_err(id, format!("writing the exec process spec: {e}")))?;
+        Ok((sup.exec_command(id, &process_file, &pid_file), process_file, pid_file))
+    }
+
     fn bundle_dir(&self, id: &str) -> PathBuf {
         self.settings.state_dir.join("bundles").join(id)
     }
@@ -283,12 +323,16 @@ impl Inner {
                 return Err(ctr_err(id, format!("building the root file system: {e}")));
             }
         };
-        let result = self.write_bundle(id, config, &stored, rootfs.path(), &bundle, gpu_plan.as_ref(), &camera_edits);
+        let staging = mounts::dir(&self.settings.state_dir, id);
+        let result = self.stage(id, config, &camera_edits, &staging).and_then(|staged| {
+            self.write_bundle(id, config, &stored, rootfs.path(), &bundle, gpu_plan.as_ref(), staged)
+        });
         let runtime = match result {
             Ok(r) => r,
             Err(e) => {
                 drop(rootfs);
                 cleanup_bundle(&bundle);
+                release_staging(&staging);
                 return Err(e);
             }
         };
@@ -304,12 +348,39 @@ impl Inner {
             let _ = sup.remove(id);
             drop(rootfs);
             cleanup_bundle(&bundle);
+            release_staging(&staging);
             return Err(e.into());
         }
         // The container outlives this call (and this process): leave the overlay mounted.
         rootfs.keep();
         tracing::info!(container = %id, image = %config.image, "container created");
         Ok(())
+    }
+
+    /// Resolves the volumes (and the camera edits' mounts: nvargus-daemon's socket) and stages them under
+    /// `staging` ([`mounts`]); returns the camera edits with the staged mounts in place of the originals.
+    fn stage(
+        &self,
+        id: &str,
+        config: &ContainerConfig,
+        camera_edits: &spec::DeviceEdits,
+        staging: &Path,
+    ) -> Result<(Vec<BindMount>, spec::DeviceEdits)> {
+        let mut requests = mounts::volume_requests(&config.volumes, &config.confinement.volume_sources)?;
+        let volumes = requests.len();
+        requests.extend(camera_edits.mounts.iter().map(|m| mounts::Request {
+            host: m.host.clone(),
+            container: m.container.clone(),
+            read_only: m.read_only,
+            how: mounts::Resolve::RootSocket { root: self.settings.host_root.clone() },
+        }));
+        if requests.is_empty() {
+            return Ok((Vec::new(), camera_edits.clone()));
+        }
+        let mut staged = mounts::stage_all(staging, &requests)?;
+        let camera = staged.split_off(volumes);
+        tracing::debug!(container = %id, mounts = requests.len(), "bind sources staged");
+        Ok((staged, spec::DeviceEdits { mounts: camera, ..camera_edits.clone() }))
     }
 
     /// Writes `config.json` and the GPU symlinks; returns the OCI runtime to use instead of the default.
@@ -322,13 +393,27 @@ impl Inner {
         rootfs: &Path,
         bundle: &Path,
         gpu_plan: Option<&gpu::GpuPlan>,
-        camera_edits: &spec::DeviceEdits,
+        (volumes, camera_edits): (Vec<BindMount>, spec::DeviceEdits),
     ) -> Result<Option<PathBuf>> {
         let image = image_process(stored);
-        let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap_or_default();
         let user = config.user.as_deref().or(image.user.as_deref());
-        let user = spec::resolve_user(user, &read("etc/passwd"), &read("etc/group"))?;
+        let user =
+            spec::resolve_user(user, &image_file(id, rootfs, "etc/passwd")?, &image_file(id, rootfs, "etc/group")?)?;
+        if config.confinement.refuse_root && user.uid == 0 {
+            return Err(ctr_err(
+                id,
+                format!(
+                    "its process would run as root (uid 0, user `{}`), which this device's policy refuses: set                      `user` in the deployment to a non-root uid, or set policy.allow_root = true in the agent config",
+                    config.user.as_deref().or(image.user.as_deref()).unwrap_or("the image's default")
+                ),
+            ));
+        }
         let mut run = run_spec(config);
+        run.mounts = volumes;
+        if config.confinement.apparmor {
+            run.apparmor_profile = super::apparmor::ensure_loaded(&self.settings.host_root, &self.settings.state_dir)
+                .map_err(|e| ctr_err(id, e.to_string()))?;
+        }
         let mut runtime = None;
         if let Some(plan) = gpu_plan {
             let (gpu_edits, gpu_runtime) = plan.injection();
@@ -343,7 +428,7 @@ impl Inner {
                 }
             }
         }
-        spec::inject(&mut run, camera_edits);
+        spec::inject(&mut run, &camera_edits);
         let mut oci = spec::build(&image, &run, user, rootfs, &HostFiles::under(&self.settings.host_root))?;
         if let Some(linux) = oci.linux_mut() {
             linux.set_cgroups_path(Some(cgroup_path(&self.settings.cgroup_parent, id)));
@@ -363,6 +448,9 @@ impl Inner {
             Err(_) => self.sup.clone(),
         };
         sup.remove(id)?;
+        let staging = mounts::dir(&self.settings.state_dir, id);
+        mounts::release(&staging)
+            .map_err(|e| ctr_err(id, format!("releasing the staged bind mounts in {}: {e}", staging.display())))?;
         let bundle = self.bundle_dir(id);
         if bundle.exists() {
             unmount(&bundle.join("rootfs"))
@@ -428,6 +516,50 @@ fn unmount(path: &Path) -> std::io::Result<()> {
     }
 }
 
+fn release_staging(staging: &Path) {
+    if let Err(e) = mounts::release(staging) {
+        tracing::warn!(staging = %staging.display(), err = %e, "releasing staged mounts failed");
+    }
+}
+
+/// Reads `rel` (`etc/passwd`) of the image's root file system: resolved inside `rootfs` (a symlink there stays
+/// in the root file system), a regular file only (a FIFO or device is refused before it is opened), at most
+/// [`MAX_IMAGE_FILE_BYTES`]. A missing file reads as empty, as Docker treats it.
+fn image_file(id: &str, rootfs: &Path, rel: &str) -> Result<String> {
+    use nix::fcntl::OFlag;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |m: String| ctr_err(id, format!("the image's /{rel} {m}; fix the image"));
+    let root =
+        nix::fcntl::open(rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(|e| ctr_err(id, format!("opening the root file system {}: {e}", rootfs.display())))?;
+    let fd = match crate::os::beneath::open(&root, Path::new(rel), crate::os::beneath::Symlinks::InRoot, OFlag::O_PATH)
+    {
+        Ok(fd) => fd,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(String::new()),
+        Err(e) => return Err(bad(format!("cannot be resolved inside the image ({e})"))),
+    };
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| bad(format!("cannot be read ({e})")))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(bad("is not a regular file (a FIFO, device or directory)".into()));
+    }
+    if st.st_size as u64 > MAX_IMAGE_FILE_BYTES {
+        return Err(bad(format!("is {} bytes; at most {MAX_IMAGE_FILE_BYTES} are read", st.st_size)));
+    }
+    // Reopen exactly the object checked, for reading, without blocking.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(crate::os::beneath::proc_fd_path(&fd))
+        .map_err(|e| bad(format!("cannot be opened ({e})")))?;
+    let mut buf = Vec::new();
+    file.take(MAX_IMAGE_FILE_BYTES + 1).read_to_end(&mut buf).map_err(|e| bad(format!("cannot be read ({e})")))?;
+    if buf.len() as u64 > MAX_IMAGE_FILE_BYTES {
+        return Err(bad(format!("grew past {MAX_IMAGE_FILE_BYTES} bytes while read")));
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
 fn cleanup_bundle(bundle: &Path) {
     if let Err(e) = unmount(&bundle.join("rootfs")) {
         tracing::warn!(bundle = %bundle.display(), err = %e, "unmount failed");
@@ -449,9 +581,15 @@ pub fn image_process(stored: &StoredImage) -> ImageProcess {
     }
 }
 
-/// The run spec of a container config (before device edits).
+/// The run spec of a container config (before device edits and staging: `mounts` holds the volumes as
+/// named, which [`OciBackend`] replaces with their staged sources).
 pub fn run_spec(config: &ContainerConfig) -> RunSpec {
+    let c = &config.confinement;
     RunSpec {
+        seccomp: c.seccomp.then(super::seccomp::Machine::host),
+        no_new_privileges: c.no_new_privileges,
+        pids_limit: c.pids_limit,
+        cap_add: c.cap_add.clone(),
         entrypoint: config.entrypoint.clone(),
         args: config.args.clone(),
         env: config.env.clone(),
@@ -530,10 +668,19 @@ impl ContainerRuntime for OciBackend {
         blocking(move || inner.create(&id, &config, labels)).await
     }
 
+    /// Starts a created container; a stopped one is created anew by the supervisor, after its bind sources are
+    /// resolved and staged again (a reboot took the staged mounts away).
     async fn start(&self, id: &str) -> Result<()> {
         let inner = self.inner.clone();
         let id = id.to_owned();
-        blocking(move || Ok(inner.sup_of(&id)?.start(&id)?)).await
+        blocking(move || {
+            let sup = inner.sup_of(&id)?;
+            if sup.state(&id)?.status == Status::Stopped {
+                mounts::restage(&mounts::dir(&inner.settings.state_dir, &id))?;
+            }
+            Ok(sup.start(&id)?)
+        })
+        .await
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<Option<i32>> {
@@ -563,6 +710,19 @@ impl ContainerRuntime for OciBackend {
         let inner = self.inner.clone();
         let id = id.to_owned();
         blocking(move || Ok(inner.sup.logs(&id, tail)?)).await
+    }
+
+    /// `runc exec` / `crun exec` with the container's own process spec (from its bundle's `config.json`) and
+    /// `cmd` as the arguments: the runtime joins the container's namespaces and cgroup and applies its user,
+    /// capabilities, seccomp filter, AppArmor profile and no_new_privs.
+    async fn exec(&self, id: &str, cmd: &[String], timeout: Option<Duration>, sink: ExecSink) -> Result<i32> {
+        let inner = self.inner.clone();
+        let (owned, args) = (id.to_owned(), cmd.to_vec());
+        let (command, process_file, pid_file) = blocking(move || inner.prepare_exec(&owned, &args)).await?;
+        let result = super::exec::run(id, command, &pid_file, timeout, sink).await;
+        let _ = std::fs::remove_file(&process_file);
+        let _ = std::fs::remove_file(&pid_file);
+        result
     }
 
     /// Rotates the log of every owned container that reached `runtime.log_max_bytes`.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, HookBuilder, HooksBuilder, LinuxBuilder, LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder,
-    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
     LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
     SpecBuilder, UserBuilder,
 };
@@ -130,6 +130,26 @@ pub struct RunSpec {
     /// Soft and hard RLIMIT_NOFILE. Defaults to the agent's own limit (the systemd unit sets 65536), which the
     /// container inherits through conmon.
     pub nofile: Option<u64>,
+    /// Docker's default seccomp profile translated for this machine; `None`: no seccomp filter.
+    pub seccomp: Option<super::seccomp::Machine>,
+    /// The AppArmor profile of the process (`None` where the host does not enforce AppArmor, or unconfined).
+    pub apparmor_profile: Option<String>,
+    /// `no_new_privs` for the process.
+    pub no_new_privileges: bool,
+    /// The pids cgroup limit; `None`: none.
+    pub pids_limit: Option<u64>,
+    /// Capabilities beyond [`DEFAULT_CAPABILITIES`] (`CAP_...` names).
+    pub cap_add: Vec<String>,
+}
+
+/// The `CAP_...` name of a capability.
+pub fn capability_name(c: Capability) -> String {
+    serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// The capability `name` names (`CAP_NET_ADMIN` or `NET_ADMIN`, any case).
+pub fn parse_capability(name: &str) -> Option<Capability> {
+    serde_json::from_value(serde_json::Value::String(crate::base::capability_key(name))).ok()
 }
 
 /// The resolved user of the container process.
@@ -268,7 +288,17 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
         return Err(Error::Invalid { field: "working_dir", reason: format!("`{cwd}` must be an absolute path") });
     }
 
-    let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let mut bounding: Vec<Capability> = DEFAULT_CAPABILITIES.to_vec();
+    for name in &run.cap_add {
+        let cap = parse_capability(name).ok_or_else(|| Error::Invalid {
+            field: "cap_add",
+            reason: format!("`{name}` is not a Linux capability (e.g. CAP_NET_ADMIN)"),
+        })?;
+        if !bounding.contains(&cap) {
+            bounding.push(cap);
+        }
+    }
+    let caps: oci_spec::runtime::Capabilities = bounding.iter().copied().collect();
     let rlimits = match run.nofile {
         Some(n) => vec![PosixRlimitBuilder::default().typ(PosixRlimitType::RlimitNofile).soft(n).hard(n).build()?],
         None => Vec::new(),
@@ -287,8 +317,12 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
                 .build()?,
         )
         .rlimits(rlimits)
-        .no_new_privileges(false)
-        .build()?;
+        .no_new_privileges(run.no_new_privileges);
+    let process = match &run.apparmor_profile {
+        Some(p) => process.apparmor_profile(p.clone()),
+        None => process,
+    }
+    .build()?;
 
     let shm_size = run.shm_size_bytes.unwrap_or(DEFAULT_SHM_BYTES);
     let mut mounts = vec![
@@ -372,6 +406,13 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
     }
 
     let mut resources = LinuxResourcesBuilder::default().devices(rules);
+    if let Some(limit) = run.pids_limit {
+        let limit = i64::try_from(limit).ok().filter(|l| *l > 0).ok_or_else(|| Error::Invalid {
+            field: "pids_limit",
+            reason: format!("{limit} must be between 1 and {}", i64::MAX),
+        })?;
+        resources = resources.pids(LinuxPidsBuilder::default().limit(limit).build()?);
+    }
     if let Some(mem) = run.memory_bytes {
         let limit = i64::try_from(mem)
             .map_err(|_| Error::Invalid { field: "memory", reason: format!("{mem} bytes is too large") })?;
@@ -386,7 +427,11 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
         resources = resources.cpu(LinuxCpuBuilder::default().period(period).quota(quota).build()?);
     }
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if let Some(machine) = run.seccomp {
+        linux = linux.seccomp(super::seccomp::default_profile(&machine.target(&bounding)));
+    }
+    let linux = linux
         .namespaces(namespaces)
         .devices(devices)
         .resources(resources.build()?)
@@ -628,6 +673,42 @@ mod tests {
         assert!(data.options().as_ref().unwrap().contains(&"ro".to_string()));
         let hook = &spec.hooks().as_ref().unwrap().create_container().as_ref().unwrap()[0];
         assert_eq!(hook.args().as_ref().unwrap()[1], "update-ldcache");
+    }
+
+    #[test]
+    fn confinement_reaches_the_spec_seccomp_for_the_capabilities_nnp_apparmor_and_pids() {
+        let machine = crate::runtime::seccomp::Machine { arch: "arm64", kernel: (5, 15) };
+        let run = RunSpec {
+            seccomp: Some(machine),
+            no_new_privileges: true,
+            apparmor_profile: Some("jetship-default".into()),
+            pids_limit: Some(4096),
+            cap_add: vec!["net_admin".into()],
+            ..RunSpec::default()
+        };
+        let spec = build_default(&run);
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.no_new_privileges(), Some(true));
+        assert_eq!(process.apparmor_profile().as_deref(), Some("jetship-default"));
+        let caps = process.capabilities().as_ref().unwrap().bounding().clone().unwrap();
+        assert!(caps.contains(&Capability::NetAdmin) && caps.len() == 15);
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(linux.resources().as_ref().unwrap().pids().as_ref().map(|p| p.limit()), Some(4096));
+        let seccomp = linux.seccomp().as_ref().expect("seccomp profile");
+        assert_eq!(
+            seccomp.architectures().as_deref(),
+            Some(&[oci_spec::runtime::Arch::ScmpArchAarch64, oci_spec::runtime::Arch::ScmpArchArm][..])
+        );
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(json["process"]["noNewPrivileges"], true);
+
+        let none = build_default(&RunSpec::default());
+        assert!(none.linux().as_ref().unwrap().seccomp().is_none(), "no profile unless asked");
+        assert_eq!(none.process().as_ref().unwrap().no_new_privileges(), Some(false));
+        let bad = RunSpec { cap_add: vec!["CAP_FLY".into()], ..RunSpec::default() };
+        let err = build(&image(), &bad, ResolvedUser::default(), Path::new("/r"), &host()).unwrap_err();
+        assert!(err.to_string().starts_with("cap_add") && err.to_string().contains("CAP_FLY"), "{err}");
     }
 
     #[test]

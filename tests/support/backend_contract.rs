@@ -144,7 +144,13 @@ volumes = [{{ host = "{scratch}", container = "/data" }}]
         "contract.toml",
     )
     .unwrap_or_else(|e| panic!("the contract's deployment file: {e}"));
-    let config = doc.deployments["contract"].container_config("contract", image).unwrap();
+    // The agent's policy step: the scratch folder is an allowed host path, and confine() gives the container
+    // the roots its volumes must resolve beneath.
+    let policy =
+        jetship::config::PolicyConfig { allowed_host_paths: vec![scratch.to_path_buf()], ..Default::default() };
+    assert_eq!(jetship::deploy::policy::check(&doc, &policy, scratch), [], "{name}: within policy");
+    let mut config = doc.deployments["contract"].container_config("contract", image).unwrap();
+    jetship::deploy::policy::confine(&mut config, &policy, scratch);
     assert_eq!((config.ipc, config.network), (IpcMode::Host, NetworkMode::Host));
     let id = format!("{prefix}-run");
     let extra = BTreeMap::from([(labels::DEPLOYMENT.to_owned(), "contract".to_owned())]);

@@ -1,18 +1,33 @@
 //! Health checkers: `http` and `tcp` probe from the host (containers use host networking by default),
-//! `running_for` waits, and `exec` runs the command inside the container's namespaces with
-//! `nsenter --target <pid>` (the backend trait has no exec; this needs the agent to run as root, as it does on a
-//! device, and a backend that reports the container's pid). What the results mean is the pure [`Gate`]'s.
+//! `running_for` waits, and `exec` runs the command through the backend's exec
+//! ([`ContainerRuntime::exec`]): inside the container with its own user, capabilities, seccomp, AppArmor,
+//! no_new_privs, cgroup and environment, never as a host process entering its namespaces. A failed exec check
+//! reports its exit code and the first [`OUTPUT_KEEP`] bytes of its output. What the results mean is the pure
+//! [`Gate`]'s.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::deploy::document::{DurationSpec, HealthCheck};
 use crate::deploy::plan::health::{Gate, Verdict};
 use crate::deploy::plan::Health;
+use crate::runtime::exec::Capture;
+use crate::runtime::ContainerRuntime;
+
+/// Bytes of an exec check's output kept for the report.
+pub(super) const OUTPUT_KEEP: usize = 512;
+
+/// Time the backend gets beyond the check's timeout to kill a command that overran it.
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// One container's health checker.
 pub(super) struct Probe {
     pub(super) check: HealthCheck,
-    pub(super) pid: Option<i32>,
+    pub(super) runtime: Arc<dyn ContainerRuntime>,
+    /// The container's backend id.
+    pub(super) id: String,
 }
 
 impl Probe {
@@ -26,8 +41,10 @@ impl Probe {
             return;
         }
         let mut gate = Gate::new(&self.check);
+        // The backend kills an exec'd command at the timeout itself; this limit is the backstop.
+        let limit = self.check.timeout.0 + if self.check.exec.is_some() { KILL_GRACE } else { Duration::ZERO };
         loop {
-            let result = match tokio::time::timeout(self.check.timeout.0, self.probe()).await {
+            let result = match tokio::time::timeout(limit, self.probe()).await {
                 Ok(r) => r,
                 Err(_) => Err(format!("no answer within {}", DurationSpec(self.check.timeout.0))),
             };
@@ -59,26 +76,18 @@ impl Probe {
                 .map_err(|e| format!("tcp connect to {}: {e}", target.0));
         }
         if let Some(cmd) = &self.check.exec {
-            let Some(pid) = self.pid else {
-                return Err("exec health check: the backend reports no pid for the container".into());
-            };
-            let out = tokio::process::Command::new("nsenter")
-                .args(["--target", &pid.to_string(), "--mount", "--uts", "--ipc", "--net", "--pid", "--"])
-                .args(cmd)
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .output()
+            let capture = Capture::new(OUTPUT_KEEP);
+            let code = self
+                .runtime
+                .exec(&self.id, cmd, Some(self.check.timeout.0), capture.sink())
                 .await
-                .map_err(|e| format!("cannot run nsenter for the exec health check (install util-linux): {e}"))?;
-            return if out.status.success() {
+                .map_err(|e| format!("exec health check `{}`: {e}", cmd.join(" ")))?;
+            return if code == 0 {
                 Ok(())
             } else {
-                Err(format!(
-                    "`{}` exited with {}: {}",
-                    cmd.join(" "),
-                    out.status,
-                    crate::os::exec::trim_stderr(&out.stderr)
-                ))
+                let output = capture.text();
+                let output = if output.is_empty() { "no output".to_owned() } else { format!("output: {output}") };
+                Err(format!("`{}` exited with code {code} ({output})", cmd.join(" ")))
             };
         }
         Err("health check has no probe".into())

@@ -149,6 +149,8 @@ pub struct Options {
     pub backoff: Backoff,
     /// How long a deployment waits for a missing device before the create is tried again. Defaults to 5 s.
     pub device_retry: Duration,
+    /// `[policy]`: what [`crate::deploy::policy::confine`] puts into every container it creates.
+    pub policy: crate::config::PolicyConfig,
 }
 
 impl Options {
@@ -159,6 +161,7 @@ impl Options {
             stop_grace: Duration::from_secs(config.runtime.stop_grace_s),
             backoff: Backoff::default(),
             device_retry: DEVICE_RETRY,
+            policy: config.policy.clone(),
         }
     }
 }
@@ -184,7 +187,6 @@ pub struct Executor {
     health: HashMap<String, (Health, CancellationToken)>,
     notes: BTreeMap<String, Notes>,
     started: BTreeMap<String, DateTime<Utc>>,
-    pids: HashMap<String, i32>,
     states: BTreeMap<String, DeploymentState>,
     applied: Option<u64>,
     done_tx: mpsc::UnboundedSender<Done>,
@@ -220,7 +222,6 @@ impl Executor {
             health: HashMap::new(),
             notes: BTreeMap::new(),
             started: BTreeMap::new(),
-            pids: HashMap::new(),
             states: BTreeMap::new(),
             applied: None,
             done_tx,
@@ -403,7 +404,6 @@ impl Executor {
         };
         let (now, now_wall) = (self.now(), Utc::now());
         let mut by_dep: BTreeMap<String, Vec<ContainerView>> = BTreeMap::new();
-        self.pids.clear();
         for info in &listed {
             let Some(dep) = info.labels.get(labels::DEPLOYMENT) else { continue };
             let mut view = ContainerView::from_info(info, now, now_wall);
@@ -416,9 +416,6 @@ impl Executor {
                 }
             }
             view.health = self.health_of(info);
-            if let Some(pid) = info.pid {
-                self.pids.insert(info.id.clone(), pid);
-            }
             if info.state == RunState::Running {
                 if let Some(at) = info.started_at {
                     self.started.insert(dep.clone(), at);
@@ -527,7 +524,10 @@ impl Executor {
                 Outcome::Done
             }
             Action::Create { deployment, id, config, labels } => {
-                match self.runtime.create(id, config, labels.clone()).await {
+                // What only the local policy knows (volume roots, root refusal, the pids limit) goes in here.
+                let mut config = (**config).clone();
+                crate::deploy::policy::confine(&mut config, &self.opts.policy, &self.opts.state_dir);
+                match self.runtime.create(id, &config, labels.clone()).await {
                     Ok(()) => {
                         self.notes.entry(deployment.clone()).or_default().error = None;
                         Outcome::Done
@@ -557,7 +557,7 @@ impl Executor {
             Action::StartHealthCheck { id, check, .. } => {
                 let stop = self.tasks.child_token();
                 self.health.insert(id.clone(), (Health::Checking, stop.clone()));
-                let probe = Probe { check: check.clone(), pid: self.pids.get(id).copied() };
+                let probe = Probe { check: check.clone(), runtime: self.runtime.clone(), id: id.clone() };
                 let (tx, action) = (self.done_tx.clone(), action.clone());
                 tokio::spawn(async move {
                     tokio::select! {
@@ -849,6 +849,7 @@ mod tests {
                 stop_grace: Duration::from_secs(1),
                 backoff: Backoff { base: BASE, cap: Duration::from_secs(1), reset_after: Duration::from_secs(600) },
                 device_retry: BASE,
+                policy: Default::default(),
             };
             Executor::new(self.fake.clone(), self.pins.clone(), PullMeter::default(), opts)
         }

@@ -68,7 +68,8 @@ pub fn discover(root: &Path, warnings: &mut Vec<String>) -> Vec<Camera> {
         let sys = class.join(&name);
         let node = Path::new("/dev").join(&name);
         let node_file = under_root(root, &node.to_string_lossy());
-        let Ok(meta) = std::fs::metadata(&node_file) else {
+        // The node itself, never what a symlink in its place points to.
+        let Ok(meta) = std::fs::symlink_metadata(&node_file) else {
             warnings.push(format!(
                 "/sys/class/video4linux/{name} has no {} node; camera skipped (is udev running?)",
                 node.display()
@@ -289,13 +290,21 @@ pub fn resolve(
     let mut nodes = Vec::new();
     for (cam, _) in cameras.iter().zip(chosen).filter(|(_, c)| *c) {
         let path = under_root(root, &cam.node.to_string_lossy());
-        let meta = match std::fs::metadata(&path) {
+        // lstat: a symlink in place of the node is refused, never followed (on the Docker backend the daemon
+        // opens the path itself).
+        let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             // Unplugged between discovery and now: the same as not connected.
             Err(_) => return Err(CameraError::Missing { selector: cam.node.to_string_lossy().into_owned() }),
         };
         if !meta.file_type().is_char_device() {
-            let found = if meta.is_file() { "a regular file" } else { "not a device" };
+            let found = if meta.file_type().is_symlink() {
+                "a symlink"
+            } else if meta.is_file() {
+                "a regular file"
+            } else {
+                "not a device"
+            };
             return Err(CameraError::NotDevice { node: cam.node.clone(), found: found.into() });
         }
         nodes.push(DeviceNode {

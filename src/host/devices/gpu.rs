@@ -696,9 +696,11 @@ pub fn create_symlinks(rootfs: &Path, symlinks: &[Symlink], warnings: &mut Vec<S
     Ok(())
 }
 
-/// Whether `path` under `root` is a Unix socket (used for `/tmp/argus_socket`).
+/// Whether `path` under `root` is a Unix socket itself (not a symlink to one) owned by root: used for
+/// `/tmp/argus_socket`, which lies in a directory every user can write.
 pub(crate) fn is_socket(root: &Path, path: &str) -> bool {
-    std::fs::metadata(under_root(root, path)).is_ok_and(|m| m.file_type().is_socket())
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(under_root(root, path)).is_ok_and(|m| m.file_type().is_socket() && m.uid() == 0)
 }
 
 /// Lists the device paths of `edits` (handy for logs and tests).
