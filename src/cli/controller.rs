@@ -33,7 +33,7 @@ pub(super) fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::R
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
-                eprintln!("no devices on {}", access.url);
+                eprintln!("no devices on {}", access.urls().join(", "));
             } else {
                 print!("{}", fleet::table(&rows, now_ms()));
             }
@@ -47,7 +47,7 @@ pub(super) fn run_fleet(cmd: FleetCommand, log_level: Option<&str>) -> anyhow::R
             let Some(view) = devices.get(&device) else {
                 anyhow::bail!(
                     "device `{device}` has published nothing on {}: check the id with `jetship devices`",
-                    access.url
+                    access.urls().join(", ")
                 );
             };
             if json {
