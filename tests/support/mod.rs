@@ -146,6 +146,7 @@ pub fn require_tool(program: &str, debian_package: &str) -> PathBuf {
     panic!("`{program}` is needed by this test: install it with `apt-get install {debian_package}` (scripts/test does this)");
 }
 
+pub mod agent;
 pub mod backend_contract;
 pub mod dockerd;
 pub mod mosquitto;
