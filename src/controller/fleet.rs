@@ -402,7 +402,7 @@ impl Session {
         el.set_network_options(net);
         let mut s = Session { el, brokers, subscriptions: Vec::new() };
         let mut failed = Vec::new();
-        for _ in 0..s.brokers.len() {
+        for _ in 0..s.brokers.count() {
             match s.handshake(deadline).await {
                 Ok(_) => return Ok(s),
                 Err(Error::Connect { url, message }) => failed.push((url, message)),

@@ -45,7 +45,7 @@ impl Brokers {
     }
 
     /// How many brokers there are.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.list.len()
     }
 
@@ -92,7 +92,7 @@ mod tests {
         let mut b = brokers(&[1883]);
         assert!(!b.has_failover());
         assert_eq!(b.advance().broker_address().1, 1883);
-        assert_eq!(b.len(), 1);
+        assert_eq!(b.count(), 1);
         assert!(Brokers::new(Vec::new()).is_none());
     }
 

@@ -151,4 +151,5 @@ pub mod backend_contract;
 pub mod dockerd;
 pub mod mosquitto;
 pub mod prometheus;
+pub mod rabbitmq;
 pub mod registry;
