@@ -362,29 +362,15 @@ fn the_documented_mosquitto_acl_keeps_each_device_to_its_own_topics() {
             && max_seq(l, "jetship/v1/dev-a/telemetry") >= 2
             && l.iter().any(|(t, p)| t == "jetship/v1/dev-a/reported" && p.contains("\"group:lab\":4"))
     });
+    // The controller commands as `ops`, from cli.toml.
+    let cli = dir.path().join("ops-cli.toml");
     let ops_pw = dir.path().join("ops.pw");
-    let ping = support::jetship(&[
-        "ping",
-        "dev-a",
-        "--broker",
-        &broker.url(),
-        "--username",
-        "ops",
-        "--password-file",
-        ops_pw.to_str().unwrap(),
-    ]);
-    assert!(ping.status.success(), "{}{}", String::from_utf8_lossy(&ping.stderr), agent.log());
-    let devices = support::jetship(&[
-        "devices",
-        "--json",
-        "--broker",
-        &broker.url(),
-        "--username",
-        "ops",
-        "--password-file",
-        ops_pw.to_str().unwrap(),
-    ]);
-    let rows: Vec<Value> = serde_json::from_slice(&devices.stdout).unwrap_or_default();
-    assert!(rows.iter().any(|r| r["device"] == "dev-a"), "{rows:?} {}", String::from_utf8_lossy(&devices.stderr));
+    let toml =
+        format!("[broker]\nurl = \"{}\"\nusername = \"ops\"\npassword_file = \"{}\"\n", broker.url(), ops_pw.display());
+    std::fs::write(&cli, toml).unwrap();
+    let env = [("JETSHIP_CLI_CONFIG", cli.to_str().unwrap())];
+    assert!(jetship_ok(&["ping", "dev-a"], &env).contains("reply from dev-a"), "{}", agent.log());
+    let rows: Vec<Value> = serde_json::from_str(&jetship_ok(&["devices", "--json"], &env)).unwrap();
+    assert!(rows.iter().any(|r| r["device"] == "dev-a"), "{rows:?}");
     assert!(!agent.log().contains("refused a subscription"), "{}", agent.log());
 }
