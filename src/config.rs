@@ -284,6 +284,13 @@ pub struct MqttConfig {
     pub reconnect_max_ms: u64,
     /// Where the embedded broker listens when `url` is not set. Defaults to `127.0.0.1:1883`.
     pub embedded_listen: std::net::SocketAddr,
+
+    // Broker failover (docs/protocol.md, "Broker failover and clusters").
+    /// Brokers to use instead of `url`, in order (nodes of one cluster, or independent brokers): the agent
+    /// starts with the first, stays on the one that answers, and after a lost connection tries the next
+    /// (after the last, the first again) with the reconnect backoff. TLS files and credentials apply to each.
+    /// Defaults to none (`url`). Set `url` or `urls`, not both.
+    pub urls: Vec<String>,
 }
 
 impl Default for MqttConfig {
@@ -300,6 +307,7 @@ impl Default for MqttConfig {
             reconnect_min_ms: 500,
             reconnect_max_ms: 30_000,
             embedded_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 1883)),
+            urls: Vec::new(),
         }
     }
 }
@@ -830,16 +838,26 @@ impl Config {
 }
 
 impl MqttConfig {
+    /// The brokers to connect to, in order: `urls`, else `url`; empty for the embedded broker.
+    pub fn broker_urls(&self) -> Vec<String> {
+        if self.urls.is_empty() {
+            self.url.iter().cloned().collect()
+        } else {
+            self.urls.clone()
+        }
+    }
+
     fn check(&self, bad: &mut impl FnMut(&str, String)) {
+        self.check_urls(bad);
         if let Some(url) = &self.url {
             if let Err(e) = crate::base::BrokerUrl::parse(url) {
                 bad("mqtt.url", e.to_string());
-            } else if url.starts_with("mqtt://") && (self.ca_file.is_some() || self.client_cert.is_some()) {
-                bad("mqtt.url", format!("`{url}` is plain MQTT but TLS files are set: use mqtts://"));
-            } else if url.starts_with("mqtts://") && self.ca_file.is_none() {
-                bad("mqtt.ca_file", "mqtts needs the CA certificate that signs the broker's certificate".into());
+            } else {
+                self.check_tls_of("mqtt.url", url, bad);
             }
-        } else if self.username.is_some() || self.ca_file.is_some() || self.client_cert.is_some() {
+        } else if self.urls.is_empty()
+            && (self.username.is_some() || self.ca_file.is_some() || self.client_cert.is_some())
+        {
             bad("mqtt.url", "credentials or TLS files are set but no url: the embedded broker takes neither".into());
         }
         for (key, path) in [
@@ -876,6 +894,52 @@ impl MqttConfig {
                     self.reconnect_min_ms, self.reconnect_max_ms
                 ),
             );
+        }
+    }
+}
+
+impl MqttConfig {
+    // Broker failover: `urls` beside `url`.
+    fn check_urls(&self, bad: &mut impl FnMut(&str, String)) {
+        if self.urls.is_empty() {
+            return;
+        }
+        if self.url.is_some() {
+            bad("mqtt.urls", "set `url` or `urls`, not both: `urls` lists every broker, the first one included".into());
+        }
+        if self.urls.len() > 16 {
+            bad("mqtt.urls", format!("{} brokers is more than the 16 allowed", self.urls.len()));
+        }
+        let (mut valid, mut ca_missing) = (true, false);
+        for (i, url) in self.urls.iter().enumerate() {
+            let key = format!("mqtt.urls[{i}]");
+            match crate::base::BrokerUrl::parse(url) {
+                Err(e) => {
+                    bad(&key, e.to_string());
+                    valid = false;
+                }
+                // One missing CA file is one problem, however many mqtts:// brokers need it.
+                Ok(_) if url.starts_with("mqtts://") && self.ca_file.is_none() => {
+                    if !std::mem::replace(&mut ca_missing, true) {
+                        self.check_tls_of(&key, url, bad);
+                    }
+                }
+                Ok(_) => self.check_tls_of(&key, url, bad),
+            }
+        }
+        if valid {
+            if let Err(e) = crate::base::BrokerUrl::parse_list(&self.urls) {
+                bad("mqtt.urls", e.to_string());
+            }
+        }
+    }
+
+    /// The TLS rules for one broker URL: TLS files only with mqtts://, and mqtts:// only with a CA file.
+    fn check_tls_of(&self, key: &str, url: &str, bad: &mut impl FnMut(&str, String)) {
+        if url.starts_with("mqtt://") && (self.ca_file.is_some() || self.client_cert.is_some()) {
+            bad(key, format!("`{url}` is plain MQTT but TLS files are set: use mqtts://"));
+        } else if url.starts_with("mqtts://") && self.ca_file.is_none() {
+            bad("mqtt.ca_file", "mqtts needs the CA certificate that signs the broker's certificate".into());
         }
     }
 }
@@ -973,6 +1037,29 @@ mod tests {
             Err(Error::Invalid(p)) => p.into_iter().map(|p| format!("{}: {}", p.key, p.message)).collect(),
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn broker_failover_lists_are_checked_per_entry() {
+        let c = parse("[mqtt]\nurls = [\"mqtt://a:1883\", \"mqtt://b:1883\"]\n").unwrap();
+        assert!(c.check().is_ok());
+        assert_eq!(c.mqtt.broker_urls(), ["mqtt://a:1883", "mqtt://b:1883"]);
+        assert_eq!(parse("[mqtt]\nurl = \"mqtt://a\"\n").unwrap().mqtt.broker_urls(), ["mqtt://a"]);
+        assert!(parse("").unwrap().mqtt.broker_urls().is_empty(), "no url: the embedded broker");
+        let p = problem_keys("[mqtt]\nurl = \"mqtt://a\"\nurls = [\"mqtt://b\"]\n");
+        assert!(p.len() == 1 && p[0].starts_with("mqtt.urls") && p[0].contains("not both"), "{p:?}");
+        let p = problem_keys("[mqtt]\nurls = [\"mqtt://a\", \"http://b\"]\n");
+        assert!(p.len() == 1 && p[0].starts_with("mqtt.urls[1]") && p[0].contains("mqtt://"), "{p:?}");
+        let p = problem_keys("[mqtt]\nurls = [\"mqtt://a\", \"mqtt://a:1883\"]\n");
+        assert!(p.len() == 1 && p[0].starts_with("mqtt.urls") && p[0].contains("twice"), "{p:?}");
+        let p = problem_keys("[mqtt]\nurls = [\"mqtt://a\", \"mqtts://b\", \"mqtts://c\"]\n");
+        assert_eq!(p.iter().filter(|p| p.starts_with("mqtt.ca_file")).count(), 1, "{p:?}");
+        // Credentials with urls (and no url) are for those brokers, not the embedded one.
+        let p = problem_keys("[mqtt]\nurls = [\"mqtt://a\"]\nusername = \"u\"\n");
+        assert!(p.is_empty(), "{p:?}");
+        let many: Vec<String> = (0..17).map(|i| format!("\"mqtt://b{i}\"")).collect();
+        let p = problem_keys(&format!("[mqtt]\nurls = [{}]\n", many.join(", ")));
+        assert!(p.iter().any(|p| p.starts_with("mqtt.urls") && p.contains("16")), "{p:?}");
     }
 
     #[test]

@@ -3,124 +3,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::mosquitto::{orin_host_root, publish, Mosquitto, Observer, Tls};
+use support::agent::{agent_config, check_order, max_seq, seqs, Agent};
+use support::mosquitto::{publish, Mosquitto, Observer, Tls};
 
 /// Broker outage demanded by the acceptance criteria.
 const OUTAGE: Duration = Duration::from_secs(60);
-
-struct Agent {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(config: &Path) -> Agent {
-        let log = config.with_extension(format!("log-{}", rand_suffix()));
-        let child = Command::new(support::jetship_bin())
-            .args(["--config", config.to_str().unwrap(), "agent"])
-            .env_remove("JETSHIP_STATE_DIR")
-            .env("RUST_LOG", "jetship=debug,info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Agent { child: Some(child), log }
-    }
-
-    fn signal(&mut self, sig: nix::sys::signal::Signal) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
-        let start = Instant::now();
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return Some(s);
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-                return child.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn rand_suffix() -> String {
-    format!("{:08x}", rand::random::<u32>())
-}
-
-/// Writes an agent config for `device_id` in `dir` and returns its path. `extra` is appended verbatim
-/// (`[mqtt]` keys go through `mqtt`).
-fn agent_config(dir: &Path, device_id: &str, mqtt: &str, extra: &str) -> PathBuf {
-    let host = orin_host_root(dir);
-    let path = dir.join(format!("{device_id}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "device_id = \"{device_id}\"\nstate_dir = \"{}\"\n[host]\nroot = \"{}\"\n[telemetry]\ninterval_s = 1\n[mqtt]\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\nkeep_alive_s = 5\n{mqtt}\n{extra}",
-            dir.join(format!("state-{device_id}")).display(),
-            host.display()
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn seqs(obs: &Observer, topic: &str) -> Vec<u64> {
-    obs.json(topic).iter().filter_map(|v| v["seq"].as_u64()).collect()
-}
-
-/// Checks the order rule: every seq is either a repeat of one already seen (a resend after a reconnect) or
-/// exactly one more than the highest seen so far, except for gaps listed by the caller's tolerance. Returns
-/// the seqs in first-seen order and the number of missing ones.
-fn check_order(seqs: &[u64]) -> (Vec<u64>, u64) {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut order = Vec::new();
-    let mut missing = 0;
-    let mut max = 0;
-    for &s in seqs {
-        if seen.contains(&s) {
-            continue;
-        }
-        assert!(s > max, "seq {s} arrived after {max}: out of order in {seqs:?}");
-        missing += s - max - 1;
-        max = s;
-        seen.insert(s);
-        order.push(s);
-    }
-    (order, missing)
-}
-
-fn max_seq(lines: &[(String, String)], topic: &str) -> u64 {
-    lines
-        .iter()
-        .filter(|(t, _)| t == topic)
-        .filter_map(|(_, p)| serde_json::from_str::<Value>(p).ok())
-        .filter_map(|v| v["seq"].as_u64())
-        .max()
-        .unwrap_or(0)
-}
 
 #[test]
 fn agent_announces_itself_and_goes_offline_through_the_will_on_sigkill() {

@@ -67,9 +67,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "agent started"
     );
 
-    let access = match &config.mqtt.url {
-        Some(url) => BrokerAccess {
+    let urls = config.mqtt.broker_urls();
+    let access = match urls.split_first() {
+        Some((url, failover)) => BrokerAccess {
             url: url.clone(),
+            failover_urls: failover.to_vec(),
             ca_file: config.mqtt.ca_file.clone(),
             client_cert: config.mqtt.client_cert.clone(),
             client_key: config.mqtt.client_key.clone(),
@@ -91,8 +93,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     };
-    let mqtt = access
-        .options(&config.client_id(), Duration::from_secs(config.mqtt.keep_alive_s))
+    let brokers = access
+        .brokers(&config.client_id(), Duration::from_secs(config.mqtt.keep_alive_s))
         .context("mqtt connection settings")?;
 
     let spool_dir = config.state_dir.join("spool");
@@ -116,7 +118,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     subscriptions.extend(config.groups.iter().map(|g| protocol::group_desired(g)));
     let (link, handle, incoming) = Link::new(
         LinkOptions {
-            mqtt,
+            brokers,
             topics: topics.clone(),
             subscriptions,
             offline_status: status(false),

@@ -326,12 +326,14 @@ pub enum FleetCommand {
 }
 
 /// Broker access for controller commands. Flags win over the environment, which wins over
-/// ~/.config/jetship/cli.toml ([broker] url, ca_file, client_cert, client_key, username, password_file).
+/// ~/.config/jetship/cli.toml ([broker] url or urls, ca_file, client_cert, client_key, username, password_file).
 #[derive(Debug, Args, Clone, Default)]
 pub struct BrokerArgs {
-    /// Broker URL, mqtt://HOST[:PORT] or mqtts://HOST[:PORT] [default: mqtt://127.0.0.1:1883].
-    #[arg(long, env = "JETSHIP_BROKER", value_name = "URL")]
-    pub broker: Option<String>,
+    /// Broker URL, mqtt://HOST[:PORT] or mqtts://HOST[:PORT] [default: mqtt://127.0.0.1:1883]. Several
+    /// (repeated, or comma-separated) are failover brokers, used in order: the first that answers, the next
+    /// one when the connection is lost.
+    #[arg(long, env = "JETSHIP_BROKER", value_name = "URL", value_delimiter = ',')]
+    pub broker: Vec<String>,
     /// PEM CA certificate for mqtts.
     #[arg(long, env = "JETSHIP_CA_FILE", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
@@ -357,7 +359,8 @@ impl BrokerArgs {
         let path = fleet::cli_config_path();
         let file = fleet::load_cli_file(&path)?;
         let over = fleet::CliBroker {
-            url: self.broker.clone(),
+            url: None,
+            urls: (!self.broker.is_empty()).then(|| self.broker.clone()),
             ca_file: self.ca_file.clone(),
             client_cert: self.client_cert.clone(),
             client_key: self.client_key.clone(),

@@ -48,7 +48,7 @@ pub(super) fn run_fleet(
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
-                eprintln!("no devices on {}", access.url);
+                eprintln!("no devices on {}", access.urls().join(", "));
             } else {
                 print!("{}", fleet::table(&rows, now_ms()));
             }
@@ -62,7 +62,7 @@ pub(super) fn run_fleet(
             let Some(view) = devices.get(&device) else {
                 anyhow::bail!(
                     "device `{device}` has published nothing on {}: check the id with `jetship devices`",
-                    access.url
+                    access.urls().join(", ")
                 );
             };
             if json {

@@ -95,10 +95,13 @@ pub async fn publish_document(access: &BrokerAccess, target: &Target, doc: &Docu
     let deadline = Instant::now() + limit;
     let mut s = Session::connect(access, deadline).await.map_err(|e| timeout_as(e, limit))?;
     let json = serde_json::to_vec(doc).expect("document serializes");
-    s.publish_retained(target.desired_topic(), json);
+    s.publish_retained(target.desired_topic(), json.clone());
     loop {
-        if let Event::Incoming(Incoming::PubAck(_)) = s.next(deadline).await.map_err(|e| timeout_as(e, limit))? {
-            break;
+        match s.next(deadline).await.map_err(|e| timeout_as(e, limit))? {
+            Event::Incoming(Incoming::PubAck(_)) => break,
+            // Failed over before the PubAck: the new broker has not got it (the same document again is harmless).
+            Event::Incoming(Incoming::ConnAck(_)) => s.publish_retained(target.desired_topic(), json.clone()),
+            _ => {}
         }
     }
     s.disconnect();
@@ -120,9 +123,15 @@ pub async fn command(
     let reply_topic = topics.reply(&request_id);
     s.subscribe(vec![reply_topic.clone()], QoS::AtLeastOnce);
     let body = serde_json::to_vec(&serde_json::json!({ "cmd": name, "args": args })).expect("json");
+    let mut sent = false;
     loop {
         match s.next(deadline).await.map_err(|e| timeout_as(e, limit))? {
-            Event::Incoming(Incoming::SubAck(_)) => s.publish(topics.cmd(&request_id), body.clone(), QoS::AtLeastOnce),
+            // Sent once: after a failover the reply is awaited on the next broker, but the command is not sent
+            // again (a restart must not run twice).
+            Event::Incoming(Incoming::SubAck(_)) if !sent => {
+                s.publish(topics.cmd(&request_id), body.clone(), QoS::AtLeastOnce);
+                sent = true;
+            }
             Event::Incoming(Incoming::Publish(p)) if p.topic == reply_topic => {
                 let reply: Reply = serde_json::from_slice(&p.payload)
                     .map_err(|e| Error::Invalid(protocol::Error::NotJson { message: e.to_string() }))?;

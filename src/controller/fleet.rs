@@ -14,10 +14,12 @@ use rumqttc::{Event, EventLoop, Incoming, Publish, QoS, Request, Subscribe, Subs
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
+use tracing::{debug, warn};
 
 use crate::deploy::report::Reported;
 use crate::host::metrics::Sample;
-use crate::link::mqtt::BrokerAccess;
+use crate::link::failover::{Brokers, BACKOFF_MAX, BACKOFF_MIN};
+use crate::link::mqtt::{backoff, BrokerAccess};
 use crate::link::protocol::{self, DeviceTopic, Status, Topics, ROOT};
 
 /// The broker used when nothing else says: the embedded broker of an agent on this machine.
@@ -63,6 +65,22 @@ pub struct CliBroker {
     pub username: Option<String>,
     /// File whose first line is the password. Defaults to none.
     pub password_file: Option<PathBuf>,
+
+    // Broker failover (docs/protocol.md, "Broker failover and clusters").
+    /// Brokers to use instead of `url`, in order: a command connects to the first that answers and continues on
+    /// the next one if the connection is lost. Defaults to none (`url`). Set `url` or `urls`, not both.
+    pub urls: Option<Vec<String>>,
+}
+
+impl CliBroker {
+    /// The brokers this layer names, in order: `urls`, else `url`; `None` when it names none.
+    fn broker_urls(&self) -> Option<Vec<String>> {
+        match (&self.urls, &self.url) {
+            (Some(list), _) if !list.is_empty() => Some(list.clone()),
+            (_, Some(url)) => Some(vec![url.clone()]),
+            _ => None,
+        }
+    }
 }
 
 /// Where cli.toml is read: `JETSHIP_CLI_CONFIG`, else `$XDG_CONFIG_HOME/jetship/cli.toml`, else
@@ -82,20 +100,32 @@ pub fn cli_config_path() -> PathBuf {
 /// Reads cli.toml; a missing file is an empty one.
 pub fn load_cli_file(path: &Path) -> Result<CliFile> {
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text)
-            .map_err(|e| Error::Config { path: path.to_path_buf(), message: e.to_string().trim().to_owned() }),
+        Ok(text) => {
+            let file: CliFile = toml::from_str(&text)
+                .map_err(|e| Error::Config { path: path.to_path_buf(), message: e.to_string().trim().to_owned() })?;
+            if file.broker.url.is_some() && file.broker.urls.is_some() {
+                return Err(Error::Config {
+                    path: path.to_path_buf(),
+                    message: "[broker] sets `url` and `urls`: keep one (`urls` lists every broker, the first included)"
+                        .into(),
+                });
+            }
+            Ok(file)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CliFile::default()),
         Err(e) => Err(Error::Config { path: path.to_path_buf(), message: e.to_string() }),
     }
 }
 
-/// Merges flag/env values over the file: each `Some` in `over` wins.
+/// Merges flag/env values over the file: each `Some` in `over` wins (the broker list as a whole).
 pub fn resolve_access(file: &CliBroker, over: &CliBroker) -> BrokerAccess {
     fn pick<T: Clone>(a: &Option<T>, b: &Option<T>) -> Option<T> {
         a.clone().or_else(|| b.clone())
     }
+    let mut urls = over.broker_urls().or_else(|| file.broker_urls()).unwrap_or_else(|| vec![DEFAULT_BROKER.to_owned()]);
     BrokerAccess {
-        url: pick(&over.url, &file.url).unwrap_or_else(|| DEFAULT_BROKER.to_owned()),
+        url: urls.remove(0),
+        failover_urls: urls,
         ca_file: pick(&over.ca_file, &file.ca_file),
         client_cert: pick(&over.client_cert, &file.client_cert),
         client_key: pick(&over.client_key, &file.client_key),
@@ -366,38 +396,67 @@ pub fn detail(view: &DeviceView, now_ms: u64) -> String {
 }
 
 /// A short-lived controller connection: one event loop polled inline.
+///
+/// Failover: `connect` takes the first broker of the list that answers. With more than one broker, a connection
+/// lost later moves the session to the next brokers in order, with the usual backoff, until one answers or the
+/// deadline passes; the session then renews its subscriptions and [`Session::next`] returns that broker's
+/// ConnAck, so a caller that published something whose PubAck it waits for publishes it again.
 pub(crate) struct Session {
     el: EventLoop,
-    url: String,
+    brokers: Brokers,
+    /// Subscriptions made so far, renewed after a failover (clean sessions keep none).
+    subscriptions: Vec<(Vec<String>, QoS)>,
 }
 
 impl Session {
     pub(crate) async fn connect(access: &BrokerAccess, deadline: Instant) -> Result<Session> {
         let id = format!("jetship-cli-{:08x}", rand::random::<u32>());
-        let mut opts = access.options(&id, Duration::from_secs(30))?;
-        opts.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
-        let mut el = EventLoop::new(opts, 16);
+        let mut brokers = access.brokers(&id, Duration::from_secs(30))?;
+        brokers.for_each_mut(|o| {
+            o.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
+        });
+        let mut el = EventLoop::new(brokers.current().clone(), 16);
         let mut net = el.network_options();
         net.set_tcp_nodelay(true);
         el.set_network_options(net);
-        let mut s = Session { el, url: access.url.clone() };
-        loop {
-            match s.next(deadline).await {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => return Ok(s),
-                Ok(_) => continue,
-                // An agent's embedded broker closes the connection of a client without its credentials.
-                Err(Error::Connect { url, message }) if access.username.is_none() => {
-                    return Err(Error::Connect {
-                        url,
-                        message: format!(
-                            "{message}; if this is an agent's embedded broker, it needs the agent's credentials: run as root on the device (the CLI then reads {}/{}) or pass --username {} --password-file",
-                            crate::config::DEFAULT_STATE_DIR,
-                            crate::link::broker::EMBEDDED_PASSWORD_FILE,
-                            crate::link::broker::EMBEDDED_USER
-                        ),
-                    })
-                }
+        let mut s = Session { el, brokers, subscriptions: Vec::new() };
+        let mut failed = Vec::new();
+        for _ in 0..s.brokers.count() {
+            match s.handshake(deadline).await {
+                Ok(_) => return Ok(s),
+                Err(Error::Connect { url, message }) => failed.push((url, message)),
                 Err(e) => return Err(e),
+            }
+            s.el.mqtt_options = s.brokers.advance().clone();
+        }
+        // An agent's embedded broker closes the connection of a client without its credentials.
+        let hint = |message: String| match access.username {
+            Some(_) => message,
+            None => format!(
+                "{message}; if this is an agent's embedded broker, it needs the agent's credentials: run as root on the device (the CLI then reads {}/{}) or pass --username {} --password-file",
+                crate::config::DEFAULT_STATE_DIR,
+                crate::link::broker::EMBEDDED_PASSWORD_FILE,
+                crate::link::broker::EMBEDDED_USER
+            ),
+        };
+        if failed.len() == 1 {
+            let (url, message) = failed.remove(0);
+            return Err(Error::Connect { url, message: hint(message) });
+        }
+        let message = failed.iter().map(|(u, m)| format!("{u}: {m}")).collect::<Vec<_>>().join("; ");
+        Err(Error::Connect { url: s.brokers.labels(), message: hint(message) })
+    }
+
+    /// Polls the event loop, which connects to the current broker, until its ConnAck.
+    async fn handshake(&mut self, deadline: Instant) -> Result<Event> {
+        loop {
+            match tokio::time::timeout_at(deadline, self.el.poll()).await {
+                Ok(Ok(ev @ Event::Incoming(Incoming::ConnAck(_)))) => return Ok(ev),
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => {
+                    return Err(Error::Connect { url: self.brokers.label().to_owned(), message: e.to_string() })
+                }
+                Err(_) => return Err(Error::Timeout(Duration::ZERO)),
             }
         }
     }
@@ -405,12 +464,45 @@ impl Session {
     pub(crate) async fn next(&mut self, deadline: Instant) -> Result<Event> {
         match tokio::time::timeout_at(deadline, self.el.poll()).await {
             Ok(Ok(ev)) => Ok(ev),
-            Ok(Err(e)) => Err(Error::Connect { url: self.url.clone(), message: e.to_string() }),
+            Ok(Err(e)) if self.brokers.has_failover() => self.fail_over(e, deadline).await,
+            Ok(Err(e)) => Err(Error::Connect { url: self.brokers.label().to_owned(), message: e.to_string() }),
             Err(_) => Err(Error::Timeout(Duration::ZERO)),
         }
     }
 
+    /// After a lost connection: the next brokers in order, each after the usual backoff, until one answers
+    /// (subscriptions renewed, its ConnAck returned) or the deadline passes.
+    async fn fail_over(&mut self, lost: rumqttc::ConnectionError, deadline: Instant) -> Result<Event> {
+        warn!(broker = %self.brokers.label(), error = %lost, "broker connection lost; trying the next broker");
+        let mut attempt = 0;
+        loop {
+            let delay = backoff(BACKOFF_MIN, BACKOFF_MAX, attempt);
+            if Instant::now() + delay >= deadline {
+                return Err(Error::Timeout(Duration::ZERO));
+            }
+            tokio::time::sleep(delay).await;
+            self.el.mqtt_options = self.brokers.advance().clone();
+            match self.handshake(deadline).await {
+                Ok(ev) => {
+                    debug!(broker = %self.brokers.label(), "connected to the next broker");
+                    for (filters, qos) in self.subscriptions.clone() {
+                        self.push_subscribe(filters, qos);
+                    }
+                    return Ok(ev);
+                }
+                Err(Error::Connect { url, message }) => debug!(broker = %url, error = %message, "broker not reachable"),
+                Err(e) => return Err(e),
+            }
+            attempt += 1;
+        }
+    }
+
     pub(crate) fn subscribe(&mut self, filters: Vec<String>, qos: QoS) {
+        self.subscriptions.push((filters.clone(), qos));
+        self.push_subscribe(filters, qos);
+    }
+
+    fn push_subscribe(&mut self, filters: Vec<String>, qos: QoS) {
         let f = filters.into_iter().map(|f| SubscribeFilter::new(f, qos));
         self.el.pending.push_back(Request::Subscribe(Subscribe::new_many(f)));
     }
@@ -579,8 +671,23 @@ mod tests {
         let over = CliBroker { url: Some("mqtt://flag:1883".into()), ..Default::default() };
         let a = resolve_access(&file, &over);
         assert_eq!(a.url, "mqtt://flag:1883");
+        assert!(a.failover_urls.is_empty());
         assert_eq!(a.username.as_deref(), Some("ops"));
         assert_eq!(resolve_access(&CliBroker::default(), &CliBroker::default()).url, DEFAULT_BROKER);
+    }
+
+    #[test]
+    fn a_broker_list_replaces_the_other_layers_list_as_a_whole() {
+        let list = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let file = CliBroker { urls: list(&["mqtt://f1", "mqtt://f2"]), ..Default::default() };
+        let a = resolve_access(&file, &CliBroker::default());
+        assert_eq!(a.urls(), ["mqtt://f1", "mqtt://f2"]);
+        let over = CliBroker { urls: list(&["mqtt://a", "mqtt://b", "mqtt://c"]), ..Default::default() };
+        assert_eq!(resolve_access(&file, &over).urls(), ["mqtt://a", "mqtt://b", "mqtt://c"]);
+        let over = CliBroker { url: Some("mqtt://one".into()), ..Default::default() };
+        assert_eq!(resolve_access(&file, &over).urls(), ["mqtt://one"], "one flag url replaces the file's list");
+        let file = CliBroker { url: Some("mqtt://f".into()), urls: list(&[]), ..Default::default() };
+        assert_eq!(resolve_access(&file, &CliBroker::default()).urls(), ["mqtt://f"], "an empty list names none");
     }
 
     #[test]
@@ -592,6 +699,9 @@ mod tests {
         assert!(err.contains("cli.toml") && err.contains("urll"), "{err}");
         std::fs::write(&p, "[broker]\nurl = \"mqtt://h\"\n").unwrap();
         assert_eq!(load_cli_file(&p).unwrap().broker.url.as_deref(), Some("mqtt://h"));
+        std::fs::write(&p, "[broker]\nurl = \"mqtt://h\"\nurls = [\"mqtt://a\", \"mqtt://b\"]\n").unwrap();
+        let err = load_cli_file(&p).unwrap_err().to_string();
+        assert!(err.contains("cli.toml") && err.contains("`url` and `urls`"), "{err}");
         assert_eq!(load_cli_file(&dir.path().join("none.toml")).unwrap(), CliFile::default());
     }
 }

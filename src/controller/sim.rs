@@ -75,7 +75,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
             };
             let (link, handle, incoming) = Link::new(
                 LinkOptions {
-                    mqtt: access.options(&id, Duration::from_secs(30))?,
+                    brokers: access.brokers(&id, Duration::from_secs(30))?,
                     topics: topics.clone(),
                     subscriptions: vec![topics.desired(), topics.cmd_filter()],
                     offline_status: status(false),

@@ -13,6 +13,11 @@
 //! `crate::link::subscriptions` finds the filter whose retained message does it, leaves it out with a backoff and
 //! the link tells the agent ([`Delivery::Refused`]), so one such message cannot keep the agent reconnecting. A
 //! connection that dies within [`STABLE_AFTER`] of its CONNACK does not reset the reconnect backoff either.
+//!
+//! Failover: with several brokers (`mqtt.urls`) the link stays on the broker that answers; a lost connection or
+//! a failed attempt moves it to the next one in list order ([`Brokers`]), after the usual backoff. The spool
+//! hand-over needs nothing more: the new broker's ConnAck rewinds to the cursor like any reconnect, so what the
+//! old broker had not acknowledged goes to the new one first, in order.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::base::{BadBrokerUrl, BrokerUrl};
+use crate::link::failover::Brokers;
 use crate::link::protocol::{Stream, Topics};
 use crate::link::spool::{self, Spool};
 use crate::link::subscriptions::{Refusal, Subscriptions};
@@ -60,9 +66,13 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// How to reach and authenticate to a broker; shared by the agent (`[mqtt]`) and the CLI (`cli.toml`, flags).
+/// TLS files and credentials apply to every broker of the list (the nodes of one cluster).
 #[derive(Debug, Clone, Default)]
 pub struct BrokerAccess {
+    /// The first broker tried.
     pub url: String,
+    /// Brokers tried after `url`, in order, when the connection is lost or refused (`mqtt.urls`).
+    pub failover_urls: Vec<String>,
     pub ca_file: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
@@ -75,10 +85,31 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>> {
 }
 
 impl BrokerAccess {
-    /// rumqttc options for this broker: TLS and credentials loaded from their files, clean session, the given
-    /// keep-alive. The caller adds a last will if it wants one.
+    /// Every broker URL in the order they are tried: `url`, then `failover_urls`.
+    pub fn urls(&self) -> Vec<String> {
+        std::iter::once(self.url.clone()).chain(self.failover_urls.iter().cloned()).collect()
+    }
+
+    /// The brokers to connect to, in order, each with [`BrokerAccess::options`]; a list that names a broker
+    /// twice is refused.
+    pub fn brokers(&self, client_id: &str, keep_alive: Duration) -> Result<Brokers> {
+        let urls = self.urls();
+        BrokerUrl::parse_list(&urls)?;
+        let list = urls
+            .into_iter()
+            .map(|u| Ok((u.clone(), self.options_for(&u, client_id, keep_alive)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Brokers::new(list).expect("the list holds `url`"))
+    }
+
+    /// rumqttc options for the first broker: TLS and credentials loaded from their files, clean session, the
+    /// given keep-alive. The caller adds a last will if it wants one.
     pub fn options(&self, client_id: &str, keep_alive: Duration) -> Result<MqttOptions> {
-        let url = BrokerUrl::parse(&self.url)?;
+        self.options_for(&self.url, client_id, keep_alive)
+    }
+
+    fn options_for(&self, url_text: &str, client_id: &str, keep_alive: Duration) -> Result<MqttOptions> {
+        let url = BrokerUrl::parse(url_text)?;
         let mut o = MqttOptions::new(client_id, url.host.clone(), url.port);
         o.set_keep_alive(keep_alive)
             .set_clean_session(true)
@@ -90,7 +121,7 @@ impl BrokerAccess {
                 Some(p) => read_file("CA file", p)?,
                 None => {
                     return Err(Error::Url(BadBrokerUrl {
-                        url: self.url.clone(),
+                        url: url_text.to_owned(),
                         message: "mqtts needs a CA file (ca_file / --ca-file)".into(),
                     }))
                 }
@@ -143,8 +174,8 @@ enum LinkRequest {
 
 /// Settings of one link.
 pub struct LinkOptions {
-    /// Connection options; the link sets the last will itself from `offline_status`.
-    pub mqtt: MqttOptions,
+    /// The brokers, in failover order; the link sets the last will on each itself from `offline_status`.
+    pub brokers: Brokers,
     pub topics: Topics,
     /// Filters subscribed (QoS 1) after every ConnAck.
     pub subscriptions: Vec<String>,
@@ -283,6 +314,8 @@ impl PacketIds {
 pub struct Link {
     eventloop: EventLoop,
     opts: LinkOptions,
+    /// The URL of the broker connected to, or being connected to.
+    broker: String,
     spool: Arc<Mutex<Spool>>,
     rx: mpsc::Receiver<LinkRequest>,
     wake: Arc<Notify>,
@@ -300,13 +333,11 @@ impl Link {
     /// Builds the link over `spool`; returns it, the handle for other tasks, and the receiver of incoming
     /// messages.
     pub fn new(mut opts: LinkOptions, spool: Spool) -> (Link, LinkHandle, mpsc::Receiver<Delivery>) {
-        opts.mqtt.set_last_will(LastWill::new(
-            opts.topics.status(),
-            opts.offline_status.clone(),
-            QoS::AtLeastOnce,
-            true,
-        ));
-        let mut eventloop = EventLoop::new(opts.mqtt.clone(), 16);
+        let will = LastWill::new(opts.topics.status(), opts.offline_status.clone(), QoS::AtLeastOnce, true);
+        opts.brokers.for_each_mut(|o| {
+            o.set_last_will(will.clone());
+        });
+        let mut eventloop = EventLoop::new(opts.brokers.current().clone(), 16);
         // Small messages, latency matters (pings, acks): no Nagle delay.
         let mut net = eventloop.network_options();
         net.set_tcp_nodelay(true);
@@ -317,9 +348,11 @@ impl Link {
         let spool = Arc::new(Mutex::new(spool));
         let wake = Arc::new(Notify::new());
         let handle = LinkHandle { tx, spool: spool.clone(), wake: wake.clone() };
+        let broker = opts.brokers.label().to_owned();
         let link = Link {
             eventloop,
             opts,
+            broker,
             spool,
             rx,
             wake,
@@ -334,9 +367,9 @@ impl Link {
         (link, handle, in_rx)
     }
 
-    /// Runs until `shutdown`: connects, reconnects with capped exponential backoff and jitter, delivers the
-    /// spool, forwards incoming messages. On shutdown publishes the offline status (if connected) and
-    /// disconnects.
+    /// Runs until `shutdown`: connects, reconnects with capped exponential backoff and jitter (to the next broker
+    /// of the list, if there are several), delivers the spool, forwards incoming messages. On shutdown publishes
+    /// the offline status (if connected) and disconnects.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut reconnect_at: Option<Instant> = None;
         let mut attempt: u32 = 0;
@@ -390,13 +423,14 @@ impl Link {
                     }
                     self.connection_failed(&err);
                     let delay = backoff(self.opts.backoff_min, self.opts.backoff_max, attempt);
+                    let (failed, next) = (self.broker.clone(), self.next_broker());
                     if self.connected || attempt == 0 {
-                        warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
+                        warn!(broker = %failed, error = %err, retry_in_ms = delay.as_millis() as u64, next = %next, "mqtt connection lost");
                     } else {
-                        debug!(error = %err, attempt, retry_in_ms = delay.as_millis() as u64, "mqtt reconnect failed");
+                        debug!(broker = %failed, error = %err, attempt, retry_in_ms = delay.as_millis() as u64, next = %next, "mqtt reconnect failed");
                     }
                     if let ConnectionError::ConnectionRefused(code) = &err {
-                        warn!(?code, "broker refused the connection: check credentials and ACLs");
+                        warn!(broker = %failed, ?code, "broker refused the connection: check credentials and ACLs");
                     }
                     self.disconnected();
                     attempt = attempt.saturating_add(1);
@@ -440,6 +474,16 @@ impl Link {
         self.eventloop.pending.push_back(Request::Subscribe(Subscribe::new_many(filters)));
     }
 
+    /// Points the event loop at the next broker of the list (the same one when there is one) for the next
+    /// attempt, and returns its URL. Called only after an error, when rumqttc holds no connection.
+    fn next_broker(&mut self) -> String {
+        if self.opts.brokers.has_failover() {
+            self.eventloop.mqtt_options = self.opts.brokers.advance().clone();
+            self.broker = self.opts.brokers.label().to_owned();
+        }
+        self.broker.clone()
+    }
+
     fn disconnected(&mut self) {
         self.connected = false;
         self.pkids.clear();
@@ -451,7 +495,7 @@ impl Link {
     fn handle_event(&mut self, ev: Event) -> bool {
         match ev {
             Event::Incoming(Incoming::ConnAck(ack)) => {
-                info!(session_present = ack.session_present, "mqtt connected");
+                info!(broker = %self.broker, session_present = ack.session_present, "mqtt connected");
                 self.disconnected();
                 self.connected = true;
                 lock(&self.spool).rewind();

@@ -146,10 +146,12 @@ pub fn require_tool(program: &str, debian_package: &str) -> PathBuf {
     panic!("`{program}` is needed by this test: install it with `apt-get install {debian_package}` (scripts/test does this)");
 }
 
+pub mod agent;
 pub mod backend_contract;
 pub mod bombs;
 pub mod dockerd;
 pub mod hostile;
 pub mod mosquitto;
 pub mod prometheus;
+pub mod rabbitmq;
 pub mod registry;

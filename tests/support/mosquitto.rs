@@ -82,6 +82,14 @@ impl Mosquitto {
         format!("{}://127.0.0.1:{}", if self.tls { "mqtts" } else { "mqtt" }, self.port)
     }
 
+    /// Kills the broker with SIGKILL, as a crashed node: no goodbye to its clients, nothing saved.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the broker with SIGTERM (it saves its persistence file) and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -163,11 +171,16 @@ pub struct Observer {
 
 impl Observer {
     pub fn start(broker: &Mosquitto, topics: &[&str], persistent: bool, extra: &[&str]) -> Observer {
+        Self::start_port(broker.port, topics, persistent, extra)
+    }
+
+    /// The same, on any MQTT broker listening on `port` of 127.0.0.1 (e.g. RabbitMQ's MQTT plugin).
+    pub fn start_port(port: u16, topics: &[&str], persistent: bool, extra: &[&str]) -> Observer {
         require_tool("mosquitto_sub", "mosquitto-clients");
         let mut cmd = Command::new("mosquitto_sub");
-        cmd.args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-v", "-q", "1"]);
+        cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v", "-q", "1"]);
         if persistent {
-            let id = format!("observer-{}-{}", std::process::id(), broker.port);
+            let id = format!("observer-{}-{}", std::process::id(), port);
             cmd.args(["-c", "-i", &id]);
         }
         for t in topics {
@@ -236,11 +249,16 @@ impl Drop for Observer {
 
 /// Publishes one message with `mosquitto_pub` at QoS 1 (the payload goes through a file, so any bytes and sizes work).
 pub fn publish(broker: &Mosquitto, topic: &str, payload: &[u8], retain: bool) {
+    publish_port(broker.port, topic, payload, retain)
+}
+
+/// The same, to any MQTT broker listening on `port` of 127.0.0.1.
+pub fn publish_port(port: u16, topic: &str, payload: &[u8], retain: bool) {
     require_tool("mosquitto_pub", "mosquitto-clients");
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), payload).unwrap();
     let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", topic, "-f"]).arg(file.path());
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-f"]).arg(file.path());
     if retain {
         cmd.arg("-r");
     }

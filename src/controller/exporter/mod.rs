@@ -140,7 +140,7 @@ fn forget_period(limits: &Limits) -> Duration {
 pub fn run(access: BrokerAccess, args: ExporterArgs) -> anyhow::Result<()> {
     let limits = args.limits()?;
     // A bad URL or unreadable TLS file is an error now, not a warning in a retry loop.
-    access.options("jetship-exporter-check", Duration::from_secs(30))?;
+    access.brokers("jetship-exporter-check", Duration::from_secs(30))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -158,7 +158,7 @@ pub fn run(access: BrokerAccess, args: ExporterArgs) -> anyhow::Result<()> {
         tracker.spawn(subscriber::forget_loop(shared.clone(), forget_period(&limits), shutdown.clone()));
         tracker.spawn(http::serve(listener, shared, shutdown.clone()));
         tracker.close();
-        info!(listen = %addr, broker = %access.url, "exporter serving /metrics");
+        info!(listen = %addr, brokers = %access.urls().join(", "), "exporter serving /metrics");
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         shutdown.cancelled().await;
         info!("shutting down");

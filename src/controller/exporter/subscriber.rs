@@ -1,7 +1,8 @@
 //! The exporter's broker connection: one task polls the rumqttc event loop, subscribes to every device's
 //! `status`, `host`, `telemetry`, `reported` and `events` after each ConnAck (clean session, so the broker
 //! sends the retained state again), and merges each message into the shared fleet state. A lost connection is
-//! retried with the agent's backoff (500 ms doubling to 30 s, randomised to 50-100 %).
+//! retried with the agent's backoff (500 ms doubling to 30 s, randomised to 50-100 %), on the next broker of the
+//! list when there are several (`link::failover`).
 //!
 //! It only reads: it never publishes to device topics.
 
@@ -15,11 +16,9 @@ use tracing::{info, warn};
 
 use super::state;
 use super::Shared;
-use crate::link::mqtt::BrokerAccess;
+use crate::link::failover::{BACKOFF_MAX, BACKOFF_MIN};
+use crate::link::mqtt::{backoff, BrokerAccess};
 use crate::link::protocol::ROOT;
-
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// The subscriptions: retained state at QoS 0 (the broker resends it on every connect, and the newest wins),
 /// events at QoS 1 because they are counted.
@@ -46,10 +45,10 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), crate::link::mqtt::Error> {
     let id = format!("jetship-exporter-{:08x}", rand::random::<u32>());
-    let opts = access.options(&id, Duration::from_secs(30))?;
-    let mut el = EventLoop::new(opts, 64);
+    let mut brokers = access.brokers(&id, Duration::from_secs(30))?;
+    let mut el = EventLoop::new(brokers.current().clone(), 64);
     let limits = shared.limits.clone();
-    let mut backoff = BACKOFF_MIN;
+    let mut attempt = 0;
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -57,10 +56,10 @@ pub(crate) async fn run(
         };
         match ev {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                backoff = BACKOFF_MIN;
+                attempt = 0;
                 shared.connects.fetch_add(1, Ordering::Relaxed);
                 el.pending.push_back(Request::Subscribe(Subscribe::new_many(filters())));
-                info!(broker = %access.url, "connected to the broker");
+                info!(broker = %brokers.label(), "connected to the broker");
             }
             Ok(Event::Incoming(Incoming::SubAck(_))) => shared.connected.store(true, Ordering::Relaxed),
             Ok(Event::Incoming(Incoming::Publish(p))) => {
@@ -72,13 +71,16 @@ pub(crate) async fn run(
             Ok(_) => {}
             Err(e) => {
                 shared.connected.store(false, Ordering::Relaxed);
-                let delay = backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-                warn!(broker = %access.url, error = %e, retry_in_ms = delay.as_millis() as u64, "broker connection lost");
+                let delay = backoff(BACKOFF_MIN, BACKOFF_MAX, attempt);
+                let failed = brokers.label().to_owned();
+                // rumqttc holds no connection after an error: the next poll connects to these options.
+                el.mqtt_options = brokers.advance().clone();
+                warn!(broker = %failed, error = %e, retry_in_ms = delay.as_millis() as u64, next = %brokers.label(), "broker connection lost");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                attempt += 1;
             }
         }
     }
