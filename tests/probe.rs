@@ -232,7 +232,10 @@ fn new_fixture_hosts_give_todays_facts_without_warnings() {
 }
 
 /// Installed versions as (cuda, cudnn, tensorrt, vpi, opencv, jetpack).
-type InstalledRow<'a> = [Option<&'a str>; 6];
+type InstalledRow = [Option<&'static str>; 6];
+
+/// One host's expected inventory (serial, part number, part module), installed versions and power modes.
+type InventoryCase = (&'static str, [Option<&'static str>; 3], InstalledRow, Option<probe::PowerModes>);
 
 #[test]
 fn inventory_installed_software_and_power_modes_of_every_host() {
@@ -260,7 +263,7 @@ fn inventory_installed_software_and_power_modes_of_every_host() {
     .enumerate()
     .map(|(i, n)| (i as u32, *n))
     .collect();
-    let cases: Vec<(&str, [Option<&str>; 3], InstalledRow, Option<probe::PowerModes>)> = vec![
+    let cases: Vec<InventoryCase> = vec![
         (
             "agx-orin-jp62",
             [Some("1421623021393"), Some("699-13701-0005-500 M.0"), Some("p3701-0005")],

@@ -1,4 +1,5 @@
-//! The deployment commands (`logs`, `restart`, `resolve`): each answers a JSON result or an error message.
+//! The deployment commands (`logs`, `restart`, `resolve`) and the power commands (`power-mode`, `clocks`, in
+//! `power`): each answers a JSON result or an error message.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,8 @@ pub(super) async fn run(
                     "warnings": facts.warnings,
             }))
         }
+        Command::PowerMode { mode } => super::power::power_mode(config, &mode).await,
+        Command::Clocks { on } => super::power::clocks(config, on).await,
     }
 }
 

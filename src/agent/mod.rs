@@ -34,6 +34,7 @@ mod commands;
 mod housekeeping;
 mod inbox;
 mod periodic;
+mod power;
 
 use housekeeping::*;
 use inbox::*;
@@ -97,6 +98,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             agent_version: crate::VERSION.into(),
             started_at: started_at.clone(),
             boot_id: boot.clone(),
+            groups: config.groups.clone(),
         })
         .unwrap_or_default()
     };

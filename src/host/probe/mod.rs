@@ -15,7 +15,7 @@ mod docker;
 mod inventory;
 
 use docker::find_docker;
-pub use inventory::{Installed, Inventory, PowerModeName, PowerModes};
+pub use inventory::{read_power_modes, Installed, Inventory, PowerModeName, PowerModes};
 
 pub use crate::host::devices::cameras::Camera;
 use crate::host::devices::{cameras, cdi, csv, read_regular};
