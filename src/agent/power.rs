@@ -25,9 +25,6 @@ const POWER_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/bin"];
 /// One power change at a time: two nvpmodel runs at once would leave the clocks half of one mode.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The most of a program's output a reply carries.
-const OUTPUT_KEEP: usize = 2000;
-
 fn refused_by_policy(what: &str) -> String {
     format!(
         "{what} is not allowed on this device: root on it allows power control with `allow_control = true` under \
@@ -153,7 +150,8 @@ fn program(config: &Config, configured: Option<&Path>, name: &str, package: &str
     Ok(Program { run: under_root(root, &host.to_string_lossy()), host })
 }
 
-/// Runs the program bounded in time; its stdout and stderr together, cut to [`OUTPUT_KEEP`]. nvpmodel reports
+/// Runs the program bounded in time; its stdout and stderr together, cut to their last 2000 bytes (as the exec
+/// wrapper cuts stderr). nvpmodel reports
 /// some failures with `NVPM ERROR` and exit status 0: that is a failure too.
 async fn run<S: AsRef<std::ffi::OsStr>>(program: &Program, args: &[S]) -> Result<String, String> {
     let out = run_limited(&program.run, args, PROGRAM_LIMIT).await.map_err(|e| e.to_string())?;
@@ -164,7 +162,6 @@ async fn run<S: AsRef<std::ffi::OsStr>>(program: &Program, args: &[S]) -> Result
         return Err(format!("{} failed: {text}", program.host.display()));
     }
     let mut text = text;
-    text.truncate(OUTPUT_KEEP);
     if !text.is_empty() {
         text.push('\n');
     }

@@ -62,6 +62,7 @@ use power_mode::*;
 pub use power_mode::{parse_nvpmodel_conf, parse_nvpmodel_default, parse_nvpmodel_status};
 use read::*;
 use sources::*;
+pub use thermal::zone_measures_temperature;
 use thermal::*;
 
 /// One metrics sample. Field names are a public contract (telemetry payload, `jetship metrics --json`):
