@@ -188,6 +188,8 @@ pub struct PolicyConfig {
     /// Most tasks a deployment may ask for (`pids_limit`); one that sets none gets the smaller of this and 4096.
     /// Defaults to 4096.
     pub pids_limit: u64,
+    /// `[policy.power]`: whether controllers may change the power mode and jetson_clocks.
+    pub power: PowerPolicy,
 }
 
 impl Default for PolicyConfig {
@@ -210,6 +212,34 @@ impl Default for PolicyConfig {
             allow_unconfined_apparmor: false,
             allow_new_privileges: false,
             pids_limit: crate::base::DEFAULT_PIDS_LIMIT,
+            power: PowerPolicy::default(),
+        }
+    }
+}
+
+/// `[policy.power]`: power control from the fleet (`jetship power-mode`, `jetship clocks`), carried out with the
+/// device's own `nvpmodel -m <id>` and `jetson_clocks`. Off by default: the mode changes what the board draws and
+/// can need a reboot, so root on the device decides whether the network may ask for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PowerPolicy {
+    /// Whether `power-mode` and `clocks` commands are carried out. Defaults to `false` (refused, naming this key).
+    pub allow_control: bool,
+    /// The nvpmodel program, an absolute path run as given. Defaults to the first `nvpmodel` in /usr/sbin,
+    /// /usr/bin, /usr/local/bin under `host.root`.
+    pub nvpmodel: Option<PathBuf>,
+    /// The jetson_clocks program, an absolute path run as given. Defaults to the first `jetson_clocks` in
+    /// /usr/bin, /usr/sbin, /usr/local/bin under `host.root`.
+    pub jetson_clocks: Option<PathBuf>,
+}
+
+impl PowerPolicy {
+    fn check(&self, bad: &mut impl FnMut(&str, String)) {
+        for (key, p) in [("policy.power.nvpmodel", &self.nvpmodel), ("policy.power.jetson_clocks", &self.jetson_clocks)]
+        {
+            if let Some(p) = p.as_ref().filter(|p| !p.is_absolute()) {
+                bad(key, format!("`{}` must be an absolute path to the program", p.display()));
+            }
         }
     }
 }
@@ -801,6 +831,7 @@ impl Config {
         if self.policy.pids_limit == 0 {
             bad("policy.pids_limit", "must be at least 1".into());
         }
+        self.policy.power.check(&mut bad);
         match self.runtime.oci_runtime.as_str() {
             "auto" | "crun" | "runc" => {}
             p if p.starts_with('/') => {}
@@ -1130,6 +1161,21 @@ mod tests {
         );
         let err = parse("[policy]\nallow_everything = true\n").unwrap_err().to_string();
         assert!(err.contains("policy.allow_everything"), "{err}");
+    }
+
+    #[test]
+    fn power_control_is_off_by_default_and_its_programs_are_absolute_paths() {
+        let c = parse("").unwrap();
+        assert_eq!(c.policy.power, PowerPolicy::default());
+        assert!(!c.policy.power.allow_control);
+        let c = parse("[policy.power]\nallow_control = true\nnvpmodel = \"nvpmodel\"\njetson_clocks = \"/opt/jc\"\n")
+            .unwrap();
+        assert!(c.policy.power.allow_control);
+        let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["policy.power.nvpmodel"]);
+        let err = parse("[policy.power]\nallow_reboot = true\n").unwrap_err().to_string();
+        assert!(err.contains("allow_reboot"), "{err}");
     }
 
     #[test]

@@ -231,6 +231,101 @@ fn new_fixture_hosts_give_todays_facts_without_warnings() {
     }
 }
 
+/// Installed versions as (cuda, cudnn, tensorrt, vpi, opencv, jetpack).
+type InstalledRow = [Option<&'static str>; 6];
+
+/// One host's expected inventory (serial, part number, part module), installed versions and power modes.
+type InventoryCase = (&'static str, [Option<&'static str>; 3], InstalledRow, Option<probe::PowerModes>);
+
+#[test]
+fn inventory_installed_software_and_power_modes_of_every_host() {
+    // agx-orin-jp62 and xavier-nx-jp513: their EXPECTED.md. The other trees have no serial number, EEPROM or
+    // NVIDIA packages in dpkg's status; their nvpmodel.conf (where there is one) gives the modes.
+    let modes = |list: &[(u32, &str)], default: u32| {
+        Some(probe::PowerModes {
+            modes: list.iter().map(|(id, name)| probe::PowerModeName { id: *id, name: (*name).into() }).collect(),
+            default_id: Some(default),
+        })
+    };
+    let none: InstalledRow = [None; 6];
+    let xavier_modes: Vec<(u32, &str)> = [
+        "MODE_15W_2CORE",
+        "MODE_15W_4CORE",
+        "MODE_15W_6CORE",
+        "MODE_10W_2CORE",
+        "MODE_10W_4CORE",
+        "MODE_10W_DESKTOP",
+        "MODE_20W_2CORE",
+        "MODE_20W_4CORE",
+        "MODE_20W_6CORE",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, n)| (i as u32, *n))
+    .collect();
+    let cases: Vec<InventoryCase> = vec![
+        (
+            "agx-orin-jp62",
+            [Some("1421623021393"), Some("699-13701-0005-500 M.0"), Some("p3701-0005")],
+            // libcudnn8 is `deinstall ok config-files`: not installed.
+            [Some("12.6.68"), Some("9.3.0.75"), Some("10.3.0.30"), Some("3.2.4"), Some("4.8.0"), Some("6.2")],
+            modes(&[(0, "MAXN"), (1, "15W"), (2, "30W"), (3, "50W")], 2),
+        ),
+        (
+            "xavier-nx-jp513",
+            // No module EEPROM: no part number, and no warning.
+            [Some("1422021012345"), None, None],
+            // libopencv is removed (config files only).
+            [Some("11.4.298"), Some("8.6.0.166"), Some("8.5.2"), Some("2.4.8"), None, Some("5.1.3")],
+            modes(&xavier_modes, 8),
+        ),
+        ("orin-nano-super-jp62", [None; 3], none, modes(&[(0, "15W"), (1, "25W"), (2, "MAXN_SUPER"), (3, "7W")], 2)),
+        ("agx-orin-jp60", [None; 3], none, modes(&[(0, "MAXN"), (1, "15W"), (2, "30W"), (3, "50W")], 2)),
+        ("orin-nx-jp512", [None; 3], none, None),
+        ("nano-jp461", [None; 3], none, modes(&[(0, "MAXN"), (1, "5W")], 0)),
+        ("generic-x86", [None; 3], none, None),
+        ("broken-truncated-release", [None; 3], none, None),
+        ("broken-unknown-l4t", [None; 3], none, None),
+        ("broken-devices", [None; 3], none, None),
+        ("broken-soc0-only", [None; 3], none, None),
+    ];
+    for (host, [serial, part, part_module], installed, power_modes) in cases {
+        let f = probe_fixture(host);
+        let inv = &f.inventory;
+        assert_eq!(
+            (inv.serial_number.as_deref(), inv.part_number.as_deref(), inv.part_module.as_deref()),
+            (serial, part, part_module),
+            "{host}: inventory"
+        );
+        let i = &f.installed;
+        let got = [&i.cuda, &i.cudnn, &i.tensorrt, &i.vpi, &i.opencv, &i.jetpack].map(|v| v.as_deref());
+        assert_eq!(got, installed, "{host}: installed");
+        assert_eq!(f.power_modes, power_modes, "{host}: power modes");
+        assert!(
+            !f.warnings.iter().any(|w| w.contains("serial")
+                || w.contains("eeprom")
+                || w.contains("nvpmodel")
+                || w.contains("dpkg/status")),
+            "{host}: {:?}",
+            f.warnings
+        );
+    }
+    check_cli_agrees(
+        "agx-orin-jp62",
+        &probe_fixture("agx-orin-jp62"),
+        &[
+            "installed:   cuda 12.6.68  cudnn 9.3.0.75  tensorrt 10.3.0.30  vpi 3.2.4  opencv 4.8.0  jetpack 6.2",
+            "serial:      1421623021393  part 699-13701-0005-500 M.0 (p3701-0005)",
+            "power modes: 0 MAXN, 1 15W, 2 30W (default), 3 50W",
+        ],
+    );
+    check_cli_agrees(
+        "xavier-nx-jp513",
+        &probe_fixture("xavier-nx-jp513"),
+        &["installed:   cuda 11.4.298  cudnn 8.6.0.166  tensorrt 8.5.2  vpi 2.4.8  opencv -  jetpack 5.1.3"],
+    );
+}
+
 #[test]
 fn orin_nx_jp512_reads_one_line_release_and_a_csi_camera() {
     let f = probe_fixture("orin-nx-jp512");
@@ -373,10 +468,18 @@ fn garbage_sysfs_text_leaves_fields_empty_with_warnings() {
         "/proc/device-tree/compatible holds non-text bytes",
         "/sys/devices/system/cpu/present: `zz` is not a CPU list",
         "/proc/meminfo has no readable `MemTotal",
+        "/proc/device-tree/serial-number holds non-text bytes; ignored",
+        "/sys/bus/i2c/devices/0-0050/eeprom: the part number (bytes 20-49) is not text; ignored",
+        "/var/lib/dpkg/status: package `cuda-cudart-12-6` has version `\\u{1}\\u{2}`, which is not a version; ignored",
+        "/etc/nvpmodel.conf: no `< POWER_MODEL ID=n NAME=... >` line; power modes unknown",
     ] {
         assert!(w.contains(want), "warnings lack `{want}`:\n{w}");
     }
-    assert_eq!(f.warnings.len(), 4, "{w}");
+    assert_eq!(f.warnings.len(), 8, "{w}");
+    // What is readable next to the garbage still counts.
+    assert_eq!(f.inventory, probe::Inventory::default());
+    assert_eq!(f.installed, probe::Installed { tensorrt: Some("8.5.2".into()), ..Default::default() });
+    assert_eq!(f.power_modes, Some(probe::PowerModes::default()));
     check_cli_agrees(
         "broken-garbage",
         &f,
@@ -484,7 +587,7 @@ fn state_dir_disk_is_measured_at_the_nearest_existing_ancestor() {
 fn json_field_names_are_all_documented() {
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/probe.md")).unwrap();
     let mut keys = Vec::new();
-    for host in ["orin-nano-super-jp62", "agx-orin-jp60"] {
+    for host in ["orin-nano-super-jp62", "agx-orin-jp60", "agx-orin-jp62"] {
         collect_keys(&cli_json(host, &[]), "", &mut keys);
     }
     keys.sort();

@@ -1,6 +1,6 @@
-//! The deployment commands (`logs`, `restart`, `resolve`): each answers a JSON result or an error message.
-//! Commands come from the network: `resolve` contacts only registries the local policy allows, and a `logs`
-//! answer is cut to its last [`MAX_LOG_REPLY_BYTES`].
+//! The deployment commands (`logs`, `restart`, `resolve`) and the power commands (`power-mode`, `clocks`, in
+//! `power`): each answers a JSON result or an error message. Commands come from the network: `resolve` contacts
+//! only registries the local policy allows, and a `logs` answer is cut to its last [`MAX_LOG_REPLY_BYTES`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +74,8 @@ pub(super) async fn run(
                     "warnings": facts.warnings,
             }))
         }
+        Command::PowerMode { mode } => super::power::power_mode(config, &mode).await,
+        Command::Clocks { on } => super::power::clocks(config, on).await,
     }
 }
 

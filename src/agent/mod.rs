@@ -35,6 +35,7 @@ mod housekeeping;
 mod inbox;
 mod periodic;
 mod permissions;
+mod power;
 
 use housekeeping::*;
 use inbox::*;
@@ -111,6 +112,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             agent_version: crate::VERSION.into(),
             started_at: started_at.clone(),
             boot_id: boot.clone(),
+            groups: config.groups.clone(),
         })
         .unwrap_or_default()
     };

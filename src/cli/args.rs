@@ -313,6 +313,38 @@ pub enum FleetCommand {
         #[command(flatten)]
         broker: BrokerArgs,
     },
+    /// Set the nvpmodel power mode of a device, or of every device in group:NAME (needs policy.power.allow_control
+    /// on the device; reports the mode before and after and whether a reboot is needed).
+    PowerMode {
+        /// Device id, or group:NAME.
+        target: String,
+        /// Mode name or id from the device's /etc/nvpmodel.conf (e.g. 30W, MAXN_SUPER, 2).
+        mode: String,
+        /// Print each device's reply as JSON, one per line.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for each device's reply.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+        #[command(flatten)]
+        broker: BrokerArgs,
+    },
+    /// Turn jetson_clocks on or off on a device, or on every device in group:NAME (needs
+    /// policy.power.allow_control on the device).
+    Clocks {
+        /// Device id, or group:NAME.
+        target: String,
+        /// on or off.
+        state: OnOff,
+        /// Print each device's reply as JSON, one per line.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for each device's reply.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+        #[command(flatten)]
+        broker: BrokerArgs,
+    },
     /// Serve the fleet's state as Prometheus metrics on /metrics (docs/monitoring.md).
     Exporter {
         #[command(flatten)]
@@ -323,6 +355,13 @@ pub enum FleetCommand {
     /// Simulate many devices with the agent's link code in one process (benchmarks).
     #[command(hide = true)]
     SimFleet(crate::controller::sim::SimArgs),
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 /// Broker access for controller commands. Flags win over the environment, which wins over

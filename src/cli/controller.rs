@@ -155,6 +155,14 @@ pub(super) fn run_fleet(
             println!("restarted {deployment} on {device} ({})", result["container"].as_str().unwrap_or("?"));
             Ok(0)
         }
+        FleetCommand::PowerMode { target, mode, json, timeout, broker } => {
+            let request = crate::controller::power::PowerRequest::Mode(mode);
+            run_power(&target, &request, json, secs("--timeout", timeout)?, &broker.access()?)
+        }
+        FleetCommand::Clocks { target, state, json, timeout, broker } => {
+            let request = crate::controller::power::PowerRequest::Clocks(state == super::args::OnOff::On);
+            run_power(&target, &request, json, secs("--timeout", timeout)?, &broker.access()?)
+        }
         FleetCommand::Exporter { broker, args } => {
             crate::controller::exporter::run(broker.access(config)?, args)?;
             Ok(0)
@@ -165,6 +173,38 @@ pub(super) fn run_fleet(
             Ok(0)
         }
     }
+}
+
+/// `power-mode` / `clocks`: one line (or JSON object) per device; exit 1 when any device refused or did not answer.
+fn run_power(
+    target: &str,
+    request: &crate::controller::power::PowerRequest,
+    json: bool,
+    limit: Duration,
+    access: &crate::link::mqtt::BrokerAccess,
+) -> anyhow::Result<i32> {
+    use crate::controller::power;
+    let target = crate::controller::deploy::Target::parse(target)?;
+    let answers = small_runtime()?.block_on(power::send(access, &target, request, limit))?;
+    let mut failed = 0;
+    for (device, answer) in answers {
+        match answer {
+            Ok(reply) => {
+                failed += usize::from(!reply.ok);
+                if json {
+                    println!("{}", serde_json::json!({ "device": device, "reply": reply }));
+                } else {
+                    println!("{}", power::describe(&device, request, &reply));
+                }
+            }
+            Err(fleet::Error::Timeout(d)) => {
+                failed += 1;
+                println!("{device}: no reply within {:.0} s (offline, or not subscribed?)", d.as_secs_f64());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
 }
 
 /// The result of a command reply, or its error as the CLI's error.

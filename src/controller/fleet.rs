@@ -178,9 +178,28 @@ pub struct DeviceRow {
     pub gpu_pct: Option<f64>,
     pub ram_used_bytes: Option<u64>,
     pub ram_total_bytes: Option<u64>,
+    /// The hottest zone that measures a temperature (PMIC-Die does not).
     pub hottest_zone: Option<String>,
     pub hottest_c: Option<f64>,
+    /// The VDD_IN (R32: POM_5V_IN) rail alone; `None` on boards without one (AGX Orin): see `power_mw`.
     pub vdd_in_mw: Option<u64>,
+    /// The total power: the input rail, or the sum of the rails (`power_source` says which).
+    pub power_mw: Option<u64>,
+    /// `VDD_IN`, `POM_5V_IN` or `sum`.
+    pub power_source: Option<String>,
+    /// RAM the GPU holds through NvMap.
+    pub gpu_shared_bytes: Option<u64>,
+    /// Engines whose clock is on (NVDEC, NVENC, VIC, DLA0, ...).
+    pub engines_on: Vec<String>,
+    /// Whether jetson_clocks is on.
+    pub jetson_clocks: Option<bool>,
+    /// The power mode as `id name`.
+    pub power_mode: Option<String>,
+    /// CUDA and TensorRT as dpkg lists them installed (the probe's `installed`).
+    pub cuda: Option<String>,
+    pub tensorrt: Option<String>,
+    /// The groups the device's status lists.
+    pub groups: Vec<String>,
     /// Unix ms of the last telemetry sample.
     pub last_seen_ms: Option<u64>,
 }
@@ -192,6 +211,7 @@ impl DeviceView {
         let s = |v: Option<&Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
         let sample: Option<Sample> = self.telemetry.clone().and_then(|t| serde_json::from_value(t).ok());
         let hottest = sample.as_ref().and_then(|s| s.hottest().cloned());
+        let total = sample.as_ref().and_then(|s| s.total_power());
         let deployments: Vec<&crate::deploy::report::ReportedDeployment> =
             self.reported.as_ref().map(|r| r.deployments.values().collect()).unwrap_or_default();
         DeviceRow {
@@ -209,6 +229,21 @@ impl DeviceView {
             hottest_zone: hottest.as_ref().map(|z| z.name.clone()),
             hottest_c: hottest.and_then(|z| z.temp_c),
             vdd_in_mw: sample.as_ref().and_then(|s| s.input_power_mw()),
+            power_mw: total.as_ref().map(|t| t.power_mw),
+            power_source: total.map(|t| t.source),
+            gpu_shared_bytes: sample.as_ref().and_then(|s| s.memory.as_ref().and_then(|m| m.gpu_shared_bytes)),
+            engines_on: sample
+                .as_ref()
+                .map(|s| s.engines.iter().filter(|e| e.on).map(|e| e.name.clone()).collect())
+                .unwrap_or_default(),
+            jetson_clocks: sample.as_ref().and_then(|s| s.jetson_clocks),
+            power_mode: sample.as_ref().and_then(|s| s.power_mode.as_ref()).map(|m| match &m.name {
+                Some(n) => format!("{} {n}", m.id),
+                None => m.id.to_string(),
+            }),
+            cuda: s(host.and_then(|h| h.pointer("/installed/cuda"))),
+            tensorrt: s(host.and_then(|h| h.pointer("/installed/tensorrt"))),
+            groups: self.status.as_ref().map(|s| s.groups.clone()).unwrap_or_default(),
             last_seen_ms: self.telemetry.as_ref().and_then(|t| t.get("ts")).and_then(|t| t.as_u64()),
         }
     }
@@ -262,6 +297,23 @@ fn ago(ms: Option<u64>, now_ms: u64) -> String {
     }
 }
 
+fn on_off(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "-",
+    }
+}
+
+/// `8.2W`, or `11.0W (sum)` where the total is the sum of the rails (no input rail).
+fn power_cell(mw: Option<u64>, source: Option<&str>) -> String {
+    match (mw, source) {
+        (Some(mw), Some(crate::host::metrics::POWER_TOTAL_SUM)) => format!("{:.1}W (sum)", mw as f64 / 1000.0),
+        (Some(mw), _) => format!("{:.1}W", mw as f64 / 1000.0),
+        _ => "-".into(),
+    }
+}
+
 fn gib(b: u64) -> String {
     format!("{:.1}", b as f64 / (1024.0 * 1024.0 * 1024.0))
 }
@@ -273,12 +325,17 @@ pub fn table(rows: &[DeviceRow], now_ms: u64) -> String {
         "ONLINE",
         "MODEL",
         "L4T/JETPACK",
+        "CUDA/TRT",
         "DEPLOY",
         "CPU",
         "GPU",
         "RAM GiB",
+        "GPU MEM",
         "HOTTEST",
-        "VDD_IN",
+        "POWER",
+        "MODE",
+        "CLOCKS",
+        "ENGINES",
         "LAST SEEN",
     ];
     let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
@@ -305,6 +362,10 @@ pub fn table(rows: &[DeviceRow], now_ms: u64) -> String {
                 (Some(l), None) => l.clone(),
                 _ => "-".into(),
             },
+            match (&r.cuda, &r.tensorrt) {
+                (None, None) => "-".into(),
+                (c, t) => format!("{}/{}", c.as_deref().unwrap_or("-"), t.as_deref().unwrap_or("-")),
+            },
             format!("{}/{}", r.deployments_running, r.deployments_total),
             r.cpu_pct.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "-".into()),
             r.gpu_pct.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "-".into()),
@@ -312,11 +373,15 @@ pub fn table(rows: &[DeviceRow], now_ms: u64) -> String {
                 (Some(u), Some(t)) => format!("{}/{}", gib(u), gib(t)),
                 _ => "-".into(),
             },
+            r.gpu_shared_bytes.map(gib).unwrap_or_else(|| "-".into()),
             match (&r.hottest_zone, r.hottest_c) {
                 (Some(z), Some(c)) => format!("{z} {c:.0}C"),
                 _ => "-".into(),
             },
-            r.vdd_in_mw.map(|mw| format!("{:.1}W", mw as f64 / 1000.0)).unwrap_or_else(|| "-".into()),
+            power_cell(r.power_mw, r.power_source.as_deref()),
+            r.power_mode.clone().unwrap_or_else(|| "-".into()),
+            on_off(r.jetson_clocks).into(),
+            if r.engines_on.is_empty() { "-".into() } else { r.engines_on.join(",") },
             ago(r.last_seen_ms, now_ms),
         ]);
     }
@@ -352,7 +417,22 @@ pub fn detail(view: &DeviceView, now_ms: u64) -> String {
         fmt_opt(r.l4t.as_deref()),
         fmt_opt(r.jetpack.as_deref())
     ));
+    if !r.groups.is_empty() {
+        out.push_str(&format!("groups:       {}\n", r.groups.join(", ")));
+    }
     if let Some(h) = &view.host {
+        let installed: Vec<String> = ["cuda", "cudnn", "tensorrt", "vpi", "opencv"]
+            .iter()
+            .filter_map(|k| h.pointer(&format!("/installed/{k}")).and_then(Value::as_str).map(|v| format!("{k} {v}")))
+            .collect();
+        if !installed.is_empty() {
+            out.push_str(&format!("installed:    {}\n", installed.join("  ")));
+        }
+        let part = h.pointer("/inventory/part_number").and_then(Value::as_str);
+        let serial = h.pointer("/inventory/serial_number").and_then(Value::as_str);
+        if part.is_some() || serial.is_some() {
+            out.push_str(&format!("serial:       {}  part {}\n", fmt_opt(serial), fmt_opt(part)));
+        }
         if let Some(c) = h.get("cameras").and_then(Value::as_array) {
             out.push_str(&format!("cameras:      {}\n", c.len()));
         }
@@ -381,14 +461,70 @@ pub fn detail(view: &DeviceView, now_ms: u64) -> String {
         r.cpu_pct.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "-".into()),
         r.gpu_pct.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "-".into())
     ));
+    let sample: Option<Sample> = view.telemetry.clone().and_then(|t| serde_json::from_value(t).ok());
+    let memory = sample.as_ref().and_then(|s| s.memory.as_ref());
     if let (Some(u), Some(t)) = (r.ram_used_bytes, r.ram_total_bytes) {
-        out.push_str(&format!("ram:          {} / {} GiB\n", gib(u), gib(t)));
+        let tegrastats = memory
+            .and_then(|m| m.used_tegrastats_bytes)
+            .map(|b| format!(", {} GiB as tegrastats counts", gib(b)))
+            .unwrap_or_default();
+        out.push_str(&format!("ram:          {} / {} GiB used (not available){tegrastats}\n", gib(u), gib(t)));
+    }
+    if let Some(g) = r.gpu_shared_bytes {
+        out.push_str(&format!("gpu memory:   {} GiB (NvMap, out of the same RAM)\n", gib(g)));
+    }
+    if let Some(s) = &sample {
+        if !s.engines.is_empty() {
+            let on: Vec<String> = s
+                .engines
+                .iter()
+                .filter(|e| e.on)
+                .map(|e| match e.clocks.iter().filter(|c| c.on == Some(true)).find_map(|c| c.rate_hz) {
+                    Some(hz) => format!("{} {} MHz", e.name, hz / 1_000_000),
+                    None => e.name.clone(),
+                })
+                .collect();
+            let off: Vec<&str> = s.engines.iter().filter(|e| !e.on).map(|e| e.name.as_str()).collect();
+            out.push_str(&format!(
+                "engines:      {}{}\n",
+                if on.is_empty() { "none on".to_owned() } else { on.join(", ") },
+                if off.is_empty() { String::new() } else { format!("; off: {}", off.join(" ")) }
+            ));
+        }
+        let offline: Vec<String> = s.cpu_cores.iter().filter(|c| !c.online).map(|c| c.id.to_string()).collect();
+        if !offline.is_empty() {
+            out.push_str(&format!(
+                "cores:        {} of {} online (offline: {})\n",
+                s.cpu_cores.len() - offline.len(),
+                s.cpu_cores.len(),
+                offline.join(",")
+            ));
+        }
     }
     if let (Some(z), Some(c)) = (&r.hottest_zone, r.hottest_c) {
         out.push_str(&format!("hottest:      {z} {c:.1} C\n"));
     }
-    if let Some(mw) = r.vdd_in_mw {
-        out.push_str(&format!("vdd_in:       {mw} mW\n"));
+    if let Some(mw) = r.power_mw {
+        let what = match r.power_source.as_deref() {
+            Some(crate::host::metrics::POWER_TOTAL_SUM) => "the sum of the rails: no input rail".to_owned(),
+            Some(rail) => rail.to_owned(),
+            None => "?".to_owned(),
+        };
+        out.push_str(&format!("power:        {mw} mW ({what})\n"));
+    }
+    if r.power_mode.is_some() || r.jetson_clocks.is_some() {
+        let default = view
+            .host
+            .as_ref()
+            .and_then(|h| h.pointer("/power_modes/default_id"))
+            .and_then(Value::as_u64)
+            .map(|d| format!(" (default {d})"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "power mode:   {}{default}  jetson_clocks {}\n",
+            r.power_mode.as_deref().unwrap_or("-"),
+            on_off(r.jetson_clocks)
+        ));
     }
     let seq = view.telemetry.as_ref().and_then(|t| t.get("seq")).and_then(Value::as_u64);
     out.push_str(&format!("last seen:    {} (telemetry seq {})\n", ago(r.last_seen_ms, now_ms), fmt_opt(seq)));
@@ -646,6 +782,90 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("Jetson Orin Nano DevKit"), "{t}");
+    }
+
+    /// The retained topics of a device whose host facts and telemetry come from a fixture tree.
+    fn fixture_view(host: &str, id: &str) -> DeviceView {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts").join(host);
+        let state = tempfile::tempdir().unwrap();
+        let facts = crate::host::probe::probe(&root, state.path());
+        let sample = crate::host::metrics::Sampler::new(root, state.path().to_path_buf()).sample();
+        let mut d = BTreeMap::new();
+        let status = r#"{"online":true,"agent_version":"0.1.0","started_at":"x","boot_id":null,"groups":["lab"]}"#;
+        apply(&mut d, &format!("jetship/v1/{id}/status"), status.as_bytes());
+        apply(&mut d, &format!("jetship/v1/{id}/host"), &serde_json::to_vec(&facts).unwrap());
+        let telemetry = crate::link::protocol::stream_body(1, sample.ts_ms, 0, &sample);
+        apply(&mut d, &format!("jetship/v1/{id}/telemetry"), &telemetry);
+        d.remove(id).unwrap()
+    }
+
+    #[test]
+    fn fleet_view_shows_the_jtop_fields_of_fixture_hosts() {
+        let agx = fixture_view("agx-orin-jp62", "agx-1");
+        let r = agx.row();
+        // No VDD_IN: the power figure is the sum of the rails, marked so; VDD_IN alone stays empty.
+        assert_eq!((r.power_mw, r.power_source.as_deref(), r.vdd_in_mw), (Some(10990), Some("sum"), None));
+        assert_eq!(r.gpu_shared_bytes, Some(1_843_200 * 1024));
+        assert_eq!(r.engines_on, ["APE", "NVDEC", "SE", "VIC"]);
+        assert_eq!((r.jetson_clocks, r.power_mode.as_deref()), (Some(false), Some("2 30W")));
+        assert_eq!((r.cuda.as_deref(), r.tensorrt.as_deref()), (Some("12.6.68"), Some("10.3.0.30")));
+        assert_eq!(r.groups, ["lab"]);
+        let xavier = fixture_view("xavier-nx-jp513", "xavier-1");
+        let x = xavier.row();
+        // PMIC-Die's fixed 100 °C is not the hottest.
+        assert_eq!((x.hottest_zone.as_deref(), x.hottest_c), (Some("CPU-therm"), Some(44.5)));
+        assert_eq!((x.power_mw, x.power_source.as_deref(), x.vdd_in_mw), (Some(8184), Some("VDD_IN"), Some(8184)));
+        assert_eq!(x.jetson_clocks, Some(true));
+        let t = table(&[r, x], 0);
+        let lines: Vec<&str> = t.lines().collect();
+        let cols: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "DEVICE",
+                "ONLINE",
+                "MODEL",
+                "L4T/JETPACK",
+                "CUDA/TRT",
+                "DEPLOY",
+                "CPU",
+                "GPU",
+                "RAM",
+                "GiB",
+                "GPU",
+                "MEM",
+                "HOTTEST",
+                "POWER",
+                "MODE",
+                "CLOCKS",
+                "ENGINES",
+                "LAST",
+                "SEEN"
+            ]
+        );
+        for want in ["12.6.68/10.3.0.30", "1.8", "tj-thermal 47C", "11.0W (sum)", "2 30W", "APE,NVDEC,SE,VIC"] {
+            assert!(lines[1].contains(want), "agx line lacks `{want}`:\n{t}");
+        }
+        for want in ["11.4.298/8.5.2", "0.5", "CPU-therm 44C", "8.2W", "8 MODE_20W_6CORE", "on", "APE,DLA0,NVENC,VIC"] {
+            assert!(lines[2].contains(want), "xavier line lacks `{want}`:\n{t}");
+        }
+        assert!(!t.contains("PMIC"), "{t}");
+        let detail = detail(&agx, 0);
+        for want in [
+            "groups:       lab\n",
+            "installed:    cuda 12.6.68  cudnn 9.3.0.75  tensorrt 10.3.0.30  vpi 3.2.4  opencv 4.8.0\n",
+            "serial:       1421623021393  part 699-13701-0005-500 M.0\n",
+            "ram:          7.7 / 61.4 GiB used (not available), 7.9 GiB as tegrastats counts\n",
+            "gpu memory:   1.8 GiB (NvMap, out of the same RAM)\n",
+            "engines:      APE 200 MHz, NVDEC 704 MHz, SE 633 MHz, VIC 729 MHz; off: DLA0 DLA1 NVENC NVJPG OFA PVA0\n",
+            "cores:        8 of 12 online (offline: 8,9,10,11)\n",
+            "hottest:      tj-thermal 47.2 C\n",
+            "power:        10990 mW (the sum of the rails: no input rail)\n",
+            "power mode:   2 30W (default 2)  jetson_clocks off\n",
+        ] {
+            assert!(detail.contains(want), "status lacks `{want}`:\n{detail}");
+        }
+        assert!(super::detail(&xavier, 0).contains("power:        8184 mW (VDD_IN)\n"));
     }
 
     #[test]

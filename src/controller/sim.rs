@@ -70,6 +70,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                     agent_version: crate::VERSION.into(),
                     started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     boot_id: None,
+                    groups: Vec::new(),
                 })
                 .unwrap_or_default()
             };

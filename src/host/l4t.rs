@@ -233,28 +233,29 @@ pub fn parse_nv_tegra_release(text: &str) -> Result<L4tVersion, Error> {
     Ok(L4tVersion::new(major, minor, patch))
 }
 
-/// Reads the `nvidia-l4t-core` version from the text of dpkg's status file (`/var/lib/dpkg/status`), keeping the
-/// part before `-` (`36.4.3-20250107174145` -> 36.4.3). `None` when the package is absent or not installed.
-pub fn parse_dpkg_status(text: &str) -> Option<L4tVersion> {
-    for stanza in text.split("\n\n") {
-        let mut is_core = false;
-        let mut installed = true;
-        let mut version = None;
+/// The installed packages of dpkg's status file (`/var/lib/dpkg/status`) as `(package, version)`: stanzas whose
+/// `Status` ends in ` installed` (removed packages keep a stanza with `deinstall ok config-files`).
+pub fn dpkg_installed(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.split("\n\n").filter_map(|stanza| {
+        let (mut name, mut version, mut installed) = (None, None, true);
         for line in stanza.lines() {
-            if let Some(name) = line.strip_prefix("Package:") {
-                is_core = name.trim() == "nvidia-l4t-core";
+            if let Some(n) = line.strip_prefix("Package:") {
+                name = Some(n.trim());
             } else if let Some(status) = line.strip_prefix("Status:") {
                 installed = status.trim().ends_with(" installed");
             } else if let Some(v) = line.strip_prefix("Version:") {
                 version = Some(v.trim());
             }
         }
-        if is_core && installed {
-            let v = version?;
-            return L4tVersion::parse_token(v.split('-').next()?);
-        }
-    }
-    None
+        Some((name?, version?)).filter(|_| installed)
+    })
+}
+
+/// Reads the `nvidia-l4t-core` version from the text of dpkg's status file (`/var/lib/dpkg/status`), keeping the
+/// part before `-` (`36.4.3-20250107174145` -> 36.4.3). `None` when the package is absent or not installed.
+pub fn parse_dpkg_status(text: &str) -> Option<L4tVersion> {
+    let (_, v) = dpkg_installed(text).find(|(name, _)| *name == "nvidia-l4t-core")?;
+    L4tVersion::parse_token(v.split('-').next()?)
 }
 
 /// Compares two L4T versions for "newest first" sorting.

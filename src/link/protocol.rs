@@ -204,6 +204,10 @@ pub struct Status {
     pub started_at: String,
     /// The kernel's boot id, so a controller can tell an agent restart from a reboot.
     pub boot_id: Option<String>,
+    /// The fleet groups this device is in (its config's `groups`), so a controller can address `group:NAME`
+    /// with commands, which go to each device.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// An imperative command the agent knows.
@@ -219,6 +223,11 @@ pub enum Command {
     Restart { deployment: String },
     /// `{"cmd":"resolve","args":{"image":"repo:{auto}"}}`: explains which tag the device would run and why.
     Resolve { image: String },
+    /// `{"cmd":"power-mode","args":{"mode":"30W"}}` (a name or an id, as a string or a number): sets the nvpmodel
+    /// power mode. The agent looks the mode up in its own nvpmodel.conf; the text never reaches a command line.
+    PowerMode { mode: String },
+    /// `{"cmd":"clocks","args":{"on":true}}`: turns jetson_clocks on or off.
+    Clocks { on: bool },
 }
 
 /// The longest `follow_s` of a `logs` command: a reply must not wait on a device forever.
@@ -228,7 +237,29 @@ pub const MAX_TAIL: u64 = 10_000;
 /// The longest image reference a `resolve` command may name.
 pub const MAX_IMAGE_LEN: usize = 512;
 
-const KNOWN_COMMANDS: &str = "`ping`, `logs`, `restart`, `resolve`";
+const KNOWN_COMMANDS: &str = "`ping`, `logs`, `restart`, `resolve`, `power-mode`, `clocks`";
+
+/// Longest power mode name or id a command may carry (nvpmodel.conf names are short words such as MAXN_SUPER).
+pub const MAX_MODE_LEN: usize = 64;
+
+/// `args.mode`: a name or an id, as a string or a whole number; printable, without spaces, at most
+/// [`MAX_MODE_LEN`] bytes.
+fn mode_arg(args: Option<&serde_json::Value>) -> Result<String> {
+    let wrong = || Error::WrongType {
+        field: "args.mode".into(),
+        expected:
+            "a power mode name or id from the device's nvpmodel.conf (a word of at most 64 characters, or a number)",
+    };
+    let mode = match args.and_then(|a| a.get("mode")) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.as_u64().ok_or_else(wrong)?.to_string(),
+        _ => return Err(wrong()),
+    };
+    if mode.is_empty() || mode.len() > MAX_MODE_LEN || !mode.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(wrong());
+    }
+    Ok(mode)
+}
 
 fn string_arg(args: Option<&serde_json::Value>, name: &str) -> Result<String> {
     match args.and_then(|a| a.get(name)) {
@@ -295,6 +326,11 @@ pub fn parse_command(payload: &[u8]) -> Result<Command> {
             }
             Ok(Command::Resolve { image })
         }
+        "power-mode" => Ok(Command::PowerMode { mode: mode_arg(args)? }),
+        "clocks" => match args.and_then(|a| a.get("on")) {
+            Some(serde_json::Value::Bool(on)) => Ok(Command::Clocks { on: *on }),
+            _ => Err(Error::WrongType { field: "args.on".into(), expected: "true or false" }),
+        },
         other => Err(Error::UnknownCommand { name: other.chars().take(64).collect(), known: KNOWN_COMMANDS }),
     }
 }
@@ -468,6 +504,41 @@ mod tests {
         let image = format!(r#"{{"cmd":"resolve","args":{{"image":"r/{}"}}}}"#, "x".repeat(600));
         let err = parse_command(image.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("`args.image`") && err.contains("512"), "{err}");
+    }
+
+    #[test]
+    fn power_commands_take_a_mode_word_or_a_flag() {
+        let by_name = parse_command(br#"{"cmd":"power-mode","args":{"mode":"MAXN_SUPER"}}"#).unwrap();
+        assert_eq!(by_name, Command::PowerMode { mode: "MAXN_SUPER".into() });
+        let by_id = parse_command(br#"{"cmd":"power-mode","args":{"mode":2}}"#).unwrap();
+        assert_eq!(by_id, Command::PowerMode { mode: "2".into() });
+        for bad in [
+            r#"{"cmd":"power-mode"}"#,
+            r#"{"cmd":"power-mode","args":{"mode":""}}"#,
+            r#"{"cmd":"power-mode","args":{"mode":"0 --force"}}"#,
+            r#"{"cmd":"power-mode","args":{"mode":"0;reboot\n"}}"#,
+            r#"{"cmd":"power-mode","args":{"mode":-1}}"#,
+            r#"{"cmd":"power-mode","args":{"mode":1.5}}"#,
+            r#"{"cmd":"power-mode","args":{"mode":["0"]}}"#,
+        ] {
+            let err = parse_command(bad.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains("`args.mode`"), "{bad}: {err}");
+        }
+        let long = format!(r#"{{"cmd":"power-mode","args":{{"mode":"{}"}}}}"#, "M".repeat(MAX_MODE_LEN + 1));
+        assert!(parse_command(long.as_bytes()).is_err());
+        assert_eq!(parse_command(br#"{"cmd":"clocks","args":{"on":false}}"#).unwrap(), Command::Clocks { on: false });
+        for bad in
+            [r#"{"cmd":"clocks"}"#, r#"{"cmd":"clocks","args":{"on":"yes"}}"#, r#"{"cmd":"clocks","args":{"on":1}}"#]
+        {
+            assert!(parse_command(bad.as_bytes()).unwrap_err().to_string().contains("`args.on`"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn status_of_an_older_agent_has_no_groups() {
+        let s: Status =
+            serde_json::from_str(r#"{"online":true,"agent_version":"0.1.0","started_at":"x","boot_id":null}"#).unwrap();
+        assert!(s.groups.is_empty());
     }
 
     #[test]

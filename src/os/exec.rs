@@ -22,6 +22,8 @@ pub enum Error {
     },
     #[error("`{program} {args}` failed ({status}): {stderr}")]
     Failed { program: PathBuf, args: String, status: String, stderr: String },
+    #[error("`{program} {args}` did not finish within {limit:?} and was killed")]
+    TimedOut { program: PathBuf, args: String, limit: std::time::Duration },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -63,6 +65,29 @@ pub fn run<S: AsRef<OsStr>>(program: &Path, args: &[S]) -> Result<Output> {
     }
 }
 
+/// [`run`] for async callers, bounded in time: the program (and its stdin, /dev/null) gets `limit`, then it is
+/// killed. Its output is read whole: use it for programs that print a few lines.
+pub async fn run_limited<S: AsRef<OsStr>>(program: &Path, args: &[S], limit: std::time::Duration) -> Result<Output> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    let output = match tokio::time::timeout(limit, cmd.output()).await {
+        Err(_) => return Err(Error::TimedOut { program: program.to_path_buf(), args: render_args(args), limit }),
+        Ok(r) => {
+            r.map_err(|source| Error::Spawn { program: program.to_path_buf(), args: render_args(args), source })?
+        }
+    };
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(Error::Failed {
+            program: program.to_path_buf(),
+            args: render_args(args),
+            status: output.status.to_string(),
+            stderr: trim_stderr(if output.stderr.is_empty() { &output.stdout } else { &output.stderr }),
+        })
+    }
+}
+
 /// Binary directories searched for runtimes and tools, in order.
 pub const BIN_DIRS: &[&str] = &["/usr/bin", "/usr/local/bin", "/usr/sbin"];
 
@@ -90,6 +115,26 @@ mod tests {
     fn missing_program_is_a_spawn_error() {
         let err = run(Path::new("/nonexistent/prog"), &["x"]).unwrap_err().to_string();
         assert!(err.contains("cannot run `/nonexistent/prog x`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn limited_runs_are_killed_at_the_limit() {
+        let started = std::time::Instant::now();
+        let err = run_limited(Path::new("/bin/sh"), &["-c", "sleep 30"], std::time::Duration::from_millis(200))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did not finish within") && err.contains("sleep 30"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let out =
+            run_limited(Path::new("/bin/sh"), &["-c", "echo ok"], std::time::Duration::from_secs(10)).await.unwrap();
+        assert_eq!(out.stdout, b"ok\n");
+        let failed =
+            run_limited(Path::new("/bin/sh"), &["-c", "echo NVPM ERROR; exit 1"], std::time::Duration::from_secs(10))
+                .await
+                .unwrap_err()
+                .to_string();
+        assert!(failed.contains("NVPM ERROR"), "a program that writes its error on stdout: {failed}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::deploy::plan::DeploymentState;
 use crate::deploy::report::Reported;
-use crate::host::metrics::{Cpu, Disk, Fan, Gpu, Memory, PowerMode, PowerRail, ThermalZone};
+use crate::host::metrics::{zone_measures_temperature, Cpu, Disk, Fan, Gpu, Memory, PowerMode, PowerRail, ThermalZone};
 use crate::link::protocol::{self, DeviceTopic, Status};
 
 /// The bounds on memory and cardinality. What happens at each is in docs/monitoring.md and is counted in
@@ -376,8 +376,13 @@ pub(crate) fn parse(topic: &str, payload: &[u8], limits: &Limits) -> Option<Pars
             })
         }),
         DeviceTopic::Telemetry => serde_json::from_slice::<TelemetryMsg>(payload).ok().map(|t| {
-            let zones: Vec<(String, f64)> =
-                t.thermal.into_iter().filter_map(|z| z.temp_c.filter(|c| c.is_finite()).map(|c| (z.name, c))).collect();
+            // A zone that is no temperature (PMIC-Die's fixed 100 °C) would trip the temperature alerts.
+            let zones: Vec<(String, f64)> = t
+                .thermal
+                .into_iter()
+                .filter(|z| z.measures_temperature && zone_measures_temperature(&z.name))
+                .filter_map(|z| z.temp_c.filter(|c| c.is_finite()).map(|c| (z.name, c)))
+                .collect();
             let rails = t.power;
             let (zones, over) = take(zones, limits.max_zones);
             cut.push((Discard::ZoneLimit, over));
@@ -623,6 +628,28 @@ mod tests {
         assert!(readable > 0 && s.zones.len() == readable, "{:?}", s.zones);
         assert_eq!(s.rails_watts.len(), sample.power.len());
         assert_eq!(s.disk_total_bytes, sample.disk.as_ref().map(|d| d.total_bytes));
+    }
+
+    #[test]
+    fn zones_that_are_no_temperature_are_not_exported() {
+        // xavier-nx-jp513's PMIC-Die reads a fixed 100 °C: exported, it would fire JetshipTemperatureNearThrottle.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts/xavier-nx-jp513");
+        let dir = tempfile::tempdir().unwrap();
+        let sample = crate::host::metrics::Sampler::new(root, dir.path().to_path_buf()).sample();
+        let body = protocol::stream_body(1, 5, 0, &sample);
+        let p = parse("jetship/v1/xavier/telemetry", &body, &Limits::default()).unwrap();
+        let Ok(Update::Telemetry { sample: s, .. }) = p.update else { panic!("{p:?}") };
+        let names: Vec<&str> = s.zones.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["CPU-therm", "GPU-therm", "AUX-therm", "AO-therm", "Tboard_tegra", "Tdiode_tegra", "thermal-fan-est"]
+        );
+        // An older agent's telemetry has no `measures_temperature`: the zone's name decides.
+        let old =
+            br#"{"seq":1,"ts":5,"thermal":[{"name":"PMIC-Die","temp_c":100.0},{"name":"CPU-therm","temp_c":44.5}]}"#;
+        let p = parse("jetship/v1/old/telemetry", old, &Limits::default()).unwrap();
+        let Ok(Update::Telemetry { sample: s, .. }) = p.update else { panic!("{p:?}") };
+        assert_eq!(s.zones, [("CPU-therm".to_owned(), 44.5)]);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! GPU load and clocks from the integrated GPU's devfreq node.
+//! GPU load, clocks and gating from the integrated GPU's devfreq node and its device directory.
 
 use super::*;
 
@@ -7,10 +7,16 @@ pub(super) const GPU_OF_NODE_NAMES: [&str; 5] = ["gv11b", "gp10b", "ga10b", "gb1
 
 #[derive(Debug)]
 pub(super) struct GpuFiles {
+    pub(super) name: String,
     pub(super) load: Option<PathBuf>,
     pub(super) cur: PathBuf,
     pub(super) min: PathBuf,
     pub(super) max: PathBuf,
+    pub(super) governor: Option<PathBuf>,
+    pub(super) railgate: Option<PathBuf>,
+    pub(super) scaling_3d: Option<PathBuf>,
+    /// debugfs `nafll_gpcN/pto_counter` (Orin; root only), in N order.
+    pub(super) gpc: Vec<PathBuf>,
 }
 
 /// The devfreq node whose device's device-tree node is a Jetson GPU.
@@ -23,12 +29,22 @@ pub(super) fn discover_gpu(root: &Path, reader: &mut Reader) -> Option<GpuFiles>
             continue;
         }
         let node = resolved(node);
-        let load = resolved(node.join("device")).join("load");
+        let device = resolved(node.join("device"));
+        let file = |p: PathBuf| p.is_file().then_some(p);
+        let gpc = (0..8)
+            .map(|n| under_root(root, &format!("/sys/kernel/debug/bpmp/debug/clk/nafll_gpc{n}/pto_counter")))
+            .take_while(|p| p.is_file())
+            .collect();
         return Some(GpuFiles {
-            load: load.is_file().then_some(load),
+            name: of_name,
+            load: file(device.join("load")),
             cur: node.join("cur_freq"),
             min: node.join("min_freq"),
             max: node.join("max_freq"),
+            governor: file(node.join("governor")),
+            railgate: file(device.join("railgate_enable")),
+            scaling_3d: file(device.join("enable_3d_scaling")),
+            gpc,
         });
     }
     None
@@ -39,6 +55,9 @@ pub(super) fn discover_gpu(root: &Path, reader: &mut Reader) -> Option<GpuFiles>
 
 impl GpuFiles {
     pub(super) fn read(&self, r: &mut Reader, w: &mut Vec<String>, gone: &mut bool) -> Gpu {
+        let flag = |p: &Option<PathBuf>, r: &mut Reader, w: &mut Vec<String>, gone: &mut bool| {
+            p.as_ref().and_then(|p| sysfs_flag(r, p, w, gone))
+        };
         Gpu {
             load_pct: self
                 .load
@@ -48,6 +67,11 @@ impl GpuFiles {
             cur_freq_hz: r.sysfs_number(&self.cur, w, gone),
             min_freq_hz: r.sysfs_number(&self.min, w, gone),
             max_freq_hz: r.sysfs_number(&self.max, w, gone),
+            name: Some(self.name.clone()),
+            governor: self.governor.as_ref().and_then(|p| word_attr(r, p, w)),
+            railgate: flag(&self.railgate, r, w, gone),
+            scaling_3d: flag(&self.scaling_3d, r, w, gone),
+            gpc_freq_hz: self.gpc.iter().filter_map(|p| r.sysfs_number::<u64>(p, w, gone)).collect(),
         }
     }
 }

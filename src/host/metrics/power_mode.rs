@@ -54,6 +54,16 @@ pub fn parse_nvpmodel_conf(text: &str) -> Vec<(u32, String)> {
     modes
 }
 
+/// The default mode of nvpmodel.conf (`< PM_CONFIG DEFAULT=n >`): the one the board boots in first.
+pub fn parse_nvpmodel_default(text: &str) -> Option<u32> {
+    text.lines().find_map(|line| {
+        let body = line.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let mut words = body.split_ascii_whitespace();
+        (words.next() == Some("PM_CONFIG")).then_some(())?;
+        words.find_map(|w| w.strip_prefix("DEFAULT=")).and_then(|v| v.parse().ok())
+    })
+}
+
 /// The mode id of /var/lib/nvpmodel/status (`pmode:0002`, possibly followed by other `key:value` words).
 pub fn parse_nvpmodel_status(text: &str) -> Option<u32> {
     text.split_ascii_whitespace().find_map(|w| w.strip_prefix("pmode:")).and_then(|v| v.parse().ok())

@@ -74,3 +74,28 @@ pub(super) fn read_warn<'a>(reader: &'a mut Reader, path: &Path, w: &mut Vec<Str
         }
     }
 }
+
+/// A one-word sysfs attribute such as a governor name: `None` with a warning when unreadable, empty or not a
+/// printable word.
+pub(super) fn word_attr(reader: &mut Reader, path: &Path, w: &mut Vec<String>) -> Option<String> {
+    match reader.text(path) {
+        Ok(t) => {
+            let v = t.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+            if !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_graphic()) {
+                Some(v.to_owned())
+            } else {
+                w.push(format!("{}: expected a name, found `{}`", path.display(), snippet(v)));
+                None
+            }
+        }
+        Err(err) => {
+            w.push(format!("{}: cannot read: {err}", path.display()));
+            None
+        }
+    }
+}
+
+/// A 0/1 sysfs flag (any non-zero number is on), read like [`Reader::sysfs_number`].
+pub(super) fn sysfs_flag(reader: &mut Reader, path: &Path, w: &mut Vec<String>, gone: &mut bool) -> Option<bool> {
+    reader.sysfs_number::<u64>(path, w, gone).map(|v| v != 0)
+}

@@ -8,12 +8,15 @@ use super::*;
 /// The sysfs and debugfs files found by discovery.
 #[derive(Debug, Default)]
 pub(super) struct Sources {
+    pub(super) cores: CoreFiles,
     pub(super) gpu: Option<GpuFiles>,
     pub(super) zones: Vec<ZoneFiles>,
+    pub(super) hwmon_temps: Vec<HwmonTempFiles>,
     pub(super) rails: Vec<RailFiles>,
     pub(super) fan: Option<FanFiles>,
     pub(super) power_mode: Option<PowerModeFiles>,
     pub(super) emc: Option<EmcFiles>,
+    pub(super) engines: Vec<EngineFiles>,
     /// Problems found during discovery; repeated in every sample until the layout is discovered again.
     pub(super) warnings: Vec<String>,
 }
@@ -46,7 +49,7 @@ pub(super) fn resolved(path: PathBuf) -> PathBuf {
 
 impl Sources {
     pub(super) fn discover(root: &Path, reader: &mut Reader) -> Sources {
-        let mut s = Sources::default();
+        let mut s = Sources { cores: discover_cores(root), ..Sources::default() };
         s.gpu = discover_gpu(root, reader);
         s.zones = discover_zones(root, reader, &mut s.warnings);
         discover_hwmon(root, reader, &mut s);
@@ -54,12 +57,8 @@ impl Sources {
             s.rails = discover_iio_rails(root, reader, &mut s.warnings);
         }
         s.power_mode = discover_power_mode(root, reader, &mut s.warnings);
-        let rate = under_root(root, "/sys/kernel/debug/bpmp/debug/clk/emc/rate");
-        let mc_all = under_root(root, "/sys/kernel/debug/cactmon/mc_all");
-        // debugfs is root-only: without access the files do not even appear to exist.
-        if rate.is_file() {
-            s.emc = Some(EmcFiles { rate, mc_all: mc_all.is_file().then_some(mc_all) });
-        }
+        s.emc = discover_emc(root);
+        s.engines = discover_engines(root);
         tracing::debug!(
             gpu = s.gpu.is_some(),
             zones = s.zones.len(),
@@ -67,6 +66,8 @@ impl Sources {
             fan = s.fan.is_some(),
             power_mode = s.power_mode.is_some(),
             emc = s.emc.is_some(),
+            engines = s.engines.len(),
+            cores = s.cores.len(),
             "metrics sources discovered"
         );
         s

@@ -7,13 +7,15 @@
 //! must not write anything. Parsing of CDI specs, CSV files and cameras lives in [`crate::host::devices`]; the L4T
 //! rules in [`crate::host::l4t`].
 
-use std::io::{Read, Write};
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+mod docker;
+mod inventory;
+
+use docker::find_docker;
+pub use inventory::{read_power_modes, Installed, Inventory, PowerModeName, PowerModes};
 
 pub use crate::host::devices::cameras::Camera;
 use crate::host::devices::{cameras, cdi, csv, read_regular};
@@ -26,9 +28,6 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// The CDI kind whose specs the probe reports.
 pub const NVIDIA_GPU_KIND: &str = "nvidia.com/gpu";
-
-/// How long the Docker socket gets to answer `GET /version`; the probe must stay fast with a hung daemon.
-const DOCKER_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// Everything the probe found. Field names are a public contract: see docs/probe.md.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +68,16 @@ pub struct HostFacts {
     pub runtimes: Runtimes,
     /// V4L2 video nodes.
     pub cameras: Vec<Camera>,
+    /// Serial number and the module's part number.
+    #[serde(default)]
+    pub inventory: Inventory,
+    /// CUDA, cuDNN, TensorRT, VPI, OpenCV and JetPack as dpkg lists them installed (`stack` is what the L4T
+    /// release ships; this is what is there).
+    #[serde(default)]
+    pub installed: Installed,
+    /// The nvpmodel modes and the default; `None` without /etc/nvpmodel.conf.
+    #[serde(default)]
+    pub power_modes: Option<PowerModes>,
     /// Problems met while probing (malformed files, unreadable nodes). The probe still returns what it could.
     pub warnings: Vec<String>,
 }
@@ -197,7 +206,9 @@ fn probe_with(root: &Path, state_dir: &Path, env: &Env) -> HostFacts {
 
     let release_path = under_root(root, "/etc/nv_tegra_release");
     let has_release = release_path.exists();
-    let file_l4t = read_l4t_files(root, w);
+    // dpkg's status file is a few MiB on a full JetPack install.
+    let dpkg = read_regular(&under_root(root, "/var/lib/dpkg/status"), 64 * 1024 * 1024).ok();
+    let file_l4t = read_l4t_files(root, dpkg.as_deref(), w);
     let kind =
         if has_release || file_l4t.is_some() || tegra_family { HostKind::Jetson } else { HostKind::GenericLinux };
     let l4t = choose_l4t(kind, file_l4t, env.l4t_version.as_deref(), w);
@@ -226,6 +237,9 @@ fn probe_with(root: &Path, state_dir: &Path, env: &Env) -> HostFacts {
     let gpu = gpu_options(root, w);
     let runtimes = find_runtimes(root, real_root, env.docker_host.as_deref());
     let cameras = cameras::discover(root, w);
+    let inventory = inventory::read_inventory(root, w);
+    let installed = dpkg.as_deref().map(|t| inventory::installed_from_dpkg(t, w)).unwrap_or_default();
+    let power_modes = inventory::read_power_modes(root, w);
 
     HostFacts {
         schema: SCHEMA_VERSION,
@@ -246,6 +260,9 @@ fn probe_with(root: &Path, state_dir: &Path, env: &Env) -> HostFacts {
         gpu,
         runtimes,
         cameras,
+        inventory,
+        installed,
+        power_modes,
         warnings,
     }
 }
@@ -348,7 +365,7 @@ pub fn cuda_arch_for(soc: &str) -> Option<&'static str> {
 }
 
 /// The L4T release from the host's files: `/etc/nv_tegra_release`, else dpkg's `nvidia-l4t-core`.
-fn read_l4t_files(root: &Path, w: &mut Vec<String>) -> Option<L4tInfo> {
+fn read_l4t_files(root: &Path, dpkg: Option<&str>, w: &mut Vec<String>) -> Option<L4tInfo> {
     match read_regular(&under_root(root, "/etc/nv_tegra_release"), 64 * 1024) {
         Ok(text) => match l4t::parse_nv_tegra_release(&text) {
             Ok(version) => return Some(L4tInfo { version, source: "nv_tegra_release".into() }),
@@ -357,9 +374,7 @@ fn read_l4t_files(root: &Path, w: &mut Vec<String>) -> Option<L4tInfo> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => w.push(format!("/etc/nv_tegra_release: cannot read: {e}; trying dpkg's nvidia-l4t-core")),
     }
-    // dpkg's status file is a few MiB on a full JetPack install.
-    let text = read_regular(&under_root(root, "/var/lib/dpkg/status"), 64 * 1024 * 1024).ok()?;
-    l4t::parse_dpkg_status(&text).map(|version| L4tInfo { version, source: "dpkg".into() })
+    l4t::parse_dpkg_status(dpkg?).map(|version| L4tInfo { version, source: "dpkg".into() })
 }
 
 /// Applies the `L4T_VERSION` override. It only replaces the version of a Jetson: on another host it would make
@@ -519,95 +534,6 @@ fn find_runtimes(root: &Path, real_root: bool, docker_host: Option<&str>) -> Run
     }
 }
 
-/// The Docker socket: `DOCKER_HOST=unix://...` when probing the real root, else `/run/docker.sock` or
-/// `/var/run/docker.sock` under the root. Its version is asked only when it is a socket.
-fn find_docker(root: &Path, real_root: bool, docker_host: Option<&str>) -> Option<DockerInfo> {
-    let from_env = docker_host.filter(|_| real_root).and_then(|h| h.strip_prefix("unix://")).map(PathBuf::from);
-    let (socket, file) = match from_env {
-        Some(p) => (p.clone(), p),
-        None => ["/run/docker.sock", "/var/run/docker.sock"]
-            .iter()
-            .map(|p| (PathBuf::from(p), under_root(root, p)))
-            .find(|(_, f)| f.symlink_metadata().is_ok())?,
-    };
-    let meta = std::fs::metadata(&file).ok();
-    if meta.is_none() && file.symlink_metadata().is_err() {
-        return None;
-    }
-    let answer = match meta {
-        Some(m) if m.file_type().is_socket() => docker_version(&file),
-        _ => None,
-    };
-    let (version, api_version) = answer.unwrap_or_default();
-    Some(DockerInfo { socket, version, api_version })
-}
-
-/// Asks the engine `GET /version` over its socket with a short deadline; `None` when it does not answer well.
-fn docker_version(socket: &Path) -> Option<(Option<String>, Option<String>)> {
-    let deadline = Instant::now() + DOCKER_TIMEOUT;
-    let mut stream = UnixStream::connect(socket).ok()?;
-    stream.set_write_timeout(Some(DOCKER_TIMEOUT)).ok()?;
-    stream.write_all(b"GET /version HTTP/1.0\r\nHost: docker\r\n\r\n").ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
-        stream.set_read_timeout(Some(left)).ok()?;
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > 256 * 1024 {
-                    return None;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
-    parse_docker_version_response(&buf)
-}
-
-/// Reads `Version` and `ApiVersion` from an HTTP response to `GET /version` (HTTP/1.0, so no chunking expected;
-/// a chunked body is decoded anyway). `None` unless the status is 200 and the body is a JSON object.
-fn parse_docker_version_response(resp: &[u8]) -> Option<(Option<String>, Option<String>)> {
-    let split = resp.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&resp[..split]).ok()?;
-    let mut body = resp[split + 4..].to_vec();
-    let mut lines = head.lines();
-    let status = lines.next()?;
-    let code = status.split_whitespace().nth(1)?;
-    if !status.starts_with("HTTP/1.") || code != "200" {
-        return None;
-    }
-    let chunked = lines.any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked")
-        })
-    });
-    if chunked {
-        body = dechunk(&body)?;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    let field = |k: &str| v.get(k).and_then(|s| s.as_str()).map(str::to_owned);
-    v.is_object().then(|| (field("Version"), field("ApiVersion")))
-}
-
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = body.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&body[..eol]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        body = &body[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
-    }
-}
-
 impl HostFacts {
     /// The human-readable form printed by `jetship probe`.
     pub fn to_text(&self) -> String {
@@ -643,9 +569,36 @@ impl HostFacts {
                 opt(&s.tensorrt)
             ),
         );
+        let i = &self.installed;
+        if [&i.cuda, &i.cudnn, &i.tensorrt, &i.vpi, &i.opencv, &i.jetpack].iter().any(|v| v.is_some()) {
+            row(
+                "installed",
+                format!(
+                    "cuda {}  cudnn {}  tensorrt {}  vpi {}  opencv {}  jetpack {}",
+                    opt(&i.cuda),
+                    opt(&i.cudnn),
+                    opt(&i.tensorrt),
+                    opt(&i.vpi),
+                    opt(&i.opencv),
+                    opt(&i.jetpack)
+                ),
+            );
+        }
+        let inv = &self.inventory;
+        if inv.serial_number.is_some() || inv.part_number.is_some() {
+            let part = match (&inv.part_number, &inv.part_module) {
+                (Some(p), Some(m)) => format!("{p} ({m})"),
+                (Some(p), None) => p.clone(),
+                _ => none.clone(),
+            };
+            row("serial", format!("{}  part {part}", opt(&inv.serial_number)));
+        }
         row("kernel", format!("{}  arch {}", opt(&self.kernel), self.arch));
         row("cpus", self.cpus.map_or(none.clone(), |c| c.to_string()));
         row("memory", self.memory_bytes.map_or(none.clone(), |b| format!("{:.1} GiB", b as f64 / GIB)));
+        if let Some(m) = &self.power_modes {
+            row("power modes", if m.modes.is_empty() { none.clone() } else { m.list() });
+        }
         row(
             "disk",
             match &self.state_dir_disk {
@@ -753,18 +706,6 @@ mod tests {
         assert_eq!(choose_l4t(HostKind::GenericLinux, None, Some("36.4.3"), &mut w), None);
         assert!(w[1].contains("not a Jetson"), "{w:?}");
         assert_eq!(choose_l4t(HostKind::Jetson, file.clone(), Some("  "), &mut w), file);
-    }
-
-    #[test]
-    fn docker_version_response_parsing() {
-        let ok = b"HTTP/1.0 200 OK\r\nApi-Version: 1.41\r\nContent-Type: application/json\r\n\r\n{\"Platform\":{\"Name\":\"\"},\"Version\":\"20.10.24+dfsg1\",\"ApiVersion\":\"1.41\",\"MinAPIVersion\":\"1.12\",\"Os\":\"linux\",\"Arch\":\"arm64\"}\n";
-        assert_eq!(parse_docker_version_response(ok), Some((Some("20.10.24+dfsg1".into()), Some("1.41".into()))));
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n13\r\n{\"Version\":\"27.5.1\"\r\n1\r\n}\r\n0\r\n\r\n";
-        assert_eq!(parse_docker_version_response(chunked), Some((Some("27.5.1".into()), None)));
-        assert_eq!(parse_docker_version_response(b"HTTP/1.0 404 Not Found\r\n\r\n{}"), None);
-        assert_eq!(parse_docker_version_response(b"HTTP/1.0 200 OK\r\n\r\nnot json"), None);
-        assert_eq!(parse_docker_version_response(b"garbage"), None);
-        assert_eq!(parse_docker_version_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), None);
     }
 
     #[test]
