@@ -147,6 +147,8 @@ pub fn require_tool(program: &str, debian_package: &str) -> PathBuf {
 }
 
 pub mod backend_contract;
+pub mod device;
 pub mod dockerd;
+pub mod faults;
 pub mod mosquitto;
 pub mod registry;
