@@ -739,7 +739,8 @@ fn a_damaged_snapshot_is_never_used_but_moved_aside_and_unpacked_again() {
     let first = store.ensure(&[], &spec, || Ok(&l.blob[..]), &UnpackPolicy::default()).unwrap();
     let snap_dir = first.fs.parent().unwrap().to_path_buf();
     let busybox = first.fs.join("bin/busybox");
-    let damages: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Damage<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let damages: Vec<Damage<'_>> = vec![
         (
             "a truncated file",
             Box::new(|| fs::OpenOptions::new().write(true).open(&busybox).unwrap().set_len(812).unwrap()),
