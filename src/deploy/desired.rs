@@ -177,7 +177,16 @@ impl DesiredStore {
             let check =
                 |b: &[u8]| document::parse(b, Some(document::Format::Json), &name).map(drop).map_err(|e| e.to_string());
             let bytes = match read_mirrored(&path, document::MAX_DOCUMENT_BYTES as u64 + 128, check) {
-                MirrorRead::Sound(b) => b,
+                MirrorRead::Sound { bytes, copy_problem } => {
+                    if let Some(problem) = copy_problem {
+                        crate::os::journal::note(crate::base::Repair::new(
+                            format!("{subject}.bak"),
+                            problem,
+                            "rewritten from the file",
+                        ));
+                    }
+                    bytes
+                }
                 MirrorRead::Restored { bytes, problem } => {
                     crate::os::journal::note(crate::base::Repair::new(subject, problem, "restored from its copy"));
                     bytes

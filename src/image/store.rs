@@ -341,7 +341,7 @@ impl ImageStore {
             };
         }
         let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
-        fsutil::write_atomic(&path, &json).map_err(io_err(&path))?;
+        fsutil::write_sealed(&path, &json).map_err(io_err(&path))?;
         Ok(record)
     }
 
@@ -352,8 +352,10 @@ impl ImageStore {
     /// The record stored under `name`, if any.
     pub fn record(&self, name: &str) -> Result<Option<ImageRecord>> {
         let path = self.record_path(name);
-        match fs::read(&path) {
-            Ok(b) => match serde_json::from_slice(&b) {
+        match fs::metadata(&path) {
+            Ok(_) => match fsutil::read_sealed(&path, 4 << 20)
+                .and_then(|b| serde_json::from_slice(&b.unwrap_or_default()).map_err(|e| e.to_string()))
+            {
                 Ok(r) => Ok(Some(r)),
                 Err(e) => {
                     let file = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
@@ -380,9 +382,8 @@ impl ImageStore {
             if path.extension().is_none_or(|x| x != "json") {
                 continue;
             }
-            match fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            match fsutil::read_sealed(&path, 4 << 20)
+                .and_then(|b| serde_json::from_slice(&b.unwrap_or_default()).map_err(|e| e.to_string()))
             {
                 Ok(r) => out.push(r),
                 Err(e) => {

@@ -151,7 +151,7 @@ impl Flush {
         }
         if let Some(c) = self.cursor {
             let path = self.dir.join(CURSOR_FILE);
-            fsutil::write_atomic(&path, &c).map_err(io(&path))?;
+            fsutil::write_sealed(&path, &c).map_err(io(&path))?;
         }
         Ok(())
     }
@@ -223,8 +223,8 @@ impl Spool {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let subject = |name: &str| format!("spool/{name}");
         let cursor_path = dir.join(CURSOR_FILE);
-        let saved: CursorFile = match fs::read(&cursor_path) {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+        let saved: CursorFile = match fsutil::read_sealed(&cursor_path, 64 * 1024) {
+            Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_else(|e| {
                 journal::note(
                     Repair::new(
                         subject(CURSOR_FILE),
@@ -235,22 +235,33 @@ impl Spool {
                 );
                 CursorFile::default()
             }),
-            Err(_) => CursorFile::default(),
+            Ok(None) => CursorFile::default(),
+            Err(e) => {
+                journal::note(
+                    Repair::new(
+                        subject(CURSOR_FILE),
+                        format!("unreadable ({e})"),
+                        "delivering from the oldest record kept",
+                    )
+                    .lost("the count of records dropped by the bound; records may be delivered twice"),
+                );
+                CursorFile::default()
+            }
         };
         let reserve_path = dir.join(RESERVE_FILE);
-        let reserve: Option<ReserveFile> = match fs::read(&reserve_path) {
-            Ok(b) => match serde_json::from_slice(&b) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    journal::note(Repair::new(
-                        subject(RESERVE_FILE),
-                        format!("unreadable ({e})"),
-                        "seqs go on from the records kept",
-                    ));
-                    None
-                }
-            },
-            Err(_) => None,
+        let reserve: Option<ReserveFile> = match fsutil::read_sealed(&reserve_path, 64 * 1024).and_then(|b| match b {
+            Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                journal::note(Repair::new(
+                    subject(RESERVE_FILE),
+                    format!("unreadable ({e})"),
+                    "seqs go on from the records kept",
+                ));
+                None
+            }
         };
         let mut next_seq = [1u64, 1u64];
         for (n, saved) in next_seq.iter_mut().zip(saved.next_seq) {
@@ -404,7 +415,7 @@ impl Spool {
         let reserved = [self.next_seq[0] + RESERVE_BLOCK, self.next_seq[1] + RESERVE_BLOCK];
         let r = ReserveFile { reserved, boot_id: self.boot_id.clone() };
         let path = self.dir.join(RESERVE_FILE);
-        fsutil::write_atomic(&path, &serde_json::to_vec(&r).unwrap_or_default()).map_err(io(&path))?;
+        fsutil::write_sealed(&path, &serde_json::to_vec(&r).unwrap_or_default()).map_err(io(&path))?;
         self.reserved = reserved;
         Ok(())
     }
@@ -980,7 +991,9 @@ mod tests {
         fs::write(dir.path().join(RESERVE_FILE), b"{\"reserved\":[12").unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20, false).unwrap();
         assert_eq!(s.append(Stream::Telemetry, body("t")).unwrap(), 3);
-        let reserve: ReserveFile = serde_json::from_slice(&fs::read(dir.path().join(RESERVE_FILE)).unwrap()).unwrap();
+        let reserve: ReserveFile =
+            serde_json::from_slice(&fsutil::read_sealed(&dir.path().join(RESERVE_FILE), 1024).unwrap().unwrap())
+                .unwrap();
         assert!(reserve.reserved[0] > 3, "a new reservation is written");
     }
 

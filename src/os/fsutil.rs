@@ -59,6 +59,28 @@ fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
     Ok(data)
 }
 
+/// Writes `data` to `path` sealed with a checksum ([`write_atomic`]): for small files that can be rebuilt but
+/// must not be trusted when a bit flipped (the spool's cursor, image records). Read it with [`read_sealed`].
+pub fn write_sealed(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic(path, &seal(data))
+}
+
+/// Reads a file written with [`write_sealed`] (at most `limit` bytes): `Ok(None)` when it does not exist,
+/// `Err` with the reason when it is longer than `limit` or its checksum fails. A file without a seal (written
+/// before seals) is returned as it is.
+pub fn read_sealed(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
+    let mut buf = Vec::new();
+    match File::open(path) {
+        Ok(f) => f.take(limit + 1).read_to_end(&mut buf).map_err(|e| e.to_string())?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if buf.len() as u64 > limit {
+        return Err(format!("over the {limit}-byte limit"));
+    }
+    unseal(&buf).map(|d| Some(d.to_vec()))
+}
+
 /// Writes `data` to `path` and to its mirror ([`mirror_path`]), each sealed with a checksum and written with
 /// [`write_atomic`]: for the few small files that cannot be rebuilt offline (the last desired documents, resolved
 /// digests), so a torn or bit-flipped copy is detected and still leaves a good one. Read them with
@@ -83,8 +105,9 @@ pub fn remove_mirrored(path: &Path) -> io::Result<()> {
 /// What [`read_mirrored`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MirrorRead {
-    /// The file is sound (its mirror is rewritten from it when the mirror was not).
-    Sound(Vec<u8>),
+    /// The file is sound. Its mirror is rewritten from it when it was not; `copy_problem` says what was wrong
+    /// with a mirror that existed (`None`: it was sound, or absent).
+    Sound { bytes: Vec<u8>, copy_problem: Option<String> },
     /// The file was missing or failed `check` (the reason), its mirror was sound: the file is rewritten from it.
     Restored { bytes: Vec<u8>, problem: String },
     /// Neither exists.
@@ -112,10 +135,16 @@ pub fn read_mirrored(path: &Path, limit: u64, check: impl Fn(&[u8]) -> Result<()
     let copy = mirror_path(path);
     match (read(path), read(&copy)) {
         (Ok(bytes), other) => {
+            let copy_problem = match &other {
+                Ok(c) if *c == bytes => None,
+                Ok(_) => Some("it differs from the file".to_owned()),
+                Err(e) if e.is_empty() => None,
+                Err(e) => Some(e.clone()),
+            };
             if other.as_deref() != Ok(bytes.as_slice()) {
                 let _ = write_atomic(&copy, &seal(&bytes));
             }
-            MirrorRead::Sound(bytes)
+            MirrorRead::Sound { bytes, copy_problem }
         }
         (Err(problem), Ok(bytes)) => {
             let _ = write_atomic(path, &seal(&bytes));
@@ -195,7 +224,10 @@ mod tests {
         );
         assert_eq!(fs::read(&p).unwrap(), sealed, "the file is rewritten from its copy");
         fs::write(mirror_path(&p), b"x").unwrap();
-        assert_eq!(read_mirrored(&p, 1024, check), MirrorRead::Sound(b"{good}".to_vec()));
+        assert_eq!(
+            read_mirrored(&p, 1024, check),
+            MirrorRead::Sound { bytes: b"{good}".to_vec(), copy_problem: Some("torn".into()) }
+        );
         assert_eq!(fs::read(mirror_path(&p)).unwrap(), sealed, "the copy is rewritten too");
         // A flipped bit that still reads as valid content is caught by the seal.
         let mut flipped = sealed.clone();
@@ -207,7 +239,18 @@ mod tests {
         // Files written before seals are read as they are.
         fs::write(&p, b"{legacy}").unwrap();
         fs::remove_file(mirror_path(&p)).unwrap();
-        assert_eq!(read_mirrored(&p, 1024, check), MirrorRead::Sound(b"{legacy}".to_vec()));
+        assert_eq!(
+            read_mirrored(&p, 1024, check),
+            MirrorRead::Sound { bytes: b"{legacy}".to_vec(), copy_problem: None }
+        );
+        let q = dir.path().join("cursor.json");
+        write_sealed(&q, b"{\"next\":7}").unwrap();
+        assert_eq!(read_sealed(&q, 1024), Ok(Some(b"{\"next\":7}".to_vec())));
+        let mut b = fs::read(&q).unwrap();
+        b[9] = b'8';
+        fs::write(&q, &b).unwrap();
+        assert!(read_sealed(&q, 1024).unwrap_err().contains("checksum"));
+        assert_eq!(read_sealed(&dir.path().join("none"), 1024), Ok(None));
         fs::write(&p, b"x").unwrap();
         fs::write(mirror_path(&p), b"y").unwrap();
         assert!(matches!(read_mirrored(&p, 1024, check), MirrorRead::Damaged { .. }));

@@ -68,7 +68,16 @@ impl StateFiles {
             let check = |b: &[u8]| serde_json::from_slice::<Persisted>(b).map(drop).map_err(|e| e.to_string());
             let subject = format!("deployments/{name}.json");
             let bytes = match read_mirrored(&path, 64 * 1024, check) {
-                MirrorRead::Sound(b) => b,
+                MirrorRead::Sound { bytes, copy_problem } => {
+                    if let Some(problem) = copy_problem {
+                        crate::os::journal::note(crate::base::Repair::new(
+                            format!("{subject}.bak"),
+                            problem,
+                            "rewritten from the file",
+                        ));
+                    }
+                    bytes
+                }
                 MirrorRead::Restored { bytes, problem } => {
                     crate::os::journal::note(crate::base::Repair::new(subject, problem, "restored from its copy"));
                     bytes
