@@ -586,16 +586,16 @@ impl ImageStore {
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .filter(|m: &IngestMeta| m.digest == digest);
             let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            let drop_it = |problem: String| {
+            let drop_it = |subject: &str, problem: String| {
                 let _ = fs::remove_file(&path);
                 let _ = fs::remove_file(&meta_path);
                 journal::note(
-                    Repair::new(subject.clone(), problem, "removed; downloaded again from the start")
+                    Repair::new(subject, problem, "removed; downloaded again from the start")
                         .lost(format!("{len} bytes received earlier")),
                 );
             };
             if digest_hex(&digest).is_err() {
-                drop_it("not a blob name".into());
+                drop_it(&subject, "not a blob name".into());
                 continue;
             }
             if self.has_blob(&digest) {
@@ -604,11 +604,14 @@ impl ImageStore {
                 continue;
             }
             let Some(meta) = meta else {
-                drop_it("its description (.json) is missing or unreadable".into());
+                drop_it(
+                    &format!("images/ingest/{hex}.json"),
+                    "the description of a partial download is missing or unreadable".into(),
+                );
                 continue;
             };
             if len > meta.size {
-                drop_it(format!("{len} bytes, more than the blob's {}", meta.size));
+                drop_it(&subject, format!("{len} bytes, more than the blob's {}", meta.size));
                 continue;
             }
             if len == meta.size {
@@ -622,7 +625,7 @@ impl ImageStore {
                         continue;
                     }
                     Ok(actual) => {
-                        drop_it(format!("complete but hashes to {actual}"));
+                        drop_it(&subject, format!("complete but hashes to {actual}"));
                         continue;
                     }
                     Err(_) => {}
