@@ -768,3 +768,84 @@ async fn a_layer_listed_twice_is_fetched_once() {
     assert_eq!(proxy.state.requests(&base.layers[0].digest).len(), 1);
     assert_image_stored(&store, &twice);
 }
+
+#[tokio::test]
+async fn a_partial_holding_every_byte_is_verified_and_committed_without_asking_the_registry() {
+    let registry = Registry::start();
+    let img = one_layer_image(&registry, "whole/app", 2 * MIB, 81).await;
+    let layer = img.layers[0].clone();
+    let proxy = Proxy::start(&registry.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    // What a kill between the last byte and the commit leaves: a partial holding the whole blob.
+    let mut ing = store.ingest(&layer.digest, layer.data.len() as u64, "t").unwrap().unwrap();
+    ing.write(&layer.data).unwrap();
+    ing.flush().unwrap();
+    drop(ing);
+    let image = format!("{}/whole/app:v1", proxy.addr);
+    pull(&client(), &store, &image, &opts("linux/arm64")).await.unwrap();
+    assert_image_stored(&store, &img);
+    assert!(proxy.state.requests(&layer.digest).is_empty(), "the complete partial was asked for again");
+
+    // The same, with the kept bytes wrong: verified, thrown away, fetched again from the start.
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let mut ing = store.ingest(&layer.digest, layer.data.len() as u64, "t").unwrap().unwrap();
+    let mut bad = layer.data.clone();
+    bad[1000] ^= 0x40;
+    ing.write(&bad).unwrap();
+    ing.flush().unwrap();
+    drop(ing);
+    proxy.state.clear();
+    pull(&client(), &store, &image, &opts("linux/arm64")).await.unwrap();
+    assert_image_stored(&store, &img);
+    let reqs = proxy.state.requests(&layer.digest);
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].range, None, "fetched again from 0");
+}
+
+#[tokio::test]
+async fn a_416_for_a_kept_partial_restarts_the_blob_from_zero() {
+    let registry = Registry::start();
+    let img = one_layer_image(&registry, "r416/app", MIB, 82).await;
+    let layer = img.layers[0].clone();
+    let proxy = Proxy::start(&registry.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let mut ing = store.ingest(&layer.digest, layer.data.len() as u64, "t").unwrap().unwrap();
+    ing.write(&layer.data[..1000]).unwrap();
+    ing.flush().unwrap();
+    drop(ing);
+    // Only the layer is asked for, so the 416 is its answer.
+    store.put_blob(&img.config.digest, &img.config.data).unwrap();
+    proxy.faults().blob_statuses.push_back(416);
+    let image = format!("{}/r416/app:v1", proxy.addr);
+    pull(&client(), &store, &image, &opts("linux/arm64")).await.unwrap();
+    assert_image_stored(&store, &img);
+    let ranges: Vec<_> = proxy.state.requests(&layer.digest).into_iter().map(|r| r.range).collect();
+    assert_eq!(ranges, [Some("bytes=1000-".to_owned()), None], "asked once with the range, then from the start");
+}
+
+#[tokio::test]
+async fn damaged_blobs_in_the_store_are_fetched_again_not_trusted() {
+    let registry = Registry::start();
+    let img = one_layer_image(&registry, "dmg/app", 64 * 1024, 83).await;
+    let proxy = Proxy::start(&registry.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let image = format!("{}/dmg/app:v1", proxy.addr);
+    pull(&client(), &store, &image, &opts("linux/arm64")).await.unwrap();
+    for blob in [&img.config, &img.layers[0]] {
+        let path = store.blob_path(&blob.digest).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    proxy.state.clear();
+    pull(&client(), &store, &image, &opts("linux/arm64")).await.unwrap();
+    assert_image_stored(&store, &img);
+    for blob in [&img.config, &img.layers[0]] {
+        assert_eq!(proxy.state.requests(&blob.digest).len(), 1, "{} was not fetched again", blob.media_type);
+    }
+}

@@ -725,3 +725,60 @@ fn overlay_xattrs_from_a_layer_are_dropped() {
     assert_eq!(s[0].stats.as_ref().unwrap().xattrs_skipped, 1);
     assert!(xattr_get(&s[0].fs.join("f"), "trusted.overlay.redirect").is_empty());
 }
+
+#[test]
+fn a_damaged_snapshot_is_never_used_but_moved_aside_and_unpacked_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut entries = vec![dir("bin/", 0o755)];
+    entries.push(E::File("bin/busybox".into(), vec![7u8; 64 * 1024], 0o755, 0, T0));
+    entries.push(file("etc/hostname", "box\n", 0o644));
+    let l = layer(&entries, GZ);
+    let spec = LayerSpec { diff_id: l.diff_id.clone(), media_type: GZ.into() };
+    let state = tmp.path().join("state");
+    let store = SnapshotStore::open(&state).unwrap();
+    let first = store.ensure(&[], &spec, || Ok(&l.blob[..]), &UnpackPolicy::default()).unwrap();
+    let snap_dir = first.fs.parent().unwrap().to_path_buf();
+    let busybox = first.fs.join("bin/busybox");
+    type Damage<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let damages: Vec<Damage<'_>> = vec![
+        (
+            "a truncated file",
+            Box::new(|| fs::OpenOptions::new().write(true).open(&busybox).unwrap().set_len(812).unwrap()),
+        ),
+        ("no completion record", Box::new(|| fs::remove_file(snap_dir.join("meta.json")).unwrap())),
+        (
+            "a garbled completion record",
+            Box::new(|| fs::write(snap_dir.join("meta.json"), b"{\"chain_id\": 4").unwrap()),
+        ),
+        ("a file added", Box::new(|| fs::write(first.fs.join("etc/extra"), b"x").unwrap())),
+        (
+            "both: truncated and no record",
+            Box::new(|| {
+                fs::OpenOptions::new().write(true).open(&busybox).unwrap().set_len(100).unwrap();
+                fs::remove_file(snap_dir.join("meta.json")).unwrap();
+            }),
+        ),
+    ];
+    for (what, damage) in &damages {
+        damage();
+        let again = store.ensure(&[], &spec, || Ok(&l.blob[..]), &UnpackPolicy::default()).unwrap();
+        assert!(!again.reused, "{what}: the damaged snapshot was used");
+        assert_eq!(fs::metadata(again.fs.join("bin/busybox")).unwrap().len(), 64 * 1024, "{what}");
+        assert!(fs::read_dir(store.dir()).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".broken-")));
+        let sound = store.ensure(
+            &[],
+            &spec,
+            || -> std::io::Result<&[u8]> { panic!("{what}: unpacked twice") },
+            &UnpackPolicy::default(),
+        );
+        assert!(sound.unwrap().reused, "{what}: the new snapshot is sound");
+    }
+    // Nothing mounts a root file system of this state dir: the next open deletes what was moved aside.
+    let store = SnapshotStore::open(&state).unwrap();
+    assert_eq!(committed(&store), vec![l.diff_id.trim_start_matches("sha256:").to_string()]);
+    assert_eq!(store.check().unwrap().0, 1);
+}

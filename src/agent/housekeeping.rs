@@ -1,4 +1,5 @@
-//! Housekeeping: adopting what the backend runs, rotating container logs, and the agent's own memory.
+//! Housekeeping: checking the stored state at start, adopting what the backend runs, rotating container logs,
+//! and the agent's own memory.
 
 use super::*;
 
@@ -19,6 +20,34 @@ pub(super) async fn start_containers_housekeeping(
         Err(err) => warn!(%err, "listing owned containers failed"),
     }
     tracker.spawn(crate::runtime::rotate_loop(backend, LOG_ROTATE_PERIOD, shutdown.clone()));
+}
+
+// ---- stored state: checked once at start, before anything uses it ----------------------------------------
+
+/// Checks the image store (records, manifests and configs hashed, layer sizes, small blobs hashed, partial
+/// downloads) and every snapshot (completion record and tree) under `state_dir`; what fails is removed or moved
+/// aside and noted in the repair journal, and rebuilt when it is next used. Blocking.
+pub(super) fn check_state(state_dir: &Path) {
+    let started = std::time::Instant::now();
+    match crate::image::store::ImageStore::open(state_dir).and_then(|s| s.check()) {
+        Ok(r) => info!(
+            records = r.records,
+            blobs = r.blobs,
+            hashed_bytes = r.hashed_bytes,
+            partials = r.partials,
+            repairs = r.repairs,
+            ms = started.elapsed().as_millis() as u64,
+            "image store checked"
+        ),
+        Err(err) => warn!(%err, "cannot check the image store"),
+    }
+    let started = std::time::Instant::now();
+    match crate::image::snapshot::SnapshotStore::open(state_dir).and_then(|s| s.check()) {
+        Ok((sound, entries)) => {
+            info!(snapshots = sound, entries, ms = started.elapsed().as_millis() as u64, "snapshots checked")
+        }
+        Err(err) => warn!(%err, "cannot check the snapshots"),
+    }
 }
 
 // ---- the agent's own memory ---------------------------------------------------------------------------------

@@ -21,7 +21,13 @@ pub(super) struct Inbox {
     pub(super) config: Config,
     /// One permit per command that may run at once (`commands.max_concurrent`); a command without one is refused.
     pub(super) command_slots: Arc<tokio::sync::Semaphore>,
+    /// Valid documents that could not be stored for a local reason (a full disk), by source: stored and applied
+    /// by [`Inbox::retry_pending`] once that works, unless a newer one replaced them.
+    pub(super) pending: BTreeMap<Source, (String, Document)>,
 }
+
+/// How often a document refused for a local reason is tried again.
+pub(super) const PENDING_RETRY: Duration = Duration::from_secs(5);
 
 /// The `reported` document, written by the inbox (documents) and the executor (deployments).
 pub(super) type Shared = Arc<Mutex<Reported>>;
@@ -51,6 +57,7 @@ impl Inbox {
             sources: Default::default(),
             rejected: None,
             deployments: Default::default(),
+            repairs: Vec::new(),
             at: chrono::Utc::now(),
         }));
         let (tx, rx) = watch::channel(None);
@@ -67,6 +74,7 @@ impl Inbox {
             requests,
             config: config.clone(),
             command_slots: Arc::new(tokio::sync::Semaphore::new(config.commands.max_concurrent)),
+            pending: BTreeMap::new(),
         };
         inbox.refresh_desired();
         (inbox, rx, reported)
@@ -103,9 +111,15 @@ impl Inbox {
         mut incoming: tokio::sync::mpsc::Receiver<Delivery>,
         shutdown: CancellationToken,
     ) {
+        let mut retry = tokio::time::interval(PENDING_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = retry.tick(), if !self.pending.is_empty() => {
+                    self.retry_pending().await;
+                    continue;
+                }
                 m = incoming.recv() => match m { Some(m) => m, None => return },
             };
             match delivery {
@@ -141,6 +155,41 @@ impl Inbox {
             Rejected { source: source.to_string(), generation: None, reasons: vec![reason], at: chrono::Utc::now() };
         self.reported.lock().unwrap_or_else(|e| e.into_inner()).rejected = Some(rejected);
         self.publish_reported();
+    }
+
+    /// Tries again to store the documents refused for a local reason; each one stored is applied.
+    pub(super) async fn retry_pending(&mut self) {
+        let mut changed = false;
+        for (source, (topic, doc)) in std::mem::take(&mut self.pending) {
+            let (store, src, d) = (self.store.clone(), source.clone(), doc.clone());
+            match tokio::task::spawn_blocking(move || store.save(&src, &d)).await {
+                Ok(Ok(())) => {
+                    info!(%topic, generation = ?doc.generation, "desired stored and applied after an earlier local failure");
+                    self.accepted(&topic, &source, &doc);
+                    changed = true;
+                }
+                _ => {
+                    self.pending.insert(source, (topic, doc));
+                }
+            }
+        }
+        if changed {
+            self.publish_reported();
+        }
+    }
+
+    /// A document was stored: report it, clear its source's rejection, hand the new desired state on.
+    fn accepted(&mut self, topic: &str, source: &Source, doc: &Document) {
+        info!(%topic, generation = ?doc.generation, "desired accepted");
+        emit(&self.handle, "desired_accepted", serde_json::json!({ "topic": topic, "generation": doc.generation }));
+        {
+            let mut r = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+            if r.rejected.as_ref().is_some_and(|x| x.source == source.to_string()) {
+                r.rejected = None;
+            }
+        }
+        self.pending.remove(source);
+        self.refresh_desired();
     }
 
     pub(super) async fn handle(&mut self, msg: Message) {
@@ -179,40 +228,29 @@ impl Inbox {
         match rejected {
             Ok(doc) => {
                 let (store, src, d) = (self.store.clone(), source.clone(), doc.clone());
-                match tokio::task::spawn_blocking(move || store.save(&src, &d)).await {
-                    Ok(Ok(())) => {
-                        info!(topic = %msg.topic, generation = ?doc.generation, "desired accepted");
-                        emit(
-                            &self.handle,
-                            "desired_accepted",
-                            serde_json::json!({ "topic": msg.topic, "generation": doc.generation }),
-                        );
-                        {
-                            let mut r = self.reported.lock().unwrap_or_else(|e| e.into_inner());
-                            if r.rejected.as_ref().is_some_and(|x| x.source == source.to_string()) {
-                                r.rejected = None;
-                            }
-                        }
-                        self.refresh_desired();
+                let stored = match tokio::task::spawn_blocking(move || store.save(&src, &d)).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match stored {
+                    Ok(()) => self.accepted(&msg.topic, &source, &doc),
+                    Err(err) => {
+                        // Valid, but the state dir refused it (a full disk): tried again until it can be stored.
+                        self.pending.insert(source.clone(), (msg.topic.clone(), doc));
+                        self.reject(
+                            msg,
+                            Rejected {
+                                source: source.to_string(),
+                                generation,
+                                reasons: vec![format!(
+                                    "cannot store the document: {err}; tried again every {}s and applied once it \
+                                     can be stored",
+                                    PENDING_RETRY.as_secs()
+                                )],
+                                at: now,
+                            },
+                        )
                     }
-                    Ok(Err(err)) => self.reject(
-                        msg,
-                        Rejected {
-                            source: source.to_string(),
-                            generation,
-                            reasons: vec![format!("cannot store the document: {err}")],
-                            at: now,
-                        },
-                    ),
-                    Err(err) => self.reject(
-                        msg,
-                        Rejected {
-                            source: source.to_string(),
-                            generation,
-                            reasons: vec![format!("cannot store the document: {err}")],
-                            at: now,
-                        },
-                    ),
                 }
             }
             Err(rejection) => self.reject(msg, rejection),

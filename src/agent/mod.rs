@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::config::PolicyConfig;
 use crate::deploy::desired::{DesiredStore, Source};
-use crate::deploy::document::{self, Format};
+use crate::deploy::document::{self, Document, Format};
 use crate::deploy::executor::{self, Desired, Executor, Output};
 use crate::deploy::report::{Rejected, Reported};
 use crate::host::metrics::Sampler;
@@ -98,14 +98,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .brokers(&config.client_id(), Duration::from_secs(config.mqtt.keep_alive_s))
         .context("mqtt connection settings")?;
 
+    let boot = boot_id(&config.host.root);
     let spool_dir = config.state_dir.join("spool");
     let (max_bytes, sync_each) = (config.spool.max_bytes, config.spool.fsync_interval_ms == 0);
-    let spool = tokio::task::spawn_blocking(move || Spool::open(&spool_dir, max_bytes, sync_each))
-        .await?
-        .context("cannot open the telemetry spool")?;
+    let spool_boot = boot.clone();
+    let spool = tokio::task::spawn_blocking(move || {
+        Spool::open_on_boot(&spool_dir, max_bytes, sync_each, spool_boot.as_deref())
+    })
+    .await?
+    .context("cannot open the telemetry spool")?;
+    // Verify the stored images and snapshots before anything uses them; what fails is repaired and reported.
+    let check_dir = config.state_dir.clone();
+    tokio::task::spawn_blocking(move || check_state(&check_dir)).await?;
 
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let boot = boot_id(&config.host.root);
     let status = |online: bool| {
         serde_json::to_vec(&Status {
             online,
@@ -154,6 +160,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let tracker = TaskTracker::new();
     tracker.spawn(sample_loop(config.clone(), handle.clone(), shutdown.clone()));
     tracker.spawn(host_loop(config.clone(), facts, handle.clone(), shutdown.clone()));
+    tracker.spawn(repair_loop(handle.clone(), topics.clone(), inbox.reported.clone(), shutdown.clone()));
     tracker.spawn(inbox.run(incoming, shutdown.clone()));
     tracker.spawn(memory_loop(shutdown.clone()));
     if let Some(rt) = runtime.clone() {

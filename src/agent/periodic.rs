@@ -78,3 +78,40 @@ pub(super) async fn host_loop(config: Config, mut last: HostFacts, handle: LinkH
         }
     }
 }
+
+/// How often the repair journal is drained into events and `reported`.
+pub(super) const REPAIR_PERIOD: Duration = Duration::from_secs(1);
+
+/// Publishes what the agent repaired in its own state: one `repair` event each (`subject`, `problem`, `action`,
+/// `lost`) and the newest ones in `reported.repairs`.
+pub(super) async fn repair_loop(handle: LinkHandle, topics: Topics, reported: Shared, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(REPAIR_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (repairs, overflow) = crate::os::journal::drain();
+        if repairs.is_empty() && overflow == 0 {
+            continue;
+        }
+        let at = chrono::Utc::now();
+        for r in &repairs {
+            emit(&handle, "repair", serde_json::to_value(r).unwrap_or_default());
+        }
+        if overflow > 0 {
+            emit(
+                &handle,
+                "repair",
+                serde_json::json!({ "subject": "-", "problem": format!("{overflow} more repairs"),
+                "action": "not listed: the journal was full" }),
+            );
+        }
+        reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_repairs(repairs.into_iter().map(|repair| crate::deploy::report::ReportedRepair { repair, at }));
+        publish_reported(&handle, &topics, &reported);
+    }
+}

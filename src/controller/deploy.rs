@@ -273,6 +273,7 @@ mod tests {
             sources: sources.iter().map(|(s, g)| (s.to_string(), Some(*g))).collect(),
             rejected: None,
             deployments: deps.into_iter().map(|(n, s)| (n.to_owned(), dep(s))).collect(),
+            repairs: Vec::new(),
             at: chrono::Utc::now(),
         }
     }

@@ -161,6 +161,10 @@ pub struct DeviceView {
     pub host: Option<Value>,
     pub telemetry: Option<Value>,
     pub reported: Option<Reported>,
+    /// How far the device's clock is ahead of this controller's (negative: behind), measured with a `ping` when
+    /// the device is online but its telemetry time looked wrong; `None` when not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_ms: Option<i64>,
 }
 
 /// One line of `jetship devices`.
@@ -200,8 +204,11 @@ pub struct DeviceRow {
     pub tensorrt: Option<String>,
     /// The groups the device's status lists.
     pub groups: Vec<String>,
-    /// Unix ms of the last telemetry sample.
+    /// Unix ms (this controller's clock) of the last telemetry sample: the device's time stamp, corrected by
+    /// `clock_skew_ms` when that was measured.
     pub last_seen_ms: Option<u64>,
+    /// The device's clock skew, when measured (see [`DeviceView::clock_skew_ms`]).
+    pub clock_skew_ms: Option<i64>,
 }
 
 impl DeviceView {
@@ -244,10 +251,36 @@ impl DeviceView {
             cuda: s(host.and_then(|h| h.pointer("/installed/cuda"))),
             tensorrt: s(host.and_then(|h| h.pointer("/installed/tensorrt"))),
             groups: self.status.as_ref().map(|s| s.groups.clone()).unwrap_or_default(),
-            last_seen_ms: self.telemetry.as_ref().and_then(|t| t.get("ts")).and_then(|t| t.as_u64()),
+            last_seen_ms: self.telemetry.as_ref().and_then(|t| t.get("ts")).and_then(|t| t.as_u64()).map(|ts| {
+                let skew = self.clock_skew_ms.unwrap_or(0);
+                if skew >= 0 {
+                    ts.saturating_sub(skew as u64)
+                } else {
+                    ts.saturating_add(skew.unsigned_abs())
+                }
+            }),
+            clock_skew_ms: self.clock_skew_ms,
         }
     }
+
+    /// Whether the device says it is online but its last sample's time is off from `now_ms` by more than a
+    /// working device's samples can be: in the future, or older than [`STALE_MS`]. Its clock is then measured.
+    pub fn time_looks_wrong(&self, now_ms: u64) -> bool {
+        let online = self.status.as_ref().is_some_and(|s| s.online);
+        let ts = self.telemetry.as_ref().and_then(|t| t.get("ts")).and_then(Value::as_u64);
+        online && ts.is_some_and(|ts| ts > now_ms + FUTURE_MS || now_ms.saturating_sub(ts) > STALE_MS)
+    }
 }
+
+/// A sample this much older than now, from a device that is online, means its clock is off (or its sampler is
+/// stuck; the clock measurement tells which).
+pub const STALE_MS: u64 = 60_000;
+/// A sample this far in the future means the device's clock is ahead.
+pub const FUTURE_MS: u64 = 5_000;
+/// Skews up to this are not shown: network and sampling jitter.
+const SKEW_SHOWN_MS: i64 = 5_000;
+/// How long `devices`/`status` wait for clock answers.
+const SKEW_WAIT: Duration = Duration::from_secs(3);
 
 /// Applies one retained/live message to the fleet map (pure). Unknown topics and unparsable payloads are
 /// skipped: one broken device must not hide the others.
@@ -280,6 +313,24 @@ pub fn apply(devices: &mut BTreeMap<String, DeviceView>, topic: &str, payload: &
 
 fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// "last seen" with the device's clock skew when it matters: `5s ago (clock +60m)`.
+fn seen(r: &DeviceRow, now_ms: u64) -> String {
+    let age = ago(r.last_seen_ms, now_ms);
+    match r.clock_skew_ms {
+        Some(skew) if skew.abs() > SKEW_SHOWN_MS => {
+            let sign = if skew > 0 { "+" } else { "-" };
+            let s = skew.unsigned_abs() / 1000;
+            let amount = match s {
+                0..=119 => format!("{s}s"),
+                120..=7199 => format!("{}m", s / 60),
+                _ => format!("{}h", s / 3600),
+            };
+            format!("{age} (clock {sign}{amount})")
+        }
+        _ => age,
+    }
 }
 
 fn ago(ms: Option<u64>, now_ms: u64) -> String {
@@ -382,7 +433,7 @@ pub fn table(rows: &[DeviceRow], now_ms: u64) -> String {
             r.power_mode.clone().unwrap_or_else(|| "-".into()),
             on_off(r.jetson_clocks).into(),
             if r.engines_on.is_empty() { "-".into() } else { r.engines_on.join(",") },
-            ago(r.last_seen_ms, now_ms),
+            seen(r, now_ms),
         ]);
     }
     let widths: Vec<usize> =
@@ -527,7 +578,7 @@ pub fn detail(view: &DeviceView, now_ms: u64) -> String {
         ));
     }
     let seq = view.telemetry.as_ref().and_then(|t| t.get("seq")).and_then(Value::as_u64);
-    out.push_str(&format!("last seen:    {} (telemetry seq {})\n", ago(r.last_seen_ms, now_ms), fmt_opt(seq)));
+    out.push_str(&format!("last seen:    {} (telemetry seq {})\n", seen(&r, now_ms), fmt_opt(seq)));
     out
 }
 
@@ -686,8 +737,55 @@ pub async fn snapshot(access: &BrokerAccess, device: &str, limit: Duration) -> R
             _ => {}
         }
     }
+    measure_skew(&mut s, &mut devices, deadline).await;
     s.disconnect();
     Ok(devices)
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Pings every online device whose telemetry time looks wrong ([`DeviceView::time_looks_wrong`]) and sets its
+/// clock skew from the answer's `ts` against this controller's clock at the middle of the round trip. Waits at
+/// most [`SKEW_WAIT`] (and never past `deadline`); devices that do not answer stay unmeasured.
+async fn measure_skew(s: &mut Session, devices: &mut BTreeMap<String, DeviceView>, deadline: Instant) {
+    let now = wall_ms();
+    let suspects: Vec<String> = devices.values().filter(|d| d.time_looks_wrong(now)).map(|d| d.id.clone()).collect();
+    if suspects.is_empty() {
+        return;
+    }
+    let deadline = deadline.min(Instant::now() + SKEW_WAIT);
+    let request_id = format!("skew-{:016x}", rand::random::<u64>());
+    let suffix = format!("/reply/{request_id}");
+    s.subscribe(vec![format!("{ROOT}/+/reply/{request_id}")], QoS::AtLeastOnce);
+    let mut sent: BTreeMap<String, (u64, std::time::Instant)> = BTreeMap::new();
+    let mut left = suspects.len();
+    while left > 0 {
+        let Ok(ev) = s.next(deadline).await else { return };
+        match ev {
+            Event::Incoming(Incoming::SubAck(_)) if sent.is_empty() => {
+                for id in &suspects {
+                    let Ok(topics) = Topics::new(id) else { continue };
+                    s.publish(topics.cmd(&request_id), br#"{"cmd":"ping"}"#.to_vec(), QoS::AtLeastOnce);
+                    sent.insert(id.clone(), (wall_ms(), std::time::Instant::now()));
+                }
+            }
+            Event::Incoming(Incoming::Publish(p)) if p.topic.ends_with(&suffix) => {
+                let id = p.topic.strip_prefix(ROOT).and_then(|r| r.strip_prefix('/')).and_then(|r| r.split_once('/'));
+                let Some(id) = id.map(|(id, _)| id.to_owned()) else { continue };
+                let Some((sent_wall, sent_at)) = sent.get(&id).copied() else { continue };
+                let reply: Option<protocol::Reply> = serde_json::from_slice(&p.payload).ok();
+                let device_ts = reply.and_then(|r| r.result).and_then(|v| v.get("ts").and_then(Value::as_u64));
+                if let (Some(ts), Some(view)) = (device_ts, devices.get_mut(&id)) {
+                    let mid = sent_wall + sent_at.elapsed().as_millis() as u64 / 2;
+                    view.clock_skew_ms = Some(ts as i64 - mid as i64);
+                    left -= 1;
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 pub(crate) fn timeout_as(e: Error, limit: Duration) -> Error {
@@ -882,6 +980,32 @@ mod tests {
         let r = d["a"].row();
         assert_eq!(r.online, None);
         assert!(table(&[r], 0).contains("?"));
+    }
+
+    #[test]
+    fn a_skewed_clock_is_measured_not_shown_as_a_stale_age() {
+        let mut d = BTreeMap::new();
+        apply(&mut d, "jetship/v1/a/status", br#"{"online":true,"agent_version":"0","started_at":"x","boot_id":null}"#);
+        apply(&mut d, "jetship/v1/a/telemetry", &telemetry(9)); // ts 1_000_000
+        let hour = 3_600_000;
+        // The device's clock is an hour behind: its fresh sample looks an hour old.
+        let now = 1_000_000 + hour + 2_000;
+        assert!(d["a"].time_looks_wrong(now));
+        assert!(table(&[d["a"].row()], now).contains("60m ago"), "unmeasured, the raw age shows");
+        d.get_mut("a").unwrap().clock_skew_ms = Some(-(hour as i64));
+        let r = d["a"].row();
+        assert_eq!(r.last_seen_ms, Some(1_000_000 + hour));
+        let t = table(&[r], now);
+        assert!(t.contains("2s ago (clock -60m)"), "{t}");
+        // Ahead, and a device that is offline: no measurement wanted.
+        assert!(d["a"].time_looks_wrong(1_000_000 - 10_000));
+        assert!(!d["a"].time_looks_wrong(1_000_000 + 3_000));
+        apply(
+            &mut d,
+            "jetship/v1/a/status",
+            br#"{"online":false,"agent_version":"0","started_at":"x","boot_id":null}"#,
+        );
+        assert!(!d["a"].time_looks_wrong(now));
     }
 
     #[test]

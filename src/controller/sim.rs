@@ -96,6 +96,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                     sources: Default::default(),
                     rejected: None,
                     deployments: Default::default(),
+                    repairs: Vec::new(),
                     at: chrono::Utc::now(),
                 })?,
             );

@@ -128,21 +128,23 @@ impl DesiredStore {
         &self.dir
     }
 
-    /// Persists `doc` as the last valid document of `source` (crash-safe: old or new, never half).
+    /// Persists `doc` as the last valid document of `source` (crash-safe: old or new, never half; sealed with a
+    /// checksum and mirrored in `<file>.bak`, so one damaged copy is detected and the other used).
     pub fn save(&self, source: &Source, doc: &Document) -> Result<()> {
         let path = self.dir.join(source.file_name());
-        let json = serde_json::to_vec_pretty(doc).expect("document serializes");
-        crate::os::fsutil::write_atomic(&path, &json).map_err(|source| Error::Write { path, source })
+        let json = serde_json::to_vec(doc).expect("document serializes");
+        crate::os::fsutil::write_mirrored(&path, &json).map_err(|source| Error::Write { path, source })
     }
 
     /// Forgets `source` (a group the device left). Absent is fine.
     pub fn remove(&self, source: &Source) -> Result<()> {
         let path = self.dir.join(source.file_name());
-        match std::fs::remove_file(&path) {
-            Ok(()) => crate::os::fsutil::sync_dir(&self.dir).map_err(|source| Error::Remove { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(Error::Remove { path, source }),
-        }
+        crate::os::fsutil::remove_mirrored(&path)
+            .and_then(|()| match crate::os::fsutil::sync_dir(&self.dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            })
+            .map_err(|source| Error::Remove { path, source })
     }
 
     /// Loads every stored document. A missing folder is an empty store; an unreadable or invalid file is
@@ -157,20 +159,58 @@ impl DesiredStore {
                 return out;
             }
         };
-        let mut files: Vec<(Source, PathBuf)> = entries
+        // A source's file, or only its copy (the file itself lost).
+        let mut sources: Vec<Source> = entries
             .filter_map(|e| e.ok())
-            .filter_map(|e| Some((Source::from_file_name(e.file_name().to_str()?)?, e.path())))
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_owned();
+                Source::from_file_name(name.strip_suffix(".bak").unwrap_or(&name))
+            })
             .collect();
-        files.sort();
-        for (source, path) in files {
-            match document::read_file(&path) {
+        sources.sort();
+        sources.dedup();
+        for source in sources {
+            use crate::os::fsutil::{read_mirrored, MirrorRead};
+            let path = self.dir.join(source.file_name());
+            let subject = format!("desired/{}", source.file_name());
+            let name = path.display().to_string();
+            let check =
+                |b: &[u8]| document::parse(b, Some(document::Format::Json), &name).map(drop).map_err(|e| e.to_string());
+            let bytes = match read_mirrored(&path, document::MAX_DOCUMENT_BYTES as u64 + 128, check) {
+                MirrorRead::Sound { bytes, copy_problem } => {
+                    if let Some(problem) = copy_problem {
+                        crate::os::journal::note(crate::base::Repair::new(
+                            format!("{subject}.bak"),
+                            problem,
+                            "rewritten from the file",
+                        ));
+                    }
+                    bytes
+                }
+                MirrorRead::Restored { bytes, problem } => {
+                    crate::os::journal::note(crate::base::Repair::new(subject, problem, "restored from its copy"));
+                    bytes
+                }
+                MirrorRead::Missing => continue,
+                MirrorRead::Damaged { problem } => {
+                    tracing::warn!(path = %path.display(), %problem, "ignoring stored desired state");
+                    crate::os::journal::note(
+                        crate::base::Repair::new(
+                            subject,
+                            problem.clone(),
+                            "ignored until the controller sends it again",
+                        )
+                        .lost(format!("the last {source} document")),
+                    );
+                    out.problems.push(format!("{name}: {problem}; ignored (the next valid document replaces it)"));
+                    continue;
+                }
+            };
+            match document::parse(&bytes, Some(document::Format::Json), &name) {
                 Ok(doc) => {
                     out.documents.insert(source, doc);
                 }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring stored desired state");
-                    out.problems.push(format!("{e}; ignored (the next valid document replaces it)"));
-                }
+                Err(e) => out.problems.push(format!("{e}; ignored (the next valid document replaces it)")),
             }
         }
         out
@@ -246,6 +286,27 @@ mod tests {
         store.remove(&Source::Group("lab".into())).unwrap();
         store.remove(&Source::Group("lab".into())).unwrap();
         assert_eq!(store.load_all().documents.len(), 1);
+    }
+
+    #[test]
+    fn a_torn_or_flipped_document_is_restored_from_its_copy_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DesiredStore::new(dir.path());
+        let dev = doc("generation = 4\n[deployments.app]\nimage = \"busybox:1\"\n");
+        store.save(&Source::Device, &dev).unwrap();
+        let path = store.dir().join("device.json");
+        let good = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+        assert_eq!(store.load_all().documents[&Source::Device], dev);
+        let mut flipped = good.clone();
+        let at = flipped.windows(7).position(|w| w == b"busybox").unwrap();
+        flipped[at] ^= 0x01; // still valid JSON, another image: only the checksum tells
+        std::fs::write(&path, &flipped).unwrap();
+        assert_eq!(store.load_all().documents[&Source::Device], dev);
+        let (repairs, _) = crate::os::journal::drain();
+        assert_eq!(repairs.iter().filter(|r| r.subject == "desired/device.json").count(), 2, "{repairs:?}");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(store.load_all().documents[&Source::Device], dev, "the copy alone is enough");
     }
 
     #[test]

@@ -29,8 +29,32 @@ pub struct Reported {
     /// Every deployment desired or still being removed.
     #[serde(default)]
     pub deployments: BTreeMap<String, ReportedDeployment>,
+    /// The last repairs the agent made to its own state (at most [`REPAIRS_KEPT`], newest last): what file or
+    /// container, what was wrong, what it did, what was lost. Each was also an `events` message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repairs: Vec<ReportedRepair>,
     /// When this report was made.
     pub at: DateTime<Utc>,
+}
+
+/// How many repairs `reported` keeps.
+pub const REPAIRS_KEPT: usize = 32;
+
+/// A repair, with when the agent made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedRepair {
+    #[serde(flatten)]
+    pub repair: crate::base::Repair,
+    pub at: DateTime<Utc>,
+}
+
+impl Reported {
+    /// Adds repairs, keeping the newest [`REPAIRS_KEPT`].
+    pub fn add_repairs(&mut self, repairs: impl IntoIterator<Item = ReportedRepair>) {
+        self.repairs.extend(repairs);
+        let extra = self.repairs.len().saturating_sub(REPAIRS_KEPT);
+        self.repairs.drain(..extra);
+    }
 }
 
 /// A refused document and why.
@@ -171,6 +195,7 @@ mod tests {
                     source: Some("device".into()),
                 },
             )]),
+            repairs: Vec::new(),
             at: at(),
         };
         let json = serde_json::to_value(&r).unwrap();

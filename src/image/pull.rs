@@ -388,10 +388,16 @@ async fn pull_inner(
     let mut seen = std::collections::HashSet::new();
     jobs.retain(|j| seen.insert(j.digest.clone()));
     let total_bytes: u64 = jobs.iter().map(|j| j.size).sum();
-    let present_bytes: u64 = jobs
-        .iter()
-        .map(|j| if store.has_blob(&j.digest) { j.size } else { store.partial_len(&j.digest).min(j.size) })
-        .sum();
+    let present_bytes: u64 =
+        jobs.iter()
+            .map(|j| {
+                if store.has_verified_blob(&j.digest, j.size) {
+                    j.size
+                } else {
+                    store.partial_len(&j.digest).min(j.size)
+                }
+            })
+            .sum();
     preflight(&ctx, &parsed, total_bytes - present_bytes)?;
     ctx.emit(Progress::Planned { image: image.clone(), blobs: jobs.len(), total_bytes, present_bytes });
 
@@ -626,7 +632,9 @@ enum AttemptError {
 }
 
 async fn fetch_blob(ctx: &Ctx<'_>, job: &BlobJob) -> Result<u64> {
-    if ctx.store.has_blob(&job.digest) {
+    let (store, digest, size) = (ctx.store.clone(), job.digest.clone(), job.size);
+    let present = tokio::task::spawn_blocking(move || store.has_verified_blob(&digest, size)).await.unwrap_or(false);
+    if present {
         ctx.emit(Progress::BlobDone { digest: job.digest.clone(), cached: true });
         return Ok(0);
     }
@@ -678,8 +686,21 @@ async fn attempt_blob(ctx: &Ctx<'_>, job: &BlobJob, downloaded: &mut u64) -> std
         return Ok(()); // another pull committed it while this one waited
     };
     let offset = ingest.written();
+    if offset == job.size {
+        // An earlier attempt received every byte but was stopped before the commit: verify and commit it, never
+        // ask the registry for an empty range (that is a 416).
+        ctx.emit(Progress::BlobStarted { digest: job.digest.clone(), size: job.size, offset });
+        return commit(ctx, ingest).await;
+    }
     let resp = match ctx.client.blob(ctx.reference, &job.digest, offset).await {
         Ok(r) => r,
+        Err(registry::Error::Status { status, .. }) if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE => {
+            // The registry has no bytes from `offset` on: what is kept cannot be the start of this blob.
+            ingest.restart().map_err(fatal)?;
+            return Err(AttemptError::Corrupt(format!(
+                "the registry has no bytes from offset {offset} on (416); downloading the blob from the start"
+            )));
+        }
         Err(e) if e.is_transient() => return Err(AttemptError::Transient(e.to_string())),
         Err(source) => return Err(AttemptError::Fatal(Error::Registry { image: ctx.image.clone(), source })),
     };
@@ -716,7 +737,13 @@ async fn attempt_blob(ctx: &Ctx<'_>, job: &BlobJob, downloaded: &mut u64) -> std
             job.size
         )));
     }
-    // Verify, fsync and rename off the async threads.
+    commit(ctx, ingest).await
+}
+
+/// Verifies, fsyncs and renames a complete partial into the store, off the async threads.
+async fn commit(ctx: &Ctx<'_>, ingest: image_store::Ingest) -> std::result::Result<(), AttemptError> {
+    let fatal = |e: image_store::Error| AttemptError::Fatal(ctx.store_err(e));
+    crate::os::crashpoint::hit("blob-downloaded");
     match tokio::task::spawn_blocking(move || ingest.commit()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e @ image_store::Error::DigestMismatch { .. })) => Err(AttemptError::Corrupt(e.to_string())),

@@ -1,9 +1,14 @@
 //! Layer snapshots keyed by chain id, and container root file systems assembled from them.
 //!
 //! Owns `<state_dir>/snapshots/`: one directory per unpacked layer, `<chain-id-hex>/fs` (the layer's tree, with
-//! whiteouts recorded the overlayfs way) and `<chain-id-hex>/meta.json`. A snapshot is unpacked into
-//! `.tmp-*`, synced and renamed into place, so a directory under its final name is always complete; leftover
-//! `.tmp-*` directories from a crash are removed when the store is opened. It also mounts a container's root
+//! whiteouts recorded the overlayfs way) and `<chain-id-hex>/meta.json`, its completion record (chain id, DiffID,
+//! and a digest of the tree's metadata: every entry's path, type, mode, owner, size, mtime and link target).
+//! A snapshot is unpacked into `.tmp-*`, synced and renamed into place, so a directory under its final name is
+//! always complete; leftover `.tmp-*` directories from a crash are removed when the store is opened. Before a
+//! snapshot is used its record is read and its tree walked and compared ([`SnapshotStore::get`]): one that fails
+//! is moved aside to `.broken-*` (a running container's overlay may still use it; it is deleted once no
+//! container root file system of the state dir is mounted) and unpacked again, and the repair noted in
+//! `os::journal`. It also mounts a container's root
 //! file system (overlayfs, or a flattened copy where overlayfs is unavailable) under a container directory the
 //! caller owns. Everything here blocks on file-system work: async callers run it in `spawn_blocking`.
 //! It does not fetch blobs (callers pass a reader), decide which images to keep, or touch
@@ -137,13 +142,65 @@ pub struct Snapshot {
     pub stats: Option<UnpackStats>,
 }
 
-/// What `meta.json` records next to each snapshot.
+/// What `meta.json` records next to each snapshot: its completion record.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct SnapshotMeta {
     chain_id: String,
     diff_id: String,
     parent: Option<String>,
     stats: UnpackStats,
+    /// [`tree_digest`] of `fs/` when it was committed; absent in snapshots of older versions (then computed and
+    /// recorded on first use).
+    #[serde(default)]
+    tree: Option<String>,
+    #[serde(default)]
+    entries: Option<u64>,
+}
+
+/// A digest of a tree's metadata, entries in name order: path, file type, mode, uid, gid, size, mtime (s, ns),
+/// device number and symlink target. Catches truncated, rewritten, added and removed files without reading
+/// their content (what it costs is in docs/benchmarks.md). Never follows a symlink. Returns the digest and the
+/// number of entries.
+pub fn tree_digest(root: &Path) -> io::Result<(String, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let mut hasher = Sha256::new();
+    let mut entries = 0u64;
+    let mut stack = vec![(PathBuf::new(), root.to_path_buf())];
+    while let Some((rel, dir)) = stack.pop() {
+        let mut names: Vec<_> = fs::read_dir(&dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
+        names.sort();
+        // Pushed in reverse so the walk goes in name order (depth first).
+        let mut subdirs = Vec::new();
+        for name in names {
+            let path = dir.join(&name);
+            let rel = rel.join(&name);
+            let m = fs::symlink_metadata(&path)?;
+            entries += 1;
+            hasher.update(rel.as_os_str().as_bytes());
+            hasher.update([0]);
+            for v in [
+                m.mode() as u64,
+                m.uid() as u64,
+                m.gid() as u64,
+                m.size(),
+                m.mtime() as u64,
+                m.mtime_nsec() as u64,
+                m.rdev(),
+            ] {
+                hasher.update(v.to_le_bytes());
+            }
+            if m.file_type().is_symlink() {
+                hasher.update(fs::read_link(&path)?.as_os_str().as_bytes());
+            }
+            hasher.update([0xff]);
+            if m.file_type().is_dir() {
+                subdirs.push((rel, path));
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), entries))
 }
 
 /// The snapshot directory of a state dir.
@@ -160,10 +217,15 @@ impl SnapshotStore {
         fs::create_dir_all(&dir).map_err(io_err("create snapshot dir", &dir))?;
         for e in fs::read_dir(&dir).map_err(io_err("read snapshot dir", &dir))? {
             let e = e.map_err(io_err("read snapshot dir", &dir))?;
-            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
                 let p = e.path();
                 tracing::info!(path = %p.display(), "removing incomplete snapshot left by an interrupted unpack");
                 fs::remove_dir_all(&p).map_err(io_err("remove incomplete snapshot", &p))?;
+            } else if name.starts_with(".broken-") && !rootfs_mounted(state_dir) {
+                let p = e.path();
+                tracing::info!(path = %p.display(), "removing a damaged snapshot no container uses any more");
+                fs::remove_dir_all(&p).map_err(io_err("remove damaged snapshot", &p))?;
             }
         }
         Ok(SnapshotStore { dir })
@@ -174,11 +236,58 @@ impl SnapshotStore {
         &self.dir
     }
 
-    /// The complete snapshot for `chain_id`, if it exists.
+    /// The complete, sound snapshot for `chain_id`, if there is one. Its completion record must name it and its
+    /// tree must match the digest recorded when it was unpacked; a snapshot that fails is moved aside (and the
+    /// repair noted), so the caller unpacks it again.
     pub fn get(&self, chain_id: &str) -> Option<Snapshot> {
         let hex = sha256_hex(chain_id)?;
-        let fs = self.dir.join(hex).join("fs");
-        fs.is_dir().then(|| Snapshot { chain_id: chain_id.to_string(), fs, reused: true, stats: None })
+        let dir = self.dir.join(hex);
+        let fs = dir.join("fs");
+        if !dir.exists() {
+            return None;
+        }
+        match self.verify(&dir, chain_id) {
+            Ok(()) => Some(Snapshot { chain_id: chain_id.to_string(), fs, reused: true, stats: None }),
+            Err(problem) => {
+                let aside = self.dir.join(format!(".broken-{}-{:08x}", &hex[..12], rand::random::<u32>()));
+                let action = match fs::rename(&dir, &aside) {
+                    Ok(()) => "moved aside; unpacked again from its layer",
+                    Err(_) => "could not be moved aside; unpacked again",
+                };
+                let _ = fs::remove_dir_all(&dir);
+                let _ = fsutil::sync_dir(&self.dir);
+                crate::os::journal::note(crate::base::Repair::new(format!("snapshots/{hex}"), problem, action));
+                None
+            }
+        }
+    }
+
+    /// Checks a snapshot's completion record and tree. An older snapshot without a recorded tree gets one.
+    fn verify(&self, dir: &Path, chain_id: &str) -> std::result::Result<(), String> {
+        let meta_path = dir.join("meta.json");
+        let bytes = fs::read(&meta_path).map_err(|e| format!("no completion record (meta.json: {e})"))?;
+        let mut meta: SnapshotMeta =
+            serde_json::from_slice(&bytes).map_err(|e| format!("unreadable completion record ({e})"))?;
+        if meta.chain_id != chain_id {
+            return Err(format!("its completion record names {}", meta.chain_id));
+        }
+        let fs_dir = dir.join("fs");
+        if !fs_dir.is_dir() {
+            return Err("no fs/ directory".into());
+        }
+        let (tree, entries) = tree_digest(&fs_dir).map_err(|e| format!("cannot walk its tree: {e}"))?;
+        match &meta.tree {
+            Some(t) if *t == tree => Ok(()),
+            Some(_) => Err(format!(
+                "its tree changed since it was unpacked ({entries} entries now, {} then)",
+                meta.entries.map_or("?".into(), |n| n.to_string())
+            )),
+            None => {
+                (meta.tree, meta.entries) = (Some(tree), Some(entries));
+                let json = serde_json::to_vec_pretty(&meta).expect("serializable");
+                fsutil::write_atomic(&meta_path, &json).map_err(|e| format!("cannot record its tree: {e}"))
+            }
+        }
     }
 
     /// Makes sure the snapshot of `layer` on top of `parents` (bottom first, complete) exists, unpacking the
@@ -191,6 +300,19 @@ impl SnapshotStore {
         open: impl FnOnce() -> io::Result<R>,
         policy: &UnpackPolicy,
     ) -> Result<Snapshot> {
+        self.ensure_checked(parents, layer, open, |_| Ok(()), policy)
+    }
+
+    /// [`SnapshotStore::ensure`], calling `finish` with the blob reader after the layer was unpacked and before
+    /// it is committed (to check the blob's own digest): an error there commits nothing.
+    pub fn ensure_checked<R: Read>(
+        &self,
+        parents: &[Snapshot],
+        layer: &LayerSpec,
+        open: impl FnOnce() -> io::Result<R>,
+        finish: impl FnOnce(R) -> io::Result<()>,
+        policy: &UnpackPolicy,
+    ) -> Result<Snapshot> {
         let parent = parents.last().map(|p| p.chain_id.as_str());
         let chain = chain_id(parent, &layer.diff_id)?;
         if let Some(s) = self.get(&chain) {
@@ -199,7 +321,7 @@ impl SnapshotStore {
         }
         let hex = sha256_hex(&chain).expect("checked").to_string();
         let tmp = self.dir.join(format!(".tmp-{}-{:016x}", &hex[..12], rand::random::<u64>()));
-        let result = self.unpack_into(&tmp, parents, layer, &chain, parent, open, policy);
+        let result = self.unpack_into(&tmp, parents, layer, &chain, parent, open, finish, policy);
         let stats = match result {
             Ok(stats) => stats,
             Err(e) => {
@@ -209,7 +331,7 @@ impl SnapshotStore {
         };
         let final_dir = self.dir.join(&hex);
         match fs::rename(&tmp, &final_dir) {
-            Ok(()) => {}
+            Ok(()) => crate::os::crashpoint::hit("snapshot-renamed"),
             // Another unpack of the same chain won the race: keep its snapshot.
             Err(e) if final_dir.join("fs").is_dir() => {
                 tracing::debug!(chain_id = %chain, err = %e, "snapshot appeared meanwhile, discarding ours");
@@ -234,25 +356,31 @@ impl SnapshotStore {
         chain: &str,
         parent: Option<&str>,
         open: impl FnOnce() -> io::Result<R>,
+        finish: impl FnOnce(R) -> io::Result<()>,
         policy: &UnpackPolicy,
     ) -> Result<UnpackStats> {
         let fs_dir = tmp.join("fs");
         fs::DirBuilder::new().mode(0o700).create(tmp).map_err(io_err("create", tmp))?;
         make_root_dir(&fs_dir)?;
-        let reader = open().map_err(|source| SnapshotError::Blob { diff_id: layer.diff_id.clone(), source })?;
+        let blob_err = |source| SnapshotError::Blob { diff_id: layer.diff_id.clone(), source };
+        let mut reader = CrashPoint { inner: open().map_err(blob_err)?, reads: 0 };
         let dest = Destination {
             root: fs_dir.clone(),
             lowers: parents.iter().rev().map(|p| p.fs.clone()).collect(),
             whiteouts: WhiteoutMode::Overlay,
         };
         let wrap = |source| SnapshotError::Unpack { diff_id: layer.diff_id.clone(), source };
-        let stats = unpack::unpack_layer(reader, Some(&layer.media_type), &dest, policy).map_err(wrap)?;
+        let stats = unpack::unpack_layer(&mut reader, Some(&layer.media_type), &dest, policy).map_err(wrap)?;
         unpack::verify_diff_id(&stats, &layer.diff_id).map_err(wrap)?;
+        finish(reader.inner).map_err(blob_err)?;
+        let (tree, entries) = tree_digest(&fs_dir).map_err(io_err("walk", &fs_dir))?;
         let meta = SnapshotMeta {
             chain_id: chain.to_string(),
             diff_id: layer.diff_id.clone(),
             parent: parent.map(str::to_string),
             stats: stats.clone(),
+            tree: Some(tree),
+            entries: Some(entries),
         };
         let meta_path = tmp.join("meta.json");
         fs::write(&meta_path, serde_json::to_vec_pretty(&meta).expect("serializable"))
@@ -268,20 +396,90 @@ impl SnapshotStore {
     pub fn ensure_all<R: Read>(
         &self,
         layers: &[LayerSpec],
+        open: impl FnMut(usize, &LayerSpec) -> io::Result<R>,
+        policy: &UnpackPolicy,
+    ) -> Result<Vec<Snapshot>> {
+        self.ensure_all_checked(layers, open, |_, _| Ok(()), policy)
+    }
+
+    /// [`SnapshotStore::ensure_all`] with `finish(i, reader)` after each unpack ([`SnapshotStore::ensure_checked`]).
+    pub fn ensure_all_checked<R: Read>(
+        &self,
+        layers: &[LayerSpec],
         mut open: impl FnMut(usize, &LayerSpec) -> io::Result<R>,
+        mut finish: impl FnMut(usize, R) -> io::Result<()>,
         policy: &UnpackPolicy,
     ) -> Result<Vec<Snapshot>> {
         let mut out: Vec<Snapshot> = Vec::with_capacity(layers.len());
         // The image's budget counts what the layers unpacked before this one wrote.
         let mut policy = *policy;
         for (i, layer) in layers.iter().enumerate() {
-            let s = self.ensure(&out, layer, || open(i, layer), &policy)?;
+            let s = self.ensure_checked(&out, layer, || open(i, layer), |r| finish(i, r), &policy)?;
             if let Some(stats) = &s.stats {
                 policy.budget.image_used = policy.budget.image_used.plus(unpack::Usage::of(stats));
             }
             out.push(s);
         }
         Ok(out)
+    }
+
+    /// Checks every snapshot (completion record and tree), as the agent does at start; returns how many are sound
+    /// and how many entries their trees have. Damaged ones are moved aside ([`SnapshotStore::get`]).
+    pub fn check(&self) -> Result<(usize, u64)> {
+        let (mut sound, mut entries) = (0, 0);
+        for e in fs::read_dir(&self.dir).map_err(io_err("read snapshot dir", &self.dir))? {
+            let e = e.map_err(io_err("read snapshot dir", &self.dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            match self.get(&format!("sha256:{name}")) {
+                Some(s) => {
+                    sound += 1;
+                    entries += tree_digest(&s.fs).map(|(_, n)| n).unwrap_or(0);
+                }
+                None if sha256_hex(&format!("sha256:{name}")).is_none() => {
+                    let p = e.path();
+                    let _ = fs::remove_dir_all(&p);
+                    crate::os::journal::note(crate::base::Repair::new(
+                        format!("snapshots/{name}"),
+                        "not a snapshot name",
+                        "removed",
+                    ));
+                }
+                None => {}
+            }
+        }
+        Ok((sound, entries))
+    }
+}
+
+/// The blob reader of an unpack, with the `mid-unpack` crash point on its third read (some entries are on disk
+/// by then, the snapshot is not committed).
+struct CrashPoint<R> {
+    inner: R,
+    reads: u32,
+}
+
+impl<R: Read> Read for CrashPoint<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reads += 1;
+        if self.reads == 3 {
+            crate::os::crashpoint::hit("mid-unpack");
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// Whether any container root file system under `<state_dir>/bundles/` is mounted (a damaged snapshot moved
+/// aside may still be one of its lower layers).
+fn rootfs_mounted(state_dir: &Path) -> bool {
+    let Some(state_dir) = state_dir.to_str() else { return true };
+    let bundles = format!("{}/bundles/", state_dir.trim_end_matches('/'));
+    match fs::read_to_string("/proc/self/mountinfo") {
+        // Field 5 is the mount point (spaces escaped as \040, which a state dir path does not need).
+        Ok(info) => info.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&bundles))),
+        Err(_) => true,
     }
 }
 

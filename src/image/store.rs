@@ -5,6 +5,11 @@
 //! `ingest/<hex>.json` (expected size, source), `refs/<sha256 of name>.json` (image records, written with
 //! `fsutil::write_atomic`). A blob enters `blobs/` only after its size and digest were checked, then fsync, then
 //! rename. This module does no network IO; `crate::image::pull` feeds it bytes.
+//!
+//! Verified before use: small blobs (manifests, indexes, configs) are hashed on every read, a blob's presence
+//! means its size matches (and its digest, up to [`HASH_ON_CHECK`] bytes), and a layer is hashed while it is
+//! read for unpacking ([`VerifiedBlob`]). A blob that fails is deleted (so the next pull fetches it again) and
+//! the repair noted in `os::journal`; [`ImageStore::check`] does the same for the whole store at start.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -17,7 +22,8 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::os::fsutil;
+use crate::base::Repair;
+use crate::os::{fsutil, journal};
 
 /// Store errors; each names the blob, the image or the file.
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +44,10 @@ pub enum Error {
     SizeMismatch { digest: String, expected: u64, actual: u64 },
     #[error("no image `{0}` in the store: pull it first (`jetship pull`)")]
     NoImage(String),
-    #[error("image record {path} is unreadable: {detail}")]
-    BadRecord { path: PathBuf, detail: String },
     #[error("stored manifest {digest} of {image} is unusable: {detail}")]
     BadManifest { image: String, digest: String, detail: String },
+    #[error("blob {digest} in the store was damaged ({detail}); it was removed and is pulled again when next needed")]
+    Damaged { digest: String, detail: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -147,9 +153,53 @@ impl ImageStore {
         Ok(self.root.join("ingest").join(format!("{}.partial", digest_hex(digest)?)))
     }
 
-    /// Whether a verified blob is present.
+    /// Whether a blob file is present (not checked: for coordinating writers; use [`ImageStore::has_verified_blob`]
+    /// before trusting it).
     pub fn has_blob(&self, digest: &str) -> bool {
         self.blob_path(digest).is_ok_and(|p| p.is_file())
+    }
+
+    /// The store-relative name of a blob for reports (`images/blobs/sha256/<hex>`).
+    fn blob_subject(digest: &str) -> String {
+        format!("images/blobs/sha256/{}", digest.strip_prefix("sha256:").unwrap_or(digest))
+    }
+
+    /// Removes a damaged blob and notes the repair; returns the error to hand up.
+    fn drop_damaged(&self, digest: &str, detail: String) -> Error {
+        if let Ok(p) = self.blob_path(digest) {
+            let _ = fs::remove_file(&p);
+        }
+        journal::note(
+            Repair::new(Self::blob_subject(digest), detail.clone(), "removed; pulled again when next needed")
+                .lost("nothing that a registry cannot give again"),
+        );
+        Error::Damaged { digest: digest.to_owned(), detail }
+    }
+
+    /// Whether blob `digest` of `size` bytes is present and sound: its size matches, and so does its digest when
+    /// it is at most [`HASH_ON_CHECK`] bytes (larger layers are hashed when they are read for unpacking). A blob
+    /// that fails is removed (and the repair noted), so the caller fetches it again.
+    pub fn has_verified_blob(&self, digest: &str, size: u64) -> bool {
+        let Ok(p) = self.blob_path(digest) else { return false };
+        let len = match fs::metadata(&p) {
+            Ok(m) if m.is_file() => m.len(),
+            _ => return false,
+        };
+        if len != size {
+            self.drop_damaged(digest, format!("{len} bytes, {size} expected"));
+            return false;
+        }
+        if size <= HASH_ON_CHECK {
+            match hash_file(&p) {
+                Ok(actual) if actual == digest => {}
+                Ok(actual) => {
+                    self.drop_damaged(digest, format!("content hashes to {actual}"));
+                    return false;
+                }
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     /// Bytes of a partial download kept from an earlier attempt (0 if none).
@@ -166,11 +216,41 @@ impl ImageStore {
         })
     }
 
-    /// Reads a small verified blob (manifest, config) whole, up to `limit` bytes.
+    /// Whether blob `digest` is present and hashes to its digest, reading it whole; a damaged one is removed (and
+    /// the repair noted).
+    pub fn verify_full(&self, digest: &str) -> bool {
+        let Ok(p) = self.blob_path(digest) else { return false };
+        match hash_file(&p) {
+            Ok(actual) if actual == digest => true,
+            Ok(actual) => {
+                self.drop_damaged(digest, format!("content hashes to {actual}"));
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Opens a layer blob for unpacking through a reader that hashes what it hands out:
+    /// [`VerifiedBlob::finish`] says whether the blob was sound (and removes it when not).
+    pub fn open_verified(&self, digest: &str) -> Result<VerifiedBlob> {
+        Ok(VerifiedBlob {
+            file: self.open_blob(digest)?,
+            hasher: Sha256::new(),
+            digest: digest.to_owned(),
+            store: self.clone(),
+        })
+    }
+
+    /// Reads a small blob (manifest, config) whole, up to `limit` bytes, and checks its digest: a damaged one is
+    /// removed ([`Error::Damaged`]).
     pub fn read_blob(&self, digest: &str, limit: u64) -> Result<Vec<u8>> {
         let p = self.blob_path(digest)?;
         let mut buf = Vec::new();
         self.open_blob(digest)?.take(limit).read_to_end(&mut buf).map_err(io_err(&p))?;
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&buf)));
+        if actual != digest {
+            return Err(self.drop_damaged(digest, format!("content ({} bytes) hashes to {actual}", buf.len())));
+        }
         Ok(buf)
     }
 
@@ -181,7 +261,7 @@ impl ImageStore {
             return Err(Error::DigestMismatch { digest: digest.to_owned(), actual });
         }
         let p = self.blob_path(digest)?;
-        if p.is_file() {
+        if p.is_file() && self.has_verified_blob(digest, data.len() as u64) {
             return Ok(());
         }
         fsutil::write_atomic(&p, data).map_err(io_err(&p))
@@ -261,7 +341,7 @@ impl ImageStore {
             };
         }
         let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
-        fsutil::write_atomic(&path, &json).map_err(io_err(&path))?;
+        fsutil::write_sealed(&path, &json).map_err(io_err(&path))?;
         Ok(record)
     }
 
@@ -272,8 +352,22 @@ impl ImageStore {
     /// The record stored under `name`, if any.
     pub fn record(&self, name: &str) -> Result<Option<ImageRecord>> {
         let path = self.record_path(name);
-        match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::BadRecord { path, detail: e.to_string() }),
+        match fs::metadata(&path) {
+            Ok(_) => match fsutil::read_sealed(&path, 4 << 20)
+                .and_then(|b| serde_json::from_slice(&b.unwrap_or_default()).map_err(|e| e.to_string()))
+            {
+                Ok(r) => Ok(Some(r)),
+                Err(e) => {
+                    let file = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                    let _ = fs::remove_file(&path);
+                    journal::note(Repair::new(
+                        format!("images/refs/{file}"),
+                        format!("unreadable image record of {name} ({e})"),
+                        "removed; rebuilt from the stored manifest or pulled again when next needed",
+                    ));
+                    Ok(None)
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(Error::Io { path, source }),
         }
@@ -288,13 +382,18 @@ impl ImageStore {
             if path.extension().is_none_or(|x| x != "json") {
                 continue;
             }
-            match fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            match fsutil::read_sealed(&path, 4 << 20)
+                .and_then(|b| serde_json::from_slice(&b.unwrap_or_default()).map_err(|e| e.to_string()))
             {
                 Ok(r) => out.push(r),
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable image record")
+                    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                    let _ = fs::remove_file(&path);
+                    journal::note(Repair::new(
+                        format!("images/refs/{name}"),
+                        format!("unreadable image record ({e})"),
+                        "removed; rebuilt from the stored manifest or pulled again when next needed",
+                    ));
                 }
             }
         }
@@ -314,13 +413,16 @@ impl ImageStore {
 
     /// An image by record name, by pinned reference, or by manifest digest, with its manifest and config.
     pub fn image(&self, name_or_digest: &str) -> Result<StoredImage> {
-        let record = match self.record(name_or_digest)? {
-            Some(r) => r,
+        let found = match self.record(name_or_digest)? {
+            Some(r) => Some(r),
             None => self
                 .records()?
                 .into_iter()
-                .find(|r| r.resolved == name_or_digest || r.manifest_digest == name_or_digest)
-                .ok_or_else(|| Error::NoImage(name_or_digest.to_owned()))?,
+                .find(|r| r.resolved == name_or_digest || r.manifest_digest == name_or_digest),
+        };
+        let record = match found {
+            Some(r) => r,
+            None => self.rebuild_record(name_or_digest)?.ok_or_else(|| Error::NoImage(name_or_digest.to_owned()))?,
         };
         let bad = |detail: String| Error::BadManifest {
             image: record.name.clone(),
@@ -332,6 +434,206 @@ impl ImageStore {
         let config = ImageConfiguration::from_reader(self.read_blob(&record.config_digest, 16 << 20)?.as_slice())
             .map_err(|e| bad(format!("config {}: {e}", record.config_digest)))?;
         Ok(StoredImage { record, manifest, config })
+    }
+
+    /// Rebuilds the record of a pinned reference (`name@sha256:...`) whose record was lost, from the manifest (or
+    /// the index and a platform manifest) still in the store; `None` when they are not there.
+    fn rebuild_record(&self, pinned: &str) -> Result<Option<ImageRecord>> {
+        let Some((_, digest)) = pinned.rsplit_once('@') else { return Ok(None) };
+        if digest_hex(digest).is_err() || !self.has_blob(digest) {
+            return Ok(None);
+        }
+        let top = match self.read_blob(digest, 4 << 20) {
+            Ok(b) => b,
+            Err(Error::Damaged { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&top).unwrap_or_default();
+        let media = |v: &serde_json::Value| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_owned);
+        let (index_digest, manifest_digest, manifest_bytes) = match value.get("manifests").and_then(|m| m.as_array()) {
+            Some(entries) => {
+                let found = entries.iter().filter_map(|e| e.get("digest").and_then(|d| d.as_str())).find_map(|d| {
+                    let bytes = self.has_blob(d).then(|| self.read_blob(d, 4 << 20).ok()).flatten()?;
+                    Some((d.to_owned(), bytes))
+                });
+                let Some((d, bytes)) = found else { return Ok(None) };
+                (Some(digest.to_owned()), d, bytes)
+            }
+            None => (None, digest.to_owned(), top),
+        };
+        let Ok(manifest) = ImageManifest::from_reader(manifest_bytes.as_slice()) else { return Ok(None) };
+        let config_digest = manifest.config().digest().to_string();
+        let config = match self.read_blob(&config_digest, 16 << 20) {
+            Ok(b) => b,
+            Err(Error::MissingBlob { .. } | Error::Damaged { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Ok(config) = ImageConfiguration::from_reader(config.as_slice()) else { return Ok(None) };
+        let manifest_value: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap_or_default();
+        let record = ImageRecord {
+            name: pinned.to_owned(),
+            resolved: pinned.to_owned(),
+            index_digest,
+            manifest_digest: manifest_digest.clone(),
+            manifest_media_type: media(&manifest_value)
+                .unwrap_or_else(|| crate::image::registry::OCI_MANIFEST.to_owned()),
+            config_digest,
+            layers: manifest
+                .layers()
+                .iter()
+                .map(|l| LayerRecord {
+                    digest: l.digest().to_string(),
+                    size: l.size(),
+                    media_type: l.media_type().to_string(),
+                })
+                .collect(),
+            platform: format!(
+                "{}/{}{}",
+                config.os(),
+                config.architecture(),
+                config.variant().as_deref().map(|v| format!("/{v}")).unwrap_or_default()
+            ),
+            pulled_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            previous_manifest_digest: None,
+        };
+        let record = self.write_record(record)?;
+        journal::note(Repair::new(
+            format!("images/refs/{}.json", hex::encode(Sha256::digest(pinned.as_bytes()))),
+            format!("no image record for {pinned}"),
+            format!("rebuilt from the stored manifest {manifest_digest}"),
+        ));
+        Ok(Some(record))
+    }
+
+    /// Checks the whole store, as the agent does at start: every image record parses, the manifests, indexes and
+    /// configs they name hash to their digests, every layer has its size (and its digest, up to
+    /// [`HASH_ON_CHECK`] bytes), and every partial download has a readable description; a complete partial is
+    /// verified and committed. What fails is removed (the next pull fetches it again) and noted in `os::journal`.
+    pub fn check(&self) -> Result<CheckReport> {
+        let mut report = CheckReport::default();
+        let before = journal::noted();
+        let records = self.records()?;
+        let mut referenced = HashSet::new();
+        for r in &records {
+            report.records += 1;
+            let mut small = vec![(r.manifest_digest.clone(), 4u64 << 20), (r.config_digest.clone(), 16 << 20)];
+            small.extend(r.index_digest.clone().map(|d| (d, 4 << 20)));
+            for (d, limit) in small {
+                referenced.insert(d.clone());
+                if !self.has_blob(&d) {
+                    continue;
+                }
+                report.blobs += 1;
+                if let Ok(bytes) = self.read_blob(&d, limit) {
+                    report.hashed_bytes += bytes.len() as u64;
+                }
+            }
+            for l in &r.layers {
+                referenced.insert(l.digest.clone());
+                if !self.has_blob(&l.digest) {
+                    continue;
+                }
+                report.blobs += 1;
+                if self.has_verified_blob(&l.digest, l.size) && l.size <= HASH_ON_CHECK {
+                    report.hashed_bytes += l.size;
+                }
+            }
+        }
+        let dir = self.root.join("blobs/sha256");
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let digest = format!("sha256:{name}");
+            if digest_hex(&digest).is_err() {
+                let _ = fs::remove_file(entry.path());
+                journal::note(Repair::new(format!("images/blobs/sha256/{name}"), "not a blob name", "removed"));
+                continue;
+            }
+            if referenced.contains(&digest) {
+                continue;
+            }
+            // Not named by any record (GC removes it eventually): hash it when that is cheap.
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if len <= HASH_ON_CHECK {
+                report.blobs += 1;
+                report.hashed_bytes += len;
+                if hash_file(&entry.path()).is_ok_and(|a| a != digest) {
+                    self.drop_damaged(&digest, "content does not hash to its name".into());
+                }
+            }
+        }
+        report.partials = self.check_partials()?;
+        report.repairs = journal::noted().saturating_sub(before);
+        Ok(report)
+    }
+
+    /// Checks `ingest/`: a description that does not parse, or a partial longer than it says, is removed; a
+    /// partial that holds every byte is verified and committed (never asked for again). Returns the partials kept.
+    fn check_partials(&self) -> Result<usize> {
+        let ingest = self.root.join("ingest");
+        let mut kept = 0;
+        for entry in fs::read_dir(&ingest).map_err(io_err(&ingest))? {
+            let path = entry.map_err(io_err(&ingest))?.path();
+            if path.extension().is_none_or(|x| x != "partial") {
+                continue;
+            }
+            let Some(hex) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else { continue };
+            let digest = format!("sha256:{hex}");
+            let subject = format!("images/ingest/{hex}.partial");
+            let meta_path = path.with_extension("json");
+            let meta: Option<IngestMeta> = fs::read(&meta_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .filter(|m: &IngestMeta| m.digest == digest);
+            let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let drop_it = |subject: &str, problem: String| {
+                let _ = fs::remove_file(&path);
+                let _ = fs::remove_file(&meta_path);
+                journal::note(
+                    Repair::new(subject, problem, "removed; downloaded again from the start")
+                        .lost(format!("{len} bytes received earlier")),
+                );
+            };
+            if digest_hex(&digest).is_err() {
+                drop_it(&subject, "not a blob name".into());
+                continue;
+            }
+            if self.has_blob(&digest) {
+                let _ = fs::remove_file(&path);
+                let _ = fs::remove_file(&meta_path);
+                continue;
+            }
+            let Some(meta) = meta else {
+                drop_it(
+                    &format!("images/ingest/{hex}.json"),
+                    "the description of a partial download is missing or unreadable".into(),
+                );
+                continue;
+            };
+            if len > meta.size {
+                drop_it(&subject, format!("{len} bytes, more than the blob's {}", meta.size));
+                continue;
+            }
+            if len == meta.size {
+                match hash_file(&path) {
+                    Ok(actual) if actual == digest => {
+                        let blob = self.blob_path(&digest)?;
+                        File::open(&path).and_then(|f| f.sync_all()).map_err(io_err(&path))?;
+                        fs::rename(&path, &blob).map_err(io_err(&blob))?;
+                        fsutil::sync_dir(blob.parent().unwrap_or(Path::new("."))).map_err(io_err(&blob))?;
+                        let _ = fs::remove_file(&meta_path);
+                        continue;
+                    }
+                    Ok(actual) => {
+                        drop_it(&subject, format!("complete but hashes to {actual}"));
+                        continue;
+                    }
+                    Err(_) => {}
+                }
+            }
+            kept += 1;
+        }
+        Ok(kept)
     }
 
     /// Free bytes on the store's file system for an unprivileged writer.
@@ -412,6 +714,75 @@ impl ImageStore {
         }
         fsutil::sync_dir(&dir).map_err(io_err(&dir))?;
         Ok(report)
+    }
+}
+
+/// Blobs up to this size are hashed whenever their presence is checked; larger ones (layers) get a size check
+/// there and are hashed while they are read for unpacking.
+pub const HASH_ON_CHECK: u64 = 16 << 20;
+
+/// What [`ImageStore::check`] looked at and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    pub records: usize,
+    /// Blobs checked (size, and digest when small).
+    pub blobs: usize,
+    /// Bytes read to hash them.
+    pub hashed_bytes: u64,
+    /// Partial downloads kept for resuming.
+    pub partials: usize,
+    /// Repairs the check noted.
+    pub repairs: usize,
+}
+
+/// The `sha256:<hex>` digest of a file's content, read in 1 MiB steps.
+pub fn hash_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+/// A layer blob being read for unpacking, hashed as it goes. [`VerifiedBlob::finish`] reads what the unpacker
+/// left (tar padding) and compares the digest; a damaged blob is removed then.
+pub struct VerifiedBlob {
+    file: File,
+    hasher: Sha256,
+    digest: String,
+    store: ImageStore,
+}
+
+impl Read for VerifiedBlob {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl VerifiedBlob {
+    /// Reads the rest and checks the digest: `Err(Error::Damaged)` (the blob removed) when it does not match.
+    pub fn finish(mut self) -> Result<()> {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match self.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(Error::Io { path: self.store.blob_path(&self.digest)?, source: e }),
+            }
+        }
+        let actual = format!("sha256:{}", hex::encode(self.hasher.finalize_reset()));
+        if actual != self.digest {
+            return Err(self.store.drop_damaged(&self.digest, format!("content hashes to {actual}")));
+        }
+        Ok(())
     }
 }
 
@@ -591,6 +962,56 @@ mod tests {
         assert!(second.join().unwrap(), "the blob was committed meanwhile");
         assert_eq!(store.partial_len(&d), 0);
         assert!(store.has_blob(&d));
+    }
+
+    #[test]
+    fn damaged_blobs_are_found_removed_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let small = b"{\"config\": true}".to_vec();
+        let d = digest_of(&small);
+        store.put_blob(&d, &small).unwrap();
+        let path = store.blob_path(&d).unwrap();
+        let mut flipped = small.clone();
+        flipped[3] ^= 0x01;
+        fs::write(&path, &flipped).unwrap();
+        assert!(matches!(store.read_blob(&d, 1024), Err(Error::Damaged { .. })));
+        assert!(!path.exists(), "a damaged blob is removed");
+        store.put_blob(&d, &small).unwrap();
+        fs::write(&path, &small[..5]).unwrap();
+        assert!(!store.has_verified_blob(&d, small.len() as u64), "a truncated blob is not present");
+        assert!(!path.exists());
+        // put_blob replaces a damaged copy instead of keeping it.
+        store.put_blob(&d, &small).unwrap();
+        fs::write(&path, &flipped).unwrap();
+        store.put_blob(&d, &small).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), small);
+        let (repairs, _) = journal::drain();
+        assert_eq!(repairs.len(), 3, "{repairs:?}");
+        assert!(repairs.iter().all(|r| r.subject == ImageStore::blob_subject(&d)));
+    }
+
+    #[test]
+    fn check_commits_a_complete_partial_and_drops_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let data = vec![5u8; 70_000];
+        let d = digest_of(&data);
+        let mut ing = store.ingest(&d, data.len() as u64, "t").unwrap().unwrap();
+        ing.write(&data).unwrap();
+        ing.flush().unwrap();
+        drop(ing); // killed after the last byte, before the commit
+        let other = digest_of(b"other");
+        let mut ing = store.ingest(&other, 5, "t").unwrap().unwrap();
+        ing.write(b"oth").unwrap();
+        ing.flush().unwrap();
+        drop(ing);
+        fs::write(store.partial_path(&other).unwrap().with_extension("json"), b"{garbage").unwrap();
+        let report = store.check().unwrap();
+        assert!(store.has_blob(&d), "the complete partial is committed");
+        assert!(store.verify_full(&d));
+        assert_eq!(store.partial_len(&other), 0, "a partial without a readable description is removed");
+        assert_eq!((report.partials, report.repairs), (0, 1), "{report:?}");
     }
 
     #[test]

@@ -10,7 +10,12 @@
 //! undelivered records lost is kept (persisted with the cursor) until the link has
 //! delivered it in a telemetry message (`dropped`), see [`Spool::dropped_unreported`].
 //! Per-stream `seq` counters live in segment headers and records, so they survive restarts without a file of
-//! their own. This module does no networking and never decides what a record means.
+//! their own; `reserve.json` holds a block of seqs reserved ahead (fsynced before any of them is handed out)
+//! and the boot it was written in. After a reboot (a power cut may have lost records the broker already got)
+//! or when a segment was found damaged, the next seq starts after the reservation, so no seq is ever given to
+//! two records; after a plain agent restart the records on disk say exactly where to go on. Every damaged file
+//! found on open is noted in `os::journal` (what was cut, what was lost).
+//! This module does no networking and never decides what a record means.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -31,6 +36,9 @@ const RECORD_PREFIX: usize = 9;
 /// Sanity cap on one record: a longer length field is a torn or corrupt frame.
 const MAX_RECORD: u32 = 16 * 1024 * 1024;
 const CURSOR_FILE: &str = "cursor.json";
+const RESERVE_FILE: &str = "reserve.json";
+/// Seqs reserved per stream with one fsynced write of `reserve.json`.
+const RESERVE_BLOCK: u64 = 4096;
 
 /// Errors of the spool. Each names the file involved.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +97,14 @@ struct Segment {
     bytes: u64,
 }
 
+/// `reserve.json`: seqs below `reserved` may have been handed out; written before they are.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ReserveFile {
+    reserved: [u64; 2],
+    #[serde(default)]
+    boot_id: Option<String>,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CursorFile {
     next: u64,
@@ -108,6 +124,9 @@ pub struct Spool {
     segments: VecDeque<Segment>,
     active: File,
     next_seq: [u64; 2],
+    /// Seqs below these are covered by `reserve.json` on disk.
+    reserved: [u64; 2],
+    boot_id: Option<String>,
     cursor: Pos,
     send: Pos,
     dropped_unreported: u64,
@@ -132,7 +151,7 @@ impl Flush {
         }
         if let Some(c) = self.cursor {
             let path = self.dir.join(CURSOR_FILE);
-            fsutil::write_atomic(&path, &c).map_err(io(&path))?;
+            fsutil::write_sealed(&path, &c).map_err(io(&path))?;
         }
         Ok(())
     }
@@ -192,19 +211,66 @@ impl Spool {
     /// `sync_each_append` every append is fsynced before it returns (otherwise call [`Spool::take_flush`]
     /// periodically).
     pub fn open(dir: &Path, max_bytes: u64, sync_each_append: bool) -> Result<Spool> {
+        Self::open_on_boot(dir, max_bytes, sync_each_append, None)
+    }
+
+    /// [`Spool::open`] on the boot `boot_id` (the host's `/proc/sys/kernel/random/boot_id`; `None`: unknown,
+    /// taken as the boot the spool was written in). On another boot, or when a segment is damaged, seqs go on
+    /// after the reserved block so that a record delivered before a power cut never shares its seq.
+    pub fn open_on_boot(dir: &Path, max_bytes: u64, sync_each_append: bool, boot_id: Option<&str>) -> Result<Spool> {
+        use crate::base::Repair;
+        use crate::os::journal;
         fs::create_dir_all(dir).map_err(io(dir))?;
+        let subject = |name: &str| format!("spool/{name}");
         let cursor_path = dir.join(CURSOR_FILE);
-        let saved: CursorFile = match fs::read(&cursor_path) {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                warn!(path = %cursor_path.display(), %e, "spool cursor unreadable; delivering from the oldest record");
+        let saved: CursorFile = match fsutil::read_sealed(&cursor_path, 64 * 1024) {
+            Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                journal::note(
+                    Repair::new(
+                        subject(CURSOR_FILE),
+                        format!("unreadable ({e})"),
+                        "delivering from the oldest record kept",
+                    )
+                    .lost("the count of records dropped by the bound; records may be delivered twice"),
+                );
                 CursorFile::default()
             }),
-            Err(_) => CursorFile::default(),
+            Ok(None) => CursorFile::default(),
+            Err(e) => {
+                journal::note(
+                    Repair::new(
+                        subject(CURSOR_FILE),
+                        format!("unreadable ({e})"),
+                        "delivering from the oldest record kept",
+                    )
+                    .lost("the count of records dropped by the bound; records may be delivered twice"),
+                );
+                CursorFile::default()
+            }
+        };
+        let reserve_path = dir.join(RESERVE_FILE);
+        let reserve: Option<ReserveFile> = match fsutil::read_sealed(&reserve_path, 64 * 1024).and_then(|b| match b {
+            Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                journal::note(Repair::new(
+                    subject(RESERVE_FILE),
+                    format!("unreadable ({e})"),
+                    "seqs go on from the records kept",
+                ));
+                None
+            }
         };
         let mut next_seq = [1u64, 1u64];
         for (n, saved) in next_seq.iter_mut().zip(saved.next_seq) {
             *n = (*n).max(saved);
         }
+        // Records that were complete on disk and are gone now: they may have been delivered.
+        let mut damaged = false;
+        // An upper bound of the records lost that way, for when no reservation covers them.
+        let mut lost_bound = 0u64;
 
         let mut bases: Vec<u64> = fs::read_dir(dir)
             .map_err(io(dir))?
@@ -219,15 +285,28 @@ impl Spool {
         let mut segments = VecDeque::new();
         for base in bases {
             let path = seg_path(dir, base);
+            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
             let mut data = Vec::new();
             File::open(&path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io(&path))?;
-            let Some((hbase, hseq)) = parse_header(&data).filter(|(b, _)| *b == base) else {
-                warn!(path = %path.display(), "spool segment header is torn or corrupt; removing the segment");
+            let header_ok = parse_header(&data).filter(|(b, _)| *b == base);
+            if data.len() < HEADER_LEN as usize {
+                damaged = true;
+                lost_bound += 1;
+                journal::note(
+                    Repair::new(
+                        subject(&name),
+                        format!("torn: {} bytes, shorter than its header", data.len()),
+                        "removed",
+                    )
+                    .lost("every record the segment held"),
+                );
                 fs::remove_file(&path).map_err(io(&path))?;
                 continue;
-            };
-            for i in 0..2 {
-                next_seq[i] = next_seq[i].max(hseq[i]);
+            }
+            if let Some((_, hseq)) = header_ok {
+                for i in 0..2 {
+                    next_seq[i] = next_seq[i].max(hseq[i]);
+                }
             }
             let mut off = HEADER_LEN as usize;
             let mut count = 0;
@@ -240,8 +319,25 @@ impl Spool {
                         off += len;
                     }
                     None => {
-                        warn!(path = %path.display(), offset = off, cut_bytes = data.len() - off,
-                            "spool segment has a torn or corrupt record; truncating it there");
+                        let cut = data.len() - off;
+                        // A frame whose length reaches past the end is the one being written when the process
+                        // died: it was never complete, so never delivered. A complete frame that fails its CRC
+                        // is damage, and the records after it may have been delivered.
+                        let declared = data.get(off..off + 4).map(|b| u32_at(b, 0) as usize);
+                        let torn_tail = declared.is_none_or(|l| off + FRAME_LEN as usize + l > data.len());
+                        if !torn_tail {
+                            damaged = true;
+                            lost_bound += (cut as u64).div_ceil(FRAME_LEN + RECORD_PREFIX as u64);
+                        }
+                        let problem = if torn_tail {
+                            format!("torn last record ({cut} bytes at offset {off})")
+                        } else {
+                            format!("corrupt record at offset {off}")
+                        };
+                        journal::note(
+                            Repair::new(subject(&name), problem, "truncated to the last sound record")
+                                .lost(format!("{cut} bytes: the records after offset {off}")),
+                        );
                         let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
                         f.set_len(off as u64).map_err(io(&path))?;
                         f.sync_all().map_err(io(&path))?;
@@ -249,7 +345,33 @@ impl Spool {
                     }
                 }
             }
-            segments.push_back(Segment { base: hbase, count, bytes: off as u64 });
+            if header_ok.is_none() {
+                // The records are framed and checked on their own: keep them under a rebuilt header.
+                damaged = true;
+                let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+                f.write_all_at(&header(base, next_seq), 0).map_err(io(&path))?;
+                f.sync_all().map_err(io(&path))?;
+                journal::note(Repair::new(
+                    subject(&name),
+                    "torn or corrupt header",
+                    format!("header rebuilt from the file name; {count} sound records kept"),
+                ));
+            }
+            segments.push_back(Segment { base, count, bytes: off as u64 });
+        }
+        match reserve.as_ref() {
+            Some(r) if damaged || r.boot_id.as_deref().zip(boot_id).is_some_and(|(a, b)| a != b) => {
+                for (n, reserved) in next_seq.iter_mut().zip(r.reserved) {
+                    *n = (*n).max(reserved);
+                }
+            }
+            Some(_) => {}
+            None if damaged => {
+                for n in next_seq.iter_mut() {
+                    *n += lost_bound;
+                }
+            }
+            None => {}
         }
         if segments.is_empty() {
             let base = saved.next;
@@ -269,6 +391,8 @@ impl Spool {
             segments,
             active,
             next_seq,
+            reserved: [0, 0],
+            boot_id: boot_id.map(str::to_owned),
             cursor: Pos { index: 0, seg: 0, offset: HEADER_LEN },
             send: Pos { index: 0, seg: 0, offset: HEADER_LEN },
             dropped_unreported: saved.dropped_unreported,
@@ -277,9 +401,23 @@ impl Spool {
             cursor_dirty: false,
             reader: None,
         };
+        if let Err(e) = spool.reserve() {
+            // A full disk must not keep the agent from starting; appends try again (and count what they drop).
+            warn!(err = %e, "cannot reserve spool seqs");
+        }
         spool.cursor = spool.locate(saved.next)?;
         spool.send = spool.cursor;
         Ok(spool)
+    }
+
+    /// Reserves the next block of seqs of both streams in `reserve.json` (fsynced) before any is handed out.
+    fn reserve(&mut self) -> Result<()> {
+        let reserved = [self.next_seq[0] + RESERVE_BLOCK, self.next_seq[1] + RESERVE_BLOCK];
+        let r = ReserveFile { reserved, boot_id: self.boot_id.clone() };
+        let path = self.dir.join(RESERVE_FILE);
+        fsutil::write_sealed(&path, &serde_json::to_vec(&r).unwrap_or_default()).map_err(io(&path))?;
+        self.reserved = reserved;
+        Ok(())
     }
 
     /// The position of record `index` (clamped to the records present).
@@ -336,9 +474,20 @@ impl Spool {
         }
     }
 
-    /// Appends one record to `stream`; `body` gets the record's `seq`. Returns the seq.
+    /// Appends one record to `stream`; `body` gets the record's `seq`. Returns the seq. When the disk is full the
+    /// oldest undelivered segment is dropped (and counted) to make room, once; a record that still cannot be
+    /// written is counted as dropped and the error returned.
     pub fn append(&mut self, stream: Stream, body: impl FnOnce(u64) -> Vec<u8>) -> Result<u64> {
         let i = stream.index();
+        if self.next_seq[i] >= self.reserved[i] {
+            if let Err(e) = self.reserve() {
+                // No seq is handed out that a reservation does not cover: the record is lost, and counted.
+                self.dropped_unreported += 1;
+                self.dropped_total += 1;
+                self.cursor_dirty = true;
+                return Err(e);
+            }
+        }
         let seq = self.next_seq[i];
         let body = body(seq);
         let len = RECORD_PREFIX + body.len();
@@ -354,13 +503,24 @@ impl Spool {
         let crc = crc32fast::hash(&frame[8..]);
         frame[4..8].copy_from_slice(&crc.to_le_bytes());
 
+        if crate::os::crashpoint::armed("mid-spool-append") {
+            let _ = self.active.write_all(&frame[..frame.len() / 2]);
+            let _ = self.active.sync_data();
+            crate::os::crashpoint::die("mid-spool-append");
+        }
+        if let Err(e) = self.write_frame(&frame) {
+            // Full disk: the oldest undelivered records make room for the newest, as the bound would.
+            let freed = self.drop_oldest()?;
+            if !freed || self.write_frame(&frame).is_err() {
+                self.dropped_unreported += 1;
+                self.dropped_total += 1;
+                self.cursor_dirty = true;
+                self.next_seq[i] += 1;
+                return Err(e);
+            }
+        }
         let seg = self.segments.back_mut().expect("spool has an active segment");
         let path = seg_path(&self.dir, seg.base);
-        if let Err(e) = self.active.write_all(&frame) {
-            // Leave no half record behind: the next append would land after garbage.
-            let _ = self.active.set_len(seg.bytes);
-            return Err(io(&path)(e));
-        }
         seg.count += 1;
         seg.bytes += frame.len() as u64;
         let full = seg.bytes >= self.segment_bytes;
@@ -374,9 +534,51 @@ impl Spool {
         // just appended, even when one record is larger than the whole bound.
         self.enforce_bound()?;
         if full {
-            self.roll()?;
+            if let Err(e) = self.roll() {
+                // The record is in; the next append tries to start a new segment again.
+                warn!(err = %e, "cannot start a new spool segment");
+            }
         }
         Ok(seq)
+    }
+
+    /// Writes one frame at the end of the active segment; on failure nothing of it stays behind (the next append
+    /// would land after garbage).
+    fn write_frame(&mut self, frame: &[u8]) -> Result<()> {
+        let seg = self.segments.back().expect("spool has an active segment");
+        let (bytes, path) = (seg.bytes, seg_path(&self.dir, seg.base));
+        if let Err(e) = self.active.write_all(frame) {
+            let _ = self.active.set_len(bytes);
+            return Err(io(&path)(e));
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest segment (counting its undelivered records) unless it is the only one; whether it did.
+    fn drop_oldest(&mut self) -> Result<bool> {
+        if self.segments.len() < 2 {
+            return Ok(false);
+        }
+        let front = self.segments.pop_front().expect("more than one segment");
+        self.count_dropped(&front);
+        self.remove_segment(front.base)?;
+        self.cursor = self.normalize(self.cursor);
+        self.send = self.normalize(self.send);
+        if self.send.index < self.cursor.index {
+            self.send = self.cursor;
+        }
+        Ok(true)
+    }
+
+    /// Counts the undelivered records of a segment that is dropped.
+    fn count_dropped(&mut self, seg: &Segment) {
+        let lost = (seg.base + seg.count).saturating_sub(self.cursor.index.max(seg.base));
+        if lost > 0 {
+            self.dropped_unreported += lost;
+            self.dropped_total += lost;
+            self.cursor_dirty = true;
+            warn!(records = lost, max_bytes = self.max_bytes, "spool full; dropped the oldest undelivered records");
+        }
     }
 
     fn roll(&mut self) -> Result<()> {
@@ -395,13 +597,7 @@ impl Spool {
         let mut total: u64 = self.segments.iter().map(|s| s.bytes).sum();
         while total > self.max_bytes && self.segments.len() > 1 {
             let front = self.segments.pop_front().expect("more than one segment");
-            let lost = (front.base + front.count).saturating_sub(self.cursor.index.max(front.base));
-            if lost > 0 {
-                self.dropped_unreported += lost;
-                self.dropped_total += lost;
-                self.cursor_dirty = true;
-                warn!(records = lost, max_bytes = self.max_bytes, "spool full; dropped the oldest undelivered records");
-            }
+            self.count_dropped(&front);
             total -= front.bytes;
             self.remove_segment(front.base)?;
         }
@@ -714,6 +910,91 @@ mod tests {
         assert_eq!(s.next_seq(Stream::Telemetry), 51);
         assert_eq!(s.next_seq(Stream::Events), 51);
         assert_eq!(s.append(Stream::Events, body("e")).unwrap(), 51);
+    }
+
+    /// Appends `n` telemetry records and delivers (acknowledges) all of them.
+    fn deliver(s: &mut Spool, n: usize) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        for _ in 0..n {
+            s.append(Stream::Telemetry, body("t")).unwrap();
+        }
+        while let Some(r) = s.next_unsent().unwrap() {
+            seqs.push(r.seq);
+            s.ack_through(r.end).unwrap();
+        }
+        seqs
+    }
+
+    #[test]
+    fn a_corrupt_record_that_may_have_been_delivered_never_gets_its_seq_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open_on_boot(dir.path(), 1 << 20, false, Some("boot-a")).unwrap();
+        let delivered = deliver(&mut s, 5);
+        drop(s);
+        let seg = seg_path(dir.path(), 0);
+        let mut data = fs::read(&seg).unwrap();
+        data[HEADER_LEN as usize + 40] ^= 0x01; // inside record 2 of 5: records 2..5 are cut
+        fs::write(&seg, &data).unwrap();
+        let mut s = Spool::open_on_boot(dir.path(), 1 << 20, false, Some("boot-a")).unwrap();
+        let next = s.append(Stream::Telemetry, body("t")).unwrap();
+        assert!(next > *delivered.iter().max().unwrap(), "seq {next} reused after {delivered:?}");
+        let (repairs, _) = crate::os::journal::drain();
+        assert!(repairs.iter().any(|r| r.problem.contains("corrupt record")), "{repairs:?}");
+    }
+
+    #[test]
+    fn after_a_reboot_seqs_go_on_past_the_reservation_and_after_a_plain_restart_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open_on_boot(dir.path(), 1 << 20, false, Some("boot-a")).unwrap();
+        deliver(&mut s, 3);
+        drop(s);
+        // Same boot (the agent was killed): the records say where to go on.
+        let mut s = Spool::open_on_boot(dir.path(), 1 << 20, false, Some("boot-a")).unwrap();
+        assert_eq!(s.append(Stream::Telemetry, body("t")).unwrap(), 4);
+        drop(s);
+        // A power cut lost what the page cache held: records 5.. may have reached the broker but not the disk.
+        let seg = seg_path(dir.path(), 0);
+        let len = fs::metadata(&seg).unwrap().len();
+        let last = FRAME_LEN + RECORD_PREFIX as u64 + "t:4:0".len() as u64;
+        OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - last).unwrap();
+        let mut s = Spool::open_on_boot(dir.path(), 1 << 20, false, Some("boot-b")).unwrap();
+        let next = s.append(Stream::Telemetry, body("t")).unwrap();
+        assert!(next > RESERVE_BLOCK, "seq {next} could repeat one sent before the power cut");
+        assert_eq!(s.append(Stream::Events, body("e")).unwrap(), 1 + RESERVE_BLOCK);
+    }
+
+    #[test]
+    fn a_torn_header_keeps_the_records_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20, false).unwrap();
+        for _ in 0..3 {
+            s.append(Stream::Events, body("e")).unwrap();
+        }
+        drop(s);
+        let seg = seg_path(dir.path(), 0);
+        let mut data = fs::read(&seg).unwrap();
+        data[3] ^= 0xff; // the magic
+        fs::write(&seg, &data).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20, false).unwrap();
+        let seqs: Vec<u64> = drain(&mut s).into_iter().map(|r| r.1).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert!(parse_header(&fs::read(&seg).unwrap()).is_some(), "header rebuilt");
+        assert!(s.append(Stream::Events, body("e")).unwrap() > 3);
+    }
+
+    #[test]
+    fn an_unreadable_reservation_leaves_the_records_to_say_where_seqs_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20, false).unwrap();
+        deliver(&mut s, 2);
+        drop(s);
+        fs::write(dir.path().join(RESERVE_FILE), b"{\"reserved\":[12").unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20, false).unwrap();
+        assert_eq!(s.append(Stream::Telemetry, body("t")).unwrap(), 3);
+        let reserve: ReserveFile =
+            serde_json::from_slice(&fsutil::read_sealed(&dir.path().join(RESERVE_FILE), 1024).unwrap().unwrap())
+                .unwrap();
+        assert!(reserve.reserved[0] > 3, "a new reservation is written");
     }
 
     #[test]

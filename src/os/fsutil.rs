@@ -56,6 +56,139 @@ pub fn write_atomic_private(path: &Path, data: &[u8]) -> io::Result<()> {
     result
 }
 
+/// The second copy of a mirrored file ([`write_mirrored`]): `<path>.bak`.
+pub fn mirror_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".bak");
+    path.with_file_name(name)
+}
+
+/// The trailer that seals a mirrored file: `\n#sha256:<hex of the content before it>\n`.
+const SEAL: &[u8] = b"\n#sha256:";
+
+fn seal(data: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut out = Vec::with_capacity(data.len() + SEAL.len() + 65);
+    out.extend_from_slice(data);
+    out.extend_from_slice(SEAL);
+    out.extend_from_slice(hex::encode(sha2::Sha256::digest(data)).as_bytes());
+    out.push(b'\n');
+    out
+}
+
+/// The content of a sealed file, or why it is not sound. A file without a seal (written before seals) is taken
+/// as it is.
+fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
+    use sha2::Digest;
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let Some(at) = body.windows(SEAL.len()).rposition(|w| w == SEAL) else { return Ok(bytes) };
+    let (data, hash) = (&body[..at], &body[at + SEAL.len()..]);
+    if hash != hex::encode(sha2::Sha256::digest(data)).as_bytes() {
+        return Err("its content does not match its checksum".into());
+    }
+    Ok(data)
+}
+
+/// Writes `data` to `path` sealed with a checksum ([`write_atomic`]): for small files that can be rebuilt but
+/// must not be trusted when a bit flipped (the spool's cursor, image records). Read it with [`read_sealed`].
+pub fn write_sealed(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic(path, &seal(data))
+}
+
+/// Reads a file written with [`write_sealed`] (at most `limit` bytes): `Ok(None)` when it does not exist,
+/// `Err` with the reason when it is longer than `limit` or its checksum fails. A file without a seal (written
+/// before seals) is returned as it is.
+pub fn read_sealed(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
+    let mut buf = Vec::new();
+    match File::open(path) {
+        Ok(f) => f.take(limit + 1).read_to_end(&mut buf).map_err(|e| e.to_string())?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if buf.len() as u64 > limit {
+        return Err(format!("over the {limit}-byte limit"));
+    }
+    unseal(&buf).map(|d| Some(d.to_vec()))
+}
+
+/// Writes `data` to `path` and to its mirror ([`mirror_path`]), each sealed with a checksum and written with
+/// [`write_atomic`]: for the few small files that cannot be rebuilt offline (the last desired documents, resolved
+/// digests), so a torn or bit-flipped copy is detected and still leaves a good one. Read them with
+/// [`read_mirrored`].
+pub fn write_mirrored(path: &Path, data: &[u8]) -> io::Result<()> {
+    let sealed = seal(data);
+    write_atomic(path, &sealed)?;
+    write_atomic(&mirror_path(path), &sealed)
+}
+
+/// Removes a mirrored file and its copy; absent files are fine.
+pub fn remove_mirrored(path: &Path) -> io::Result<()> {
+    for p in [path.to_path_buf(), mirror_path(path)] {
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// What [`read_mirrored`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorRead {
+    /// The file is sound. Its mirror is rewritten from it when it was not; `copy_problem` says what was wrong
+    /// with a mirror that existed (`None`: it was sound, or absent).
+    Sound { bytes: Vec<u8>, copy_problem: Option<String> },
+    /// The file was missing or failed `check` (the reason), its mirror was sound: the file is rewritten from it.
+    Restored { bytes: Vec<u8>, problem: String },
+    /// Neither exists.
+    Missing,
+    /// Neither is sound: both reasons.
+    Damaged { problem: String },
+}
+
+/// Reads a file written with [`write_mirrored`] (at most `limit` bytes each), checking each copy's seal and
+/// then `check` on its content; a bad copy is rewritten from the good one. Returns the content (unsealed).
+pub fn read_mirrored(path: &Path, limit: u64, check: impl Fn(&[u8]) -> Result<(), String>) -> MirrorRead {
+    let read = |p: &Path| -> Result<Vec<u8>, String> {
+        let mut buf = Vec::new();
+        let f =
+            File::open(p)
+                .map_err(|e| if e.kind() == io::ErrorKind::NotFound { String::new() } else { e.to_string() })?;
+        f.take(limit + 1).read_to_end(&mut buf).map_err(|e| e.to_string())?;
+        if buf.len() as u64 > limit {
+            return Err(format!("over the {limit}-byte limit"));
+        }
+        let data = unseal(&buf)?.to_vec();
+        check(&data)?;
+        Ok(data)
+    };
+    let copy = mirror_path(path);
+    match (read(path), read(&copy)) {
+        (Ok(bytes), other) => {
+            let copy_problem = match &other {
+                Ok(c) if *c == bytes => None,
+                Ok(_) => Some("it differs from the file".to_owned()),
+                Err(e) if e.is_empty() => None,
+                Err(e) => Some(e.clone()),
+            };
+            if other.as_deref() != Ok(bytes.as_slice()) {
+                let _ = write_atomic(&copy, &seal(&bytes));
+            }
+            MirrorRead::Sound { bytes, copy_problem }
+        }
+        (Err(problem), Ok(bytes)) => {
+            let _ = write_atomic(path, &seal(&bytes));
+            let problem = if problem.is_empty() { "missing".to_owned() } else { problem };
+            MirrorRead::Restored { bytes, problem }
+        }
+        (Err(a), Err(b)) if a.is_empty() && b.is_empty() => MirrorRead::Missing,
+        (Err(a), Err(b)) => {
+            let name = |s: String| if s.is_empty() { "missing".to_owned() } else { s };
+            MirrorRead::Damaged { problem: format!("{}; its copy: {}", name(a), name(b)) }
+        }
+    }
+}
+
 /// Fsyncs a directory so a rename or create inside it survives a power cut.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -119,6 +252,55 @@ mod tests {
         assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::read(&p).unwrap(), b"s3cret");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+    }
+
+    #[test]
+    fn mirrored_file_survives_damage_to_either_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("device.json");
+        let check = |b: &[u8]| if b.starts_with(b"{") && b.ends_with(b"}") { Ok(()) } else { Err("torn".to_owned()) };
+        assert_eq!(read_mirrored(&p, 1024, check), MirrorRead::Missing);
+        write_mirrored(&p, b"{good}").unwrap();
+        let sealed = fs::read(&p).unwrap();
+        fs::write(&p, &sealed[..4]).unwrap();
+        assert_eq!(
+            read_mirrored(&p, 1024, check),
+            MirrorRead::Restored { bytes: b"{good}".to_vec(), problem: "torn".into() }
+        );
+        assert_eq!(fs::read(&p).unwrap(), sealed, "the file is rewritten from its copy");
+        fs::write(mirror_path(&p), b"x").unwrap();
+        assert_eq!(
+            read_mirrored(&p, 1024, check),
+            MirrorRead::Sound { bytes: b"{good}".to_vec(), copy_problem: Some("torn".into()) }
+        );
+        assert_eq!(fs::read(mirror_path(&p)).unwrap(), sealed, "the copy is rewritten too");
+        // A flipped bit that still reads as valid content is caught by the seal.
+        let mut flipped = sealed.clone();
+        flipped[2] ^= 0x01;
+        fs::write(&p, &flipped).unwrap();
+        assert!(
+            matches!(read_mirrored(&p, 1024, check), MirrorRead::Restored { problem, .. } if problem.contains("checksum"))
+        );
+        // Files written before seals are read as they are.
+        fs::write(&p, b"{legacy}").unwrap();
+        fs::remove_file(mirror_path(&p)).unwrap();
+        assert_eq!(
+            read_mirrored(&p, 1024, check),
+            MirrorRead::Sound { bytes: b"{legacy}".to_vec(), copy_problem: None }
+        );
+        let q = dir.path().join("cursor.json");
+        write_sealed(&q, b"{\"next\":7}").unwrap();
+        assert_eq!(read_sealed(&q, 1024), Ok(Some(b"{\"next\":7}".to_vec())));
+        let mut b = fs::read(&q).unwrap();
+        b[9] = b'8';
+        fs::write(&q, &b).unwrap();
+        assert!(read_sealed(&q, 1024).unwrap_err().contains("checksum"));
+        assert_eq!(read_sealed(&dir.path().join("none"), 1024), Ok(None));
+        fs::write(&p, b"x").unwrap();
+        fs::write(mirror_path(&p), b"y").unwrap();
+        assert!(matches!(read_mirrored(&p, 1024, check), MirrorRead::Damaged { .. }));
+        remove_mirrored(&p).unwrap();
+        assert_eq!(read_mirrored(&p, 1024, check), MirrorRead::Missing);
     }
 
     #[test]

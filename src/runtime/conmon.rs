@@ -315,6 +315,7 @@ impl Supervisor {
             source,
         })?;
         drop(write_end);
+        crate::os::crashpoint::hit("conmon-spawned");
         let reply = read_sync_pipe(read_end, CREATE_TIMEOUT);
         let output = child.wait_with_output().map_err(Self::io(id, "waiting for conmon"))?;
         let failure = |message: String| {
@@ -341,7 +342,10 @@ impl Supervisor {
         Ok(())
     }
 
-    fn recreate(&self, id: &str) -> Result<()> {
+    /// Deletes the container from the runtime (killing its process if it still runs) and creates it again from
+    /// its bundle under a new conmon, left `created`: for a stopped container before a start, and for one whose
+    /// conmon is gone. The writable layer, logs and metadata are kept.
+    pub fn recreate(&self, id: &str) -> Result<()> {
         let dir = self.dir(id);
         let meta: Meta =
             serde_json::from_slice(&std::fs::read(dir.join("meta.json")).map_err(Self::io(id, "reading meta.json"))?)
@@ -402,13 +406,23 @@ impl Supervisor {
         Ok(State { status, pid, exit_code, oom_killed })
     }
 
+    /// Whether the container's conmon still runs (a zombie does not).
+    pub fn monitor_alive(&self, id: &str) -> bool {
+        self.conmon_alive(id)
+    }
+
     fn conmon_alive(&self, id: &str) -> bool {
         std::fs::read_to_string(self.dir(id).join("conmon.pid"))
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok())
             .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-            // A zombie (state Z) is dead: only its parent has not reaped it yet.
-            .is_some_and(|stat| stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"))
+            // A zombie (state Z) is dead: only its parent has not reaped it yet. A pid reused by another program
+            // after conmon died is not conmon.
+            .is_some_and(|stat| {
+                let comm = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')')).map(|(c, _)| c);
+                comm.is_some_and(|c| c.starts_with("conmon"))
+                    && stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z")
+            })
     }
 
     /// Stops a container: SIGTERM, then SIGKILL once `grace` has passed. Returns the exit code.

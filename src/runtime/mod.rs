@@ -225,6 +225,13 @@ pub trait ContainerRuntime: Send + Sync {
         let _ = (cmd, timeout, sink);
         Err(Error::Container { id: id.to_owned(), message: format!("the {} backend cannot exec", self.name()) })
     }
+    /// Repairs what a kill or a power cut left behind: a container whose monitor is gone is never left running
+    /// unsupervised, damaged records and half-made containers are cleaned up. Each repair is noted in
+    /// `os::journal`; returns how many. The executor calls it before observing, every round. Backends whose
+    /// engine supervises containers itself (Docker) keep this default.
+    async fn repair(&self) -> Result<usize> {
+        Ok(0)
+    }
     /// Rotates the logs of owned containers that reached the size limit; returns how many rotated. Backends
     /// whose engine rotates logs itself (Docker) keep this default.
     async fn rotate_logs(&self) -> Result<usize> {

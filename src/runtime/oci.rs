@@ -252,7 +252,8 @@ impl Inner {
         Ok(self.sup_for(&self.meta_labels(id)?))
     }
 
-    /// Unpacks the image's layers (reusing snapshots); returns the image and its snapshot dirs, bottom first.
+    /// Unpacks the image's layers (reusing sound snapshots); returns the image and its snapshot dirs, bottom
+    /// first. Each layer blob is hashed while it is unpacked; a damaged one is removed.
     fn unpack(&self, image: &str) -> Result<(StoredImage, Vec<PathBuf>)> {
         let store = self.images()?;
         let stored = store.image(image).map_err(|e| img_err(image, e))?;
@@ -275,19 +276,93 @@ impl Inner {
         let blobs: Vec<String> = stored.record.layers.iter().map(|l| l.digest.clone()).collect();
         let snaps = self
             .snapshots()?
-            .ensure_all(
+            .ensure_all_checked(
                 &layers,
-                |i, _| store.open_blob(&blobs[i]).map_err(|e| std::io::Error::other(e.to_string())),
+                |i, _| store.open_verified(&blobs[i]).map_err(|e| std::io::Error::other(e.to_string())),
+                |_, blob| blob.finish().map_err(|e| std::io::Error::other(e.to_string())),
                 &UnpackPolicy { budget: self.settings.unpack, ..Default::default() },
             )
             .map_err(|e| img_err(image, e))?;
         Ok((stored, snaps.into_iter().map(|s| s.fs).collect()))
     }
 
+    /// Whether every layer blob of `image` is in the store and sound, hashing each in full; damaged ones are
+    /// removed. For after an unpack failed: a blob to pull again, or a layer that is bad at its source.
+    fn blobs_sound(&self, image: &str) -> bool {
+        let Ok(store) = self.images() else { return false };
+        let Ok(stored) = store.image(image) else { return false };
+        stored.record.layers.iter().all(|l| store.verify_full(&l.digest))
+    }
+
+    /// Pulls `image` into the store (only what is missing or was found damaged).
+    fn pull(&self, image: &str, handle: &tokio::runtime::Handle) -> Result<()> {
+        let store = self.images()?;
+        let registry = &self.settings.registry;
+        let opts = crate::image::pull::PullOptions::from_config(registry, None).map_err(|e| img_err(image, e))?;
+        let client_opts =
+            crate::image::registry::ClientOptions::from_config(registry).map_err(|e| img_err(image, e))?;
+        let client = crate::image::registry::Client::new(client_opts).map_err(|e| img_err(image, e))?;
+        let vars = crate::image::reference::TemplateVars::default();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        handle
+            .block_on(crate::image::pull::pull(&client, &store, image, &vars, &opts, self.progress.clone(), cancel))
+            .map_err(|e| img_err(image, e))?;
+        Ok(())
+    }
+
+    /// Makes `image` ready to run: in the store, its manifest and config sound, every layer unpacked into a sound
+    /// snapshot. What is missing or damaged is pulled again (once per call) and unpacked again.
+    fn ensure_image(&self, image: &str, handle: &tokio::runtime::Handle) -> Result<()> {
+        let mut pulled = false;
+        loop {
+            let stored = self.images()?.image(image).is_ok();
+            if !stored {
+                if pulled {
+                    return Err(img_err(image, "the image is still incomplete after pulling it"));
+                }
+                self.pull(image, handle)?;
+                pulled = true;
+                continue;
+            }
+            match self.unpack(image) {
+                Ok(_) => return Ok(()),
+                Err(e) if !pulled && !self.blobs_sound(image) => {
+                    tracing::warn!(image, err = %e, "a layer blob is missing or damaged; pulling it again");
+                    self.pull(image, handle)?;
+                    pulled = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The backend's lock (`<state_dir>/containers/.lock`), held while a container is created, started or removed
+    /// and while [`Inner::repair`] looks at them, so repair never takes a container half made by another process
+    /// (`jetship run`) for one a kill left behind. `wait = false`: `None` when another holds it.
+    fn lock(&self, wait: bool) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+        use nix::fcntl::{Flock, FlockArg};
+        let dir = self.settings.state_dir.join("containers");
+        std::fs::create_dir_all(&dir).map_err(|e| backend_err(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| backend_err(format!("opening {}: {e}", path.display())))?;
+        let arg = if wait { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
+        match Flock::lock(file, arg) {
+            Ok(l) => Ok(Some(l)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => Ok(None),
+            Err((_, e)) => Err(backend_err(format!("locking {}: {e}", path.display()))),
+        }
+    }
+
     fn create(&self, id: &str, config: &ContainerConfig, user_labels: BTreeMap<String, String>) -> Result<()> {
         if !conmon::valid_id(id) {
             return Err(conmon::Error::BadId(id.to_owned()).into());
         }
+        let _lock = self.lock(true)?;
         if self.settings.state_dir.join("containers").join(id).join("meta.json").exists() {
             return Err(conmon::Error::Exists { id: id.to_owned() }.into());
         }
@@ -383,6 +458,116 @@ impl Inner {
         Ok((staged, spec::DeviceEdits { mounts: camera, ..camera_edits.clone() }))
     }
 
+    fn start(&self, id: &str) -> Result<()> {
+        let _lock = self.lock(true)?;
+        let sup = self.sup_of(id)?;
+        if sup.state(id)?.status == Status::Stopped {
+            mounts::restage(&mounts::dir(&self.settings.state_dir, id))?;
+        }
+        Ok(sup.start(id)?)
+    }
+
+    /// Finds what a kill or a power cut left half done and repairs it, noting each repair in `os::journal`:
+    /// a container whose conmon is gone is deleted from the runtime and created again from its bundle under a
+    /// new conmon (never left running unsupervised; the plan then starts it); a container whose record or
+    /// bundle does not parse is stopped and removed (its deployment creates it again); a bundle without a
+    /// container (a kill during create or remove) is unmounted and removed. Skipped while another process holds
+    /// the backend's lock. Returns how many repairs it made.
+    fn repair(&self) -> Result<usize> {
+        let Some(_lock) = self.lock(false)? else { return Ok(0) };
+        let mut repairs = 0;
+        let containers = self.settings.state_dir.join("containers");
+        for entry in std::fs::read_dir(&containers).into_iter().flatten().flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !conmon::valid_id(&id) || !entry.path().is_dir() {
+                continue;
+            }
+            let meta_path = entry.path().join("meta.json");
+            let meta = match std::fs::read(&meta_path) {
+                Ok(b) => serde_json::from_slice::<conmon::Meta>(&b).map_err(|e| format!("unreadable ({e})")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("missing".to_owned()),
+                Err(e) => Err(e.to_string()),
+            };
+            let meta = match meta {
+                Ok(m) => m,
+                Err(problem) => {
+                    self.discard(&id, format!("container record (meta.json) {problem}"));
+                    repairs += 1;
+                    continue;
+                }
+            };
+            if let Some(problem) = bundle_problem(&meta.bundle) {
+                self.discard(&id, problem);
+                repairs += 1;
+                continue;
+            }
+            let sup = self.sup_for(&meta.labels);
+            if sup.monitor_alive(&id) {
+                continue;
+            }
+            let Ok(state) = sup.state(&id) else { continue };
+            let lost = match state.status {
+                Status::Created => None,
+                Status::Running | Status::Paused => Some("the running process; its output while unsupervised"),
+                Status::Stopped | Status::Missing => continue,
+            };
+            let problem =
+                format!("its monitor (conmon) is gone while the container is {:?}", state.status).to_lowercase();
+            let repair = match sup.recreate(&id) {
+                Ok(()) => crate::base::Repair::new(
+                    format!("container {id}"),
+                    problem,
+                    "deleted from the runtime and created again from its bundle under a new conmon; started again by its deployment",
+                ),
+                Err(e) => {
+                    self.discard(&id, format!("{problem}; creating it again failed: {e}"));
+                    repairs += 1;
+                    continue;
+                }
+            };
+            crate::os::journal::note(match lost {
+                Some(l) => repair.lost(l),
+                None => repair,
+            });
+            repairs += 1;
+        }
+        let bundles = self.settings.state_dir.join("bundles");
+        for entry in std::fs::read_dir(&bundles).into_iter().flatten().flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if containers.join(&id).join("meta.json").exists() {
+                continue;
+            }
+            let mounted = unmount(&entry.path().join("rootfs")).is_ok();
+            let _ = std::fs::remove_dir_all(entry.path());
+            crate::os::journal::note(crate::base::Repair::new(
+                format!("bundles/{id}"),
+                "a bundle without a container (a kill during create or remove)",
+                if mounted { "its root file system unmounted and the bundle removed" } else { "removed" },
+            ));
+            repairs += 1;
+        }
+        Ok(repairs)
+    }
+
+    /// Stops and removes container `id` whose record or bundle is unusable, with its bundle (the overlay
+    /// unmounted), and notes the repair: its deployment creates it again.
+    fn discard(&self, id: &str, problem: String) {
+        let result = self.sup.remove(id);
+        let bundle = self.bundle_dir(id);
+        if bundle.exists() {
+            let _ = unmount(&bundle.join("rootfs"));
+            let _ = std::fs::remove_dir_all(&bundle);
+        }
+        let action = match result {
+            Ok(()) => "stopped and removed with its bundle; its deployment creates it again".to_owned(),
+            Err(e) => format!("removing it failed: {e}"),
+        };
+        crate::os::journal::note(
+            crate::base::Repair::new(format!("container {id}"), problem, action)
+                .lost("its output log and writable layer"),
+        );
+    }
+
     /// Writes `config.json` and the GPU symlinks; returns the OCI runtime to use instead of the default.
     #[allow(clippy::too_many_arguments)]
     fn write_bundle(
@@ -443,6 +628,7 @@ impl Inner {
         if !conmon::valid_id(id) {
             return Err(conmon::Error::BadId(id.to_owned()).into());
         }
+        let _lock = self.lock(true)?;
         let sup = match self.meta_labels(id) {
             Ok(l) => self.sup_for(&l),
             Err(_) => self.sup.clone(),
@@ -560,6 +746,27 @@ fn image_file(id: &str, rootfs: &Path, rel: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// Why a container's bundle cannot be used to create it again: no bundle, no `config.json`, or one that is not
+/// an OCI runtime spec. `None` when it is sound.
+fn bundle_problem(bundle: &Path) -> Option<String> {
+    let config = bundle.join("config.json");
+    if !bundle.is_dir() {
+        return Some(format!("its bundle {} is missing", bundle.display()));
+    }
+    let bytes = match std::fs::metadata(&config) {
+        Ok(m) if m.len() > 16 << 20 => return Some(format!("its bundle's config.json is {} bytes", m.len())),
+        Ok(_) => match std::fs::read(&config) {
+            Ok(b) => b,
+            Err(e) => return Some(format!("its bundle's config.json cannot be read ({e})")),
+        },
+        Err(e) => return Some(format!("its bundle's config.json cannot be read ({e})")),
+    };
+    match serde_json::from_slice::<oci_spec::runtime::Spec>(&bytes) {
+        Ok(_) => None,
+        Err(e) => Some(format!("its bundle's config.json is not a runtime spec ({e})")),
+    }
+}
+
 fn cleanup_bundle(bundle: &Path) {
     if let Err(e) = unmount(&bundle.join("rootfs")) {
         tracing::warn!(bundle = %bundle.display(), err = %e, "unmount failed");
@@ -631,35 +838,7 @@ impl ContainerRuntime for OciBackend {
         let name = image.to_owned();
         let handle = tokio::runtime::Handle::current();
         // The pull future is not `Send` (higher-ranked closures inside), so it runs on this blocking thread.
-        blocking(move || {
-            let store = inner.images()?;
-            if store.image(&name).is_ok() {
-                return Ok(());
-            }
-            let registry = &inner.settings.registry;
-            let opts = crate::image::pull::PullOptions::from_config(registry, None).map_err(|e| img_err(&name, e))?;
-            let client_opts =
-                crate::image::registry::ClientOptions::from_config(registry).map_err(|e| img_err(&name, e))?;
-            let client = crate::image::registry::Client::new(client_opts).map_err(|e| img_err(&name, e))?;
-            let vars = crate::image::reference::TemplateVars::default();
-            let cancel = tokio_util::sync::CancellationToken::new();
-            handle
-                .block_on(crate::image::pull::pull(
-                    &client,
-                    &store,
-                    &name,
-                    &vars,
-                    &opts,
-                    inner.progress.clone(),
-                    cancel,
-                ))
-                .map_err(|e| img_err(&name, e))?;
-            Ok(())
-        })
-        .await?;
-        let inner = self.inner.clone();
-        let name = image.to_owned();
-        blocking(move || inner.unpack(&name).map(|_| ())).await
+        blocking(move || inner.ensure_image(&name, &handle)).await
     }
 
     async fn create(&self, id: &str, config: &ContainerConfig, labels: BTreeMap<String, String>) -> Result<()> {
@@ -673,14 +852,12 @@ impl ContainerRuntime for OciBackend {
     async fn start(&self, id: &str) -> Result<()> {
         let inner = self.inner.clone();
         let id = id.to_owned();
-        blocking(move || {
-            let sup = inner.sup_of(&id)?;
-            if sup.state(&id)?.status == Status::Stopped {
-                mounts::restage(&mounts::dir(&inner.settings.state_dir, &id))?;
-            }
-            Ok(sup.start(&id)?)
-        })
-        .await
+        blocking(move || inner.start(&id)).await
+    }
+
+    async fn repair(&self) -> Result<usize> {
+        let inner = self.inner.clone();
+        blocking(move || inner.repair()).await
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<Option<i32>> {

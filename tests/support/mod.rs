@@ -149,7 +149,9 @@ pub fn require_tool(program: &str, debian_package: &str) -> PathBuf {
 pub mod agent;
 pub mod backend_contract;
 pub mod bombs;
+pub mod device;
 pub mod dockerd;
+pub mod faults;
 pub mod hostile;
 pub mod mosquitto;
 pub mod prometheus;

@@ -393,8 +393,12 @@ impl Executor {
         vec![PullProgress { deployment, done_bytes: done, total_bytes: total }]
     }
 
-    /// Refreshes the containers in [`Actual`] from the backend, keeping what the health checkers said.
+    /// Refreshes the containers in [`Actual`] from the backend, keeping what the health checkers said. The
+    /// backend first repairs what a kill left (a container whose monitor is gone, a damaged record).
     async fn observe(&mut self) {
+        if let Err(err) = self.runtime.repair().await {
+            warn!(%err, "container repair failed");
+        }
         let listed = match self.runtime.list_owned().await {
             Ok(l) => l,
             Err(err) => {
@@ -529,6 +533,7 @@ impl Executor {
                 crate::deploy::policy::confine(&mut config, &self.opts.policy, &self.opts.state_dir);
                 match self.runtime.create(id, &config, labels.clone()).await {
                     Ok(()) => {
+                        crate::os::crashpoint::hit("container-created");
                         self.notes.entry(deployment.clone()).or_default().error = None;
                         Outcome::Done
                     }
@@ -537,6 +542,7 @@ impl Executor {
             }
             Action::Start { deployment, id } => match self.runtime.start(id).await {
                 Ok(()) => {
+                    crate::os::crashpoint::hit("container-started");
                     self.stop_checker(id);
                     self.started.insert(deployment.clone(), Utc::now());
                     Outcome::Done

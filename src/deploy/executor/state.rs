@@ -1,5 +1,6 @@
 //! What the plan needs across agent restarts (resolved digests, rolled-back versions): one small file per
-//! deployment under `<state_dir>/deployments/`, written atomically.
+//! deployment under `<state_dir>/deployments/`, written atomically with a mirror copy (`<name>.json.bak`), so a
+//! device that lost one copy still runs the digest it resolved without asking a registry.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,15 +38,12 @@ impl StateFiles {
         let store = |source| Error::Store { path: path.clone(), source };
         std::fs::create_dir_all(&self.dir).map_err(store)?;
         let json = serde_json::to_vec(&p).expect("persisted state serializes");
-        crate::os::fsutil::write_atomic(&path, &json).map_err(store)
+        crate::os::fsutil::write_mirrored(&path, &json).map_err(store)
     }
 
     pub(super) fn remove(&self, name: &str) -> Result<()> {
         let path = self.path(name);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Store { path, source: e }),
-            _ => Ok(()),
-        }
+        crate::os::fsutil::remove_mirrored(&path).map_err(|source| Error::Store { path, source })
     }
 
     /// Every deployment's persisted state; unreadable files are reported and skipped (the deployment is then
@@ -53,25 +51,55 @@ impl StateFiles {
     pub(super) fn load(&self) -> BTreeMap<String, Observed> {
         let mut out = BTreeMap::new();
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return out };
-        for e in entries.flatten() {
-            let path = e.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
-                continue;
-            };
-            let parsed = crate::os::fsutil::read_small(&path, 64 * 1024)
-                .map_err(|e| e.to_string())
-                .and_then(|text| serde_json::from_str::<Persisted>(&text).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(p) => {
-                    let obs = Observed {
-                        resolved: p.resolved.map(|(doc_hash, image)| Resolved { doc_hash, image }),
-                        rolled_back: p.rolled_back.map(|(doc_hash, reason)| RolledBack { doc_hash, reason }),
-                        ..Default::default()
-                    };
-                    out.insert(name.to_owned(), obs);
+        // A deployment's file or only its copy (the file itself lost).
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_str()?.to_owned();
+                let stem = n.strip_suffix(".json.bak").or_else(|| n.strip_suffix(".json"))?;
+                crate::base::valid_id(stem).then(|| stem.to_owned())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in &names {
+            let path = self.path(name);
+            use crate::os::fsutil::{read_mirrored, MirrorRead};
+            let check = |b: &[u8]| serde_json::from_slice::<Persisted>(b).map(drop).map_err(|e| e.to_string());
+            let subject = format!("deployments/{name}.json");
+            let bytes = match read_mirrored(&path, 64 * 1024, check) {
+                MirrorRead::Sound { bytes, copy_problem } => {
+                    if let Some(problem) = copy_problem {
+                        crate::os::journal::note(crate::base::Repair::new(
+                            format!("{subject}.bak"),
+                            problem,
+                            "rewritten from the file",
+                        ));
+                    }
+                    bytes
                 }
-                Err(err) => warn!(path = %path.display(), %err, "ignoring unreadable deployment state"),
-            }
+                MirrorRead::Restored { bytes, problem } => {
+                    crate::os::journal::note(crate::base::Repair::new(subject, problem, "restored from its copy"));
+                    bytes
+                }
+                MirrorRead::Missing => continue,
+                MirrorRead::Damaged { problem } => {
+                    warn!(path = %path.display(), %problem, "ignoring unreadable deployment state");
+                    let _ = crate::os::fsutil::remove_mirrored(&path);
+                    crate::os::journal::note(
+                        crate::base::Repair::new(subject, problem, "removed; the image is resolved again")
+                            .lost("the resolved digest and any rollback of this deployment"),
+                    );
+                    continue;
+                }
+            };
+            let Ok(p) = serde_json::from_slice::<Persisted>(&bytes) else { continue };
+            let obs = Observed {
+                resolved: p.resolved.map(|(doc_hash, image)| Resolved { doc_hash, image }),
+                rolled_back: p.rolled_back.map(|(doc_hash, reason)| RolledBack { doc_hash, reason }),
+                ..Default::default()
+            };
+            out.insert(name.to_owned(), obs);
         }
         out
     }

@@ -273,7 +273,8 @@ pub enum DeploymentState {
     Running,
     /// Running but failing its health check, and its restart policy does not restart it.
     Unhealthy { reason: String },
-    /// Exited or unhealthy; restarts after a backoff of `backoff_ms` (attempt `attempt`).
+    /// Exited or unhealthy; restarts after a backoff of `backoff_ms` (attempt `attempt`). `backoff_ms` is the
+    /// attempt's whole delay, not a countdown, so the state stays the same while it waits.
     Restarting { attempt: u32, backoff_ms: u64, reason: String },
     /// Needs a device the host lacks (a camera); starts when it appears.
     WaitingForDevice { device: String },
@@ -505,13 +506,14 @@ impl Planner<'_> {
     /// A failure of `stage` for `hash` whose retry is not due yet.
     fn waiting_retry(&self, hash: &str, stage: Stage) -> Option<DeploymentState> {
         let f = self.obs.failure.as_ref().filter(|f| f.doc_hash == hash && f.stage == stage)?;
+        // No countdown in the reason: a state that only ticks would be a new event and a new retained
+        // `reported` every round.
         (self.now < f.retry_at).then(|| DeploymentState::Failed {
             reason: format!(
-                "{} failed (attempt {}): {}; retrying in {}",
+                "{} failed (attempt {}): {}; retrying with backoff",
                 stage_name(stage),
                 f.attempts,
-                f.error,
-                crate::deploy::document::DurationSpec(f.retry_at - self.now)
+                f.error
             ),
         })
     }
@@ -606,9 +608,10 @@ impl Planner<'_> {
                 self.push(Action::Start { deployment: self.dep(), id: c.id.clone() });
                 return DeploymentState::Starting;
             }
+            // The backoff of this attempt, not the time left: the state must not change while it only waits.
             return DeploymentState::Restarting {
                 attempt: self.obs.restart.consecutive + 1,
-                backoff_ms: (at - self.now).as_millis() as u64,
+                backoff_ms: self.backoff.delay(self.obs.restart.consecutive).as_millis() as u64,
                 reason,
             };
         }
@@ -633,7 +636,7 @@ impl Planner<'_> {
         if self.obs.restart.next_at.is_none() {
             self.push(Action::ScheduleRestart { deployment: self.dep(), at, attempt });
         }
-        DeploymentState::Restarting { attempt, backoff_ms: at.saturating_sub(self.now).as_millis() as u64, reason }
+        DeploymentState::Restarting { attempt, backoff_ms: delay.as_millis() as u64, reason }
     }
 
     fn reset_backoff_if_stable(&mut self, c: &ContainerView) {
@@ -1074,7 +1077,7 @@ mod tests {
                 now: t(5),
                 actions: &[],
                 state: DeploymentState::Failed {
-                    reason: "pulling the image failed (attempt 2): connection refused; retrying in 4s".into(),
+                    reason: "pulling the image failed (attempt 2): connection refused; retrying with backoff".into(),
                 },
             },
             Case {
@@ -1099,7 +1102,7 @@ mod tests {
                 now: t(5),
                 actions: &[],
                 state: DeploymentState::Failed {
-                    reason: "resolving the image failed (attempt 2): connection refused; retrying in 4s".into(),
+                    reason: "resolving the image failed (attempt 2): connection refused; retrying with backoff".into(),
                 },
             },
             Case {
@@ -1176,7 +1179,7 @@ mod tests {
                 now: t(5),
                 actions: &["start old"],
                 state: DeploymentState::Failed {
-                    reason: "resolving the image failed (attempt 2): connection refused; retrying in 4s".into(),
+                    reason: "resolving the image failed (attempt 2): connection refused; retrying with backoff".into(),
                 },
             },
             Case {
@@ -1539,6 +1542,22 @@ mod tests {
         let p = plan(&only_a, &actual, t(1), &Backoff::default());
         assert!(p.actions.iter().all(|a| a.deployment() == "b"), "{:?}", p.actions);
         assert_eq!(p.states["a"], DeploymentState::Running);
+    }
+
+    #[test]
+    fn a_state_that_only_waits_does_not_change_between_rounds() {
+        let v1 = app("1", "");
+        let b = Backoff::default();
+        let failing = with(ready(&v1, vec![]), |o| o.failure = Some(failure(&v1, Stage::Pull, t(30))));
+        let mut failing = failing;
+        failing.images.clear();
+        let mut exited = ready(&v1, vec![container(&v1, RunState::Exited)]);
+        exited.deployments.get_mut(APP).unwrap().restart.next_at = Some(t(30));
+        for actual in [failing, exited] {
+            let states: Vec<_> = (5..9).map(|s| plan(&v1, &actual, t(s), &b).states[APP].clone()).collect();
+            assert!(states.windows(2).all(|w| w[0] == w[1]), "the state ticks: {states:?}");
+            assert!(matches!(states[0], DeploymentState::Failed { .. } | DeploymentState::Restarting { .. }));
+        }
     }
 
     #[test]
