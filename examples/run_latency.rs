@@ -29,7 +29,13 @@ fn main() -> Result<()> {
         ..Default::default()
     };
     let config = if std::env::var_os("JETSHIP_BENCH_UNCONFINED").is_some_and(|v| v == "1") {
-        let none = Confinement { seccomp: false, apparmor: false, no_new_privileges: false, pids_limit: None, ..Default::default() };
+        let none = Confinement {
+            seccomp: false,
+            apparmor: false,
+            no_new_privileges: false,
+            pids_limit: None,
+            ..Default::default()
+        };
         ContainerConfig { confinement: none, ..config }
     } else {
         config

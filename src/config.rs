@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::{valid_id, GpuMode, LogFormat};
 
+mod policy;
+pub use policy::{PolicyConfig, PowerPolicy};
+
 /// Where the agent looks for its config when neither `--config` nor `JETSHIP_CONFIG` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/jetship/agent.toml";
 /// Where the agent keeps everything it writes unless `state_dir` or `JETSHIP_STATE_DIR` says otherwise.
@@ -133,113 +136,6 @@ impl Default for RuntimeConfig {
             log_max_bytes: 10 * 1024 * 1024,
             stop_grace_s: 10,
             docker_socket: None,
-        }
-    }
-}
-
-/// The local policy: what any controller's deployment document may ask of this device (docs/deployments.md,
-/// docs/security.md). A document that asks for more is refused as a whole, with every reason reported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PolicyConfig {
-    /// Registries (`host[:port]`, `docker.io` for Docker Hub) images may come from. Defaults to none, which
-    /// means any registry.
-    pub allowed_registries: Vec<String>,
-    /// Absolute host directories that volumes may mount (a volume's host path must lie under one of them, with
-    /// no symlink below it). `<state_dir>/volumes/` is always allowed. Defaults to none beyond that.
-    pub allowed_host_paths: Vec<PathBuf>,
-    /// Whether a deployment may ask for a privileged container. Defaults to `false`.
-    pub allow_privileged: bool,
-    /// Whether a deployment may ask for host devices beyond the GPU and cameras (`devices`). Defaults to `false`.
-    pub allow_devices: bool,
-
-    // Container access: what the seed use case needs is allowed by default, nothing beyond it.
-    /// Whether a deployment may share the host's network namespace (`network = "host"`, the default of
-    /// documents). Defaults to `true`.
-    pub allow_host_network: bool,
-    /// Whether a deployment may share the host's IPC namespace and its `/dev/shm` read-write (`ipc = "host"`,
-    /// the default of documents). Defaults to `true`.
-    pub allow_host_ipc: bool,
-    /// Whether a container's process may run as root (uid 0) inside it, by its `user` or the image's.
-    /// Defaults to `true`.
-    pub allow_root: bool,
-    /// Whether a deployment may have an `exec` health check (run inside the container, confined as it is).
-    /// Defaults to `true`.
-    pub allow_exec_health: bool,
-    /// Whether a deployment may ask for cameras. Defaults to `true`.
-    pub allow_cameras: bool,
-    /// Whether a deployment may ask for the GPU. Defaults to `true`.
-    pub allow_gpu: bool,
-    /// CDI device names a deployment's `gpu` may name (`vendor/class=name`; `name` may be `*`). `gpu = true` is
-    /// `nvidia.com/gpu=all`. Defaults to `["nvidia.com/gpu=*"]`.
-    pub allowed_cdi_devices: Vec<String>,
-    /// Capabilities a deployment may add to Docker's default set (`cap_add`), e.g. `CAP_NET_ADMIN`. Defaults to
-    /// none.
-    pub allowed_capabilities: Vec<String>,
-    /// Whether a deployment may run without Docker's default seccomp profile (`seccomp = "unconfined"`).
-    /// Defaults to `false`.
-    pub allow_unconfined_seccomp: bool,
-    /// Whether a deployment may run without the AppArmor profile (`apparmor = "unconfined"`). Defaults to
-    /// `false`.
-    pub allow_unconfined_apparmor: bool,
-    /// Whether a deployment may turn no_new_privs off (`no_new_privileges = false`, for setuid binaries).
-    /// Defaults to `false`.
-    pub allow_new_privileges: bool,
-    /// Most tasks a deployment may ask for (`pids_limit`); one that sets none gets the smaller of this and 4096.
-    /// Defaults to 4096.
-    pub pids_limit: u64,
-    /// `[policy.power]`: whether controllers may change the power mode and jetson_clocks.
-    pub power: PowerPolicy,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        Self {
-            allowed_registries: Vec::new(),
-            allowed_host_paths: Vec::new(),
-            allow_privileged: false,
-            allow_devices: false,
-            // Container access.
-            allow_host_network: true,
-            allow_host_ipc: true,
-            allow_root: true,
-            allow_exec_health: true,
-            allow_cameras: true,
-            allow_gpu: true,
-            allowed_cdi_devices: vec!["nvidia.com/gpu=*".into()],
-            allowed_capabilities: Vec::new(),
-            allow_unconfined_seccomp: false,
-            allow_unconfined_apparmor: false,
-            allow_new_privileges: false,
-            pids_limit: crate::base::DEFAULT_PIDS_LIMIT,
-            power: PowerPolicy::default(),
-        }
-    }
-}
-
-/// `[policy.power]`: power control from the fleet (`jetship power-mode`, `jetship clocks`), carried out with the
-/// device's own `nvpmodel -m <id>` and `jetson_clocks`. Off by default: the mode changes what the board draws and
-/// can need a reboot, so root on the device decides whether the network may ask for it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PowerPolicy {
-    /// Whether `power-mode` and `clocks` commands are carried out. Defaults to `false` (refused, naming this key).
-    pub allow_control: bool,
-    /// The nvpmodel program, an absolute path run as given. Defaults to the first `nvpmodel` in /usr/sbin,
-    /// /usr/bin, /usr/local/bin under `host.root`.
-    pub nvpmodel: Option<PathBuf>,
-    /// The jetson_clocks program, an absolute path run as given. Defaults to the first `jetson_clocks` in
-    /// /usr/bin, /usr/sbin, /usr/local/bin under `host.root`.
-    pub jetson_clocks: Option<PathBuf>,
-}
-
-impl PowerPolicy {
-    fn check(&self, bad: &mut impl FnMut(&str, String)) {
-        for (key, p) in [("policy.power.nvpmodel", &self.nvpmodel), ("policy.power.jetson_clocks", &self.jetson_clocks)]
-        {
-            if let Some(p) = p.as_ref().filter(|p| !p.is_absolute()) {
-                bad(key, format!("`{}` must be an absolute path to the program", p.display()));
-            }
         }
     }
 }
@@ -794,44 +690,7 @@ impl Config {
         if self.runtime.log_max_bytes < 4096 {
             bad("runtime.log_max_bytes", format!("{} is too small; use at least 4096", self.runtime.log_max_bytes));
         }
-        for (i, r) in self.policy.allowed_registries.iter().enumerate() {
-            if r.is_empty() || r.contains(['/', '@']) || r.chars().any(char::is_whitespace) {
-                bad(
-                    &format!("policy.allowed_registries[{i}]"),
-                    format!("`{r}` must be a registry host[:port] such as nvcr.io or docker.io"),
-                );
-            }
-        }
-        for (i, p) in self.policy.allowed_host_paths.iter().enumerate() {
-            if !p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
-                bad(
-                    &format!("policy.allowed_host_paths[{i}]"),
-                    format!("`{}` must be an absolute path without `..`", p.display()),
-                );
-            }
-        }
-        for (i, c) in self.policy.allowed_cdi_devices.iter().enumerate() {
-            let ok = c.split_once('=').is_some_and(|(kind, name)| kind.contains('/') && !name.is_empty());
-            if !ok {
-                bad(
-                    &format!("policy.allowed_cdi_devices[{i}]"),
-                    format!("`{c}` must be a CDI device name vendor/class=name, such as nvidia.com/gpu=* or nvidia.com/gpu=0"),
-                );
-            }
-        }
-        for (i, c) in self.policy.allowed_capabilities.iter().enumerate() {
-            let full = serde_json::Value::String(crate::base::capability_key(c));
-            if serde_json::from_value::<oci_spec::runtime::Capability>(full).is_err() {
-                bad(
-                    &format!("policy.allowed_capabilities[{i}]"),
-                    format!("`{c}` is not a Linux capability (e.g. CAP_NET_ADMIN)"),
-                );
-            }
-        }
-        if self.policy.pids_limit == 0 {
-            bad("policy.pids_limit", "must be at least 1".into());
-        }
-        self.policy.power.check(&mut bad);
+        self.policy.check(&mut bad);
         match self.runtime.oci_runtime.as_str() {
             "auto" | "crun" | "runc" => {}
             p if p.starts_with('/') => {}

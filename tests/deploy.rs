@@ -4,12 +4,12 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::device::*;
 use support::mosquitto::{publish, Mosquitto};
-use support::registry::Registry;
+use support::registry::{Pusher, Registry};
 
 #[test]
 fn deploy_wait_converges_two_deployments_shown_running_with_digests_and_logs() {

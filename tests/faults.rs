@@ -154,11 +154,7 @@ fn torn_or_corrupt_state_files_are_repaired_reported_and_never_reuse_a_seq() {
         Kind { name: "config blob", path: blob(&record.config_digest), reported: always },
         Kind { name: "layer blob", path: blob(&record.layers[0].digest), reported: always },
         Kind { name: "partial download", path: partial, reported: never },
-        Kind {
-            name: "partial's description",
-            path: description,
-            reported: truncation_only,
-        },
+        Kind { name: "partial's description", path: description, reported: truncation_only },
         Kind { name: "snapshot completion record", path: snap.join("meta.json"), reported: truncation_only },
         Kind { name: "file in a snapshot", path: snap.join("fs/bin/busybox"), reported: always },
         Kind {

@@ -157,11 +157,11 @@ pub(super) fn run_fleet(
         }
         FleetCommand::PowerMode { target, mode, json, timeout, broker } => {
             let request = crate::controller::power::PowerRequest::Mode(mode);
-            run_power(&target, &request, json, secs("--timeout", timeout)?, &broker.access()?)
+            run_power(&target, &request, json, secs("--timeout", timeout)?, &broker.access(config)?)
         }
         FleetCommand::Clocks { target, state, json, timeout, broker } => {
             let request = crate::controller::power::PowerRequest::Clocks(state == super::args::OnOff::On);
-            run_power(&target, &request, json, secs("--timeout", timeout)?, &broker.access()?)
+            run_power(&target, &request, json, secs("--timeout", timeout)?, &broker.access(config)?)
         }
         FleetCommand::Exporter { broker, args } => {
             crate::controller::exporter::run(broker.access(config)?, args)?;

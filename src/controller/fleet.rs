@@ -617,7 +617,8 @@ impl Session {
             s.el.mqtt_options = s.brokers.advance().clone();
         }
         // An agent's embedded broker closes the connection of a client without its credentials.
-        let hint = |message: String| match access.username {
+        let hint = |message: String| {
+            match access.username {
             Some(_) => message,
             None => format!(
                 "{message}; if this is an agent's embedded broker, it needs the agent's credentials: run as root on the device (the CLI then reads {}/{}) or pass --username {} --password-file",
@@ -625,6 +626,7 @@ impl Session {
                 crate::link::broker::EMBEDDED_PASSWORD_FILE,
                 crate::link::broker::EMBEDDED_USER
             ),
+        }
         };
         if failed.len() == 1 {
             let (url, message) = failed.remove(0);

@@ -139,7 +139,8 @@ fn container_access(
             }
         }
     }
-    let allowed_caps: Vec<String> = policy.allowed_capabilities.iter().map(|c| crate::base::capability_key(c)).collect();
+    let allowed_caps: Vec<String> =
+        policy.allowed_capabilities.iter().map(|c| crate::base::capability_key(c)).collect();
     for (i, c) in d.cap_add.iter().enumerate() {
         let key = crate::base::capability_key(c);
         if !allowed_caps.contains(&key) {
