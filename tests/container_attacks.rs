@@ -752,9 +752,12 @@ fn a_state_dir_created_world_readable_is_narrowed_at_agent_start() {
     let doc = r#"{"generation":2,"deployments":{}}"#;
     support::mosquitto::publish(&broker, &format!("jetship/v1/{id}/desired"), doc.as_bytes(), true);
     wait_until("generation 2 stored", Duration::from_secs(15), || {
-        std::fs::read_to_string(state.join("desired/device.json")).is_ok_and(|t| t.contains("\"generation\": 2"))
+        // The store writes compact JSON (sealed with a checksum, mirrored in device.json.bak).
+        std::fs::read_to_string(state.join("desired/device.json"))
+            .is_ok_and(|t| t.replace(' ', "").contains("\"generation\":2"))
     });
     assert_eq!(mode(&state.join("desired/device.json")), 0o600);
+    assert_eq!(mode(&state.join("desired/device.json.bak")), 0o600);
 }
 
 // ---- camera and device paths: the node itself, never what a symlink in its place points to --------------------

@@ -376,7 +376,11 @@ fn attack_7_a_layer_bomb_fails_with_the_numbers_and_is_retried_with_backoff() {
     });
     let reason = first["deployments"]["app"]["reason"].as_str().unwrap().to_owned();
     assert!(reason.contains("layer unpack stopped") && reason.contains("unpack.max_expansion_ratio"), "{reason}");
-    assert!(reason.contains("compressed bytes") && reason.contains("retrying in"), "{reason}\n{}", agent.log());
+    assert!(
+        reason.contains("compressed bytes") && reason.contains("retrying with backoff"),
+        "{reason}\n{}",
+        agent.log()
+    );
     // Over the next 15 s: a few attempts (1 s, 2 s, 4 s, 8 s apart), not a tight loop.
     let (start, mut n) = (Instant::now(), attempt(&first).unwrap_or(0));
     while start.elapsed() < Duration::from_secs(15) {

@@ -224,7 +224,12 @@ fn run_applies_image_config_and_overrides_and_propagates_the_exit_code_and_rm_cl
     assert_eq!(stdout_lines(&out), ["ids=0:0 cwd=/work"], "stderr: {}", text(&out.stderr));
 
     // --rm: no container record, no bundle, no mount left.
-    let left: Vec<_> = std::fs::read_dir(env.state.join("containers")).unwrap().flatten().collect();
+    // (`containers/.lock` is the backend's lock, not a container.)
+    let left: Vec<_> = std::fs::read_dir(env.state.join("containers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
     assert!(left.is_empty(), "{left:?}");
     let bundles: Vec<_> = std::fs::read_dir(env.state.join("bundles")).unwrap().flatten().collect();
     assert!(bundles.is_empty(), "{bundles:?}");
@@ -363,7 +368,9 @@ fn gpu_cdi_nodes_mounts_and_env_reach_the_container_and_a_stale_spec_is_reported
     for part in ["/dev/nvgpu/igpu0/ctrl", "c 507:0", "c 498:0", "nvidia-ctk cdi generate"] {
         assert!(err.contains(part), "{err} lacks {part}");
     }
-    assert!(std::fs::read_dir(env.state.join("containers")).map_or(true, |d| d.count() == 0), "nothing created");
+    let created =
+        |d: std::fs::ReadDir| d.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count();
+    assert!(std::fs::read_dir(env.state.join("containers")).map_or(true, |d| created(d) == 0), "nothing created");
 }
 
 #[test]

@@ -114,43 +114,43 @@ impl PowerPolicy {
 impl PolicyConfig {
     /// Reports each key that is wrong through `bad(key, message)`.
     pub(super) fn check(&self, bad: &mut impl FnMut(&str, String)) {
-    for (i, r) in self.allowed_registries.iter().enumerate() {
-        if r.is_empty() || r.contains(['/', '@']) || r.chars().any(char::is_whitespace) {
-            bad(
-                &format!("policy.allowed_registries[{i}]"),
-                format!("`{r}` must be a registry host[:port] such as nvcr.io or docker.io"),
-            );
+        for (i, r) in self.allowed_registries.iter().enumerate() {
+            if r.is_empty() || r.contains(['/', '@']) || r.chars().any(char::is_whitespace) {
+                bad(
+                    &format!("policy.allowed_registries[{i}]"),
+                    format!("`{r}` must be a registry host[:port] such as nvcr.io or docker.io"),
+                );
+            }
         }
-    }
-    for (i, p) in self.allowed_host_paths.iter().enumerate() {
-        if !p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
-            bad(
-                &format!("policy.allowed_host_paths[{i}]"),
-                format!("`{}` must be an absolute path without `..`", p.display()),
-            );
+        for (i, p) in self.allowed_host_paths.iter().enumerate() {
+            if !p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
+                bad(
+                    &format!("policy.allowed_host_paths[{i}]"),
+                    format!("`{}` must be an absolute path without `..`", p.display()),
+                );
+            }
         }
-    }
-    for (i, c) in self.allowed_cdi_devices.iter().enumerate() {
-        let ok = c.split_once('=').is_some_and(|(kind, name)| kind.contains('/') && !name.is_empty());
-        if !ok {
-            bad(
+        for (i, c) in self.allowed_cdi_devices.iter().enumerate() {
+            let ok = c.split_once('=').is_some_and(|(kind, name)| kind.contains('/') && !name.is_empty());
+            if !ok {
+                bad(
                 &format!("policy.allowed_cdi_devices[{i}]"),
                 format!("`{c}` must be a CDI device name vendor/class=name, such as nvidia.com/gpu=* or nvidia.com/gpu=0"),
             );
+            }
         }
-    }
-    for (i, c) in self.allowed_capabilities.iter().enumerate() {
-        let full = serde_json::Value::String(crate::base::capability_key(c));
-        if serde_json::from_value::<oci_spec::runtime::Capability>(full).is_err() {
-            bad(
-                &format!("policy.allowed_capabilities[{i}]"),
-                format!("`{c}` is not a Linux capability (e.g. CAP_NET_ADMIN)"),
-            );
+        for (i, c) in self.allowed_capabilities.iter().enumerate() {
+            let full = serde_json::Value::String(crate::base::capability_key(c));
+            if serde_json::from_value::<oci_spec::runtime::Capability>(full).is_err() {
+                bad(
+                    &format!("policy.allowed_capabilities[{i}]"),
+                    format!("`{c}` is not a Linux capability (e.g. CAP_NET_ADMIN)"),
+                );
+            }
         }
-    }
-    if self.pids_limit == 0 {
-        bad("policy.pids_limit", "must be at least 1".into());
-    }
-    self.power.check(bad);
+        if self.pids_limit == 0 {
+            bad("policy.pids_limit", "must be at least 1".into());
+        }
+        self.power.check(bad);
     }
 }

@@ -489,12 +489,13 @@ impl Inner {
             return Err(ctr_err(
                 id,
                 format!(
-                    "its process would run as root (uid 0, user `{}`), which this device's policy refuses: set                      `user` in the deployment to a non-root uid, or set policy.allow_root = true in the agent config",
+                    "its process would run as root (uid 0, user `{}`), which this device's policy refuses: set `user` in the deployment to a non-root uid, or set policy.allow_root = true in the agent config",
                     config.user.as_deref().or(image.user.as_deref()).unwrap_or("the image's default")
                 ),
             ));
         }
         let mut run = run_spec(config);
+        run.seccomp = run.seccomp.map(|m| m.for_platform(&stored.record.platform));
         run.mounts = volumes;
         if config.confinement.apparmor {
             run.apparmor_profile = super::apparmor::ensure_loaded(&self.settings.host_root, &self.settings.state_dir)

@@ -90,6 +90,19 @@ impl Machine {
         Self { arch, kernel: running_kernel() }
     }
 
+    /// This machine running a container built for `platform` (`os/arch[/variant]`, the image's): the filter
+    /// must match the architecture of the syscalls the container makes, which is the image's (an amd64 image
+    /// run by an emulated arm64 agent, say). A platform with an unknown architecture keeps this machine's.
+    pub fn for_platform(self, platform: &str) -> Self {
+        let arch = match platform.split('/').nth(1) {
+            Some("amd64") => "amd64",
+            Some("arm64") => "arm64",
+            Some("arm") => "arm",
+            _ => self.arch,
+        };
+        Self { arch, ..self }
+    }
+
     /// The target of a container with bounding capabilities `caps` on this machine.
     pub fn target(self, caps: &[Capability]) -> Target {
         Target { arch: self.arch, caps: cap_names(caps), kernel: self.kernel }
@@ -266,5 +279,14 @@ mod tests {
     #[test]
     fn a_broken_profile_is_an_error_not_a_panic() {
         assert!(translate("{", &target("arm64", &[])).unwrap_err().contains("seccomp profile"));
+    }
+
+    #[test]
+    fn the_filters_architecture_is_the_images() {
+        let m = Machine { arch: "arm64", kernel: (5, 15) };
+        assert_eq!(m.for_platform("linux/amd64").arch, "amd64");
+        assert_eq!(m.for_platform("linux/arm/v7").arch, "arm");
+        assert_eq!(m.for_platform("linux/riscv64").arch, "arm64");
+        assert_eq!(m.for_platform("").arch, "arm64");
     }
 }
