@@ -2,7 +2,7 @@
 //! paths volumes may mount, whether privileged containers or extra devices are allowed, and every other widening
 //! of a container's access (host network and IPC, root, exec health checks, cameras, the GPU and its CDI
 //! names, capabilities, seccomp, AppArmor, no_new_privs, the pids limit). Each refusal names the key that would
-//! allow it. [`confine`] puts what only the policy knows into a container's [`Confinement`]: the roots volumes
+//! allow it. [`confine`] puts what only the policy knows into a container's [`Confinement`](crate::runtime::Confinement): the roots volumes
 //! must resolve beneath (the runtime refuses a symlink below them), whether root is refused, the pids limit.
 //!
 //! Pure: compares a validated [`Document`] with [`PolicyConfig`]; no file system access (host paths are

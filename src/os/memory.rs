@@ -11,7 +11,7 @@
 /// (up to 8 per core), each keeping freed memory. Two keep contention away for the blocking pool.
 const MALLOC_ARENAS: i32 = 2;
 
-/// Caps glibc's malloc arenas (see [`MALLOC_ARENAS`]). Call once at start, before threads allocate.
+/// Caps glibc's malloc arenas (two: enough for the blocking pool). Call once at start, before threads allocate.
 pub fn limit_malloc_arenas() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets a tunable of the allocator; it is documented as safe to call at any time.
