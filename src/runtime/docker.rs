@@ -142,11 +142,14 @@ pub fn plan_gpu(mode: GpuMode, request: Option<&GpuRequest>, daemon: &DaemonGpu)
 }
 
 /// Turns the Engine's pull messages (per layer: `Pulling fs layer`, `Downloading` with current/total,
-/// `Pull complete`, `Already exists`) into jetship's [`Progress`] events. Layers are named by the Engine's short
-/// layer id, not a full digest. The Engine does not announce totals up front, so no `Planned` event is made.
+/// `Download complete`, `Pull complete`, `Already exists`) into jetship's [`Progress`] events. Layers are named by
+/// the Engine's short layer id, not a full digest. The Engine does not announce totals up front, so no `Planned`
+/// event is made. Its transfer manager passes on only each layer's latest message, so a layer that downloads
+/// quickly may skip `Downloading` updates: `Download complete` credits what the last known total says is left.
 #[derive(Debug, Default)]
 pub struct ProgressMapper {
-    downloaded: HashMap<String, u64>,
+    /// Per layer: bytes credited so far and the total the Engine last gave.
+    layers: HashMap<String, (u64, Option<u64>)>,
 }
 
 impl ProgressMapper {
@@ -160,15 +163,25 @@ impl ProgressMapper {
     ) -> Option<Progress> {
         let id = id.filter(|i| !i.is_empty())?;
         let digest = id.to_owned();
+        let total = total.filter(|t| *t > 0).map(|t| t as u64);
         match status {
             "Pulling fs layer" => {
-                self.downloaded.insert(digest.clone(), 0);
-                Some(Progress::BlobStarted { digest, size: total.unwrap_or(0).max(0) as u64, offset: 0 })
+                self.layers.insert(digest.clone(), (0, total));
+                Some(Progress::BlobStarted { digest, size: total.unwrap_or(0), offset: 0 })
             }
             "Downloading" => {
                 let now = current.unwrap_or(0).max(0) as u64;
-                let before = self.downloaded.insert(digest.clone(), now).unwrap_or(0);
+                let layer = self.layers.entry(digest.clone()).or_default();
+                let before = layer.0;
+                layer.0 = before.max(now);
+                layer.1 = total.or(layer.1);
                 (now > before).then(|| Progress::BlobBytes { digest, bytes: now - before })
+            }
+            "Download complete" => {
+                let layer = self.layers.entry(digest.clone()).or_default();
+                let rest = layer.1.map_or(0, |t| t.saturating_sub(layer.0));
+                layer.0 += rest;
+                (rest > 0).then_some(Progress::BlobBytes { digest, bytes: rest })
             }
             "Pull complete" => Some(Progress::BlobDone { digest, cached: false }),
             "Already exists" => Some(Progress::BlobDone { digest, cached: true }),
@@ -874,6 +887,16 @@ mod tests {
             Some(Progress::BlobBytes { digest: "a1b2".into(), bytes: 200 })
         );
         assert_eq!(m.map(Some("a1b2"), "Download complete", None, None), None);
+        // A layer whose last `Downloading` update was passed over: completion credits the rest of its total.
+        m.map(Some("d4"), "Pulling fs layer", None, None);
+        assert_eq!(
+            m.map(Some("d4"), "Downloading", Some(10), Some(500)),
+            Some(Progress::BlobBytes { digest: "d4".into(), bytes: 10 })
+        );
+        assert_eq!(
+            m.map(Some("d4"), "Download complete", None, None),
+            Some(Progress::BlobBytes { digest: "d4".into(), bytes: 490 })
+        );
         assert_eq!(
             m.map(Some("a1b2"), "Pull complete", None, None),
             Some(Progress::BlobDone { digest: "a1b2".into(), cached: false })
