@@ -319,6 +319,8 @@ pub struct ProxyState {
     pub seen: Mutex<Vec<Seen>>,
     pub token_requests: Mutex<Vec<String>>,
     pub generation: std::sync::atomic::AtomicU64,
+    /// Blob body bytes written so far, requests in flight included.
+    pub streamed: std::sync::atomic::AtomicU64,
 }
 
 impl ProxyState {
@@ -537,6 +539,7 @@ async fn handle(
             }
             wr.write_all(&chunk).await?;
             pos += chunk.len() as u64;
+            st.streamed.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::SeqCst);
             if let Some(bps) = throttle {
                 wr.flush().await?;
                 tokio::time::sleep(Duration::from_secs_f64(chunk.len() as f64 / bps as f64)).await;
