@@ -285,7 +285,14 @@ fn entry(broker: &Mosquitto, device: &Device, name: &str) -> String {
 
 /// Waits up to `limit` for the deployment's `reported` entry to satisfy `ok`; on timeout shows it and the
 /// agent's failed steps.
-fn wait_entry(broker: &Mosquitto, device: &Device, agent: &Agent, what: &str, limit: Duration, ok: impl Fn(&str) -> bool) {
+fn wait_entry(
+    broker: &Mosquitto,
+    device: &Device,
+    agent: &Agent,
+    what: &str,
+    limit: Duration,
+    ok: impl Fn(&str) -> bool,
+) {
     let deadline = Instant::now() + limit;
     loop {
         let e = entry(broker, device, "app");
@@ -443,4 +450,123 @@ fn a_full_state_disk_keeps_the_container_running_reports_it_and_everything_resum
     println!("disk full: refused {refused}\ndisk full: download {failed}\ndisk full: unpack {unpack_failed}");
     drop(agent);
     drop(device);
+}
+
+// ---- registry outage during an update ---------------------------------------------------------------------------
+
+#[test]
+fn a_registry_outage_during_an_update_keeps_the_old_version_and_the_update_completes_through_cut_connections() {
+    let broker = Mosquitto::start();
+    let registry = Registry::start();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let proxy = rt.block_on(support::registry::Proxy::start(&registry.addr));
+    let pusher = support::registry::Pusher::new(&registry.addr);
+    let base = support::backend_contract::busybox_image("outage");
+    let mut noise = vec![0u8; 12 << 20];
+    rand::rngs::StdRng::seed_from_u64(17).fill(&mut noise[..]);
+    let v2 = with_data_layer(&base, "noise.bin", &noise);
+    rt.block_on(pusher.image("hello", Some("v1"), &base));
+    rt.block_on(pusher.image("hello", Some("v2"), &v2));
+    let device = Device::native(&broker, &proxy.addr);
+    device.add_registry_config("retries = 2\nretry_backoff_cap_s = 1.0");
+    let agent = Agent::start(&device.config);
+    let doc = |tag: &str| deployment("app", &format!("{}/hello:{tag}", proxy.addr), tag, "running_for = \"1s\"");
+    let out = deploy(&broker, &device, &device.write_doc("v1.toml", &doc("v1")));
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    let v1 = device.containers(true);
+    assert_eq!(v1.len(), 1);
+
+    // The registry goes down as the update arrives: the update fails and is retried, v1 keeps running.
+    proxy.faults().down = true;
+    let v2_doc = device.write_doc("v2.toml", &doc("v2"));
+    let out = support::jetship(&["deploy", &device.id, "-f", v2_doc.to_str().unwrap(), "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_entry(
+        &broker,
+        &device,
+        &agent,
+        "the update to fail while the registry is down",
+        Duration::from_secs(60),
+        |e| e.contains("\"failed\"") && e.contains("retrying with backoff"),
+    );
+    let during = entry(&broker, &device, "app");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(device.containers(true), v1, "v1 keeps running while the registry is down");
+
+    // Back, but every connection is cut after 3 MiB: the 12 MiB layer comes in resumed pieces.
+    {
+        let mut f = proxy.faults();
+        f.cut_after = Some(3 << 20);
+        f.cut_times = u32::MAX;
+        f.down = false;
+    }
+    // Down again mid-download, long enough for the pull to give up its attempts: v1 still runs.
+    let streamed = || proxy.state.streamed.load(std::sync::atomic::Ordering::SeqCst);
+    let before = streamed();
+    wait_until("the v2 download to begin", Duration::from_secs(60), || streamed() > before + (4 << 20));
+    proxy.faults().down = true;
+    wait_entry(&broker, &device, &agent, "the pull to fail mid-download", Duration::from_secs(60), |e| {
+        e.contains("\"failed\"") && e.contains("pulling the image failed")
+    });
+    assert_eq!(device.containers(true), v1, "v1 keeps running while the download is interrupted");
+    proxy.faults().down = false;
+    wait_entry(&broker, &device, &agent, "the update to complete", Duration::from_secs(120), |_| {
+        reported_soon(&broker, &device.id)["applied_generation"] == 2
+    });
+    let layer = &v2.layers[1].digest;
+    let requests = proxy.state.requests(layer);
+    let ranged = requests.iter().filter(|s| s.range.is_some()).count();
+    assert!(requests.len() >= 4 && ranged >= 3, "the layer came in resumed pieces: {requests:?}");
+    let served: u64 = requests.iter().map(|s| s.served).sum();
+    let size = v2.layers[1].data.len() as u64;
+    assert!(served <= size + (1 << 20), "what was received is kept: {served} bytes served for {size}");
+    let now = device.containers(false);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, v1, "v2 replaced v1");
+    let problems = faults::store_problems(&device.state());
+    assert!(problems.is_empty(), "{problems:?}");
+    println!(
+        "registry outage: while down {during}\nregistry outage: layer in {} requests ({ranged} resumed), {served} bytes",
+        requests.len()
+    );
+    drop(agent);
+}
+
+// ---- clock skew ------------------------------------------------------------------------------------------------
+
+#[test]
+fn a_device_whose_clock_is_an_hour_behind_is_shown_online_and_seen_just_now_with_its_skew() {
+    support::require_tool("faketime", "faketime");
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let id = format!("skew-{}", support::agent::rand_suffix());
+    let config = support::agent::agent_config(dir.path(), &id, &format!("url = \"{}\"", broker.url()), "");
+    // libfaketime shifts the agent's wall clock (and its monotonic clock, by the same offset) an hour back.
+    let agent = Agent::start_with(&config, &["faketime", "-f", "-1h"], &[]);
+    let row = |text: &str| -> Value {
+        let rows: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        rows.as_array().into_iter().flatten().find(|r| r["device"] == id.as_str()).cloned().unwrap_or(Value::Null)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let out = support::jetship(&["devices", "--json", "--broker", &broker.url()]);
+        let r = row(&String::from_utf8_lossy(&out.stdout));
+        if r["online"] == true && r["last_seen_ms"].is_u64() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the device never showed: {}\n{}", text(&out), agent.log());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Its samples say an hour ago; the controller measured the skew and shows when it really heard from it.
+    let skew = seen["clock_skew_ms"].as_i64().unwrap_or_else(|| panic!("no skew measured: {seen}"));
+    assert!((skew + 3_600_000).abs() < 10_000, "skew {skew} ms is not about -1h: {seen}");
+    let now_ms = chrono::Utc::now().timestamp_millis() as u64;
+    let age = now_ms.saturating_sub(seen["last_seen_ms"].as_u64().unwrap());
+    assert!(age < 15_000, "last seen {age} ms ago for a device that is online: {seen}");
+    let table = text(&support::jetship(&["devices", "--broker", &broker.url()]));
+    let line = table.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains("(clock -60m)") || line.contains("(clock -59m)"), "{line}");
+    assert!(!line.contains("60m ago") && !line.contains("59m ago"), "a stale age shown: {line}");
+    println!("clock skew: {line}");
+    drop(agent);
 }

@@ -297,6 +297,8 @@ pub struct Faults {
     pub ignore_range: bool,
     /// Throttle blob bodies to this many bytes per second.
     pub throttle_bps: Option<u64>,
+    /// The registry is down: every connection is closed before an answer.
+    pub down: bool,
     /// Demand `Authorization: Bearer <token>` on /v2/ and serve /token (Basic creds required if set).
     pub bearer: Option<(String, Option<(String, String)>)>,
     /// Served as-is for an exact path: (status, content type, extra headers, body).
@@ -406,6 +408,9 @@ async fn handle(
     http: &reqwest::Client,
     me: &str,
 ) -> std::io::Result<()> {
+    if st.faults.lock().unwrap().down {
+        return Ok(()); // the connection closes unanswered
+    }
     let (rd, mut wr) = conn.into_split();
     let super::hostile::Request { method, path, headers } = super::hostile::read_request(rd).await?;
     let is_blob = path.contains("/blobs/sha256:");
