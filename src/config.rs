@@ -15,9 +15,9 @@ mod policy;
 pub use policy::{PolicyConfig, PowerPolicy};
 
 /// Where the agent looks for its config when neither `--config` nor `JETSHIP_CONFIG` says otherwise.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/jetship/agent.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/jetship/agent.toml";
 /// Where the agent keeps everything it writes unless `state_dir` or `JETSHIP_STATE_DIR` says otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/jetship";
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/jetship";
 
 /// Errors loading or validating the config. Each names the file and, where there is one, the key path.
 #[derive(Debug, thiserror::Error)]
@@ -429,7 +429,7 @@ pub struct RegistryCredential {
 
 /// The config file to read: the explicit path, else `JETSHIP_CONFIG`, else `/etc/jetship/agent.toml`.
 /// The returned flag says whether the file must exist (only the built-in default may be absent).
-pub fn resolve_path(explicit: Option<&Path>) -> (PathBuf, bool) {
+pub(crate) fn resolve_path(explicit: Option<&Path>) -> (PathBuf, bool) {
     if let Some(p) = explicit {
         return (p.to_path_buf(), true);
     }
@@ -440,7 +440,7 @@ pub fn resolve_path(explicit: Option<&Path>) -> (PathBuf, bool) {
 }
 
 /// The drop-in directory beside a config file: `agent.toml` -> `agent.d`.
-pub fn drop_in_dir(path: &Path) -> PathBuf {
+pub(crate) fn drop_in_dir(path: &Path) -> PathBuf {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!("{stem}.d"))
 }
@@ -498,8 +498,9 @@ pub fn load_files(path: &Path, required: bool) -> Result<Loaded> {
     Ok(Loaded { config, files })
 }
 
-/// Parses config text as if it were the file `path` (used by tests and `check-config`).
-pub fn parse_str(text: &str, path: &Path) -> Result<Config> {
+/// Parses config text as if it were the file `path`.
+#[cfg(test)]
+pub(crate) fn parse_str(text: &str, path: &Path) -> Result<Config> {
     let table = toml::from_str::<toml::Table>(text)
         .map_err(|e| Error::Syntax { path: path.to_path_buf(), message: e.to_string().trim().to_owned() })?;
     from_table(table, path)
@@ -704,7 +705,7 @@ impl Config {
     }
 
     /// The MQTT client id: `mqtt.client_id`, else the device id.
-    pub fn client_id(&self) -> String {
+    pub(crate) fn client_id(&self) -> String {
         self.mqtt.client_id.clone().unwrap_or_else(|| self.device_id())
     }
 
@@ -729,7 +730,7 @@ impl Config {
 
 impl MqttConfig {
     /// The brokers to connect to, in order: `urls`, else `url`; empty for the embedded broker.
-    pub fn broker_urls(&self) -> Vec<String> {
+    pub(crate) fn broker_urls(&self) -> Vec<String> {
         if self.urls.is_empty() {
             self.url.iter().cloned().collect()
         } else {

@@ -168,7 +168,7 @@ pub(super) fn parse_network(s: &str) -> Result<crate::base::NetworkMode, String>
 }
 
 /// A size such as `64m`, `1g`, `512k` or plain bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
     let (num, mult) = match t.chars().last() {
@@ -185,7 +185,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// `HOST:CONTAINER[:ro|:rw]`, both absolute.
-pub fn parse_volume(s: &str) -> Result<crate::runtime::Volume, String> {
+pub(crate) fn parse_volume(s: &str) -> Result<crate::runtime::Volume, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let (host, ctr, ro) = match parts.as_slice() {
         [h, c] => (*h, *c, false),

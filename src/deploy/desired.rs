@@ -39,7 +39,7 @@ impl Source {
     }
 
     /// The source a store file name stands for; `None` for other files (temp files, strays).
-    pub fn from_file_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_file_name(name: &str) -> Option<Self> {
         let stem = name.strip_suffix(".json")?;
         if stem == "device" {
             return Some(Self::Device);
@@ -69,7 +69,7 @@ pub fn overlay(groups: &[(String, Document)], device: Option<&Document>) -> Docu
 }
 
 /// [`overlay`], keeping the generations and the source of every deployment for `reported`.
-pub fn overlay_with_origin(groups: &[(String, Document)], device: Option<&Document>) -> Overlay {
+pub(crate) fn overlay_with_origin(groups: &[(String, Document)], device: Option<&Document>) -> Overlay {
     let mut out = Overlay::default();
     let sources = groups.iter().map(|(g, d)| (Source::Group(g.clone()), d)).chain(device.map(|d| (Source::Device, d)));
     for (source, doc) in sources {

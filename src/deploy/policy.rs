@@ -20,7 +20,7 @@ use crate::deploy::document::{Document, Problem};
 use crate::image::reference::{Reference, TemplateVars, DOCKER_HUB};
 
 /// The folder under the state dir that volumes may always mount.
-pub const VOLUMES_DIR: &str = "volumes";
+pub(crate) const VOLUMES_DIR: &str = "volumes";
 
 /// Every way `doc` asks for more than `policy` allows, each with its field path and the config key that would
 /// allow it. Empty means the document is within policy.
@@ -77,7 +77,7 @@ pub fn check(doc: &Document, policy: &PolicyConfig, state_dir: &Path) -> Vec<Pro
 /// Why `policy.allowed_registries` refuses the registry of `image`, or `None` when it is allowed (or the list
 /// is empty, or the reference does not parse: validation reports that). The one registry rule of documents and
 /// `cmd/resolve`.
-pub fn registry_refusal(image: &str, policy: &PolicyConfig) -> Option<String> {
+pub(crate) fn registry_refusal(image: &str, policy: &PolicyConfig) -> Option<String> {
     if policy.allowed_registries.is_empty() {
         return None;
     }
@@ -207,7 +207,7 @@ pub fn confine(config: &mut ContainerConfig, policy: &PolicyConfig, state_dir: &
 /// The normalised registry an image reference names (`busybox` -> `docker.io`), template variables expanded
 /// with sample facts (they never stand for the registry in practice). `None` when the reference does not parse
 /// (validation reports that).
-pub fn registry_of(image: &str) -> Option<String> {
+pub(crate) fn registry_of(image: &str) -> Option<String> {
     let vars = TemplateVars::from_l4t(crate::host::l4t::L4tVersion::new(36, 4, 3));
     let expanded = crate::image::reference::expand(image, &vars).ok()?;
     Reference::parse(&expanded).ok().map(|r| normalise_registry(&r.registry))
@@ -223,7 +223,7 @@ fn normalise_registry(r: &str) -> String {
 
 /// `path` with `.` components and repeated or trailing slashes removed, lexically. `None` for a relative path
 /// or one with `..` (refused rather than resolved, so no path can climb out of an allowed folder).
-pub fn normalise(path: &Path) -> Option<PathBuf> {
+pub(crate) fn normalise(path: &Path) -> Option<PathBuf> {
     if !path.is_absolute() {
         return None;
     }

@@ -48,10 +48,11 @@ use crate::image::registry::Credential;
 use crate::os::fsutil::under_root;
 
 /// The Engine socket when neither `runtime.docker_socket` nor `DOCKER_HOST` names one.
-pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
 /// The daemon.json entry that registers the NVIDIA runtime, quoted in preflight errors.
-pub const NVIDIA_RUNTIME_ENTRY: &str = r#"{"runtimes":{"nvidia":{"path":"nvidia-container-runtime","args":[]}}}"#;
+pub(crate) const NVIDIA_RUNTIME_ENTRY: &str =
+    r#"{"runtimes":{"nvidia":{"path":"nvidia-container-runtime","args":[]}}}"#;
 
 /// Seconds a plain Engine request may take (pull streams and stops get their own limits).
 const REQUEST_TIMEOUT_S: u64 = 120;
@@ -61,7 +62,7 @@ const BACKEND: &str = "docker";
 /// The Engine socket to use: `explicit` (`runtime.docker_socket`), else a `unix://` `DOCKER_HOST`, else
 /// [`DEFAULT_SOCKET`]. A `DOCKER_HOST` of another scheme (tcp://, ssh://) is refused: jetship only speaks to a
 /// local daemon over its socket.
-pub fn socket_path(explicit: Option<&Path>, docker_host: Option<&str>) -> Result<PathBuf> {
+pub(crate) fn socket_path(explicit: Option<&Path>, docker_host: Option<&str>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
@@ -147,7 +148,7 @@ pub fn plan_gpu(mode: GpuMode, request: Option<&GpuRequest>, daemon: &DaemonGpu)
 /// event is made. Its transfer manager passes on only each layer's latest message, so a layer that downloads
 /// quickly may skip `Downloading` updates: `Download complete` credits what the last known total says is left.
 #[derive(Debug, Default)]
-pub struct ProgressMapper {
+pub(crate) struct ProgressMapper {
     /// Per layer: bytes credited so far and the total the Engine last gave.
     layers: HashMap<String, (u64, Option<u64>)>,
 }

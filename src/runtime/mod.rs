@@ -146,7 +146,7 @@ pub struct Volume {
 
 impl ContainerConfig {
     /// The GPU request, parsed.
-    pub fn gpu_request(&self) -> Result<Option<GpuRequest>> {
+    pub(crate) fn gpu_request(&self) -> Result<Option<GpuRequest>> {
         self.gpu.as_deref().map(GpuRequest::parse).transpose().map_err(Error::from)
     }
 
@@ -305,7 +305,7 @@ pub async fn adopt(backend: &dyn ContainerRuntime) -> Result<Vec<ContainerInfo>>
 }
 
 /// Rotates container logs every `period` until `shutdown` (the agent spawns this next to adoption).
-pub async fn rotate_loop(
+pub(crate) async fn rotate_loop(
     backend: std::sync::Arc<dyn ContainerRuntime>,
     period: Duration,
     shutdown: tokio_util::sync::CancellationToken,

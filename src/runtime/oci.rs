@@ -36,11 +36,11 @@ mod repair;
 pub const RUNTIME_LABEL: &str = "io.jetship.oci-runtime";
 
 /// Largest image metadata file (`/etc/passwd`, `/etc/group`) read to resolve the user.
-pub const MAX_IMAGE_FILE_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_IMAGE_FILE_BYTES: u64 = 1 << 20;
 
 /// The cgroup path (relative to each hierarchy's mount point) given to a container: jetship's own subtree, so
 /// its use can be found and nothing else writes there.
-pub fn cgroup_path(parent: &Path, id: &str) -> PathBuf {
+pub(crate) fn cgroup_path(parent: &Path, id: &str) -> PathBuf {
     parent.join(id)
 }
 
@@ -153,11 +153,6 @@ impl OciBackend {
     /// The OCI runtime containers get by default (runc or crun).
     pub fn oci_runtime(&self) -> &OciRuntime {
         self.inner.sup.runtime()
-    }
-
-    /// The bundle directory of container `id`.
-    pub fn bundle_dir(&self, id: &str) -> PathBuf {
-        self.inner.bundle_dir(id)
     }
 
     /// The log file of container `id` (k8s-file format).
@@ -656,7 +651,7 @@ fn cleanup_bundle(bundle: &Path) {
 }
 
 /// The process settings of a stored image config.
-pub fn image_process(stored: &StoredImage) -> ImageProcess {
+pub(crate) fn image_process(stored: &StoredImage) -> ImageProcess {
     match stored.config.config() {
         Some(c) => ImageProcess {
             entrypoint: c.entrypoint().clone().unwrap_or_default(),
@@ -671,7 +666,7 @@ pub fn image_process(stored: &StoredImage) -> ImageProcess {
 
 /// The run spec of a container config (before device edits and staging: `mounts` holds the volumes as
 /// named, which [`OciBackend`] replaces with their staged sources).
-pub fn run_spec(config: &ContainerConfig) -> RunSpec {
+pub(crate) fn run_spec(config: &ContainerConfig) -> RunSpec {
     let c = &config.confinement;
     RunSpec {
         seccomp: c.seccomp.then(super::seccomp::Machine::host),
@@ -698,7 +693,7 @@ pub fn run_spec(config: &ContainerConfig) -> RunSpec {
 }
 
 /// The backend-neutral state of a supervisor status.
-pub fn run_state(status: Status) -> RunState {
+pub(crate) fn run_state(status: Status) -> RunState {
     match status {
         Status::Created => RunState::Created,
         Status::Running => RunState::Running,

@@ -54,7 +54,7 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
 ];
 
 /// Paths Docker masks in every non-privileged container.
-pub const MASKED_PATHS: [&str; 12] = [
+pub(crate) const MASKED_PATHS: [&str; 12] = [
     "/proc/asound",
     "/proc/acpi",
     "/proc/kcore",
@@ -70,13 +70,13 @@ pub const MASKED_PATHS: [&str; 12] = [
 ];
 
 /// Paths Docker makes read-only in every non-privileged container.
-pub const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub(crate) const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Docker's default /dev/shm size when the deployment sets none (64 MiB).
-pub const DEFAULT_SHM_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_SHM_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The PATH Docker gives a container whose image sets none.
-pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The parts of an OCI image config (`config` object) that shape the process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -143,12 +143,12 @@ pub struct RunSpec {
 }
 
 /// The `CAP_...` name of a capability.
-pub fn capability_name(c: Capability) -> String {
+pub(crate) fn capability_name(c: Capability) -> String {
     serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// The capability `name` names (`CAP_NET_ADMIN` or `NET_ADMIN`, any case).
-pub fn parse_capability(name: &str) -> Option<Capability> {
+pub(crate) fn parse_capability(name: &str) -> Option<Capability> {
     serde_json::from_value(serde_json::Value::String(crate::base::capability_key(name))).ok()
 }
 
@@ -219,7 +219,7 @@ pub fn resolve_user(user: Option<&str>, passwd: &str, group: &str) -> Result<Res
 }
 
 /// Merges environment lists: later entries replace earlier ones with the same key, order of first appearance kept.
-pub fn merge_env(layers: &[&[String]]) -> Result<Vec<String>> {
+pub(crate) fn merge_env(layers: &[&[String]]) -> Result<Vec<String>> {
     let mut order: Vec<String> = Vec::new();
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     for layer in layers {
@@ -238,7 +238,7 @@ pub fn merge_env(layers: &[&[String]]) -> Result<Vec<String>> {
 }
 
 /// The process arguments: Docker's rule (deployment entrypoint replaces the image's and drops its cmd).
-pub fn process_args(image: &ImageProcess, run: &RunSpec) -> Result<Vec<String>> {
+pub(crate) fn process_args(image: &ImageProcess, run: &RunSpec) -> Result<Vec<String>> {
     let entrypoint = run.entrypoint.clone().unwrap_or_else(|| image.entrypoint.clone());
     let cmd = match (&run.args, &run.entrypoint) {
         (Some(args), _) => args.clone(),

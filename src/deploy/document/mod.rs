@@ -24,9 +24,9 @@ mod values;
 pub use values::{ByteSize, DurationSpec, Env, Gpu, TcpTarget};
 
 /// Largest document accepted, in bytes (after the wire or the file, before parsing).
-pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Most deployments one document may hold.
-pub const MAX_DEPLOYMENTS: usize = 64;
+pub(crate) const MAX_DEPLOYMENTS: usize = 64;
 
 /// Errors reading or parsing a document. Each names the document (file path or `desired` source).
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +81,7 @@ impl fmt::Display for Format {
 
 impl Format {
     /// The format a file name says: `.toml`, `.yaml`/`.yml`, `.json`; `None` for anything else.
-    pub fn from_path(path: &Path) -> Option<Self> {
+    pub(crate) fn from_path(path: &Path) -> Option<Self> {
         match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
             "toml" => Some(Self::Toml),
             "yaml" | "yml" => Some(Self::Yaml),
@@ -101,14 +101,6 @@ pub struct Document {
     /// Deployments by name (`[a-z0-9][a-z0-9_-]{0,62}`). Defaults to none (an empty document removes all).
     #[serde(default)]
     pub deployments: BTreeMap<String, Deployment>,
-}
-
-impl Document {
-    /// Gives a document without a generation the next one after `last` (the highest the target reported or was
-    /// sent; 1 when none): what `jetship deploy` does. A generation the file sets is kept.
-    pub fn fill_generation(&mut self, last: Option<u64>) -> u64 {
-        *self.generation.get_or_insert_with(|| last.map_or(1, |g| g.saturating_add(1)))
-    }
 }
 
 /// One deployment: a container and how to keep it running.
@@ -358,7 +350,7 @@ impl Deployment {
 
 /// Whether `name` is a valid deployment name: `[a-z0-9][a-z0-9_-]{0,62}` (it becomes part of container ids
 /// and MQTT payload keys).
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
     (1..=63).contains(&b.len())
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
@@ -391,7 +383,7 @@ pub fn parse(bytes: &[u8], format: Option<Format>, source_name: &str) -> Result<
 }
 
 /// Parses the syntax only (size limit included) into a JSON value.
-pub fn parse_value(bytes: &[u8], format: Option<Format>, source_name: &str) -> Result<serde_json::Value> {
+pub(crate) fn parse_value(bytes: &[u8], format: Option<Format>, source_name: &str) -> Result<serde_json::Value> {
     if bytes.len() > MAX_DOCUMENT_BYTES {
         return Err(Error::TooLarge { source_name: source_name.into(), size: bytes.len(), limit: MAX_DOCUMENT_BYTES });
     }
@@ -529,7 +521,7 @@ fn name_problem(name: &str) -> Problem {
 
 /// Checks the rules types cannot: names, image references, paths, limits and health checks. Returns every
 /// problem, each with its field path (`deployments.yolo.health.interval`); empty means valid.
-pub fn validate(doc: &Document) -> Vec<Problem> {
+pub(crate) fn validate(doc: &Document) -> Vec<Problem> {
     let mut problems = Vec::new();
     if doc.deployments.len() > MAX_DEPLOYMENTS {
         problems.push(Problem {
@@ -982,17 +974,6 @@ retries = 0
         let mut i = d.clone();
         i.image = "busybox".into();
         assert_ne!(d.doc_hash(), i.doc_hash());
-    }
-
-    #[test]
-    fn deploy_fills_the_next_generation_only_when_left_out() {
-        let mut d = Document::default();
-        assert_eq!(d.fill_generation(None), 1);
-        let mut d = Document::default();
-        assert_eq!(d.fill_generation(Some(41)), 42);
-        assert_eq!(d.generation, Some(42));
-        let mut d = Document { generation: Some(7), ..Default::default() };
-        assert_eq!(d.fill_generation(Some(41)), 7);
     }
 
     #[test]

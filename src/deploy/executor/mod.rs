@@ -64,13 +64,13 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Turns a deployment's image reference into a pinned one (`name@sha256:...`) for this host.
 #[async_trait::async_trait]
-pub trait Resolver: Send + Sync {
+pub(crate) trait Resolver: Send + Sync {
     /// Resolves `image` (templates, `{auto}`, tag to digest). The error is the message to report.
     async fn resolve(&self, image: &str) -> std::result::Result<String, String>;
 }
 
 /// Resolves against registries with the pull engine and the host's template variables.
-pub struct RegistryResolver {
+pub(crate) struct RegistryResolver {
     client: crate::image::registry::Client,
     vars: crate::image::reference::TemplateVars,
 }
@@ -106,7 +106,7 @@ struct Done {
 /// The desired state handed to [`Executor::run`]: the overlaid document and the generation of each source it
 /// was made from (`device`, `group:<name>`), reported with the states planned from it.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Desired {
+pub(crate) struct Desired {
     pub document: Document,
     pub sources: BTreeMap<String, Option<u64>>,
     /// The source (`device`, `group:<name>`) each deployment was taken from.
@@ -118,7 +118,7 @@ pub struct Desired {
 pub struct Output {
     /// The generation of the document this round planned for (the device document's).
     pub generation: Option<u64>,
-    /// The source generations of that document (filled in by [`Executor::run`]).
+    /// The source generations of that document (filled in by the executor's `run`).
     pub sources: BTreeMap<String, Option<u64>>,
     /// Every desired deployment, and removed ones still being cleaned up.
     pub deployments: BTreeMap<String, ReportedDeployment>,
@@ -141,7 +141,7 @@ pub enum Request {
 
 /// Settings of an [`Executor`].
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// Where `deployments/` is kept (`state_dir`).
     pub state_dir: PathBuf,
     /// SIGTERM to SIGKILL when stopping (`runtime.stop_grace_s`).
@@ -176,7 +176,7 @@ struct Notes {
 }
 
 /// Runs plans against a backend. See the module doc.
-pub struct Executor {
+pub(crate) struct Executor {
     runtime: Arc<dyn ContainerRuntime>,
     resolver: Arc<dyn Resolver>,
     files: StateFiles,
@@ -321,6 +321,7 @@ impl Executor {
     }
 
     /// Applies every finished long step without waiting.
+    #[cfg(test)]
     fn drain(&mut self) {
         while let Ok(d) = self.done_rx.try_recv() {
             self.apply_done(d);
@@ -328,7 +329,8 @@ impl Executor {
     }
 
     /// Waits up to `limit` for one long step to finish and applies it; false when none did.
-    pub async fn wait_done(&mut self, limit: Duration) -> bool {
+    #[cfg(test)]
+    pub(crate) async fn wait_done(&mut self, limit: Duration) -> bool {
         match tokio::time::timeout(limit, self.done_rx.recv()).await {
             Ok(Some(d)) => {
                 self.apply_done(d);

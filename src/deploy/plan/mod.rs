@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub mod effect;
+pub(crate) mod effect;
 pub mod health;
 
 pub use effect::{record, restart_target, Outcome};
@@ -83,7 +83,7 @@ pub struct ContainerView {
 impl ContainerView {
     /// The view of a container a backend lists, placing its wall-clock start on the monotonic scale
     /// (`now` is `now_wall` on that scale). Health starts as [`Health::NotChecked`].
-    pub fn from_info(info: &ContainerInfo, now: Time, now_wall: chrono::DateTime<chrono::Utc>) -> Self {
+    pub(crate) fn from_info(info: &ContainerInfo, now: Time, now_wall: chrono::DateTime<chrono::Utc>) -> Self {
         let running_since = match (info.state, info.started_at) {
             (RunState::Running, Some(at)) => {
                 let ago = (now_wall - at).to_std().unwrap_or_default();
@@ -309,7 +309,7 @@ impl DeploymentState {
     }
 
     /// Whether the deployment reached what was asked (`running`, or `completed` for a run-once container).
-    pub fn is_converged(&self) -> bool {
+    pub(crate) fn is_converged(&self) -> bool {
         matches!(self, Self::Running | Self::Completed)
     }
 }
@@ -380,7 +380,7 @@ fn stop_and_remove(name: &str, c: &ContainerView, actions: &mut Vec<Action>) {
 }
 
 /// The container id of a deployment version: `<name>-<first 12 of the doc hash>`.
-pub fn container_id(name: &str, doc_hash: &str) -> String {
+pub(crate) fn container_id(name: &str, doc_hash: &str) -> String {
     format!("{name}-{}", &doc_hash[..doc_hash.len().min(12)])
 }
 
