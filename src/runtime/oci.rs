@@ -375,6 +375,7 @@ impl Inner {
             None => None,
         };
         let camera_edits = cameras::edits(root, &config.cameras, gpu_plan.is_some())?;
+        let nodes = super::devices::for_container(root, config)?;
         if let Some(plan) = &gpu_plan {
             for s in &plan.skipped {
                 tracing::info!(container = %id, mode = %s.mode, reason = %s.reason, "gpu mode skipped");
@@ -402,7 +403,7 @@ impl Inner {
         };
         let staging = mounts::dir(&self.settings.state_dir, id);
         let result = self.stage(id, config, &camera_edits, &staging).and_then(|staged| {
-            self.write_bundle(id, config, &stored, rootfs.path(), &bundle, gpu_plan.as_ref(), staged)
+            self.write_bundle(id, config, &stored, rootfs.path(), &bundle, gpu_plan.as_ref(), staged, &nodes)
         });
         let runtime = match result {
             Ok(r) => r,
@@ -480,6 +481,7 @@ impl Inner {
         bundle: &Path,
         gpu_plan: Option<&gpu::GpuPlan>,
         (volumes, camera_edits): (Vec<BindMount>, spec::DeviceEdits),
+        nodes: &[super::devices::HostNode],
     ) -> Result<Option<PathBuf>> {
         let image = image_process(stored);
         let user = config.user.as_deref().or(image.user.as_deref());
@@ -497,7 +499,22 @@ impl Inner {
         let mut run = run_spec(config);
         run.seccomp = run.seccomp.map(|m| m.for_platform(&stored.record.platform));
         run.mounts = volumes;
-        if config.confinement.apparmor {
+        if !config.group_add.is_empty() {
+            run.additional_gids =
+                super::privileges::resolve_groups(&config.group_add, &image_file(id, rootfs, "etc/group")?)?;
+        }
+        if config.privileged {
+            run.cap_last =
+                std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|t| t.trim().parse().ok());
+        }
+        for n in nodes {
+            run.device_owners.push((n.node.path.clone(), n.uid, n.gid));
+        }
+        spec::inject(
+            &mut run,
+            &spec::DeviceEdits { devices: nodes.iter().map(|n| n.node.clone()).collect(), ..Default::default() },
+        );
+        if config.confinement.apparmor && !config.privileged {
             run.apparmor_profile = super::apparmor::ensure_loaded(&self.settings.host_root, &self.settings.state_dir)
                 .map_err(|e| ctr_err(id, e.to_string()))?;
         }
@@ -674,7 +691,13 @@ pub fn image_process(stored: &StoredImage) -> ImageProcess {
 pub fn run_spec(config: &ContainerConfig) -> RunSpec {
     let c = &config.confinement;
     RunSpec {
-        seccomp: c.seccomp.then(super::seccomp::Machine::host),
+        seccomp: (c.seccomp && !config.privileged).then(super::seccomp::Machine::host),
+        privileged: config.privileged,
+        cap_drop: config.cap_drop.clone(),
+        ulimits: config.ulimits.clone(),
+        sysctls: config.sysctls.clone(),
+        read_only_rootfs: config.read_only_rootfs,
+        tmpfs: config.tmpfs.clone(),
         no_new_privileges: c.no_new_privileges,
         pids_limit: c.pids_limit,
         cap_add: c.cap_add.clone(),
