@@ -504,8 +504,8 @@ impl Inner {
                 super::privileges::resolve_groups(&config.group_add, &image_file(id, rootfs, "etc/group")?)?;
         }
         if config.privileged {
-            run.cap_last =
-                std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|t| t.trim().parse().ok());
+            run.own_capabilities =
+                std::fs::read_to_string("/proc/self/status").ok().and_then(|t| super::privileges::own_capabilities(&t));
         }
         for n in nodes {
             run.device_owners.push((n.node.path.clone(), n.uid, n.gid));

@@ -21,8 +21,8 @@ use crate::base::{IpcMode, NetworkMode};
 /// Most entries of each list field (`ulimits`, `sysctls`, `tmpfs`, `group_add`, `cap_drop`).
 pub const MAX_ENTRIES: usize = 64;
 
-/// Every capability by its number (`include/uapi/linux/capability.h`): what `privileged` gives, up to the
-/// kernel's `/proc/sys/kernel/cap_last_cap`.
+/// Every capability by its number (`include/uapi/linux/capability.h`): what `privileged` gives, those the
+/// agent holds itself ([`own_capabilities`]).
 pub const ALL_CAPABILITIES: [&str; 41] = [
     "CHOWN",
     "DAC_OVERRIDE",
@@ -269,12 +269,23 @@ pub fn resolve_groups(groups: &[String], group: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// The capabilities of the process: Docker's default set, or every capability up to `run.cap_last` when
-/// privileged; then `cap_drop` (`ALL` drops all) and `cap_add`, in Docker's order.
+/// The bounding set of `status` (the text of /proc/self/status) as a bit mask.
+pub fn own_capabilities(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// The capabilities of the process: Docker's default set, or when privileged every capability in
+/// `run.own_capabilities`; then `cap_drop` (`ALL` drops all) and `cap_add`, in Docker's order.
 pub fn capabilities(run: &RunSpec) -> Result<Vec<Capability>> {
     let mut caps: Vec<Capability> = if run.privileged {
-        let last = run.cap_last.map_or(ALL_CAPABILITIES.len(), |l| (l as usize + 1).min(ALL_CAPABILITIES.len()));
-        ALL_CAPABILITIES[..last].iter().filter_map(|c| parse_capability(c)).collect()
+        let own = run.own_capabilities.unwrap_or(u64::MAX);
+        ALL_CAPABILITIES
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| own & (1 << bit) != 0)
+            .filter_map(|(_, c)| parse_capability(c))
+            .collect()
     } else {
         DEFAULT_CAPABILITIES.to_vec()
     };
@@ -383,6 +394,83 @@ pub fn sysctl_map(sysctls: &BTreeMap<String, String>) -> Option<std::collections
 mod tests {
     use super::*;
 
+    fn build(run: &RunSpec) -> Spec {
+        let image = super::super::spec::ImageProcess { cmd: vec!["sh".into()], ..Default::default() };
+        let host = super::super::spec::HostFiles::under(std::path::Path::new("/"));
+        super::super::spec::build(&image, run, Default::default(), std::path::Path::new("/r"), &host).unwrap()
+    }
+
+    fn mount_options(spec: &Spec, dest: &str) -> Vec<String> {
+        let m = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination().to_str() == Some(dest));
+        m.unwrap_or_else(|| panic!("no mount {dest}")).options().clone().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_privileged_spec_has_every_cap_a_writable_sys_no_masks_and_every_device_allowed() {
+        let node = crate::host::devices::inject::DeviceNode {
+            path: "/dev/ttyACM0".into(),
+            kind: 'c',
+            major: 166,
+            minor: 0,
+            file_mode: Some(0o660),
+            access: "rwm".into(),
+        };
+        let run = RunSpec {
+            privileged: true,
+            own_capabilities: Some(0x1ff_ffff_ffff),
+            devices: vec![node.clone()],
+            device_owners: vec![("/dev/ttyACM0".into(), 0, 20)],
+            ..Default::default()
+        };
+        let spec = build(&run);
+        let caps = spec.process().as_ref().unwrap().capabilities().as_ref().unwrap();
+        assert_eq!(caps.effective().as_ref().unwrap().len(), 41);
+        assert_eq!(caps.bounding().as_ref().unwrap().len(), 41);
+        assert!(!mount_options(&spec, "/sys").contains(&"ro".to_string()));
+        assert!(!mount_options(&spec, "/sys/fs/cgroup").contains(&"ro".to_string()));
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.masked_paths().is_none() && linux.readonly_paths().is_none());
+        let rules = linux.resources().as_ref().unwrap().devices().as_ref().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert!(rules[0].allow() && rules[0].typ().is_none() && rules[0].major().is_none());
+        let d = &linux.devices().as_ref().unwrap()[0];
+        assert_eq!((d.major(), d.minor(), d.gid()), (166, 0, Some(20)), "the host node's group is kept");
+        assert!(linux.seccomp().is_none());
+
+        // Not privileged: the default set, masks, a read-only /sys and one rule per device after deny-all.
+        let spec = build(&RunSpec { devices: vec![node], ..Default::default() });
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.masked_paths().as_ref().is_some_and(|m| !m.is_empty()));
+        assert!(mount_options(&spec, "/sys").contains(&"ro".to_string()));
+        let rules = linux.resources().as_ref().unwrap().devices().as_ref().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert!(!rules[0].allow() && rules[1].allow() && rules[1].major() == Some(166) && rules[1].minor() == Some(0));
+    }
+
+    #[test]
+    fn read_only_root_tmpfs_sysctls_ulimits_and_groups_reach_the_spec() {
+        let run = RunSpec {
+            read_only_rootfs: true,
+            tmpfs: vec![Tmpfs::parse("/run:size=8m,exec").unwrap()],
+            sysctls: BTreeMap::from([("net.ipv4.ping_group_range".into(), "0 2147483647".into())]),
+            ulimits: vec![Ulimit::parse("nofile=100:200").unwrap(), Ulimit::parse("memlock=-1").unwrap()],
+            nofile: Some(65536),
+            additional_gids: vec![44, 20],
+            ..Default::default()
+        };
+        let spec = build(&run);
+        assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
+        assert_eq!(mount_options(&spec, "/run"), ["nosuid", "nodev", "noexec", "size=8m", "exec"]);
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(linux.sysctl().as_ref().unwrap()["net.ipv4.ping_group_range"], "0 2147483647");
+        let process = spec.process().as_ref().unwrap();
+        let rlimits = process.rlimits().as_ref().unwrap();
+        let nofile: Vec<_> = rlimits.iter().filter(|r| r.typ() == PosixRlimitType::RlimitNofile).collect();
+        assert_eq!((nofile.len(), nofile[0].soft(), nofile[0].hard()), (1, 100, 200), "the ulimit replaces nofile");
+        assert!(rlimits.iter().any(|r| r.typ() == PosixRlimitType::RlimitMemlock && r.hard() == u64::MAX));
+        assert_eq!(process.user().additional_gids().as_deref(), Some(&[44, 20][..]));
+    }
+
     #[test]
     fn ulimits_parse_as_docker_writes_them() {
         assert_eq!(
@@ -435,10 +523,15 @@ mod tests {
 
     #[test]
     fn privileged_gets_every_capability_the_kernel_knows_and_drops_apply_after() {
-        let run = RunSpec { privileged: true, cap_last: Some(40), ..Default::default() };
+        let run = RunSpec { privileged: true, own_capabilities: Some(0x1ff_ffff_ffff), ..Default::default() };
         assert_eq!(capabilities(&run).unwrap().len(), 41);
-        let run = RunSpec { privileged: true, cap_last: Some(37), ..Default::default() };
-        assert_eq!(capabilities(&run).unwrap().len(), 38, "no cap the kernel does not know");
+        // An agent without CAP_SYS_RESOURCE (bit 24) cannot give it.
+        let own = own_capabilities("CapPrm:\t000001ffffffffff\nCapBnd:\t000001fffeffffff\n");
+        assert_eq!(own, Some(0x1ff_feff_ffff));
+        let run = RunSpec { privileged: true, own_capabilities: own, ..Default::default() };
+        let caps = capabilities(&run).unwrap();
+        assert_eq!(caps.len(), 40);
+        assert!(!caps.contains(&Capability::SysResource));
         let run = RunSpec { cap_drop: vec!["NET_RAW".into(), "mknod".into()], ..Default::default() };
         let caps = capabilities(&run).unwrap();
         assert_eq!(caps.len(), DEFAULT_CAPABILITIES.len() - 2);

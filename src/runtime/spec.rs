@@ -143,9 +143,9 @@ pub struct RunSpec {
     /// Docker's `--privileged` ([`super::privileges::apply`]); the backend adds the host's devices and leaves
     /// seccomp and AppArmor out.
     pub privileged: bool,
-    /// The kernel's last capability number (`/proc/sys/kernel/cap_last_cap`): what `privileged` gives.
-    /// `None`: every capability jetship knows.
-    pub cap_last: Option<u32>,
+    /// The agent's own bounding set (`CapBnd` of /proc/self/status) as a bit mask: what `privileged` gives,
+    /// as no container gets more than the process that makes it. `None`: every capability jetship knows.
+    pub own_capabilities: Option<u64>,
     /// Capabilities taken from the set (`CAP_...` names, or `ALL`).
     pub cap_drop: Vec<String>,
     /// Supplementary gids of the process (`group_add`, resolved).
