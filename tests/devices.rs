@@ -231,11 +231,11 @@ async fn privileged_gets_every_capability(b: &Backend, image: &str) {
 }
 
 fn full_privileges(name: &str, out: &str, full: &str) {
-    assert_eq!(line(&out, "CapEff:"), format!("CapEff:{full}"), "{name}: every capability\n{out}");
-    assert_eq!(line(&out, "CapBnd:"), format!("CapBnd:{full}"), "{name}\n{out}");
-    assert_eq!(line(&out, "Seccomp:"), "Seccomp:0", "{name}: no seccomp filter\n{out}");
-    assert_eq!(line(&out, "sys "), "sys rw", "{name}: a writable /sys\n{out}");
-    assert_eq!(line(&out, "masked "), "masked 0", "{name}: /proc/kcore is not masked\n{out}");
+    assert_eq!(line(out, "CapEff:"), format!("CapEff:{full}"), "{name}: every capability\n{out}");
+    assert_eq!(line(out, "CapBnd:"), format!("CapBnd:{full}"), "{name}\n{out}");
+    assert_eq!(line(out, "Seccomp:"), "Seccomp:0", "{name}: no seccomp filter\n{out}");
+    assert_eq!(line(out, "sys "), "sys rw", "{name}: a writable /sys\n{out}");
+    assert_eq!(line(out, "masked "), "masked 0", "{name}: /proc/kcore is not masked\n{out}");
     if name == "oci" {
         // Docker's privileged takes the daemon's own /dev; the native backend takes host.root's.
         assert!(out.contains("host-acm1-present"), "{name}: the host's devices\n{out}");

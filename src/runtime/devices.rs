@@ -7,7 +7,7 @@
 //!
 //! Reads only: nothing here creates a node or opens one. A request that matches nothing is [`Error::Missing`],
 //! which the agent maps to `waiting-for-device` (as a missing camera). Which requests are allowed is the local
-//! policy's (`crate::deploy::policy`); its answer arrives as the patterns of [`Allowed`].
+//! policy's (`deploy::policy`); its answer arrives as the patterns of [`Allowed`].
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};

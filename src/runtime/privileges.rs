@@ -5,7 +5,7 @@
 //! same values to the Engine's HostConfig.
 //!
 //! Pure: no file system access. Which of these a remote document may ask for is the local policy's
-//! (`crate::deploy::policy`); values arrive here already allowed.
+//! (`deploy::policy`); values arrive here already allowed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
