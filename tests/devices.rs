@@ -364,3 +364,98 @@ fn a_glob_matching_no_node_waits_for_the_device_then_starts_when_it_appears_nati
 fn a_glob_matching_no_node_waits_for_the_device_then_starts_when_it_appears_docker() {
     glob_waits_then_starts(false);
 }
+
+// ---- `jetship run` takes the same as flags, Docker's syntax, no policy (root on the device) ------------------
+
+#[test]
+fn jetship_run_takes_device_and_privilege_flags() {
+    assert!(nix::unistd::geteuid().is_root(), "device tests need root (scripts/test runs as root)");
+    support::require_tool("conmon", "conmon");
+    support::require_tool("runc", "runc");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (_registry, image) = rt.block_on(image());
+    let dir = tempfile::tempdir().unwrap();
+    let root = fixture_root(dir.path());
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\ndevice_id = \"run-devices\"\n[registry]\ndisk_reserve_bytes = 0\n[host]\nroot = \"{}\"\n\
+             [runtime]\nbackend = \"oci\"\noci_runtime = \"runc\"\nrun_dir = \"{}\"\ncgroup_parent = \"/jetship-run-devices-{}\"\n",
+            dir.path().join("state").display(),
+            root.display(),
+            dir.path().join("run").display(),
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let script = "busybox stat -c \"%t:%T\" /dev/i2c-7; busybox grep -E \"^(CapEff|Groups):\" /proc/self/status | busybox tr -d \"\\t\"; \
+                  busybox grep \"open files\" /proc/self/limits | busybox tr -s \" \" | busybox cut -d\" \" -f4,5; \
+                  busybox cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || busybox cat /sys/fs/cgroup$(busybox grep \"^0::\" /proc/self/cgroup | busybox cut -d: -f3)/pids.max; busybox cat /proc/sys/kernel/shmmax; \
+                  busybox touch /x 2>/dev/null || echo read-only; busybox grep \" /run \" /proc/mounts | busybox cut -d\" \" -f3";
+    let args = [
+        "run",
+        "--rm",
+        "--device",
+        "/dev/i2c-1:/dev/i2c-7:rw",
+        "--cap-drop",
+        "NET_RAW",
+        "--cap-add",
+        "NET_ADMIN",
+        "--group-add",
+        "44",
+        "--ulimit",
+        "nofile=50:60",
+        "--pids-limit",
+        "64",
+        "--ipc",
+        "private",
+        "--sysctl",
+        "kernel.shmmax=7777",
+        "--read-only",
+        "--tmpfs",
+        "/run:size=4m",
+        &image,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        script,
+    ];
+    let out = support::jetship_with_config(&config, &args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let caps = 0xa80425fbu64 & !(1 << 13) | (1 << 12);
+    let want = format!("59:1\nGroups:44 \nCapEff:{caps:016x}\n50 60\n64\n7777\nread-only\ntmpfs\n");
+    assert_eq!(stdout, want);
+
+    // A sysctl that is not namespaced is refused before anything runs.
+    let out = support::jetship_with_config(&config, &["run", "--rm", "--sysctl", "kernel.panic=1", &image, "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("not namespaced"), "{stderr}");
+
+    let out = support::jetship_with_config(
+        &config,
+        &[
+            "run",
+            "--rm",
+            "--privileged",
+            &image,
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "busybox grep CapEff /proc/self/status; ls /dev/ttyACM1",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let full = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim().to_owned();
+    assert!(
+        stdout.contains(&full) && stdout.contains("/dev/ttyACM1"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
