@@ -314,6 +314,10 @@ fn resolve_link(
     link: &Path,
     root: &Path,
 ) -> std::result::Result<(PathBuf, std::fs::Metadata), String> {
+    // udev makes its links as root; one a local user made (in a world-writable /dev/shm) is not followed.
+    if std::fs::symlink_metadata(link).map_err(|e| e.to_string())?.uid() != 0 {
+        return Err("is a symlink not owned by root; name the device itself".into());
+    }
     let dev = std::fs::canonicalize(dev_root).map_err(|e| format!("resolving /dev: {e}"))?;
     let target = std::fs::canonicalize(link).map_err(|e| format!("is a symlink that does not resolve: {e}"))?;
     if !target.starts_with(&dev) {
@@ -466,6 +470,17 @@ mod tests {
         std::os::unix::fs::symlink("../../ttyACM1", dev.join("serial/by-id/usb-board-if00")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dev.join("serial/by-id/evil")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("dev/bus"), dev.join("linked-bus")).unwrap();
+        // A link a local user planted (in /dev/shm, say) to a node the policy would cover by its name.
+        std::os::unix::fs::symlink("../../ttyACM0", dev.join("serial/by-id/planted")).unwrap();
+        let uid = nix::unistd::Uid::from_raw(1000);
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &dev.join("serial/by-id/planted"),
+            Some(uid),
+            None,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
         dir
     }
 
@@ -503,6 +518,8 @@ mod tests {
         }
         let err = expand(root, &req("/dev/serial/by-id/evil"), &all).unwrap_err().to_string();
         assert!(err.contains("outside /dev"), "{err}");
+        let err = expand(root, &req("/dev/serial/by-id/planted"), &all).unwrap_err().to_string();
+        assert!(err.contains("not owned by root"), "{err}");
         let err = expand(root, &req("/dev/ttyACM9"), &all).unwrap_err().to_string();
         assert!(err.contains("not a char or block device"), "{err}");
         // A symlinked directory is not descended.
