@@ -1038,6 +1038,12 @@ mod tests {
                 "policy.allowed_sysctls[1]"
             ]
         );
+        // The key of earlier releases: `false` still loads, `true` names its replacement.
+        assert!(parse("[policy]\nallow_devices = false\n").unwrap().check().is_ok());
+        let c = parse("[policy]\nallow_devices = true\n").unwrap();
+        let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
+        assert_eq!(problems[0].key, "policy.allow_devices");
+        assert!(problems[0].message.contains("policy.allowed_devices"), "{}", problems[0].message);
         let err = parse("[policy]\nallow_everything = true\n").unwrap_err().to_string();
         assert!(err.contains("policy.allow_everything"), "{err}");
     }

@@ -30,6 +30,10 @@ pub struct PolicyConfig {
     pub allowed_sysctls: Vec<String>,
     /// Whether a deployment's `ulimits` may go above the agent's own hard limits. Defaults to `false`.
     pub allow_raised_ulimits: bool,
+    /// Replaced by `allowed_devices`. `false` (what earlier example configs wrote) still loads and means
+    /// nothing; `true` is an error naming the replacement. Not part of the documented config.
+    #[serde(skip_serializing)]
+    pub allow_devices: Option<bool>,
 
     // Container access: what the seed use case needs is allowed by default, nothing beyond it.
     /// Whether a deployment may share the host's network namespace (`network = "host"`, the default of
@@ -80,6 +84,7 @@ impl Default for PolicyConfig {
             allowed_groups: Vec::new(),
             allowed_sysctls: Vec::new(),
             allow_raised_ulimits: false,
+            allow_devices: None,
             // Container access.
             allow_host_network: true,
             allow_host_ipc: true,

@@ -4,6 +4,12 @@ use super::PolicyConfig;
 
 /// Reports each bad entry of the device and privilege keys through `bad(key, message)`.
 pub(super) fn check(p: &PolicyConfig, bad: &mut impl FnMut(&str, String)) {
+    if p.allow_devices == Some(true) {
+        bad(
+            "policy.allow_devices",
+            "was replaced by policy.allowed_devices: list the device paths or patterns deployments may pass, e.g. [\"/dev/ttyACM*\", \"/dev/i2c-1\"]".into(),
+        );
+    }
     for (i, d) in p.allowed_devices.iter().enumerate() {
         let plain = d.starts_with("/dev/") && !d.split('/').any(|c| c == ".." || c == ".") && !d.ends_with('/');
         if !plain || glob::Pattern::new(d).is_err() {
