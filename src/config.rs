@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::base::{valid_id, GpuMode, LogFormat};
 
 mod policy;
+mod policy_devices;
 pub use policy::{PolicyConfig, PowerPolicy};
 
 /// Where the agent looks for its config when neither `--config` nor `JETSHIP_CONFIG` says otherwise.
@@ -1000,7 +1001,9 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.policy, PolicyConfig::default());
         assert!(c.policy.allowed_registries.is_empty() && c.policy.allowed_host_paths.is_empty());
-        assert!(!c.policy.allow_privileged && !c.policy.allow_devices);
+        assert!(!c.policy.allow_privileged && c.policy.allowed_devices.is_empty());
+        assert!(c.policy.allowed_groups.is_empty() && c.policy.allowed_sysctls.is_empty());
+        assert!(!c.policy.allow_raised_ulimits);
         // The seed use case (GPU, cameras, host IPC and network, an exec health check, root in the image) is
         // allowed; nothing that loosens the container's confinement is.
         let p = &c.policy;
@@ -1019,6 +1022,29 @@ mod tests {
             keys,
             ["policy.allowed_registries[1]", "policy.allowed_host_paths[1]", "policy.allowed_host_paths[2]"]
         );
+        let c = parse(
+            "[policy]\nallowed_devices = [\"/dev/ttyACM*\", \"/etc/passwd\", \"/dev/[x\", \"/dev/../sda\"]\n\
+             allowed_groups = [\"video\", \"a:b\"]\nallowed_sysctls = [\"net.*\", \"net/x\"]\n",
+        )
+        .unwrap();
+        let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "policy.allowed_devices[1]",
+                "policy.allowed_devices[2]",
+                "policy.allowed_devices[3]",
+                "policy.allowed_groups[1]",
+                "policy.allowed_sysctls[1]"
+            ]
+        );
+        // The key of earlier releases: `false` still loads, `true` names its replacement.
+        assert!(parse("[policy]\nallow_devices = false\n").unwrap().check().is_ok());
+        let c = parse("[policy]\nallow_devices = true\n").unwrap();
+        let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
+        assert_eq!(problems[0].key, "policy.allow_devices");
+        assert!(problems[0].message.contains("policy.allowed_devices"), "{}", problems[0].message);
         let err = parse("[policy]\nallow_everything = true\n").unwrap_err().to_string();
         assert!(err.contains("policy.allow_everything"), "{err}");
     }

@@ -60,15 +60,7 @@ pub fn check(doc: &Document, policy: &PolicyConfig, state_dir: &Path) -> Vec<Pro
                 "privileged containers are not allowed by this device's policy; set policy.allow_privileged = true in the agent config".into(),
             );
         }
-        if !d.devices.is_empty() && !policy.allow_devices {
-            bad(
-                "devices".into(),
-                format!(
-                    "devices beyond the GPU and cameras ({}) are not allowed by this device's policy; set policy.allow_devices = true in the agent config",
-                    d.devices.join(", ")
-                ),
-            );
-        }
+        crate::deploy::policy_devices::check(d, policy, &mut bad);
         container_access(d, policy, &mut bad);
     }
     problems
@@ -92,7 +84,7 @@ pub(crate) fn registry_refusal(image: &str, policy: &PolicyConfig) -> Option<Str
 }
 
 /// The refusal text for `what`, naming the key that would allow it.
-fn refusal(what: &str, key: &str) -> String {
+pub(super) fn refusal(what: &str, key: &str) -> String {
     format!("{what} is not allowed by this device's policy; set {key} in the agent config")
 }
 
@@ -202,6 +194,7 @@ pub fn confine(config: &mut ContainerConfig, policy: &PolicyConfig, state_dir: &
     c.volume_sources = VolumeSources::Beneath(roots);
     c.refuse_root = !policy.allow_root;
     c.pids_limit = Some(c.pids_limit.unwrap_or(policy.pids_limit).min(policy.pids_limit));
+    c.allowed_devices = crate::runtime::devices::Allowed(Some(policy.allowed_devices.clone()));
 }
 
 /// The normalised registry an image reference names (`busybox` -> `docker.io`), template variables expanded
@@ -288,7 +281,7 @@ volumes = [
                 "deployments.a.volumes[1].host",
                 "deployments.a.volumes[2].host",
                 "deployments.a.privileged",
-                "deployments.a.devices"
+                "deployments.a.devices[0]"
             ]
         );
         assert!(problems[0].message.contains("policy.allowed_host_paths"), "{}", problems[0]);
@@ -307,7 +300,7 @@ volumes = [{ host = "/data/models/yolo", container = "/models" }]
         let policy = PolicyConfig {
             allowed_host_paths: vec!["/data/models".into()],
             allow_privileged: true,
-            allow_devices: true,
+            allowed_devices: vec!["/dev/ttyUSB*".into()],
             ..Default::default()
         };
         assert_eq!(check(&d, &policy, Path::new(STATE)), []);

@@ -349,7 +349,7 @@ impl DockerBackend {
         let edits = tokio::task::spawn_blocking(move || cameras::edits(&root, &selectors, gpu_given))
             .await
             .map_err(|e| backend_err(format!("camera discovery task: {e}")))??;
-        let devices = edits
+        let mut devices: Vec<DeviceMapping> = edits
             .devices
             .iter()
             .map(|n| DeviceMapping {
@@ -360,6 +360,19 @@ impl DockerBackend {
                 cgroup_permissions: Some(n.access.clone()),
             })
             .collect();
+        // `devices` expanded as on the native backend; `privileged` is the Engine's own (every host device).
+        let (root, requests, allowed) =
+            (self.options.host_root.clone(), config.devices.clone(), config.confinement.allowed_devices.clone());
+        let nodes = tokio::task::spawn_blocking(move || super::devices::expand_all(&root, &requests, &allowed))
+            .await
+            .map_err(|e| backend_err(format!("device discovery task: {e}")))??;
+        devices.extend(nodes.iter().map(|n| DeviceMapping {
+            path_on_host: Some(
+                under_root(&self.options.host_root, &n.host_path.to_string_lossy()).display().to_string(),
+            ),
+            path_in_container: Some(n.node.path.display().to_string()),
+            cgroup_permissions: Some(n.node.access.clone()),
+        }));
         let mut requests = mounts::volume_requests(&config.volumes, &config.confinement.volume_sources)?;
         // nvargus-daemon's socket lies in the host's world-writable /tmp: only root's socket passes.
         requests.extend(edits.mounts.iter().map(|m| mounts::Request {
@@ -491,6 +504,7 @@ pub fn create_body(
         restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
         ..Default::default()
     };
+    privileges(config, &mut host);
     match gpu {
         DockerGpu::None => {}
         DockerGpu::NvidiaRuntime { visible } => {
@@ -518,6 +532,31 @@ pub fn create_body(
         host_config: Some(host),
         ..Default::default()
     }
+}
+
+/// The privilege fields in the Engine's terms: `Privileged`, `CapDrop`, `GroupAdd` (the daemon resolves names
+/// in the image's /etc/group), `Ulimits` (-1 for unlimited), `Sysctls`, `ReadonlyRootfs`, `Tmpfs`.
+fn privileges(config: &ContainerConfig, host: &mut HostConfig) {
+    use super::privileges as p;
+    host.privileged = config.privileged.then_some(true);
+    host.cap_drop = (!config.cap_drop.is_empty()).then(|| config.cap_drop.clone());
+    host.group_add = (!config.group_add.is_empty()).then(|| config.group_add.clone());
+    let engine_limit = |v: u64| if v == u64::MAX { -1 } else { v.min(i64::MAX as u64) as i64 };
+    host.ulimits = (!config.ulimits.is_empty()).then(|| {
+        config
+            .ulimits
+            .iter()
+            .map(|u| bollard::models::ResourcesUlimits {
+                name: Some(u.name.clone()),
+                soft: Some(engine_limit(u.soft)),
+                hard: Some(engine_limit(u.hard)),
+            })
+            .collect()
+    });
+    host.sysctls = p::sysctl_map(&config.sysctls);
+    host.readonly_rootfs = config.read_only_rootfs.then_some(true);
+    host.tmpfs = (!config.tmpfs.is_empty())
+        .then(|| config.tmpfs.iter().map(|t| (t.path.clone(), t.mount_options().join(","))).collect());
 }
 
 /// One log frame, `<RFC 3339 timestamp> <text>` (the Engine's `timestamps=true` format), as lines.

@@ -140,6 +140,26 @@ pub struct RunSpec {
     pub pids_limit: Option<u64>,
     /// Capabilities beyond [`DEFAULT_CAPABILITIES`] (`CAP_...` names).
     pub cap_add: Vec<String>,
+    /// Docker's `--privileged` ([`super::privileges::apply`]); the backend adds the host's devices and leaves
+    /// seccomp and AppArmor out.
+    pub privileged: bool,
+    /// The agent's own bounding set (`CapBnd` of /proc/self/status) as a bit mask: what `privileged` gives,
+    /// as no container gets more than the process that makes it. `None`: every capability jetship knows.
+    pub own_capabilities: Option<u64>,
+    /// Capabilities taken from the set (`CAP_...` names, or `ALL`).
+    pub cap_drop: Vec<String>,
+    /// Supplementary gids of the process (`group_add`, resolved).
+    pub additional_gids: Vec<u32>,
+    /// Resource limits over `nofile` and the inherited ones.
+    pub ulimits: Vec<super::privileges::Ulimit>,
+    /// Namespaced sysctls.
+    pub sysctls: BTreeMap<String, String>,
+    /// Mount the root file system read-only.
+    pub read_only_rootfs: bool,
+    /// tmpfs mounts.
+    pub tmpfs: Vec<super::privileges::Tmpfs>,
+    /// Owner and group of passed device nodes by container path (kept from the host node, as Docker does).
+    pub device_owners: super::privileges::DeviceOwners,
 }
 
 /// The `CAP_...` name of a capability.
@@ -288,16 +308,7 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
         return Err(Error::Invalid { field: "working_dir", reason: format!("`{cwd}` must be an absolute path") });
     }
 
-    let mut bounding: Vec<Capability> = DEFAULT_CAPABILITIES.to_vec();
-    for name in &run.cap_add {
-        let cap = parse_capability(name).ok_or_else(|| Error::Invalid {
-            field: "cap_add",
-            reason: format!("`{name}` is not a Linux capability (e.g. CAP_NET_ADMIN)"),
-        })?;
-        if !bounding.contains(&cap) {
-            bounding.push(cap);
-        }
-    }
+    let bounding: Vec<Capability> = super::privileges::capabilities(run)?;
     let caps: oci_spec::runtime::Capabilities = bounding.iter().copied().collect();
     let rlimits = match run.nofile {
         Some(n) => vec![PosixRlimitBuilder::default().typ(PosixRlimitType::RlimitNofile).soft(n).hard(n).build()?],
@@ -463,6 +474,7 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
         spec = spec.hooks(HooksBuilder::default().create_container(hooks).build()?);
     }
     let mut spec = spec.build()?;
+    super::privileges::apply(&mut spec, run)?;
     // A new UTS namespace starts with the host's hostname, which is what host networking should show; an
     // isolated container gets its own name.
     let hostname = match (&run.hostname, run.network) {

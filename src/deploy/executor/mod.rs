@@ -34,7 +34,6 @@ use crate::config::Config;
 use crate::deploy::document::Document;
 use crate::deploy::plan::{self, Action, Actual, Backoff, ContainerView, DeploymentState, Health, Outcome, Task, Time};
 use crate::deploy::report::{self, Event, ReportedDeployment};
-use crate::host::devices::cameras::CameraError;
 use crate::runtime::{self, labels, ContainerInfo, ContainerRuntime, RunState};
 
 /// How long a deployment waits for a missing device before the executor tries to create it again (default).
@@ -601,13 +600,14 @@ impl Executor {
         ok
     }
 
-    /// A create or start failed: a missing camera waits for the device, anything else retries with backoff.
+    /// A create or start failed: a missing camera or device node waits for the device, anything else retries
+    /// with backoff.
     fn start_failed(&mut self, deployment: &str, err: runtime::Error) -> Outcome {
-        if let runtime::Error::Camera(CameraError::Missing { selector }) = &err {
-            info!(deployment, camera = %selector, "waiting for a camera");
+        if let Some(device) = err.missing_device().map(str::to_owned) {
+            info!(deployment, %device, "waiting for a device");
             self.notes.entry(deployment.to_owned()).or_default().device_missing_since = Some(Instant::now());
             self.note_error(deployment, err.to_string());
-            return Outcome::DeviceMissing { device: selector.clone() };
+            return Outcome::DeviceMissing { device };
         }
         Outcome::Failed { error: err.to_string() }
     }
@@ -768,7 +768,9 @@ mod tests {
             labels: BTreeMap<String, String>,
         ) -> runtime::Result<()> {
             if self.camera_missing.load(Ordering::SeqCst) {
-                return Err(CameraError::Missing { selector: "/dev/video0".into() }.into());
+                return Err(
+                    crate::host::devices::cameras::CameraError::Missing { selector: "/dev/video0".into() }.into()
+                );
             }
             assert_eq!(labels.get(labels::IMAGE), Some(&config.image), "image label");
             assert!(labels.contains_key(labels::SPEC_HASH), "spec hash label");

@@ -746,6 +746,13 @@ mod tests {
 
     const HEALTH: &str = "[deployments.app.health]\nexec = [\"true\"]\n";
 
+    /// A document built in code, past validation, that does not convert into a container config.
+    fn unconvertible() -> Document {
+        let mut d = app("2", "");
+        d.deployments.get_mut(APP).unwrap().devices.push("nonsense".into());
+        d
+    }
+
     fn hash(d: &Document) -> String {
         d.deployments[APP].doc_hash()
     }
@@ -970,7 +977,11 @@ mod tests {
                 actual: ready(&v1, vec![exited(&v1, 0)]),
                 now: t(5),
                 actions: &["schedule app"],
-                state: DeploymentState::Restarting { attempt: 1, backoff_ms: 1000, reason: "exited with code 0".into() },
+                state: DeploymentState::Restarting {
+                    attempt: 1,
+                    backoff_ms: 1000,
+                    reason: "exited with code 0".into(),
+                },
             },
             Case {
                 name: "clean exit under on-failure completes",
@@ -986,7 +997,11 @@ mod tests {
                 actual: ready(&v1onf, vec![exited(&v1onf, 2)]),
                 now: t(5),
                 actions: &["schedule app"],
-                state: DeploymentState::Restarting { attempt: 1, backoff_ms: 1000, reason: "exited with code 2".into() },
+                state: DeploymentState::Restarting {
+                    attempt: 1,
+                    backoff_ms: 1000,
+                    reason: "exited with code 2".into(),
+                },
             },
             Case {
                 name: "failed exit under never fails",
@@ -1012,7 +1027,11 @@ mod tests {
                 }),
                 now: t(5),
                 actions: &[],
-                state: DeploymentState::Restarting { attempt: 4, backoff_ms: 8000, reason: "exited with code 1".into() },
+                state: DeploymentState::Restarting {
+                    attempt: 4,
+                    backoff_ms: 8000,
+                    reason: "exited with code 1".into(),
+                },
             },
             Case {
                 name: "scheduled restart due starts",
@@ -1323,7 +1342,10 @@ mod tests {
                 doc: v1.clone(),
                 actual: ready(
                     &v1,
-                    vec![container(&v1, RunState::Running), ContainerView { id: "app-dup".into(), ..container(&v1, RunState::Running) }],
+                    vec![
+                        container(&v1, RunState::Running),
+                        ContainerView { id: "app-dup".into(), ..container(&v1, RunState::Running) },
+                    ],
                 ),
                 now: t(5),
                 actions: &["stop old", "remove old"],
@@ -1331,12 +1353,12 @@ mod tests {
             },
             Case {
                 name: "a document the backends cannot run fails without touching the old container",
-                doc: app("2", "privileged = true"),
-                actual: ready(&app("2", "privileged = true"), vec![old(RunState::Running)]),
+                doc: unconvertible(),
+                actual: ready(&unconvertible(), vec![old(RunState::Running)]),
                 now: t(5),
                 actions: &[],
                 state: DeploymentState::Failed {
-                    reason: "deployment app: privileged = true is not supported by the container backends yet; remove it from the document".into(),
+                    reason: "deployment app: devices[0]: host path `nonsense` must be a path under /dev/".into(),
                 },
             },
         ]
