@@ -239,7 +239,9 @@ async fn agent_restart_adopts_the_running_container_and_reads_its_logs() {
     let socket = support::dockerd::shared();
     let registry = Registry::start();
     let image = push_busybox(&Pusher::new(&registry.addr), &registry.addr, "jetship/adopt", "adopt").await;
-    let mut config = jetship::config::Config { device_id: Some("agent-adopt".into()), ..Default::default() };
+    // Its own state dir: the default (/var/lib/jetship) is shared with a second suite running at once.
+    let mut config =
+        jetship::config::Config { device_id: Some("agent-adopt".into()), state_dir: state_dir(), ..Default::default() };
     config.runtime.docker_socket = Some(socket.clone());
     {
         let first = docker::connect(&config).await.unwrap();

@@ -271,7 +271,8 @@ mod tests {
         let grp = doc("[deployments.mon]\nimage = \"busybox:mon\"\n");
         store.save(&Source::Device, &dev).unwrap();
         store.save(&Source::Group("lab".into()), &grp).unwrap();
-        std::fs::write(store.dir().join("group-broken.json"), b"{\"deployments\": {\"x\": {\"imagee\": 1}}}").unwrap();
+        let broken = b"{\"deployments\": {\"x\": {\"imagee\": 1}}}";
+        crate::os::fsutil::write_mirrored(&store.dir().join("group-broken.json"), broken).unwrap();
         std::fs::write(store.dir().join("group-trunc.json"), b"{\"deploym").unwrap();
         std::fs::write(store.dir().join("notes.txt"), b"ignored").unwrap();
         let loaded = store.load_all();

@@ -76,12 +76,14 @@ fn seal(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The content of a sealed file, or why it is not sound. A file without a seal (written before seals) is taken
-/// as it is.
+/// The content of a sealed file, or why it is not sound. A file without its seal was cut short: cut right after
+/// the content it would still parse, so it is refused like any other torn file.
 fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
     use sha2::Digest;
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let Some(at) = body.windows(SEAL.len()).rposition(|w| w == SEAL) else { return Ok(bytes) };
+    let Some(at) = body.windows(SEAL.len()).rposition(|w| w == SEAL) else {
+        return Err("it has no checksum: cut short".into());
+    };
     let (data, hash) = (&body[..at], &body[at + SEAL.len()..]);
     if hash != hex::encode(sha2::Sha256::digest(data)).as_bytes() {
         return Err("its content does not match its checksum".into());
@@ -96,8 +98,7 @@ pub(crate) fn write_sealed(path: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 /// Reads a file written with [`write_sealed`] (at most `limit` bytes): `Ok(None)` when it does not exist,
-/// `Err` with the reason when it is longer than `limit` or its checksum fails. A file without a seal (written
-/// before seals) is returned as it is.
+/// `Err` with the reason when it is longer than `limit`, or its checksum is missing or fails.
 pub(crate) fn read_sealed(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
     let mut buf = Vec::new();
     match File::open(path) {
@@ -265,13 +266,13 @@ mod tests {
         fs::write(&p, &sealed[..4]).unwrap();
         assert_eq!(
             read_mirrored(&p, 1024, check),
-            MirrorRead::Restored { bytes: b"{good}".to_vec(), problem: "torn".into() }
+            MirrorRead::Restored { bytes: b"{good}".to_vec(), problem: "it has no checksum: cut short".into() }
         );
         assert_eq!(fs::read(&p).unwrap(), sealed, "the file is rewritten from its copy");
         fs::write(mirror_path(&p), b"x").unwrap();
         assert_eq!(
             read_mirrored(&p, 1024, check),
-            MirrorRead::Sound { bytes: b"{good}".to_vec(), copy_problem: Some("torn".into()) }
+            MirrorRead::Sound { bytes: b"{good}".to_vec(), copy_problem: Some("it has no checksum: cut short".into()) }
         );
         assert_eq!(fs::read(mirror_path(&p)).unwrap(), sealed, "the copy is rewritten too");
         // A flipped bit that still reads as valid content is caught by the seal.
@@ -281,13 +282,14 @@ mod tests {
         assert!(
             matches!(read_mirrored(&p, 1024, check), MirrorRead::Restored { problem, .. } if problem.contains("checksum"))
         );
-        // Files written before seals are read as they are.
-        fs::write(&p, b"{legacy}").unwrap();
-        fs::remove_file(mirror_path(&p)).unwrap();
-        assert_eq!(
-            read_mirrored(&p, 1024, check),
-            MirrorRead::Sound { bytes: b"{legacy}".to_vec(), copy_problem: None }
+        // Cut right after its content (the seal gone), the file would still parse: it is refused all the same.
+        fs::write(&p, &sealed[..b"{good}\n".len()]).unwrap();
+        assert!(
+            matches!(read_mirrored(&p, 1024, check), MirrorRead::Restored { problem, .. } if problem.contains("no checksum"))
         );
+        fs::write(&p, b"{good}").unwrap();
+        fs::remove_file(mirror_path(&p)).unwrap();
+        assert!(matches!(read_mirrored(&p, 1024, check), MirrorRead::Damaged { .. }));
         let q = dir.path().join("cursor.json");
         write_sealed(&q, b"{\"next\":7}").unwrap();
         assert_eq!(read_sealed(&q, 1024), Ok(Some(b"{\"next\":7}".to_vec())));
