@@ -8,6 +8,7 @@
 pub mod broker_url;
 pub mod capability;
 pub mod ids;
+pub mod jetson;
 pub mod labels;
 pub mod modes;
 pub mod platform;
