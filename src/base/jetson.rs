@@ -70,6 +70,45 @@ impl Convenience {
     }
 }
 
+/// The policy's refusals of a deployment's `jetson` list (`asked`) and of a `csi` camera selector among
+/// `cameras` when `allowed` lacks what they need: `(field, message)` pairs naming `policy.allowed_jetson`.
+pub fn refusals(asked: &[Convenience], cameras: &[String], allowed: &[Convenience]) -> Vec<(String, String)> {
+    let refuse = |what: String, c: Convenience| {
+        format!(
+            "{what} is not allowed by this device's policy; set policy.allowed_jetson to include \"{c}\" in the agent \
+             config"
+        )
+    };
+    let mut out = Vec::new();
+    for (i, c) in asked.iter().enumerate() {
+        if !allowed.contains(c) {
+            out.push((format!("jetson[{i}]"), refuse(format!("the Jetson convenience `{c}` ({})", c.widens()), *c)));
+        }
+    }
+    if !allowed.contains(&Convenience::Argus) {
+        for (i, sel) in cameras.iter().enumerate().filter(|(_, s)| s.trim() == "csi") {
+            let what = format!("the camera selector `{}` (it mounts nvargus-daemon's socket)", sel.trim());
+            out.push((format!("cameras[{i}]"), refuse(what, Convenience::Argus)));
+        }
+    }
+    out
+}
+
+impl Convenience {
+    /// What the convenience gives the container, for refusals.
+    fn widens(self) -> &'static str {
+        match self {
+            Convenience::Argus => "nvargus-daemon's socket: the CSI cameras",
+            Convenience::Display => "the X11 socket: every window and the input of the display",
+            Convenience::Audio => "the sound devices under /dev/snd",
+            Convenience::Usb => "raw access to every USB device under /dev/bus/usb",
+            Convenience::Localtime => "the host's time zone files",
+            Convenience::L4tRelease => "the L4T release and encoder tuning files",
+            Convenience::Model => "the board model",
+        }
+    }
+}
+
 impl std::fmt::Display for Convenience {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -97,5 +136,19 @@ mod tests {
         }
         let err = Convenience::parse("x11").unwrap_err();
         assert!(err.contains("`x11`") && err.contains("display"), "{err}");
+    }
+
+    #[test]
+    fn refusals_name_the_policy_key_for_what_is_not_allowed() {
+        let allowed = Convenience::default_allowed();
+        assert!(refusals(&allowed, &["csi".into()], &allowed).is_empty(), "the defaults pass");
+        let r = refusals(&[Convenience::Localtime, Convenience::Usb], &[], &allowed);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].0, "jetson[1]");
+        assert!(r[0].1.contains("policy.allowed_jetson to include \"usb\"") && r[0].1.contains("/dev/bus/usb"));
+        let r = refusals(&[], &["all".into(), " csi".into()], &[]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].0, "cameras[1]");
+        assert!(r[0].1.contains("\"argus\""), "{}", r[0].1);
     }
 }

@@ -52,6 +52,7 @@ pub(super) fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, a
             volumes: args.volumes.clone(),
             gpu: args.gpu.clone(),
             cameras: args.cameras.clone(),
+            jetson: args.jetson.clone(),
             ..Default::default()
         };
         let deployment = args.name.clone().unwrap_or_else(|| id.clone());

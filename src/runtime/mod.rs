@@ -46,6 +46,9 @@ pub enum Error {
     /// A requested camera is not connected: the deployment waits for it (`waiting-for-device`).
     #[error(transparent)]
     Camera(#[from] crate::host::devices::cameras::CameraError),
+    /// A Jetson convenience this host cannot give (no X server, not a Jetson, nvargus-daemon down).
+    #[error(transparent)]
+    Jetson(#[from] crate::host::devices::jetson::JetsonError),
     #[error("image {image}: {message}")]
     Image { image: String, message: String },
     #[error("container {id}: {message}")]
@@ -78,8 +81,12 @@ pub struct ContainerConfig {
     pub volumes: Vec<Volume>,
     /// `None`: no GPU; `Some("all")` or a CDI device name such as `nvidia.com/gpu=0`.
     pub gpu: Option<String>,
-    /// Camera selectors: `all`, `/dev/video0`, a by-id name, or a name substring.
+    /// Camera selectors: `all`, `csi`, `/dev/video0`, a by-id name, or a name substring.
     pub cameras: Vec<String>,
+    /// Jetson conveniences: what jetson-containers' run.sh passes for each ([`crate::host::devices::jetson`]).
+    /// Left out of the JSON when empty, so the spec hash of a container without any stays what it was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jetson: Vec<crate::base::jetson::Convenience>,
     /// What confines the container. Defaults to Docker's confinement plus no_new_privs and a pids limit.
     pub confinement: Confinement,
 }

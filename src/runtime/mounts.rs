@@ -20,6 +20,7 @@ use nix::sys::stat::{fstat, Mode};
 use serde::{Deserialize, Serialize};
 
 use super::{BindMount, Volume, VolumeSources};
+use crate::host::devices::inject::{DeviceEdits, HostFileCheck};
 use crate::os::beneath::{self, Symlinks};
 
 /// Errors preparing a bind mount; each names the host path and what to do.
@@ -48,6 +49,10 @@ pub enum Resolve {
     Beneath { root: PathBuf },
     /// A Unix socket owned by root beneath `root`, no symlink below it (nvargus-daemon's socket).
     RootSocket { root: PathBuf },
+    /// Owned by root beneath `root`, no symlink below it (the X11 socket directory in `/tmp`).
+    RootOwned { root: PathBuf },
+    /// An existing file beneath `root` with symlinks resolved as if `root` were `/` (`/etc/localtime`).
+    InRoot { root: PathBuf },
 }
 
 /// One bind mount to stage.
@@ -90,6 +95,26 @@ pub fn volume_requests(volumes: &[Volume], sources: &VolumeSources) -> Result<Ve
             };
             Ok(Request { host: v.host.clone(), container: v.container.clone(), read_only: v.read_only, how })
         })
+        .collect()
+}
+
+/// The requests for the bind mounts of a container's device edits, each checked as it must be beneath
+/// `host_root`: the camera edits' `mounts` (nvargus-daemon's socket) as root's sockets, the Jetson
+/// conveniences' `host_files` as each names. The one mapping both backends use.
+pub fn edit_requests(edits: &DeviceEdits, host_root: &Path) -> Vec<Request> {
+    let root = host_root.to_path_buf();
+    let sockets = edits.mounts.iter().map(|m| (m, Resolve::RootSocket { root: root.clone() }));
+    let files = edits.host_files.iter().map(|f| {
+        let how = match f.check {
+            HostFileCheck::RootSocket => Resolve::RootSocket { root: root.clone() },
+            HostFileCheck::RootOwned => Resolve::RootOwned { root: root.clone() },
+            HostFileCheck::InRoot => Resolve::InRoot { root: root.clone() },
+        };
+        (&f.mount, how)
+    });
+    sockets
+        .chain(files)
+        .map(|(m, how)| Request { host: m.host.clone(), container: m.container.clone(), read_only: m.read_only, how })
         .collect()
 }
 
@@ -171,6 +196,32 @@ pub fn resolve(req: &Request) -> Result<OwnedFd> {
                 ));
             }
             Ok(fd)
+        }
+        Resolve::RootOwned { root } => {
+            let rel = host.strip_prefix(root).map_err(|_| refused(host, format!("is not under {}", root.display())))?;
+            let rootfd = open_root(root, host)?;
+            let fd = beneath::open(&rootfd, rel, Symlinks::Refuse, OFlag::O_PATH)
+                .map_err(|e| beneath_error(e, host, root))?;
+            let st = fstat(&fd).map_err(|e| io_err(host, "stat")(e.into()))?;
+            if st.st_uid != 0 {
+                return Err(refused(
+                    host,
+                    format!(
+                        "is owned by uid {}, not root: in a directory any user can write, only root's is passed to \
+                         containers",
+                        st.st_uid
+                    ),
+                ));
+            }
+            Ok(fd)
+        }
+        Resolve::InRoot { root } => {
+            let rel = host.strip_prefix(root).map_err(|_| refused(host, format!("is not under {}", root.display())))?;
+            let rootfd = open_root(root, host)?;
+            beneath::open(&rootfd, rel, Symlinks::InRoot, OFlag::O_PATH).map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENOTDIR) => refused(host, "does not exist on this host (any more)"),
+                _ => beneath_error(e, host, root),
+            })
         }
     }
 }
