@@ -197,7 +197,8 @@ fn sysfs_interface(device: Option<&Path>, name: Option<&str>) -> CameraInterface
     let parts: Vec<String> = device
         .map(|d| d.components().filter_map(|c| c.as_os_str().to_str().map(str::to_owned)).collect())
         .unwrap_or_default();
-    let root_hub = |p: &str| p.strip_prefix("usb").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let root_hub =
+        |p: &str| p.strip_prefix("usb").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     if parts.iter().any(|p| root_hub(p)) {
         return CameraInterface::Usb;
     }
@@ -435,7 +436,7 @@ pub fn edits(root: &Path, selectors: &[String], gpu: bool) -> std::result::Resul
             read_only: false,
         });
     }
-    for m in argus_mount(root, gpu, selectors) {
+    if let Some(m) = argus_mount(root, gpu, selectors) {
         out.push_mount(m);
     }
     Ok(out)

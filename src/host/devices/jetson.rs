@@ -117,8 +117,9 @@ fn add(
         }
         Convenience::L4tRelease => {
             let release = "/etc/nv_tegra_release";
-            open_in_root(root, release)
-                .map_err(|e| unavailable(c, release, format!("{e}: this host is not a Jetson (no L4T release file)")))?;
+            open_in_root(root, release).map_err(|e| {
+                unavailable(c, release, format!("{e}: this host is not a Jetson (no L4T release file)"))
+            })?;
             out.push_host_file(host_file(root, release, release, true, HostFileCheck::InRoot));
             let enctune = "/etc/enctune.conf";
             match open_in_root(root, enctune) {
@@ -351,10 +352,7 @@ mod tests {
     }
 
     fn mounts(e: &DeviceEdits) -> Vec<(String, bool, HostFileCheck)> {
-        e.host_files
-            .iter()
-            .map(|f| (f.mount.container.display().to_string(), f.mount.read_only, f.check))
-            .collect()
+        e.host_files.iter().map(|f| (f.mount.container.display().to_string(), f.mount.read_only, f.check)).collect()
     }
 
     #[test]
@@ -396,8 +394,7 @@ mod tests {
         let err = edits(root.path(), &[Convenience::L4tRelease], &[], &mut Vec::new()).unwrap_err().to_string();
         assert!(err.contains("`l4t-release`") && err.contains("not found") && err.contains("not a Jetson"), "{err}");
         std::fs::remove_file(root.path().join("etc/nv_tegra_release")).unwrap();
-        std::os::unix::fs::symlink("../../../../../../etc/hostname", root.path().join("etc/nv_tegra_release"))
-            .unwrap();
+        std::os::unix::fs::symlink("../../../../../../etc/hostname", root.path().join("etc/nv_tegra_release")).unwrap();
         assert!(edits(root.path(), &[Convenience::L4tRelease], &[], &mut Vec::new()).is_err(), "`..` stays inside");
     }
 
