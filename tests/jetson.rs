@@ -395,3 +395,42 @@ fn yolo_csi_example_is_valid_and_within_the_default_policy() {
     assert_eq!(jetship::deploy::policy::check(&with_display, &PolicyConfig::default(), state).len(), 1);
     assert_eq!(jetship::deploy::policy::check(&with_display, &policy, state), []);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jetship_run_with_jetson_and_the_csi_camera_native() {
+    assert!(nix::unistd::geteuid().is_root(), "container tests need root (scripts/test runs as root)");
+    support::require_tool("conmon", "conmon");
+    support::require_tool("runc", "runc");
+    let registry = Registry::start();
+    let image = push_image(&registry.addr).await;
+    let host = Host::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\ndevice_id = \"jetson-run\"\n[registry]\ndisk_reserve_bytes = 0\n[host]\nroot = \"{}\"\n\
+             [runtime]\nbackend = \"oci\"\nrun_dir = \"{}\"\nstop_grace_s = 1\ncgroup_parent = \"/jetship-jetson-run-{}\"\n",
+            dir.path().join("state").display(),
+            host.root().display(),
+            dir.path().join("run").display(),
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let script = "cat /etc/nv_tegra_release; tr -d '\\000' < /tmp/nv_jetson_model; echo; ls /dev | grep video; \
+                  socat -u UNIX-CONNECT:/tmp/argus_socket -";
+    let out = support::jetship_with_config(
+        &config,
+        &["run", "--rm", "--camera", "csi", "--jetson", "l4t-release,model", &image, "sh", "-c", script],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        stdout,
+        "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023\n\
+         NVIDIA Jetson Orin NX Engineering Reference Developer Kit\nvideo0\nargus-hello\n"
+    );
+}
