@@ -1,7 +1,8 @@
 //! Bind-mount sources a container may not redirect. A volume's host path is resolved beneath the allowed root
 //! it lies in without following any symlink below that root ([`crate::os::beneath`]; missing directories are
-//! created the same way), the nvargus socket in the host's world-writable `/tmp` must be a socket owned by root,
-//! and each source is then bind-mounted from the descriptor that resolution gave (`/proc/self/fd/N`) onto a
+//! created the same way), the nvargus socket in the host's world-writable `/tmp` must be a socket owned by root
+//! (and the Jetson conveniences' other `/tmp` sources root's; their `/etc` and `/proc` files resolve with
+//! symlinks kept inside the host root), and each source is then bind-mounted from the descriptor that resolution gave (`/proc/self/fd/N`) onto a
 //! staging point under `<state_dir>/mounts/<id>/`, which only root can reach. The container runtime (runc, crun
 //! or dockerd) is handed the staging point, never the original path: a container that swaps a component for
 //! a symlink between the check and the mount gains nothing, because what is mounted is what was resolved.
@@ -179,13 +180,14 @@ pub fn resolve(req: &Request) -> Result<OwnedFd> {
                 other => other.map_err(|e| beneath_error(e, host, root)),
             }
         }
-        Resolve::RootSocket { root } => {
+        Resolve::RootSocket { root } | Resolve::RootOwned { root } => {
             let rel = host.strip_prefix(root).map_err(|_| refused(host, format!("is not under {}", root.display())))?;
             let rootfd = open_root(root, host)?;
             let fd = beneath::open(&rootfd, rel, Symlinks::Refuse, OFlag::O_PATH)
                 .map_err(|e| beneath_error(e, host, root))?;
             let st = fstat(&fd).map_err(|e| io_err(host, "stat")(e.into()))?;
-            if st.st_mode & libc::S_IFMT != libc::S_IFSOCK || st.st_uid != 0 {
+            let socket = matches!(req.how, Resolve::RootSocket { .. });
+            if socket && (st.st_mode & libc::S_IFMT != libc::S_IFSOCK || st.st_uid != 0) {
                 return Err(refused(
                     host,
                     format!(
@@ -195,14 +197,6 @@ pub fn resolve(req: &Request) -> Result<OwnedFd> {
                     ),
                 ));
             }
-            Ok(fd)
-        }
-        Resolve::RootOwned { root } => {
-            let rel = host.strip_prefix(root).map_err(|_| refused(host, format!("is not under {}", root.display())))?;
-            let rootfd = open_root(root, host)?;
-            let fd = beneath::open(&rootfd, rel, Symlinks::Refuse, OFlag::O_PATH)
-                .map_err(|e| beneath_error(e, host, root))?;
-            let st = fstat(&fd).map_err(|e| io_err(host, "stat")(e.into()))?;
             if st.st_uid != 0 {
                 return Err(refused(
                     host,
@@ -463,5 +457,33 @@ mod tests {
         assert!(resolve(&req("link")).unwrap_err().to_string().contains("symlink"));
         let owned_by_root = nix::unistd::geteuid().is_root();
         assert_eq!(resolve(&req("sock")).is_ok(), owned_by_root);
+    }
+
+    #[test]
+    fn root_owned_refuses_symlinks_and_other_owners_and_in_root_keeps_symlinks_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir_all(root.join("tmp/.X11-unix")).unwrap();
+        std::fs::create_dir_all(root.join("usr/share/zoneinfo")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("usr/share/zoneinfo/UTC"), "TZif").unwrap();
+        std::os::unix::fs::symlink("/usr/share/zoneinfo/UTC", root.join("etc/localtime")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("tmp/etc-link")).unwrap();
+        let req = |p: &str, how: Resolve| Request { host: root.join(p), container: "/x".into(), read_only: true, how };
+        let owned = |p: &str| req(p, Resolve::RootOwned { root: root.clone() });
+        let in_root = |p: &str| req(p, Resolve::InRoot { root: root.clone() });
+        assert!(resolve(&owned("tmp/etc-link")).unwrap_err().to_string().contains("symlink"));
+        if nix::unistd::geteuid().is_root() {
+            assert!(resolve(&owned("tmp/.X11-unix")).is_ok());
+            nix::unistd::chown(&root.join("tmp/.X11-unix"), Some(nix::unistd::Uid::from_raw(1000)), None).unwrap();
+            let err = resolve(&owned("tmp/.X11-unix")).unwrap_err().to_string();
+            assert!(err.contains("owned by uid 1000"), "{err}");
+        }
+        // The absolute target is taken inside the root: the fixture's zoneinfo, not this machine's.
+        let fd = resolve(&in_root("etc/localtime")).unwrap();
+        assert_eq!(std::fs::read_to_string(beneath::proc_fd_path(&fd)).unwrap(), "TZif");
+        let err = resolve(&in_root("etc/timezone")).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(!root.join("etc/timezone").exists(), "nothing is created");
     }
 }
