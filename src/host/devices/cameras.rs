@@ -6,7 +6,8 @@
 //! otherwise sysfs `index` decides (0 = capture). Nothing here streams video or changes device settings.
 //!
 //! Each camera is told to be a CSI sensor behind the Tegra video input (`tegra-capture-vi` on JetPack 5/6, a
-//! `*.vi` platform device before; driver `tegra-video`; NVIDIA names its nodes `vi-output, <sensor> <bus>`), a
+//! `*.vi` platform device before; driver `tegra-video`; raw Bayer formats such as `RG10`; NVIDIA names its nodes
+//! `vi-output, <sensor> <bus>`), a
 //! USB (UVC) webcam (below a `usbN` root hub; driver `uvcvideo`) or neither ([`CameraInterface`]). The selector
 //! `csi` takes the CSI cameras and nvargus-daemon's socket, which libargus reaches them through.
 //!
@@ -143,7 +144,8 @@ pub fn discover(root: &Path, warnings: &mut Vec<String>) -> Vec<Camera> {
                     Ok(caps) => {
                         cam.capture = caps.capture;
                         cam.detected_by = "querycap".into();
-                        cam.interface = driver_interface(&caps.driver).unwrap_or(cam.interface);
+                        let bayer = caps.bayer.then_some(CameraInterface::Csi);
+                        cam.interface = driver_interface(&caps.driver).or(bayer).unwrap_or(cam.interface);
                         if cam.name.is_none() && !caps.card.is_empty() {
                             cam.name = Some(caps.card);
                         }
@@ -179,6 +181,18 @@ struct Caps {
     capture: bool,
     card: String,
     driver: String,
+    /// The node offers a raw Bayer format (`RG10`, ...): a raw sensor, which on a Jetson is a CSI camera.
+    bayer: bool,
+}
+
+/// Whether a V4L2 fourcc is a raw Bayer format (8, 10, 12 and 16 bit, plain and packed): what raw CSI sensors
+/// deliver (jetson-containers tells CSI cameras by `RG10`); webcams deliver YUYV or MJPG.
+fn is_bayer(fourcc: [u8; 4]) -> bool {
+    const BAYER: &[&[u8; 4]] = &[
+        b"BA81", b"GBRG", b"GRBG", b"RGGB", b"BG10", b"GB10", b"BA10", b"RG10", b"BG12", b"GB12", b"BA12", b"RG12",
+        b"pBAA", b"pGAA", b"pgAA", b"pRAA", b"pBCC", b"pGCC", b"pgCC", b"pRCC", b"BYR2", b"GB16", b"GR16", b"RG16",
+    ];
+    BAYER.contains(&&fourcc)
 }
 
 /// The interface a V4L2 driver name stands for: NVIDIA's VI driver or the UVC driver.
@@ -234,7 +248,37 @@ fn query_caps(node: &Path) -> std::io::Result<Caps> {
     // Not the v4l crate's Capabilities: its conversion panics on a card name that is not UTF-8.
     let card = String::from_utf8_lossy(&caps.card).trim_end_matches('\0').trim().to_owned();
     let driver = String::from_utf8_lossy(&caps.driver).trim_end_matches('\0').trim().to_owned();
-    Ok(Caps { capture: flags & CAPTURE != 0, card, driver })
+    let capture = flags & CAPTURE != 0;
+    let bayer = capture && capture_formats(&file).into_iter().any(is_bayer);
+    Ok(Caps { capture, card, driver, bayer })
+}
+
+/// The pixel formats (fourccs) a capture node offers (`VIDIOC_ENUM_FMT`, single-plane capture, at most 64);
+/// empty when the driver refuses to list them.
+fn capture_formats(file: &std::fs::File) -> Vec<[u8; 4]> {
+    use v4l::v4l2;
+    use v4l::v4l_sys::v4l2_fmtdesc;
+    const VIDEO_CAPTURE: u32 = 1; // V4L2_BUF_TYPE_VIDEO_CAPTURE
+    let mut formats = Vec::new();
+    for index in 0..64 {
+        // SAFETY: v4l2_fmtdesc is plain old data (zeroes are valid) and lives for the whole call; the fd is open.
+        let desc = unsafe {
+            let mut desc: v4l2_fmtdesc = std::mem::zeroed();
+            desc.index = index;
+            desc.type_ = VIDEO_CAPTURE;
+            match v4l2::ioctl(
+                file.as_raw_fd(),
+                v4l2::vidioc::VIDIOC_ENUM_FMT,
+                &mut desc as *mut v4l2_fmtdesc as *mut std::os::raw::c_void,
+            ) {
+                Ok(()) => desc,
+                // EINVAL past the last format; any other error ends the list too.
+                Err(_) => break,
+            }
+        };
+        formats.push(desc.pixelformat.to_le_bytes());
+    }
+    formats
 }
 
 /// The symlinks in a `/dev/v4l/by-*` directory as (host link path, host target path).
@@ -494,6 +538,8 @@ mod tests {
 
     #[test]
     fn interface_from_driver_then_sysfs_device_then_name() {
+        assert!(is_bayer(*b"RG10") && is_bayer(*b"pRAA") && is_bayer(*b"BA81"));
+        assert!(!is_bayer(*b"YUYV") && !is_bayer(*b"MJPG") && !is_bayer(*b"NV12"));
         assert_eq!(driver_interface("tegra-video"), Some(CameraInterface::Csi));
         assert_eq!(driver_interface("uvcvideo"), Some(CameraInterface::Usb));
         assert_eq!(driver_interface("vivid"), None);
