@@ -7,9 +7,9 @@
 //!
 //! Each camera is told to be a CSI sensor behind the Tegra video input (`tegra-capture-vi` on JetPack 5/6, a
 //! `*.vi` platform device before; driver `tegra-video`; raw Bayer formats such as `RG10`; NVIDIA names its nodes
-//! `vi-output, <sensor> <bus>`), a
-//! USB (UVC) webcam (below a `usbN` root hub; driver `uvcvideo`) or neither ([`CameraInterface`]). The selector
-//! `csi` takes the CSI cameras and nvargus-daemon's socket, which libargus reaches them through.
+//! `vi-output, <sensor> <bus>`), a USB (UVC) webcam (below a `usbN` root hub; driver `uvcvideo`) or neither
+//! ([`CameraInterface`]). The selector `csi` takes the CSI cameras and nvargus-daemon's socket, which libargus
+//! reaches them through. `VIDIOC_ENUM_FMT` is the other ioctl a node may get, under the same condition.
 //!
 //! [`resolve`] turns a deployment's `cameras = [...]` selectors into the device nodes to create in the
 //! container (each capture node with its metadata sibling, numbers from the live node); a selector that matches
