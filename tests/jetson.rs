@@ -3,7 +3,8 @@
 //! played by listeners of this test) given to containers run by real runc under conmon and by a private dockerd,
 //! from an image pulled from a real docker-registry. Inside, the files read with the fixture's content and
 //! read-only, the sockets connect (socat is the client), the device nodes are there with the host's numbers.
-//! Plus the example document and the policy's refusals. Needs root (scripts/test runs as root).
+//! Plus `jetship run --jetson`, a document deployed over a real Mosquitto to the real agent, the example
+//! document and the policy's refusals. Needs root (scripts/test runs as root).
 
 mod support;
 
@@ -433,4 +434,52 @@ async fn jetship_run_with_jetson_and_the_csi_camera_native() {
         "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023\n\
          NVIDIA Jetson Orin NX Engineering Reference Developer Kit\nvideo0\nargus-hello\n"
     );
+}
+
+/// Through the fleet: a document with `jetson` deployed over MQTT to the real agent (Docker backend) converges
+/// with the host's release file in the container; one asking for `usb` is rejected naming the policy key, and
+/// the running deployment stays.
+#[test]
+fn deployed_over_mqtt_the_agent_passes_the_conveniences_and_refuses_usb_by_policy() {
+    use support::device::*;
+    use support::mosquitto::Mosquitto;
+    let (broker, registry) = (Mosquitto::start(), Registry::start());
+    push(&registry, "v1", "one");
+    let device = Device::new(&broker, &registry.addr);
+    let agent = Agent::start(&device.config);
+    let image = format!("{}/hello:v1", registry.addr);
+    let doc = deployment("jet", &image, "$(cat /etc/nv_tegra_release)", PASSES).replacen(
+        "command =",
+        "jetson = [\"l4t-release\", \"model\"]\ncommand =",
+        1,
+    );
+    let out = deploy(&broker, &device, &device.write_doc("jet.toml", &doc));
+    assert!(out.status.success(), "{}\nagent log:\n{}", text(&out), agent.log());
+    let logs = support::jetship(&["logs", &device.id, "jet", "--tail", "5", "--broker", &broker.url()]);
+    assert!(text(&logs).contains("R36 (release), REVISION: 4.3"), "{}", text(&logs));
+
+    let usb = doc.replacen("[\"l4t-release\", \"model\"]", "[\"usb\"]", 1).replacen(
+        "[deployments.jet]",
+        "generation = 7\n[deployments.jet]",
+        1,
+    );
+    let out = support::jetship(&[
+        "deploy",
+        &device.id,
+        "-f",
+        device.write_doc("usb.toml", &usb).to_str().unwrap(),
+        "--broker",
+        &broker.url(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("the usb document rejected", Duration::from_secs(20), || {
+        let rep = reported(&broker, &device.id);
+        let reasons = rep["rejected"]["reasons"].as_array().cloned().unwrap_or_default();
+        reasons
+            .iter()
+            .filter_map(|r| r.as_str())
+            .any(|r| r.contains("deployments.jet.jetson[0]") && r.contains("policy.allowed_jetson to include \"usb\""))
+    });
+    let rep = reported(&broker, &device.id);
+    assert_eq!(rep["deployments"]["jet"]["state"], "running", "{rep}");
 }
