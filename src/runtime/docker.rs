@@ -329,7 +329,8 @@ impl DockerBackend {
             None => DockerGpu::None,
             Some(req) => plan_gpu(self.options.gpu_mode, Some(&req), &self.daemon_gpu().await?)?,
         };
-        // Cameras (and, with the GPU, nvargus-daemon's socket for CSI cameras) as on the native backend.
+        // Cameras (and, with the GPU, nvargus-daemon's socket for CSI cameras) and the Jetson conveniences, as on
+        // the native backend.
         let (root, selectors, gpu_given) =
             (self.options.host_root.clone(), config.cameras.clone(), gpu != DockerGpu::None);
         let (jetson, env) = (config.jetson.clone(), config.env.clone());

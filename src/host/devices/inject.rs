@@ -1,5 +1,5 @@
 //! The plain value the host's devices hand the runtime: device nodes, bind mounts, hooks, environment and
-//! symlinks. `gpu` and `cameras` produce it; `runtime::spec::inject` is the one place that adds it to a
+//! symlinks. `gpu`, `cameras` and `jetson` produce it; `runtime::spec::inject` is the one place that adds it to a
 //! container's spec, so this module never sees a runtime spec.
 
 use std::path::PathBuf;
@@ -69,7 +69,8 @@ pub struct Symlink {
     pub target: PathBuf,
 }
 
-/// What a container gets to reach host devices: the GPU's edits (CDI or CSV), camera nodes, the nvargus socket.
+/// What a container gets to reach host devices: the GPU's edits (CDI or CSV), camera nodes, the nvargus socket,
+/// the Jetson conveniences' files, device trees and environment.
 /// A plain value: `runtime::spec::inject` adds it to a run spec (the one injection step of both backends); the
 /// `symlinks` are the bundle builder's part (see [`super::gpu::create_symlinks`]).
 #[derive(Debug, Clone, Default, PartialEq)]
