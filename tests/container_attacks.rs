@@ -12,12 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jetship::config::PolicyConfig;
-use jetship::deploy::document::{parse, Format};
-use jetship::runtime::docker::{DockerBackend, DockerOptions};
 use jetship::runtime::exec::Capture;
-use jetship::runtime::oci::{OciBackend, OciSettings};
-use jetship::runtime::{ContainerConfig, ContainerRuntime, RunState};
+use jetship::runtime::{ContainerConfig, RunState};
 use support::backend_contract::{host_arch, wait_for_log, wait_for_state};
+use support::backends::Backend;
 use support::registry::{self as reg, Blob, Pusher, Registry};
 
 const APPLETS: &[&str] = &[
@@ -100,83 +98,9 @@ async fn push(addr: &str, repo: &str, entries: &[Entry<'_>], user: Option<&str>)
     format!("{addr}/{repo}@{}", img.manifest.digest)
 }
 
-/// A backend under test with its own state dir.
-struct Backend {
-    rt: Box<dyn ContainerRuntime>,
-    state: PathBuf,
-    prefix: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Backend {
-    /// The native backend (runc under conmon) with a private state dir, run dir and cgroup parent.
-    fn native() -> Backend {
-        assert!(nix::unistd::geteuid().is_root(), "container tests need root (scripts/test runs as root)");
-        support::require_tool("conmon", "conmon");
-        support::require_tool("runc", "runc");
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        let mut cfg = jetship::config::Config { device_id: Some("attacks".into()), ..Default::default() };
-        cfg.state_dir = state.clone();
-        cfg.registry.disk_reserve_bytes = 0;
-        cfg.runtime.oci_runtime = "runc".into();
-        cfg.runtime.run_dir = dir.path().join("run");
-        cfg.runtime.cgroup_parent = PathBuf::from(format!("/jetship-attacks-{}", std::process::id()));
-        let rt = Box::new(OciBackend::new(OciSettings::from_config(&cfg)).unwrap());
-        Backend { rt, state, prefix: format!("n{:06x}", rand::random::<u32>() & 0xffffff), _dir: dir }
-    }
-
-    /// The Docker backend on this test binary's private dockerd.
-    async fn docker() -> Backend {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        let opts = DockerOptions {
-            agent_id: "attacks".into(),
-            host_root: "/".into(),
-            gpu_mode: jetship::base::GpuMode::Auto,
-            credentials: Default::default(),
-            state_dir: state.clone(),
-        };
-        let rt = Box::new(DockerBackend::connect(&support::dockerd::shared(), opts).await.unwrap());
-        Backend { rt, state, prefix: format!("d{:06x}", rand::random::<u32>() & 0xffffff), _dir: dir }
-    }
-
-    fn id(&self, name: &str) -> String {
-        format!("{}-{name}", self.prefix)
-    }
-
-    /// What the agent gives the backend for deployment `name` of `toml` with `policy`: the document parsed and
-    /// checked, converted, and confined.
-    fn as_agent(&self, toml: &str, name: &str, image: &str, policy: &PolicyConfig) -> ContainerConfig {
-        let doc = parse(toml.as_bytes(), Some(Format::Toml), "attack.toml").unwrap();
-        let problems = jetship::deploy::policy::check(&doc, policy, &self.state);
-        assert!(problems.is_empty(), "within policy: {problems:?}");
-        let mut c = doc.deployments[name].container_config(name, image).unwrap();
-        jetship::deploy::policy::confine(&mut c, policy, &self.state);
-        c
-    }
-
-    async fn run_to_exit(&self, id: &str, config: &ContainerConfig) -> Vec<String> {
-        self.rt
-            .create(id, config, BTreeMap::new())
-            .await
-            .unwrap_or_else(|e| panic!("{}: create {id}: {e}", self.rt.name()));
-        self.rt.start(id).await.unwrap();
-        wait_for_state(self.rt.as_ref(), id, RunState::Exited, Duration::from_secs(30)).await;
-        let logs = self.rt.logs(id, None).await.unwrap();
-        let lines = logs.into_iter().filter(|l| l.stream == "stdout").map(|l| l.text).collect();
-        self.rt.remove(id).await.unwrap();
-        lines
-    }
-
-    async fn cleanup(&self) {
-        for c in self.rt.list_owned().await.unwrap_or_default() {
-            if c.id.starts_with(&self.prefix) {
-                let _ = self.rt.stop(&c.id, Duration::from_millis(200)).await;
-                let _ = self.rt.remove(&c.id).await;
-            }
-        }
-    }
+/// Runs `config` as container `id` to its exit; returns its stdout lines.
+async fn run_to_exit(b: &Backend, id: &str, config: &ContainerConfig) -> Vec<String> {
+    b.run_logs(id, config).await.into_iter().filter(|l| l.stream == "stdout").map(|l| l.text).collect()
 }
 
 fn toml_doc(name: &str, image: &str, script: &str, extra: &str) -> String {
@@ -260,7 +184,7 @@ async fn rewritten_bin_true_runs_confined_inside_the_container(b: &Backend, imag
 async fn health_exec_of_a_replaced_bin_true_runs_confined_inside_the_container_native() {
     let registry = Registry::start();
     let image = push(&registry.addr, "attacks/busybox", &busybox_entries(vec![]), None).await;
-    let b = Backend::native();
+    let b = Backend::native("attacks", Path::new("/"));
     b.rt.ensure_image(&image).await.unwrap();
     rewritten_bin_true_runs_confined_inside_the_container(&b, &image).await;
     b.cleanup().await;
@@ -270,7 +194,7 @@ async fn health_exec_of_a_replaced_bin_true_runs_confined_inside_the_container_n
 async fn health_exec_of_a_replaced_bin_true_runs_confined_inside_the_container_docker() {
     let registry = Registry::start();
     let image = push(&registry.addr, "attacks/busybox", &busybox_entries(vec![]), None).await;
-    let b = Backend::docker().await;
+    let b = Backend::docker("attacks", Path::new("/")).await;
     b.rt.ensure_image(&image).await.unwrap();
     rewritten_bin_true_runs_confined_inside_the_container(&b, &image).await;
     b.cleanup().await;
@@ -288,7 +212,7 @@ async fn planted_symlink_does_not_mount_the_hosts_root(b: &Backend, image: &str)
         &format!("volumes = [{{ host = \"{}\", container = \"/data\" }}]", vol.display()),
     );
     let config = b.as_agent(&plant, "app", image, &PolicyConfig::default());
-    let lines = b.run_to_exit(&b.id("plant"), &config).await;
+    let lines = run_to_exit(b, &b.id("plant"), &config).await;
     assert_eq!(lines, ["planted"], "{name}");
     assert!(std::fs::symlink_metadata(vol.join("esc")).unwrap().file_type().is_symlink());
 
@@ -313,7 +237,7 @@ async fn planted_symlink_does_not_mount_the_hosts_root(b: &Backend, image: &str)
 async fn a_symlink_planted_in_a_volume_does_not_mount_the_hosts_root_native() {
     let registry = Registry::start();
     let image = push(&registry.addr, "attacks/busybox", &busybox_entries(vec![]), None).await;
-    let b = Backend::native();
+    let b = Backend::native("attacks", Path::new("/"));
     b.rt.ensure_image(&image).await.unwrap();
     planted_symlink_does_not_mount_the_hosts_root(&b, &image).await;
     b.cleanup().await;
@@ -323,7 +247,7 @@ async fn a_symlink_planted_in_a_volume_does_not_mount_the_hosts_root_native() {
 async fn a_symlink_planted_in_a_volume_does_not_mount_the_hosts_root_docker() {
     let registry = Registry::start();
     let image = push(&registry.addr, "attacks/busybox", &busybox_entries(vec![]), None).await;
-    let b = Backend::docker().await;
+    let b = Backend::docker("attacks", Path::new("/")).await;
     b.rt.ensure_image(&image).await.unwrap();
     planted_symlink_does_not_mount_the_hosts_root(&b, &image).await;
     b.cleanup().await;
@@ -340,7 +264,7 @@ fn exchange(a: &Path, b: &Path) {
 /// refused (it saw the symlink) or shows the real directory, never the secret one.
 async fn swapped_component_between_check_and_mount_gains_nothing(b: &Backend, image: &str, rounds: usize) {
     let name = b.rt.name();
-    let secret = b._dir.path().join("host-secret");
+    let secret = b.state.parent().unwrap().join("host-secret");
     std::fs::create_dir_all(&secret).unwrap();
     std::fs::write(secret.join("SECRET"), "host").unwrap();
     let app = b.state.join("volumes/app");
@@ -355,7 +279,7 @@ async fn swapped_component_between_check_and_mount_gains_nothing(b: &Backend, im
         read_only: true,
         how: jetship::runtime::mounts::Resolve::Beneath { root: b.state.join("volumes") },
     };
-    let stage = b._dir.path().join("stage-test");
+    let stage = b.state.parent().unwrap().join("stage-test");
     std::fs::create_dir_all(&stage).unwrap();
     let fd = jetship::runtime::mounts::resolve(&req).unwrap();
     exchange(&app.join("data"), &app.join("swap"));
@@ -429,7 +353,7 @@ async fn swapped_component_between_check_and_mount_gains_nothing(b: &Backend, im
 async fn swapping_a_volume_component_for_a_symlink_between_check_and_mount_gains_nothing_native() {
     let registry = Registry::start();
     let image = push(&registry.addr, "attacks/busybox", &busybox_entries(vec![]), None).await;
-    let b = Backend::native();
+    let b = Backend::native("attacks", Path::new("/"));
     b.rt.ensure_image(&image).await.unwrap();
     swapped_component_between_check_and_mount_gains_nothing(&b, &image, 20).await;
     b.cleanup().await;
@@ -439,7 +363,7 @@ async fn swapping_a_volume_component_for_a_symlink_between_check_and_mount_gains
 async fn swapping_a_volume_component_for_a_symlink_between_check_and_mount_gains_nothing_docker() {
     let registry = Registry::start();
     let image = push(&registry.addr, "attacks/busybox", &busybox_entries(vec![]), None).await;
-    let b = Backend::docker().await;
+    let b = Backend::docker("attacks", Path::new("/")).await;
     b.rt.ensure_image(&image).await.unwrap();
     swapped_component_between_check_and_mount_gains_nothing(&b, &image, 20).await;
     b.cleanup().await;
@@ -454,7 +378,7 @@ const NAMESPACES: &str = "unshare -U true && echo userns-made || echo userns-ref
 async fn default_container_cannot_make_namespaces(b: &Backend, image: &str) {
     let name = b.rt.name();
     let config = b.as_agent(&toml_doc("ns", image, NAMESPACES, ""), "ns", image, &PolicyConfig::default());
-    let lines = b.run_to_exit(&b.id("ns"), &config).await;
+    let lines = run_to_exit(b, &b.id("ns"), &config).await;
     assert_eq!(lines, ["userns-refused", "netns-refused", "NoNewPrivs:1", "Seccomp:2", "4096"], "{name}");
 
     // The control: the same container with the profile turned off (a policy opt-out) makes a user namespace,
@@ -462,7 +386,7 @@ async fn default_container_cannot_make_namespaces(b: &Backend, image: &str) {
     let loose = PolicyConfig { allow_unconfined_seccomp: true, ..Default::default() };
     let doc = toml_doc("ns", image, NAMESPACES, "seccomp = \"unconfined\"\npids_limit = 100");
     let config = b.as_agent(&doc, "ns", image, &loose);
-    let lines = b.run_to_exit(&b.id("ns-loose"), &config).await;
+    let lines = run_to_exit(b, &b.id("ns-loose"), &config).await;
     assert_eq!(lines[0], "userns-made", "{name}: {lines:?}");
     assert!(
         lines.contains(&"Seccomp:0".to_owned()) && lines.last().map(String::as_str) == Some("100"),
@@ -474,7 +398,7 @@ async fn default_container_cannot_make_namespaces(b: &Backend, image: &str) {
 async fn a_default_container_cannot_create_user_or_network_namespaces_native() {
     let registry = Registry::start();
     let image = push(&registry.addr, "attacks/busybox", &busybox_entries(vec![]), None).await;
-    let b = Backend::native();
+    let b = Backend::native("attacks", Path::new("/"));
     b.rt.ensure_image(&image).await.unwrap();
     default_container_cannot_make_namespaces(&b, &image).await;
     b.cleanup().await;
@@ -484,7 +408,7 @@ async fn a_default_container_cannot_create_user_or_network_namespaces_native() {
 async fn a_default_container_cannot_create_user_or_network_namespaces_docker() {
     let registry = Registry::start();
     let image = push(&registry.addr, "attacks/busybox", &busybox_entries(vec![]), None).await;
-    let b = Backend::docker().await;
+    let b = Backend::docker("attacks", Path::new("/")).await;
     b.rt.ensure_image(&image).await.unwrap();
     default_container_cannot_make_namespaces(&b, &image).await;
     b.cleanup().await;
@@ -494,7 +418,7 @@ async fn a_default_container_cannot_create_user_or_network_namespaces_docker() {
 async fn a_container_path_cannot_carry_bind_options_on_docker() {
     let registry = Registry::start();
     let image = push(&registry.addr, "attacks/busybox", &busybox_entries(vec![]), None).await;
-    let b = Backend::docker().await;
+    let b = Backend::docker("attacks", Path::new("/")).await;
     b.rt.ensure_image(&image).await.unwrap();
     let vol = b.state.join("volumes/opts");
     let doc = toml_doc(
@@ -526,7 +450,7 @@ async fn a_container_path_cannot_carry_bind_options_on_docker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_passwd_and_group_files_fail_the_create_fast_with_a_clear_error() {
     let registry = Registry::start();
-    let b = Backend::native();
+    let b = Backend::native("attacks", Path::new("/"));
     let group = || Entry::File("etc/group", 0o644, b"root:x:0:\napp:x:1000:\n".to_vec());
     let passwd = || Entry::File("etc/passwd", 0o644, b"root:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh\n".to_vec());
     let cases: Vec<(&str, Vec<Entry<'static>>, &str)> = vec![
@@ -564,7 +488,7 @@ async fn hostile_passwd_and_group_files_fail_the_create_fast_with_a_clear_error(
     let image = push(&registry.addr, "attacks/inside-link", &busybox_entries(etc), Some("app")).await;
     b.rt.ensure_image(&image).await.unwrap();
     let config = b.as_agent(&toml_doc("h", &image, "id -u", ""), "h", &image, &PolicyConfig::default());
-    assert_eq!(b.run_to_exit(&b.id("inside"), &config).await, ["1000"]);
+    assert_eq!(run_to_exit(&b, &b.id("inside"), &config).await, ["1000"]);
     b.cleanup().await;
 }
 

@@ -11,11 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jetship::config::PolicyConfig;
-use jetship::deploy::document::{parse, Format};
-use jetship::runtime::docker::{DockerBackend, DockerOptions};
-use jetship::runtime::oci::{OciBackend, OciSettings};
-use jetship::runtime::{ContainerConfig, ContainerRuntime, RunState};
-use support::backend_contract::{push_busybox, wait_for_state};
+use jetship::runtime::ContainerConfig;
+use support::backend_contract::push_busybox;
+use support::backends::Backend;
 use support::registry::{Pusher, Registry};
 
 /// mknod(2) of a char node `major:minor` at `path`, mode 0660, group `gid`.
@@ -28,14 +26,7 @@ fn mknod(path: &Path, major: u64, minor: u64, gid: u32) {
     nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(gid))).unwrap();
 }
 
-/// A backend whose `host.root` is a private fixture tree with its own /dev.
-struct Backend {
-    rt: Box<dyn ContainerRuntime>,
-    state: PathBuf,
-    prefix: String,
-    _dir: tempfile::TempDir,
-}
-
+/// A private fixture host tree with its own /dev (ttyACM0, ttyACM1, i2c-1).
 fn fixture_root(dir: &Path) -> PathBuf {
     let root = dir.join("host");
     // What a native container shares from the host in host network/IPC mode.
@@ -49,62 +40,21 @@ fn fixture_root(dir: &Path) -> PathBuf {
     root
 }
 
-impl Backend {
-    fn native() -> Backend {
-        assert!(nix::unistd::geteuid().is_root(), "device tests need root (scripts/test runs as root)");
-        support::require_tool("conmon", "conmon");
-        support::require_tool("runc", "runc");
-        let dir = tempfile::tempdir().unwrap();
-        let root = fixture_root(dir.path());
-        let state = dir.path().join("state");
-        let mut cfg = jetship::config::Config { device_id: Some("devices".into()), ..Default::default() };
-        cfg.state_dir = state.clone();
-        cfg.host.root = root.clone();
-        cfg.registry.disk_reserve_bytes = 0;
-        cfg.runtime.oci_runtime = "runc".into();
-        cfg.runtime.run_dir = dir.path().join("run");
-        cfg.runtime.cgroup_parent = PathBuf::from(format!("/jetship-devices-{}", std::process::id()));
-        let rt = Box::new(OciBackend::new(OciSettings::from_config(&cfg)).unwrap());
-        Backend { rt, state, prefix: format!("n{:06x}", rand::random::<u32>() & 0xffffff), _dir: dir }
-    }
+fn native() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let root = fixture_root(dir.path());
+    Backend::native("devices", &root).keeping(dir)
+}
 
-    async fn docker() -> Backend {
-        assert!(nix::unistd::geteuid().is_root(), "device tests need root (scripts/test runs as root)");
-        let dir = tempfile::tempdir().unwrap();
-        let root = fixture_root(dir.path());
-        let state = dir.path().join("state");
-        let opts = DockerOptions {
-            agent_id: "devices".into(),
-            host_root: root.clone(),
-            gpu_mode: jetship::base::GpuMode::Auto,
-            credentials: Default::default(),
-            state_dir: state.clone(),
-        };
-        let rt = Box::new(DockerBackend::connect(&support::dockerd::shared(), opts).await.unwrap());
-        Backend { rt, state, prefix: format!("d{:06x}", rand::random::<u32>() & 0xffffff), _dir: dir }
-    }
+async fn docker() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let root = fixture_root(dir.path());
+    Backend::docker("devices", &root).await.keeping(dir)
+}
 
-    /// The agent's path: parse, check against `policy` (must pass), convert, confine.
-    fn as_agent(&self, toml: &str, image: &str, policy: &PolicyConfig) -> ContainerConfig {
-        let doc = parse(toml.as_bytes(), Some(Format::Toml), "devices.toml").unwrap();
-        let problems = jetship::deploy::policy::check(&doc, policy, &self.state);
-        assert!(problems.is_empty(), "within policy: {problems:?}");
-        let mut c = doc.deployments["d"].container_config("d", image).unwrap();
-        jetship::deploy::policy::confine(&mut c, policy, &self.state);
-        c
-    }
-
-    /// Runs `config` to its exit; returns its stdout and stderr lines.
-    async fn run(&self, name: &str, config: &ContainerConfig) -> String {
-        let id = format!("{}-{name}", self.prefix);
-        let rt = self.rt.name();
-        self.rt.create(&id, config, BTreeMap::new()).await.unwrap_or_else(|e| panic!("{rt}: create {id}: {e}"));
-        self.rt.start(&id).await.unwrap_or_else(|e| panic!("{rt}: start {id}: {e}"));
-        wait_for_state(self.rt.as_ref(), &id, RunState::Exited, Duration::from_secs(30)).await;
-        let logs = self.rt.logs(&id, None).await.unwrap();
-        self.rt.remove(&id).await.unwrap();
-        logs.into_iter().map(|l| l.text + "\n").collect()
-    }
+/// Runs `config` to its exit; returns its output lines, both streams.
+async fn run(b: &Backend, name: &str, config: &ContainerConfig) -> String {
+    b.run_logs(&b.id(name), config).await.into_iter().map(|l| l.text + "\n").collect()
 }
 
 fn doc(image: &str, script: &str, extra: &str) -> String {
@@ -138,9 +88,13 @@ async fn mapped_nodes_appear_with_their_numbers_and_only_they_open(b: &Backend, 
     let name = b.rt.name();
     let policy =
         PolicyConfig { allowed_devices: vec!["/dev/ttyACM0".into(), "/dev/i2c-1".into()], ..Default::default() };
-    let config =
-        b.as_agent(&doc(image, PROBE, "devices = [\"/dev/ttyACM0\", \"/dev/i2c-1:/dev/i2c-7:rw\"]"), image, &policy);
-    let out = b.run("mapped", &config).await;
+    let config = b.as_agent(
+        &doc(image, PROBE, "devices = [\"/dev/ttyACM0\", \"/dev/i2c-1:/dev/i2c-7:rw\"]"),
+        "d",
+        image,
+        &policy,
+    );
+    let out = run(b, "mapped", &config).await;
     assert_eq!(
         line(&out, "node /dev/ttyACM0"),
         "node /dev/ttyACM0 character special file a6:0 660 20",
@@ -161,7 +115,7 @@ async fn mapped_nodes_appear_with_their_numbers_and_only_they_open(b: &Backend, 
 
     // A node the policy does not cover is refused at create, naming the key, even through a glob.
     let wide = PolicyConfig { allowed_devices: vec!["/dev/ttyACM*".into()], ..Default::default() };
-    let mut config = b.as_agent(&doc(image, "true", "devices = [\"/dev/ttyACM*\"]"), image, &wide);
+    let mut config = b.as_agent(&doc(image, "true", "devices = [\"/dev/ttyACM*\"]"), "d", image, &wide);
     config.confinement.allowed_devices = jetship::runtime::devices::Allowed(Some(vec!["/dev/ttyACM0".into()]));
     let id = format!("{}-uncovered", b.prefix);
     let err = b.rt.create(&id, &config, BTreeMap::new()).await.unwrap_err().to_string();
@@ -171,7 +125,7 @@ async fn mapped_nodes_appear_with_their_numbers_and_only_they_open(b: &Backend, 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mknod_tty_and_renamed_i2c_node_are_mapped_and_only_they_open_native() {
     let (_registry, image) = image().await;
-    let b = Backend::native();
+    let b = native();
     b.rt.ensure_image(&image).await.unwrap();
     mapped_nodes_appear_with_their_numbers_and_only_they_open(&b, &image).await;
 }
@@ -179,7 +133,7 @@ async fn a_mknod_tty_and_renamed_i2c_node_are_mapped_and_only_they_open_native()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mknod_tty_and_renamed_i2c_node_are_mapped_and_only_they_open_docker() {
     let (_registry, image) = image().await;
-    let b = Backend::docker().await;
+    let b = docker().await;
     b.rt.ensure_image(&image).await.unwrap();
     mapped_nodes_appear_with_their_numbers_and_only_they_open(&b, &image).await;
 }
@@ -195,7 +149,7 @@ const PRIVILEGED: &str =
 async fn privileged_gets_every_capability(b: &Backend, image: &str) {
     let name = b.rt.name();
     let policy = PolicyConfig { allow_privileged: true, ..Default::default() };
-    let config = b.as_agent(&doc(image, PRIVILEGED, "privileged = true"), image, &policy);
+    let config = b.as_agent(&doc(image, PRIVILEGED, "privileged = true"), "d", image, &policy);
     // Every capability this process (the agent, and the test's dockerd, its child) holds: on a Jetson every
     // capability up to cap_last_cap.
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -217,13 +171,13 @@ async fn privileged_gets_every_capability(b: &Backend, image: &str) {
         b.rt.remove(&id).await.unwrap();
         eprintln!("note: root here lacks capabilities (CapBnd {full}): Docker cannot start privileged containers on this machine; the Engine was asked for one");
     } else {
-        let out = b.run("privileged", &config).await;
+        let out = run(b, "privileged", &config).await;
         full_privileges(name, &out, &full);
     }
 
     // The same document without privileged: Docker's default set, filtered, read-only /sys.
-    let config = b.as_agent(&doc(image, PRIVILEGED, ""), image, &PolicyConfig::default());
-    let out = b.run("plain", &config).await;
+    let config = b.as_agent(&doc(image, PRIVILEGED, ""), "d", image, &PolicyConfig::default());
+    let out = run(b, "plain", &config).await;
     assert_eq!(line(&out, "CapEff:"), "CapEff:00000000a80425fb", "{name}: Docker's default set\n{out}");
     assert_eq!(line(&out, "Seccomp:"), "Seccomp:2", "{name}\n{out}");
     assert_eq!(line(&out, "sys "), "sys ro", "{name}\n{out}");
@@ -245,7 +199,7 @@ fn full_privileges(name: &str, out: &str, full: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn privileged_shows_the_full_capability_set_and_no_confinement_native() {
     let (_registry, image) = image().await;
-    let b = Backend::native();
+    let b = native();
     b.rt.ensure_image(&image).await.unwrap();
     privileged_gets_every_capability(&b, &image).await;
 }
@@ -253,7 +207,7 @@ async fn privileged_shows_the_full_capability_set_and_no_confinement_native() {
 #[tokio::test(flavor = "multi_thread")]
 async fn privileged_shows_the_full_capability_set_and_no_confinement_docker() {
     let (_registry, image) = image().await;
-    let b = Backend::docker().await;
+    let b = docker().await;
     b.rt.ensure_image(&image).await.unwrap();
     privileged_gets_every_capability(&b, &image).await;
 }
@@ -280,8 +234,8 @@ async fn privilege_fields_reach_the_container(b: &Backend, image: &str) {
                  group_add = [\"20\", \"44\"]\nulimits = [\"nofile=100:200\"]\nread_only_rootfs = true\n\
                  tmpfs = [\"/run:size=8m\"]\n\
                  sysctls = { \"kernel.shmmax\" = \"123456789\", \"net.ipv4.ping_group_range\" = \"0 1000\" }";
-    let config = b.as_agent(&doc(image, FIELDS, extra), image, &policy);
-    let out = b.run("fields", &config).await;
+    let config = b.as_agent(&doc(image, FIELDS, extra), "d", image, &policy);
+    let out = run(b, "fields", &config).await;
     // Docker's default set (a80425fb) without NET_RAW (bit 13) and MKNOD (bit 27).
     assert_eq!(
         line(&out, "CapEff:"),
@@ -304,7 +258,7 @@ async fn privilege_fields_reach_the_container(b: &Backend, image: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn drop_groups_limits_sysctls_read_only_root_tmpfs_and_shm_size_reach_the_container_native() {
     let (_registry, image) = image().await;
-    let b = Backend::native();
+    let b = native();
     b.rt.ensure_image(&image).await.unwrap();
     privilege_fields_reach_the_container(&b, &image).await;
 }
@@ -312,7 +266,7 @@ async fn drop_groups_limits_sysctls_read_only_root_tmpfs_and_shm_size_reach_the_
 #[tokio::test(flavor = "multi_thread")]
 async fn drop_groups_limits_sysctls_read_only_root_tmpfs_and_shm_size_reach_the_container_docker() {
     let (_registry, image) = image().await;
-    let b = Backend::docker().await;
+    let b = docker().await;
     b.rt.ensure_image(&image).await.unwrap();
     privilege_fields_reach_the_container(&b, &image).await;
 }

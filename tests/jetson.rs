@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use jetship::config::PolicyConfig;
 use jetship::deploy::document::{self, parse, Format};
-use jetship::runtime::docker::{DockerBackend, DockerOptions};
-use jetship::runtime::oci::{OciBackend, OciSettings};
-use jetship::runtime::{ContainerConfig, ContainerRuntime, Error, RunState};
-use support::backend_contract::{host_arch, wait_for_state};
+use jetship::runtime::{ContainerConfig, Error};
+use support::backend_contract::host_arch;
+use support::backends::Backend;
 use support::registry::{self as reg, Blob, Pusher, Registry};
 
 const APPLETS: &[&str] = &["sh", "cat", "echo", "ls", "tr", "stat", "test", "["];
@@ -134,67 +133,9 @@ fn greeter(path: &Path, greeting: &'static str) {
     });
 }
 
-struct Backend {
-    rt: Box<dyn ContainerRuntime>,
-    state: PathBuf,
-    prefix: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Backend {
-    fn native(host_root: &Path) -> Backend {
-        assert!(nix::unistd::geteuid().is_root(), "container tests need root (scripts/test runs as root)");
-        support::require_tool("conmon", "conmon");
-        support::require_tool("runc", "runc");
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        let mut cfg = jetship::config::Config { device_id: Some("jetson".into()), ..Default::default() };
-        cfg.state_dir = state.clone();
-        cfg.host.root = host_root.to_path_buf();
-        cfg.registry.disk_reserve_bytes = 0;
-        cfg.runtime.oci_runtime = "runc".into();
-        cfg.runtime.run_dir = dir.path().join("run");
-        cfg.runtime.cgroup_parent = PathBuf::from(format!("/jetship-jetson-{}", std::process::id()));
-        let rt = Box::new(OciBackend::new(OciSettings::from_config(&cfg)).unwrap());
-        Backend { rt, state, prefix: format!("n{:06x}", rand::random::<u32>() & 0xffffff), _dir: dir }
-    }
-
-    async fn docker(host_root: &Path) -> Backend {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        let opts = DockerOptions {
-            agent_id: "jetson".into(),
-            host_root: host_root.to_path_buf(),
-            gpu_mode: jetship::base::GpuMode::Auto,
-            credentials: Default::default(),
-            state_dir: state.clone(),
-        };
-        let rt = Box::new(DockerBackend::connect(&support::dockerd::shared(), opts).await.unwrap());
-        Backend { rt, state, prefix: format!("d{:06x}", rand::random::<u32>() & 0xffffff), _dir: dir }
-    }
-
-    /// The agent's way: the document parsed and checked against `policy`, converted, confined.
-    fn as_agent(&self, toml: &str, image: &str, policy: &PolicyConfig) -> ContainerConfig {
-        let doc = parse(toml.as_bytes(), Some(Format::Toml), "jetson.toml").unwrap();
-        let problems = jetship::deploy::policy::check(&doc, policy, &self.state);
-        assert!(problems.is_empty(), "within policy: {problems:?}");
-        let mut c = doc.deployments["jet"].container_config("jet", image).unwrap();
-        jetship::deploy::policy::confine(&mut c, policy, &self.state);
-        c
-    }
-
-    async fn run_to_exit(&self, name: &str, config: &ContainerConfig) -> String {
-        let id = format!("{}-{name}", self.prefix);
-        self.rt
-            .create(&id, config, BTreeMap::new())
-            .await
-            .unwrap_or_else(|e| panic!("{}: create {id}: {e}", self.rt.name()));
-        self.rt.start(&id).await.unwrap();
-        wait_for_state(self.rt.as_ref(), &id, RunState::Exited, Duration::from_secs(30)).await;
-        let logs = self.rt.logs(&id, None).await.unwrap();
-        self.rt.remove(&id).await.unwrap();
-        logs.into_iter().map(|l| l.text.trim_end().to_owned() + "\n").collect()
-    }
+/// Runs `config` to its exit; returns its output lines, both streams.
+async fn run_to_exit(b: &Backend, name: &str, config: &ContainerConfig) -> String {
+    b.run_logs(&b.id(name), config).await.into_iter().map(|l| l.text.trim_end().to_owned() + "\n").collect()
 }
 
 fn all_allowed() -> PolicyConfig {
@@ -224,7 +165,7 @@ fn document(image: &str) -> String {
 async fn conveniences_reach_the_container(b: &Backend, host: &Host, image: &str) {
     let name = b.rt.name();
     b.rt.ensure_image(image).await.unwrap();
-    let out = b.run_to_exit("all", &b.as_agent(&document(image), image, &all_allowed())).await;
+    let out = run_to_exit(b, "all", &b.as_agent(&document(image), "jet", image, &all_allowed())).await;
     let want = [
         "release=# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023",
         "model=NVIDIA Jetson Orin NX Engineering Reference Developer Kit",
@@ -243,7 +184,7 @@ async fn conveniences_reach_the_container(b: &Backend, host: &Host, image: &str)
     // What the host lacks is refused before anything is created, naming the convenience: no X server.
     let x11 = host.root().join("tmp/.X11-unix");
     std::fs::rename(&x11, host.root().join("tmp/x11-away")).unwrap();
-    let config = b.as_agent(&document(image), image, &all_allowed());
+    let config = b.as_agent(&document(image), "jet", image, &all_allowed());
     let err = b.rt.create(&format!("{}-nox", b.prefix), &config, BTreeMap::new()).await.unwrap_err();
     assert!(matches!(err, Error::Jetson(_)), "{name}: {err:?}");
     let msg = err.to_string();
@@ -262,7 +203,7 @@ async fn conveniences_reach_the_container_native() {
     let registry = Registry::start();
     let image = push_image(&registry.addr).await;
     let host = Host::new();
-    let b = Backend::native(host.root());
+    let b = Backend::native("jetson", host.root());
     conveniences_reach_the_container(&b, &host, &image).await;
 }
 
@@ -271,7 +212,7 @@ async fn conveniences_reach_the_container_docker() {
     let registry = Registry::start();
     let image = push_image(&registry.addr).await;
     let host = Host::new();
-    let b = Backend::docker(host.root()).await;
+    let b = Backend::docker("jetson", host.root()).await;
     conveniences_reach_the_container(&b, &host, &image).await;
 }
 
@@ -286,8 +227,8 @@ async fn csi_selector_needs_a_csi_camera_and_the_daemon(b: &Backend, host: &Host
         )
     };
     let script = "ls /dev | grep video; socat -u UNIX-CONNECT:/tmp/argus_socket -";
-    let config = b.as_agent(&doc(script), image, &PolicyConfig::default());
-    let out = b.run_to_exit("csi", &config).await;
+    let config = b.as_agent(&doc(script), "jet", image, &PolicyConfig::default());
+    let out = run_to_exit(b, "csi", &config).await;
     assert_eq!(out, "video0\nargus-hello\n", "{name}");
 
     // The daemon stopped: its socket file stays, nobody answers.
@@ -320,7 +261,7 @@ async fn csi_selector_needs_a_csi_camera_and_the_daemon_native() {
     let registry = Registry::start();
     let image = push_image(&registry.addr).await;
     let host = Host::new();
-    let b = Backend::native(host.root());
+    let b = Backend::native("jetson", host.root());
     csi_selector_needs_a_csi_camera_and_the_daemon(&b, &host, &image).await;
 }
 
@@ -329,7 +270,7 @@ async fn csi_selector_needs_a_csi_camera_and_the_daemon_docker() {
     let registry = Registry::start();
     let image = push_image(&registry.addr).await;
     let host = Host::new();
-    let b = Backend::docker(host.root()).await;
+    let b = Backend::docker("jetson", host.root()).await;
     csi_selector_needs_a_csi_camera_and_the_daemon(&b, &host, &image).await;
 }
 

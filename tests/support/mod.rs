@@ -148,6 +148,7 @@ pub fn require_tool(program: &str, debian_package: &str) -> PathBuf {
 
 pub mod agent;
 pub mod backend_contract;
+pub mod backends;
 pub mod bombs;
 pub mod device;
 pub mod dockerd;
