@@ -28,7 +28,7 @@ mod state;
 use health::Probe;
 pub use meter::{PullMeter, PullProgress};
 pub use state::state_path;
-use state::StateFiles;
+use state::{Clock, StateFiles};
 
 use crate::config::Config;
 use crate::deploy::document::Document;
@@ -210,17 +210,28 @@ impl Executor {
         opts: Options,
     ) -> Self {
         let files = StateFiles { dir: state_path(&opts.state_dir) };
-        let actual = Actual { deployments: files.load(), ..Default::default() };
+        let origin = Instant::now();
+        // A restart scheduled before the agent stopped keeps its time; the backoff cap bounds a clock jump.
+        let loaded = files.load(Clock { now: Time::ZERO, wall: Utc::now() }, opts.backoff.cap);
+        let mut notes = BTreeMap::new();
+        let mut deployments = BTreeMap::new();
+        for (name, l) in loaded {
+            if l.last_exit.is_some() {
+                notes.insert(name.clone(), Notes { exit_code: l.last_exit, ..Default::default() });
+            }
+            deployments.insert(name, l.observed);
+        }
+        let actual = Actual { deployments, ..Default::default() };
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
             runtime,
             resolver,
             files,
             opts,
-            origin: Instant::now(),
+            origin,
             actual,
             health: HashMap::new(),
-            notes: BTreeMap::new(),
+            notes,
             started: BTreeMap::new(),
             states: BTreeMap::new(),
             applied: None,
@@ -408,6 +419,8 @@ impl Executor {
         };
         let (now, now_wall) = (self.now(), Utc::now());
         let mut by_dep: BTreeMap<String, Vec<ContainerView>> = BTreeMap::new();
+        // Deployments whose last exit code changed: persisted, so a restarted agent reports it.
+        let mut exits = Vec::new();
         for info in &listed {
             let Some(dep) = info.labels.get(labels::DEPLOYMENT) else { continue };
             let mut view = ContainerView::from_info(info, now, now_wall);
@@ -426,7 +439,11 @@ impl Executor {
                 }
             }
             if let Some(code) = info.exit_code.filter(|_| info.state == RunState::Exited) {
-                self.notes.entry(dep.clone()).or_default().exit_code = Some(code);
+                let notes = self.notes.entry(dep.clone()).or_default();
+                if notes.exit_code != Some(code) {
+                    notes.exit_code = Some(code);
+                    exits.push(dep.clone());
+                }
             }
             by_dep.entry(dep.clone()).or_default().push(view);
         }
@@ -445,6 +462,9 @@ impl Executor {
         }
         for (dep, containers) in by_dep {
             self.actual.deployments.entry(dep).or_default().containers = containers;
+        }
+        for dep in exits {
+            self.persist(&dep);
         }
         let retry = self.opts.device_retry;
         for (name, obs) in self.actual.deployments.iter_mut() {
@@ -465,7 +485,9 @@ impl Executor {
 
     fn persist(&self, deployment: &str) {
         if let Some(obs) = self.actual.deployments.get(deployment) {
-            if let Err(err) = self.files.save(deployment, obs) {
+            let last_exit = self.notes.get(deployment).and_then(|n| n.exit_code);
+            let clock = Clock { now: self.now(), wall: Utc::now() };
+            if let Err(err) = self.files.save(deployment, obs, last_exit, clock) {
                 warn!(deployment, %err, "cannot persist deployment state");
             }
         }
@@ -621,7 +643,11 @@ impl Executor {
             (action, &outcome),
             (Action::MarkRolledBack { .. }, Outcome::Done) | (Action::Resolve { .. }, Outcome::Resolved { .. })
         );
+        let book = |a: &Actual| a.deployments.get(&deployment).map(|o| o.restart.clone());
+        let before = book(&self.actual);
         plan::record(&mut self.actual, action, outcome, now, &self.opts.backoff);
+        // The restart book survives agent restarts: a restart counted, scheduled or reset is written at once.
+        let persist = persist || (before != book(&self.actual) && !matches!(action, Action::Forget { .. }));
         if persist {
             self.persist(&deployment);
         }
@@ -1036,6 +1062,61 @@ mod tests {
             out.deployments["app"].state,
             DeploymentState::Restarting { attempt: 2, backoff_ms: 400, .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn restart_count_backoff_and_last_exit_survive_an_executor_restart() {
+        let rig = Rig::new();
+        let d = doc("[deployments.app]\nimage = \"busybox:1\"\n");
+        let id = plan::container_id("app", &d.deployments["app"].doc_hash());
+        let starts = |f: &Fake| f.calls().iter().filter(|c| c.starts_with("start")).count();
+        {
+            let mut exec = rig.executor();
+            settle(&mut exec, &d, |o| o.converged).await;
+            rig.fake.crash(&id, 3);
+            exec.round(&d).await;
+            tokio::time::sleep(BASE).await;
+            let out = settle(&mut exec, &d, |o| o.converged).await;
+            assert_eq!(out.deployments["app"].restarts, 1);
+            // A second crash schedules attempt 2 (400 ms); the agent stops before it is due.
+            rig.fake.crash(&id, 5);
+            let out = exec.round(&d).await;
+            assert!(matches!(out.deployments["app"].state, DeploymentState::Restarting { attempt: 2, .. }));
+        }
+        let mut again = rig.executor();
+        let out = again.round(&d).await;
+        let r = &out.deployments["app"];
+        assert!(
+            matches!(&r.state, DeploymentState::Restarting { attempt: 2, backoff_ms: 400, .. }),
+            "the backoff continues, not from zero: {:?}",
+            r.state
+        );
+        assert_eq!((r.restarts, r.exit_code), (1, Some(5)), "restarts and last exit as before the restart");
+        assert_eq!(starts(&rig.fake), 2, "the scheduled restart is not due yet");
+        let out = settle(&mut again, &d, |o| o.converged).await;
+        assert_eq!((out.deployments["app"].restarts, starts(&rig.fake)), (2, 3));
+        // And once more across a restart: the third crash waits 800 ms (capped at 1 s in these tests).
+        rig.fake.crash(&id, 1);
+        drop(again);
+        let out = rig.executor().round(&d).await;
+        assert!(matches!(
+            out.deployments["app"].state,
+            DeploymentState::Restarting { attempt: 3, backoff_ms: 800, .. }
+        ));
+        assert_eq!(out.deployments["app"].restarts, 2);
+    }
+
+    #[tokio::test]
+    async fn a_state_file_without_restart_state_still_loads() {
+        let rig = Rig::new();
+        let dir = rig.dir.path().join("deployments");
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = br#"{"resolved":["h","registry.local/busybox@sha256:00"],"rolled_back":null}"#;
+        crate::os::fsutil::write_mirrored(&dir.join("app.json"), old).unwrap();
+        let exec = rig.executor();
+        let obs = &exec.actual.deployments["app"];
+        assert_eq!(obs.resolved.as_ref().map(|r| r.image.as_str()), Some("registry.local/busybox@sha256:00"));
+        assert_eq!(obs.restart, plan::RestartBook::default());
     }
 
     #[tokio::test]
