@@ -550,34 +550,15 @@ impl Supervisor {
     }
 }
 
-/// Parses conmon's k8s-file lines (`<ts> <stream> <F|P> <text>`) into `out`, joining partial lines.
+/// Parses conmon's k8s-file lines (`<ts> <stream> <F|P> <text>`) into `out`, joining partial lines
+/// ([`super::follow::LineJoiner`]).
 pub fn parse_k8s_log(reader: impl BufRead, out: &mut Vec<LogLine>) {
-    let mut partial: Option<LogLine> = None;
+    let mut joiner = super::follow::LineJoiner::default();
+    let mut push = |l: LogLine| out.push(l);
     for line in reader.split(b'\n').map_while(|l| l.ok()) {
-        let line = String::from_utf8_lossy(&line);
-        let mut parts = line.splitn(4, ' ');
-        let (Some(ts), Some(stream), Some(flag)) = (parts.next(), parts.next(), parts.next()) else { continue };
-        let text = parts.next().unwrap_or("");
-        let piece = match partial.take() {
-            Some(mut p) if p.stream == stream => {
-                p.text.push_str(text);
-                p
-            }
-            Some(p) => {
-                out.push(p);
-                LogLine { ts: ts.into(), stream: stream.into(), text: text.into() }
-            }
-            None => LogLine { ts: ts.into(), stream: stream.into(), text: text.into() },
-        };
-        if flag == "P" {
-            partial = Some(piece);
-        } else {
-            out.push(piece);
-        }
+        joiner.feed(&line, &mut push);
     }
-    if let Some(p) = partial {
-        out.push(p);
-    }
+    joiner.finish(&mut push);
 }
 
 struct SyncReply {

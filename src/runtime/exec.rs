@@ -96,7 +96,7 @@ async fn pump(
     }
 }
 
-fn kill_from_pid_file(pid_file: &Path) {
+pub(super) fn kill_from_pid_file(pid_file: &Path) {
     let pid = std::fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()).filter(|p| *p > 1);
     if let Some(pid) = pid {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);

@@ -173,7 +173,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 impl Inner {
     /// The runtime command that execs `cmd` in running container `id` with the container's process spec, and
     /// the files it uses (process spec, pid file) for the caller to remove.
-    fn prepare_exec(&self, id: &str, cmd: &[String]) -> Result<(std::process::Command, PathBuf, PathBuf)> {
+    fn prepare_exec(&self, id: &str, cmd: &[String], tty: bool) -> Result<(std::process::Command, PathBuf, PathBuf)> {
         if !conmon::valid_id(id) {
             return Err(conmon::Error::BadId(id.to_owned()).into());
         }
@@ -190,7 +190,8 @@ impl Inner {
             .map_err(|e| ctr_err(id, format!("{} is unreadable: {e}", config.display())))?;
         let mut process = spec.get("process").cloned().ok_or_else(|| ctr_err(id, "its config.json has no process"))?;
         process["args"] = serde_json::json!(cmd);
-        process["terminal"] = serde_json::Value::Bool(false);
+        // A terminal only for an attached `exec -t`: the runtime sizes it from the caller's terminal.
+        process["terminal"] = serde_json::Value::Bool(tty);
         if let Some(p) = process.as_object_mut() {
             p.remove("consoleSize");
         }
@@ -776,11 +777,42 @@ impl ContainerRuntime for OciBackend {
     async fn exec(&self, id: &str, cmd: &[String], timeout: Option<Duration>, sink: ExecSink) -> Result<i32> {
         let inner = self.inner.clone();
         let (owned, args) = (id.to_owned(), cmd.to_vec());
-        let (command, process_file, pid_file) = blocking(move || inner.prepare_exec(&owned, &args)).await?;
+        let (command, process_file, pid_file) = blocking(move || inner.prepare_exec(&owned, &args, false)).await?;
         let result = super::exec::run(id, command, &pid_file, timeout, sink).await;
         let _ = std::fs::remove_file(&process_file);
         let _ = std::fs::remove_file(&pid_file);
         result
+    }
+
+    /// The runtime's foreground exec with this process's stdio (stdin only with `io.stdin`); with `io.tty` the
+    /// process spec asks for a terminal, which runc/crun allocate and connect to this process's own.
+    async fn exec_attached(&self, id: &str, cmd: &[String], io: super::ExecIo) -> Result<i32> {
+        if io.tty && !super::attach::has_terminal() {
+            return Err(super::attach::no_terminal(id));
+        }
+        let inner = self.inner.clone();
+        let (owned, args) = (id.to_owned(), cmd.to_vec());
+        let (command, process_file, pid_file) = blocking(move || inner.prepare_exec(&owned, &args, io.tty)).await?;
+        let result = super::attach::run(id, command, &pid_file, io).await;
+        let _ = std::fs::remove_file(&process_file);
+        let _ = std::fs::remove_file(&pid_file);
+        result
+    }
+
+    /// Follows `ctr.log` by byte offset across rotations ([`super::follow`]).
+    async fn follow_logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+        sink: super::LogSink,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<()> {
+        if !conmon::valid_id(id) {
+            return Err(conmon::Error::BadId(id.to_owned()).into());
+        }
+        super::follow::follow_file(self.log_path(id), tail, sink, stop)
+            .await
+            .map_err(|e| ctr_err(id, format!("following its log: {e}")))
     }
 
     /// Rotates the log of every owned container that reached `runtime.log_max_bytes`.

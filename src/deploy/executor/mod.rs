@@ -27,7 +27,7 @@ mod state;
 
 use health::Probe;
 pub use meter::{PullMeter, PullProgress};
-pub use state::state_path;
+pub use state::{recorded_restarts, state_path};
 use state::{Clock, StateFiles};
 
 use crate::config::Config;
@@ -88,7 +88,12 @@ impl RegistryResolver {
 
 #[async_trait::async_trait]
 impl Resolver for RegistryResolver {
+    /// A digest-pinned reference is its own answer, without a request: the device may be offline, and the pull
+    /// checks every byte against that digest anyway.
     async fn resolve(&self, image: &str) -> std::result::Result<String, String> {
+        if let Some(pinned) = crate::image::offline::pinned(image, &self.vars) {
+            return Ok(pinned.to_string());
+        }
         match crate::image::pull::resolve(&self.client, image, &self.vars).await {
             Ok(r) => Ok(r.reference.to_string()),
             Err(e) => Err(e.to_string()),

@@ -163,6 +163,23 @@ impl StateFiles {
     }
 }
 
+/// The restart count the agent recorded for `deployment` under `state_dir` (what `reported` shows), for
+/// `jetship ps`; `None` without a readable record.
+pub fn recorded_restarts(state_dir: &Path, deployment: &str) -> Option<u32> {
+    if !crate::base::valid_id(deployment) {
+        return None;
+    }
+    let path = state_path(state_dir).join(format!("{deployment}.json"));
+    let check = |b: &[u8]| serde_json::from_slice::<Persisted>(b).map(drop).map_err(|e| e.to_string());
+    match crate::os::fsutil::read_mirrored(&path, 64 * 1024, check) {
+        crate::os::fsutil::MirrorRead::Sound { bytes, .. } | crate::os::fsutil::MirrorRead::Restored { bytes, .. } => {
+            let p: Persisted = serde_json::from_slice(&bytes).ok()?;
+            Some(p.restart.map_or(0, |r| r.restarts))
+        }
+        _ => None,
+    }
+}
+
 /// The deployments directory under a state dir, where the executor persists what the plan needs.
 pub fn state_path(state_dir: &Path) -> PathBuf {
     state_dir.join("deployments")
