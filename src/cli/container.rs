@@ -61,7 +61,10 @@ pub(super) fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, a
             ..Default::default()
         };
         let deployment = args.name.clone().unwrap_or_else(|| id.clone());
-        let labels = std::collections::BTreeMap::from([(labels::DEPLOYMENT.to_string(), deployment)]);
+        let labels = std::collections::BTreeMap::from([
+            (labels::DEPLOYMENT.to_string(), deployment),
+            (labels::OWNER.to_string(), labels::OWNER_RUN.to_string()),
+        ]);
         backend.create(&id, &container, labels).await.with_context(|| format!("cannot create container {id}"))?;
         if let Err(e) = backend.start(&id).await {
             let _ = backend.remove(&id).await;

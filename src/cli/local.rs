@@ -34,7 +34,7 @@ pub(super) fn ps_rows(
         .iter()
         .map(|c| {
             let deployment = c.labels.get(labels::DEPLOYMENT).cloned().unwrap_or_default();
-            let agent = c.labels.contains_key(labels::DOC_HASH);
+            let agent = c.labels.get(labels::OWNER).map(String::as_str) != Some(labels::OWNER_RUN);
             let running = c.state == RunState::Running;
             PsRow {
                 name: c.id.clone(),
@@ -230,6 +230,8 @@ mod tests {
         ]);
         if agent {
             labels.insert(labels::DOC_HASH.to_owned(), "abc".to_owned());
+        } else {
+            labels.insert(labels::OWNER.to_owned(), labels::OWNER_RUN.to_owned());
         }
         let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
         ContainerInfo {

@@ -426,7 +426,12 @@ impl Executor {
         let mut by_dep: BTreeMap<String, Vec<ContainerView>> = BTreeMap::new();
         // Deployments whose last exit code changed: persisted, so a restarted agent reports it.
         let mut exits = Vec::new();
-        for info in &listed {
+        // `jetship run`'s containers are no deployment's: never planned for, so never stopped or removed here.
+        let listed: Vec<&ContainerInfo> = listed
+            .iter()
+            .filter(|i| i.labels.get(labels::OWNER).map(String::as_str) != Some(labels::OWNER_RUN))
+            .collect();
+        for info in listed.iter().copied() {
             let Some(dep) = info.labels.get(labels::DEPLOYMENT) else { continue };
             let mut view = ContainerView::from_info(info, now, now_wall);
             // Keep a running container's monotonic start stable between rounds (the backoff reset needs it).
@@ -1109,6 +1114,34 @@ mod tests {
             DeploymentState::Restarting { attempt: 3, backoff_ms: 800, .. }
         ));
         assert_eq!(out.deployments["app"].restarts, 2);
+    }
+
+    #[tokio::test]
+    async fn containers_jetship_run_made_are_left_alone_even_under_a_deployments_name() {
+        let rig = Rig::new();
+        for (id, deployment) in [("cam", "cam"), ("app-run", "app")] {
+            let labels = BTreeMap::from([
+                (labels::DEPLOYMENT.to_owned(), deployment.to_owned()),
+                (labels::OWNER.to_owned(), labels::OWNER_RUN.to_owned()),
+            ]);
+            let info = ContainerInfo {
+                id: id.into(),
+                labels,
+                state: RunState::Running,
+                pid: Some(1),
+                exit_code: None,
+                oom_killed: false,
+                started_at: Some(Utc::now()),
+            };
+            rig.fake.containers.lock().unwrap().insert(id.into(), info);
+        }
+        let mut exec = rig.executor();
+        let out = settle(&mut exec, &app("1", PASSES), |o| o.converged).await;
+        assert_eq!(out.deployments.keys().collect::<Vec<_>>(), ["app"], "`cam` is no deployment");
+        let calls = rig.fake.calls();
+        assert!(calls.iter().all(|c| !c.ends_with(" cam") && !c.ends_with(" app-run")), "{calls:?}");
+        assert_eq!(rig.fake.state("cam"), RunState::Running);
+        assert_eq!(rig.fake.state("app-run"), RunState::Running);
     }
 
     #[tokio::test]
