@@ -62,8 +62,15 @@ impl LineJoiner {
 struct Open {
     file: File,
     ino: u64,
+    /// The inode and its birth time: what tells a file apart from a later one that reuses a freed inode.
+    id: FileId,
     offset: u64,
 }
+
+type FileId = (u64, Option<std::time::SystemTime>);
+
+/// How many files a follower remembers having opened.
+const REMEMBERED: usize = 8;
 
 /// Follows `ctr.log` (and, from the start, `ctr.log.1`) of one container. See the module doc.
 pub struct Follower {
@@ -75,6 +82,8 @@ pub struct Follower {
     /// Bytes after the last newline, waiting for the rest of their line.
     pending: Vec<u8>,
     joiner: LineJoiner,
+    /// The files opened so far (the last few): a rotated file among them is never read again.
+    opened: std::collections::VecDeque<FileId>,
 }
 
 impl Follower {
@@ -88,7 +97,20 @@ impl Follower {
             started: false,
             pending: Vec::new(),
             joiner: LineJoiner::default(),
+            opened: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Opens `path` and remembers it as opened.
+    fn open(&mut self, path: &Path) -> io::Result<Option<Open>> {
+        let opened = open(path)?;
+        if let Some(o) = &opened {
+            if self.opened.len() == REMEMBERED {
+                self.opened.pop_front();
+            }
+            self.opened.push_back(o.id);
+        }
+        Ok(opened)
     }
 
     /// Reads what was appended since the last poll (everything on the first) and hands out each complete line.
@@ -97,8 +119,8 @@ impl Follower {
             self.started = true;
             // The current file is opened first: a rotation between the two opens then shows as both naming the
             // same file, and the rotated one is read once only.
-            self.current = open(&self.path)?;
-            self.previous = open(&self.path.with_extension("log.1"))?;
+            self.current = self.open(&self.path.clone())?;
+            self.previous = self.open(&self.path.with_extension("log.1"))?;
             if let (Some(c), Some(p)) = (&self.current, &self.previous) {
                 if c.ino == p.ino {
                     self.current = None;
@@ -126,9 +148,21 @@ impl Follower {
                     let mut old = self.current.take().expect("checked");
                     self.drain(&mut old, out)?;
                     self.end_of_file(out);
-                    self.current = open(&self.path)?;
+                    // Two rotations between polls: the file in between is `ctr.log.1` now, never opened here,
+                    // and complete (conmon writes the newest). Read it whole before the new one. (With three,
+                    // the one in between is gone: only one rotated file is kept.) conmon also replaces
+                    // `ctr.log` itself (its size backstop): the file it replaced is deleted, not rotated, and
+                    // `ctr.log.1` is then one already read.
+                    if let Some(mut between) = open(&self.path.with_extension("log.1"))? {
+                        if between.ino != ino && !self.opened.contains(&between.id) {
+                            self.opened.push_back(between.id);
+                            self.drain(&mut between, out)?;
+                            self.end_of_file(out);
+                        }
+                    }
+                    self.current = self.open(&self.path.clone())?;
                 }
-                (None, Some(_)) => self.current = open(&self.path)?,
+                (None, Some(_)) => self.current = self.open(&self.path.clone())?,
                 _ => return Ok(()),
             }
         }
@@ -253,8 +287,9 @@ async fn blocking<T: Send + 'static>(
 fn open(path: &Path) -> io::Result<Option<Open>> {
     match File::open(path) {
         Ok(file) => {
-            let ino = file.metadata()?.ino();
-            Ok(Some(Open { file, ino, offset: 0 }))
+            let meta = file.metadata()?;
+            let ino = meta.ino();
+            Ok(Some(Open { file, ino, id: (ino, meta.created().ok()), offset: 0 }))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -297,6 +332,20 @@ mod tests {
         std::fs::rename(&log, log.with_extension("log.1")).unwrap();
         append(&log, "t stdout F second\n");
         assert_eq!(texts(&mut f), ["stdout:second"]);
+        // Two rotations between polls: the file in between (now ctr.log.1) is read whole, then the newest.
+        append(&log, "t stdout F before\n");
+        std::fs::rename(&log, log.with_extension("log.1")).unwrap();
+        append(&log, "t stdout F between\n");
+        std::fs::rename(&log, log.with_extension("log.1")).unwrap();
+        append(&log, "t stdout F newest\n");
+        assert_eq!(texts(&mut f), ["stdout:before", "stdout:between", "stdout:newest"]);
+        // conmon replacing ctr.log by itself (tmp file renamed over it): the replaced file is gone, and the rotated
+        // file that was read already is not read again.
+        append(&log, "t stdout F replaced\n");
+        let tmp = dir.path().join("ctr.log.tmp");
+        append(&tmp, "t stdout F after-replace\n");
+        std::fs::rename(&tmp, &log).unwrap();
+        assert_eq!(texts(&mut f), ["stdout:replaced", "stdout:after-replace"]);
         append(&log, "t stdout P cut");
         let mut got = texts(&mut f);
         f.finish(&mut |l: LogLine| got.push(l.text));
