@@ -112,13 +112,7 @@ pub async fn run(id: &str, command: std::process::Command, pid_file: &Path, io: 
             Err(_) => {
                 super::exec::kill_from_pid_file(pid_file);
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                return Err(Error::Container {
-                    id: id.to_owned(),
-                    message: format!(
-                        "the exec'd command did not finish within {} s and was killed",
-                        limit.as_secs_f64()
-                    ),
-                });
+                return Err(super::exec::timed_out(id, limit));
             }
         },
     };
@@ -127,6 +121,5 @@ pub async fn run(id: &str, command: std::process::Command, pid_file: &Path, io: 
     if !pid_file.exists() {
         return Err(Error::Container { id: id.to_owned(), message: format!("{program} exec failed ({status})") });
     }
-    use std::os::unix::process::ExitStatusExt;
-    Ok(status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1))
+    Ok(super::exec::exit_code(status))
 }

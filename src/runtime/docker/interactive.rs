@@ -129,13 +129,7 @@ pub(super) async fn exec_attached(backend: &DockerBackend, id: &str, cmd: &[Stri
                 if let Some(pid) = inspect.pid.filter(|p| *p > 1 && inspect.running == Some(true)) {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
                 }
-                return Err(Error::Container {
-                    id: id.to_owned(),
-                    message: format!(
-                        "the exec'd command did not finish within {} s and was killed",
-                        io.timeout.unwrap_or_default().as_secs_f64()
-                    ),
-                });
+                return Err(crate::runtime::exec::timed_out(id, io.timeout.unwrap_or_default()));
             }
         }
     }
