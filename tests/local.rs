@@ -487,6 +487,15 @@ fn a_deployment_starts_offline_and_its_restart_count_survives_an_agent_restart(k
     let report = |o: &Round| o.deployments["crashy"].clone();
     let mut first = executor(&env, backend.clone());
     settle(&env, &mut first, &doc, Duration::from_secs(60), |o| report(o).state == DeploymentState::Running);
+    let started = |b: &Arc<dyn ContainerRuntime>| {
+        let owned = env.rt.block_on(b.list_owned()).unwrap();
+        owned
+            .into_iter()
+            .find(|c| c.labels.get("io.jetship.deployment").is_some_and(|d| d == "crashy"))
+            .unwrap()
+            .started_at
+    };
+    let first_start = started(&backend).expect("a start time");
     let before = settle(&env, &mut first, &doc, Duration::from_secs(60), |o| {
         let r = report(o);
         r.restarts >= 2 && matches!(r.state, DeploymentState::Restarting { .. })
@@ -506,6 +515,8 @@ fn a_deployment_starts_offline_and_its_restart_count_survives_an_agent_restart(k
     assert!(next > attempt, "{kind:?}: attempt {next} after {attempt}: the backoff goes on, not from zero");
     assert!(backoff_ms > 300, "{kind:?}: backoff {backoff_ms} ms is past the first step");
     assert_eq!(env.proxy.state.requests("").len(), 0, "{kind:?}: not one registry request");
+    // A restarted container's start time is its last start, not its creation.
+    assert!(started(&backend).unwrap() > first_start, "{kind:?}: the start time moves with each restart");
     // `ps` shows the count the agent reported, read from the same state.
     let rows = env.ps();
     let row = rows.iter().find(|r| r["deployment"] == "crashy").unwrap();

@@ -590,8 +590,10 @@ fn info(meta: conmon::Meta, state: conmon::State) -> ContainerInfo {
         pid: state.pid,
         exit_code: state.exit_code,
         oom_killed: state.oom_killed,
-        // Creation time: `create` and `start` follow each other in every caller (jetship run, the reconciler).
-        started_at: Some(meta.created_at),
+        // The runtime's creation time: `create` and `start` follow each other in every caller (jetship run, the
+        // reconciler), and a stopped container is created anew when started again. The record's time when the
+        // runtime has none (a missing container).
+        started_at: Some(state.created.unwrap_or(meta.created_at)),
     }
 }
 
