@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 use crate::base::{valid_id, GpuMode, LogFormat};
 
 mod policy;
+mod policy_devices;
 pub use policy::{PolicyConfig, PowerPolicy};
 
 /// Where the agent looks for its config when neither `--config` nor `JETSHIP_CONFIG` says otherwise.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/jetship/agent.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/jetship/agent.toml";
 /// Where the agent keeps everything it writes unless `state_dir` or `JETSHIP_STATE_DIR` says otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/jetship";
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/jetship";
 
 /// Errors loading or validating the config. Each names the file and, where there is one, the key path.
 #[derive(Debug, thiserror::Error)]
@@ -429,7 +430,7 @@ pub struct RegistryCredential {
 
 /// The config file to read: the explicit path, else `JETSHIP_CONFIG`, else `/etc/jetship/agent.toml`.
 /// The returned flag says whether the file must exist (only the built-in default may be absent).
-pub fn resolve_path(explicit: Option<&Path>) -> (PathBuf, bool) {
+pub(crate) fn resolve_path(explicit: Option<&Path>) -> (PathBuf, bool) {
     if let Some(p) = explicit {
         return (p.to_path_buf(), true);
     }
@@ -440,7 +441,7 @@ pub fn resolve_path(explicit: Option<&Path>) -> (PathBuf, bool) {
 }
 
 /// The drop-in directory beside a config file: `agent.toml` -> `agent.d`.
-pub fn drop_in_dir(path: &Path) -> PathBuf {
+pub(crate) fn drop_in_dir(path: &Path) -> PathBuf {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!("{stem}.d"))
 }
@@ -498,8 +499,9 @@ pub fn load_files(path: &Path, required: bool) -> Result<Loaded> {
     Ok(Loaded { config, files })
 }
 
-/// Parses config text as if it were the file `path` (used by tests and `check-config`).
-pub fn parse_str(text: &str, path: &Path) -> Result<Config> {
+/// Parses config text as if it were the file `path`.
+#[cfg(test)]
+pub(crate) fn parse_str(text: &str, path: &Path) -> Result<Config> {
     let table = toml::from_str::<toml::Table>(text)
         .map_err(|e| Error::Syntax { path: path.to_path_buf(), message: e.to_string().trim().to_owned() })?;
     from_table(table, path)
@@ -704,7 +706,7 @@ impl Config {
     }
 
     /// The MQTT client id: `mqtt.client_id`, else the device id.
-    pub fn client_id(&self) -> String {
+    pub(crate) fn client_id(&self) -> String {
         self.mqtt.client_id.clone().unwrap_or_else(|| self.device_id())
     }
 
@@ -729,7 +731,7 @@ impl Config {
 
 impl MqttConfig {
     /// The brokers to connect to, in order: `urls`, else `url`; empty for the embedded broker.
-    pub fn broker_urls(&self) -> Vec<String> {
+    pub(crate) fn broker_urls(&self) -> Vec<String> {
         if self.urls.is_empty() {
             self.url.iter().cloned().collect()
         } else {
@@ -999,7 +1001,9 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.policy, PolicyConfig::default());
         assert!(c.policy.allowed_registries.is_empty() && c.policy.allowed_host_paths.is_empty());
-        assert!(!c.policy.allow_privileged && !c.policy.allow_devices);
+        assert!(!c.policy.allow_privileged && c.policy.allowed_devices.is_empty());
+        assert!(c.policy.allowed_groups.is_empty() && c.policy.allowed_sysctls.is_empty());
+        assert!(!c.policy.allow_raised_ulimits);
         // The seed use case (GPU, cameras, host IPC and network, an exec health check, root in the image) is
         // allowed; nothing that loosens the container's confinement is.
         let p = &c.policy;
@@ -1018,6 +1022,29 @@ mod tests {
             keys,
             ["policy.allowed_registries[1]", "policy.allowed_host_paths[1]", "policy.allowed_host_paths[2]"]
         );
+        let c = parse(
+            "[policy]\nallowed_devices = [\"/dev/ttyACM*\", \"/etc/passwd\", \"/dev/[x\", \"/dev/../sda\"]\n\
+             allowed_groups = [\"video\", \"a:b\"]\nallowed_sysctls = [\"net.*\", \"net/x\"]\n",
+        )
+        .unwrap();
+        let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "policy.allowed_devices[1]",
+                "policy.allowed_devices[2]",
+                "policy.allowed_devices[3]",
+                "policy.allowed_groups[1]",
+                "policy.allowed_sysctls[1]"
+            ]
+        );
+        // The key of earlier releases: `false` still loads, `true` names its replacement.
+        assert!(parse("[policy]\nallow_devices = false\n").unwrap().check().is_ok());
+        let c = parse("[policy]\nallow_devices = true\n").unwrap();
+        let Err(Error::Invalid(problems)) = c.check() else { panic!("expected invalid") };
+        assert_eq!(problems[0].key, "policy.allow_devices");
+        assert!(problems[0].message.contains("policy.allowed_devices"), "{}", problems[0].message);
         let err = parse("[policy]\nallow_everything = true\n").unwrap_err().to_string();
         assert!(err.contains("policy.allow_everything"), "{err}");
     }

@@ -19,7 +19,7 @@ pub mod runtime;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Exit code for a configuration error (sysexits.h EX_CONFIG); systemd's unit does not restart on it.
-pub const EXIT_CONFIG: i32 = 78;
+pub(crate) const EXIT_CONFIG: i32 = 78;
 
 /// Installs the process-wide rustls crypto provider (ring). Call once before any TLS client is built;
 /// calling again is harmless.

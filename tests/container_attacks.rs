@@ -669,6 +669,17 @@ fn host_network_ipc_root_and_loosened_confinement_are_refused_naming_the_key_tha
                 "policy.allowed_cdi_devices",
             ],
         ),
+        // Devices and privileges (issue 13): each widening field names its key.
+        (
+            r#"{"generation":4,"deployments":{"a":{"image":"busybox:1","network":"none","ipc":"private","privileged":true,"devices":["/dev/ttyACM*"],"group_add":["video"],"sysctls":{"net.ipv4.ping_group_range":"0 1"},"ulimits":["nofile=unlimited"],"cap_drop":["ALL"],"read_only_rootfs":true,"tmpfs":["/run"]}}}"#,
+            vec![
+                "policy.allow_privileged",
+                "policy.allowed_devices",
+                "policy.allowed_groups",
+                "policy.allowed_sysctls",
+                "policy.allow_raised_ulimits",
+            ],
+        ),
     ];
     for (payload, keys) in cases {
         support::mosquitto::publish(&broker, &topic, payload.as_bytes(), true);

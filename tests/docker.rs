@@ -15,9 +15,9 @@ use jetship::image::pull::Progress;
 use jetship::image::registry::Credential;
 use jetship::runtime::docker::{self, DockerBackend, DockerOptions};
 use jetship::runtime::{labels, ContainerConfig, ContainerRuntime, Error, RunState, Volume};
-use support::backend_contract::{self as contract, push_busybox};
+use support::backend_contract::{self as contract, busybox_image, push_busybox};
 use support::dockerd::{docker_cli, Dockerd};
-use support::registry::{Pusher, Registry};
+use support::registry::{Proxy, Pusher, Registry};
 
 /// A state dir for this test process (bind sources are staged under its `mounts/`).
 fn state_dir() -> PathBuf {
@@ -196,7 +196,12 @@ async fn engine_pulls_the_pinned_digest_with_credentials_and_progress_events() {
     let socket = support::dockerd::shared();
     let registry = Registry::start_htpasswd("jet", "s3cret");
     let pusher = Pusher::new(&registry.addr).with_basic("jet", "s3cret");
-    let image = push_busybox(&pusher, &registry.addr, "jetship/private", "credentials").await;
+    push_busybox(&pusher, &registry.addr, "jetship/private", "credentials").await;
+    // Pulled through a proxy that slows blobs to 512 KiB/s, so the layer (about 1 MiB) takes long enough for the
+    // Engine to report download progress: of a fast download its transfer manager passes on only the last message.
+    let proxy = Proxy::start(&registry.addr).await;
+    proxy.faults().throttle_bps = Some(512 * 1024);
+    let image = format!("{}/jetship/private@{}", proxy.addr, busybox_image("credentials").manifest.digest);
 
     // Without credentials the Engine's refusal is reported with the image named.
     let anonymous = connect_as(&socket, "agent-pull").await;
@@ -204,7 +209,7 @@ async fn engine_pulls_the_pinned_digest_with_credentials_and_progress_events() {
     assert!(matches!(&err, Error::Image { image: i, .. } if *i == image), "{err}");
 
     let mut opts = options("agent-pull", Path::new("/"));
-    opts.credentials.insert(registry.addr.clone(), Credential { username: "jet".into(), password: "s3cret".into() });
+    opts.credentials.insert(proxy.addr.clone(), Credential { username: "jet".into(), password: "s3cret".into() });
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     let events_after = events.clone();
@@ -225,7 +230,7 @@ async fn engine_pulls_the_pinned_digest_with_credentials_and_progress_events() {
     assert!(events_after.lock().unwrap().is_empty(), "a present image is not pulled again");
 
     // Unpinned references are refused: resolution is jetship's, not the Engine's.
-    let tag = format!("{}/jetship/private:latest", registry.addr);
+    let tag = format!("{}/jetship/private:latest", proxy.addr);
     assert!(backend.ensure_image(&tag).await.unwrap_err().to_string().contains("not pinned"));
 }
 
@@ -234,7 +239,9 @@ async fn agent_restart_adopts_the_running_container_and_reads_its_logs() {
     let socket = support::dockerd::shared();
     let registry = Registry::start();
     let image = push_busybox(&Pusher::new(&registry.addr), &registry.addr, "jetship/adopt", "adopt").await;
-    let mut config = jetship::config::Config { device_id: Some("agent-adopt".into()), ..Default::default() };
+    // Its own state dir: the default (/var/lib/jetship) is shared with a second suite running at once.
+    let mut config =
+        jetship::config::Config { device_id: Some("agent-adopt".into()), state_dir: state_dir(), ..Default::default() };
     config.runtime.docker_socket = Some(socket.clone());
     {
         let first = docker::connect(&config).await.unwrap();

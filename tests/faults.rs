@@ -253,3 +253,320 @@ fn torn_or_corrupt_state_files_are_repaired_reported_and_never_reuse_a_seq() {
     }
     println!("torn-state table: {held} of {} cases held", kinds.len() * 2);
 }
+
+// ---- full disk: the state dir on a small loop-mounted ext4 ----------------------------------------------------
+
+/// `base` with one more gzip layer holding `data` at `/data/<name>`.
+fn with_data_layer(base: &support::registry::Image, name: &str, data: &[u8]) -> support::registry::Image {
+    use std::io::Write;
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(1_700_000_000);
+    tar.append_data(&mut h, format!("data/{name}"), data).unwrap();
+    let raw = tar.into_inner().unwrap();
+    let diff_id = support::registry::sha256(&raw);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&raw).unwrap();
+    let layer = support::registry::Blob::new("application/vnd.docker.image.rootfs.diff.tar.gzip", gz.finish().unwrap());
+    let mut config: Value = serde_json::from_slice(&base.config.data).unwrap();
+    config["rootfs"]["diff_ids"].as_array_mut().unwrap().push(diff_id.into());
+    let config = support::registry::Blob::new(&base.config.media_type, serde_json::to_vec(&config).unwrap());
+    let mut layers = base.layers.clone();
+    layers.push(layer);
+    support::registry::manifest_for(config, layers, false)
+}
+
+/// The deployment's entry of `reported`, as text (state and reason).
+fn entry(broker: &Mosquitto, device: &Device, name: &str) -> String {
+    reported_soon(broker, &device.id)["deployments"][name].to_string()
+}
+
+/// Waits up to `limit` for the deployment's `reported` entry to satisfy `ok`; on timeout shows it and the
+/// agent's failed steps.
+fn wait_entry(
+    broker: &Mosquitto,
+    device: &Device,
+    agent: &Agent,
+    what: &str,
+    limit: Duration,
+    ok: impl Fn(&str) -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let e = entry(broker, device, "app");
+        if ok(&e) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let log = agent.log();
+            let steps: Vec<&str> = log.lines().filter(|l| l.contains("step failed") || l.contains("ERROR")).collect();
+            panic!("timed out waiting for {what}: {e}\n{}", steps.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A ballast file on `fs` that leaves about `keep` bytes free.
+fn ballast(fs: &faults::LoopFs, keep: u64) -> PathBuf {
+    let path = fs.mount.join("ballast");
+    let size = fs.free_bytes().saturating_sub(keep);
+    let f = std::fs::File::create(&path).unwrap();
+    nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, size as i64).unwrap();
+    f.sync_all().unwrap();
+    path
+}
+
+#[test]
+fn a_full_state_disk_keeps_the_container_running_reports_it_and_everything_resumes_once_space_is_freed() {
+    let mut broker = Mosquitto::start();
+    let registry = Registry::start();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let proxy = rt.block_on(support::registry::Proxy::start(&registry.addr));
+    let pusher = support::registry::Pusher::new(&registry.addr);
+    let base = support::backend_contract::busybox_image("disk-full");
+    // v2 adds 6 MiB that do not compress; v3 adds 32 MiB that compress to a few hundred KiB.
+    let mut noise = vec![0u8; 6 << 20];
+    rand::rngs::StdRng::seed_from_u64(16).fill(&mut noise[..]);
+    let v2 = with_data_layer(&base, "noise.bin", &noise);
+    let pattern: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+    let v3 = with_data_layer(&base, "pattern.bin", &pattern);
+    for (tag, img) in [("v1", &base), ("v2", &v2), ("v3", &v3)] {
+        rt.block_on(pusher.image("hello", Some(tag), img));
+    }
+
+    let fs = faults::LoopFs::new(64);
+    let device = Device::native(&broker, &proxy.addr);
+    let state = fs.mount.join("state");
+    device.set_state_dir(&state);
+    device.add_registry_config("disk_reserve_bytes = 1048576\nretry_backoff_cap_s = 1.0");
+    let agent = Agent::start(&device.config);
+    let image = |tag: &str| format!("{}/hello:{tag}", proxy.addr);
+    let doc = |tag: &str| deployment("app", &image(tag), tag, "running_for = \"1s\"");
+    let out = deploy(&broker, &device, &device.write_doc("v1.toml", &doc("v1")));
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    let v1 = device.containers(true);
+    assert_eq!(v1.len(), 1, "{v1:?}");
+
+    // 1. Disk full: a new document cannot be stored. It is refused with the reason, the container keeps running.
+    let fill = fs.fill();
+    let v2_doc = device.write_doc("v2.toml", &doc("v2"));
+    let out = support::jetship(&["deploy", &device.id, "-f", v2_doc.to_str().unwrap(), "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reported_soon(&broker, &device.id)["rejected"].to_string().contains("cannot store the document") {
+        let rep = reported_soon(&broker, &device.id);
+        assert!(Instant::now() < deadline, "no refusal to store the document: {rep}\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let refused = reported_soon(&broker, &device.id)["rejected"].to_string();
+    assert!(refused.contains("No space left"), "{refused}");
+    assert_eq!(device.containers(true), v1, "the running container keeps running on a full disk");
+
+    // 2. Space freed: the refused document is applied by itself. The download of v2 is slowed (1 MiB/s) and the
+    // disk fills again mid-download: the pull fails naming the disk, the old container keeps running.
+    proxy.faults().throttle_bps = Some(512 << 10);
+    std::fs::remove_file(&fill).unwrap();
+    let layer = v2.layers[1].digest.clone();
+    let streamed = || proxy.state.streamed.load(std::sync::atomic::Ordering::SeqCst);
+    let before = streamed();
+    // Past 2.5 MiB at least 2 MiB are on disk (the partial is written through a 1 MiB buffer).
+    wait_until("the v2 download to begin", Duration::from_secs(30), || streamed() > before + (5 << 19));
+    let fill = fs.fill();
+    assert!(streamed() < before + (5 << 20), "the disk filled mid-download");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // (The log is coloured: match words, not `key=value`.)
+    while !agent.log().lines().any(|l| l.contains("step failed") && l.contains("No space left on device")) {
+        assert!(Instant::now() < deadline, "no ENOSPC failure of the download:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Retried while the disk is still full, the pull is refused before its first byte, with the numbers.
+    wait_entry(&broker, &device, &agent, "the preflight refusal", Duration::from_secs(30), |e| {
+        e.contains("\"failed\"") && e.contains("not enough disk space in") && e.contains("bytes are free")
+    });
+    assert_eq!(device.containers(true), v1, "the old container keeps running while the pull fails");
+    let failed = entry(&broker, &device, "app");
+    std::fs::remove_file(&fill).unwrap();
+    proxy.faults().throttle_bps = None;
+    wait_until("v2 running once space is freed", Duration::from_secs(90), || {
+        reported_soon(&broker, &device.id)["applied_generation"] == 2
+    });
+    let resumed: Vec<_> = proxy.state.requests(&layer).into_iter().filter_map(|s| s.range).collect();
+    assert!(
+        !resumed.is_empty(),
+        "the download resumed from its partial, not from 0: {:?}\n{}",
+        proxy.state.requests(&layer),
+        agent.log()
+    );
+    let v2_running = device.containers(true);
+    assert_eq!(v2_running.len(), 1);
+    assert_ne!(v2_running, v1);
+
+    // 3. The unpack of v3 (32 MiB) meets a disk with about 12 MiB free: it stops, cleans its temp snapshot and
+    // fails naming the disk; v2 keeps running; without the ballast the retry unpacks and starts v3.
+    let heavy = ballast(&fs, 12 << 20);
+    let out = support::jetship(&[
+        "deploy",
+        &device.id,
+        "-f",
+        device.write_doc("v3.toml", &doc("v3")).to_str().unwrap(),
+        "--broker",
+        &broker.url(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_entry(&broker, &device, &agent, "the unpack to fail on the full disk", Duration::from_secs(60), |e| {
+        e.contains("\"failed\"") && (e.contains("space") || e.contains("reserve"))
+    });
+    let unpack_failed = entry(&broker, &device, "app");
+    assert_eq!(device.containers(true), v2_running, "v2 keeps running while v3 cannot be unpacked");
+    let leftovers: Vec<_> = std::fs::read_dir(state.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "a failed unpack leaves no temp snapshot: {leftovers:?}");
+    std::fs::remove_file(&heavy).unwrap();
+    wait_until("v3 running once space is freed", Duration::from_secs(90), || {
+        reported_soon(&broker, &device.id)["applied_generation"] == 3
+    });
+
+    // 4. Broker down and the disk full: telemetry cannot be spooled; the agent keeps running and, once space
+    // is freed and the broker is back, says how many records it lost.
+    broker.stop();
+    let fill = fs.fill();
+    std::thread::sleep(Duration::from_secs(4));
+    std::fs::remove_file(&fill).unwrap();
+    broker.restart();
+    let topic = format!("jetship/v1/{}/telemetry", device.id);
+    let telemetry = Observer::start(&broker, &[&topic], false, &[]);
+    wait_until("telemetry with the dropped count", Duration::from_secs(30), || {
+        telemetry.json(&topic).iter().any(|t| t["dropped"].as_u64() > Some(0))
+    });
+    assert_eq!(device.containers(true).len(), 1, "{}", agent.log());
+    let problems = faults::store_problems(&state);
+    assert!(problems.is_empty(), "{problems:?}");
+    println!("disk full: refused {refused}\ndisk full: download {failed}\ndisk full: unpack {unpack_failed}");
+    drop(agent);
+    drop(device);
+}
+
+// ---- registry outage during an update ---------------------------------------------------------------------------
+
+#[test]
+fn a_registry_outage_during_an_update_keeps_the_old_version_and_the_update_completes_through_cut_connections() {
+    let broker = Mosquitto::start();
+    let registry = Registry::start();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let proxy = rt.block_on(support::registry::Proxy::start(&registry.addr));
+    let pusher = support::registry::Pusher::new(&registry.addr);
+    let base = support::backend_contract::busybox_image("outage");
+    let mut noise = vec![0u8; 12 << 20];
+    rand::rngs::StdRng::seed_from_u64(17).fill(&mut noise[..]);
+    let v2 = with_data_layer(&base, "noise.bin", &noise);
+    rt.block_on(pusher.image("hello", Some("v1"), &base));
+    rt.block_on(pusher.image("hello", Some("v2"), &v2));
+    let device = Device::native(&broker, &proxy.addr);
+    device.add_registry_config("retries = 2\nretry_backoff_cap_s = 1.0");
+    let agent = Agent::start(&device.config);
+    let doc = |tag: &str| deployment("app", &format!("{}/hello:{tag}", proxy.addr), tag, "running_for = \"1s\"");
+    let out = deploy(&broker, &device, &device.write_doc("v1.toml", &doc("v1")));
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    let v1 = device.containers(true);
+    assert_eq!(v1.len(), 1);
+
+    // The registry goes down as the update arrives: the update fails and is retried, v1 keeps running.
+    proxy.faults().down = true;
+    let v2_doc = device.write_doc("v2.toml", &doc("v2"));
+    let out = support::jetship(&["deploy", &device.id, "-f", v2_doc.to_str().unwrap(), "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_entry(
+        &broker,
+        &device,
+        &agent,
+        "the update to fail while the registry is down",
+        Duration::from_secs(60),
+        |e| e.contains("\"failed\"") && e.contains("retrying with backoff"),
+    );
+    let during = entry(&broker, &device, "app");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(device.containers(true), v1, "v1 keeps running while the registry is down");
+
+    // Back, but every connection is cut after 3 MiB: the 12 MiB layer comes in resumed pieces.
+    {
+        let mut f = proxy.faults();
+        f.cut_after = Some(3 << 20);
+        f.cut_times = u32::MAX;
+        f.down = false;
+    }
+    // Down again mid-download, long enough for the pull to give up its attempts: v1 still runs.
+    let streamed = || proxy.state.streamed.load(std::sync::atomic::Ordering::SeqCst);
+    let before = streamed();
+    wait_until("the v2 download to begin", Duration::from_secs(60), || streamed() > before + (4 << 20));
+    proxy.faults().down = true;
+    wait_entry(&broker, &device, &agent, "the pull to fail mid-download", Duration::from_secs(60), |e| {
+        e.contains("\"failed\"") && e.contains("pulling the image failed")
+    });
+    assert_eq!(device.containers(true), v1, "v1 keeps running while the download is interrupted");
+    proxy.faults().down = false;
+    wait_entry(&broker, &device, &agent, "the update to complete", Duration::from_secs(120), |_| {
+        reported_soon(&broker, &device.id)["applied_generation"] == 2
+    });
+    let layer = &v2.layers[1].digest;
+    let requests = proxy.state.requests(layer);
+    let ranged = requests.iter().filter(|s| s.range.is_some()).count();
+    assert!(requests.len() >= 4 && ranged >= 3, "the layer came in resumed pieces: {requests:?}");
+    let served: u64 = requests.iter().map(|s| s.served).sum();
+    let size = v2.layers[1].data.len() as u64;
+    assert!(served <= size + (1 << 20), "what was received is kept: {served} bytes served for {size}");
+    let now = device.containers(false);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, v1, "v2 replaced v1");
+    let problems = faults::store_problems(&device.state());
+    assert!(problems.is_empty(), "{problems:?}");
+    println!(
+        "registry outage: while down {during}\nregistry outage: layer in {} requests ({ranged} resumed), {served} bytes",
+        requests.len()
+    );
+    drop(agent);
+}
+
+// ---- clock skew ------------------------------------------------------------------------------------------------
+
+#[test]
+fn a_device_whose_clock_is_an_hour_behind_is_shown_online_and_seen_just_now_with_its_skew() {
+    support::require_tool("faketime", "faketime");
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let id = format!("skew-{}", support::agent::rand_suffix());
+    let config = support::agent::agent_config(dir.path(), &id, &format!("url = \"{}\"", broker.url()), "");
+    // libfaketime shifts the agent's wall clock (and its monotonic clock, by the same offset) an hour back.
+    let agent = Agent::start_with(&config, &["faketime", "-f", "-1h"], &[]);
+    let row = |text: &str| -> Value {
+        let rows: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        rows.as_array().into_iter().flatten().find(|r| r["device"] == id.as_str()).cloned().unwrap_or(Value::Null)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let out = support::jetship(&["devices", "--json", "--broker", &broker.url()]);
+        let r = row(&String::from_utf8_lossy(&out.stdout));
+        if r["online"] == true && r["last_seen_ms"].is_u64() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the device never showed: {}\n{}", text(&out), agent.log());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Its samples say an hour ago; the controller measured the skew and shows when it really heard from it.
+    let skew = seen["clock_skew_ms"].as_i64().unwrap_or_else(|| panic!("no skew measured: {seen}"));
+    assert!((skew + 3_600_000).abs() < 10_000, "skew {skew} ms is not about -1h: {seen}");
+    let now_ms = chrono::Utc::now().timestamp_millis() as u64;
+    let age = now_ms.saturating_sub(seen["last_seen_ms"].as_u64().unwrap());
+    assert!(age < 15_000, "last seen {age} ms ago for a device that is online: {seen}");
+    let table = text(&support::jetship(&["devices", "--broker", &broker.url()]));
+    let line = table.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains("(clock -60m)") || line.contains("(clock -59m)"), "{line}");
+    assert!(!line.contains("60m ago") && !line.contains("59m ago"), "a stale age shown: {line}");
+    println!("clock skew: {line}");
+    drop(agent);
+}

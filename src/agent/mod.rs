@@ -224,7 +224,7 @@ fn boot_id(root: &Path) -> Option<String> {
 }
 
 /// Cancels the returned token on SIGTERM or SIGINT.
-pub fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
+pub(crate) fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
     use tokio::signal::unix::{signal, SignalKind};
     let token = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;

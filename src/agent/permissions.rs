@@ -13,7 +13,7 @@ const SECRET_DIRS: &[&str] = &["desired", "deployments", "bundles", "containers"
 
 /// Creates `state_dir` (0700) when missing and narrows the modes of it and of its secret-bearing files.
 /// Returns one line per change, for the agent to log.
-pub fn secure_state_dir(state_dir: &Path) -> std::io::Result<Vec<String>> {
+pub(crate) fn secure_state_dir(state_dir: &Path) -> std::io::Result<Vec<String>> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir)?;
     let mut changed = Vec::new();
     narrow(state_dir, 0o700, &mut changed)?;

@@ -5,8 +5,8 @@
 //! Imports nothing else of the crate, so `config` and `link::protocol` never pull in an IO module; every other
 //! module may use it. Must not do IO.
 
-pub mod broker_url;
-pub mod capability;
+pub(crate) mod broker_url;
+pub(crate) mod capability;
 pub mod ids;
 pub mod labels;
 pub mod modes;

@@ -45,7 +45,7 @@ impl Platform {
     }
 
     /// How well an index entry fits: `None` if not at all, higher is better (exact variant over none).
-    pub fn fit(&self, os: &str, arch: &str, variant: Option<&str>) -> Option<u8> {
+    pub(crate) fn fit(&self, os: &str, arch: &str, variant: Option<&str>) -> Option<u8> {
         if os != self.os || normalise_arch(arch) != self.architecture {
             return None;
         }

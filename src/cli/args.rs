@@ -141,6 +141,37 @@ pub struct RunArgs {
     /// A camera: `all`, `/dev/video0`, a /dev/v4l/by-id name, or a name substring. Repeatable.
     #[arg(long = "camera", value_name = "SEL")]
     pub cameras: Vec<String>,
+    /// A host device HOST[:CONTAINER][:PERMS]: a node (/dev/ttyACM0), renamed (/dev/i2c-1:/dev/i2c-7:rw), a
+    /// glob (/dev/ttyUSB*) or a directory (/dev/bus/usb). Repeatable.
+    #[arg(long = "device", value_name = "HOST[:CTR][:PERMS]", value_parser = crate::runtime::devices::DeviceRequest::parse)]
+    pub devices: Vec<crate::runtime::devices::DeviceRequest>,
+    /// Every capability, every host device, no seccomp or AppArmor, a writable /sys (Docker's --privileged).
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a capability to Docker's default set (NET_ADMIN). Repeatable.
+    #[arg(long = "cap-add", value_name = "CAP", value_parser = parse_cap)]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from the set (NET_RAW, or ALL). Repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP", value_parser = parse_cap_drop)]
+    pub cap_drop: Vec<String>,
+    /// A supplementary group of the process (video, or a gid). Repeatable.
+    #[arg(long = "group-add", value_name = "GROUP")]
+    pub group_add: Vec<String>,
+    /// A resource limit NAME=SOFT[:HARD] (nofile=1024:4096, memlock=-1). Repeatable.
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = crate::runtime::privileges::Ulimit::parse)]
+    pub ulimits: Vec<crate::runtime::privileges::Ulimit>,
+    /// Most tasks the container may run. Defaults to 4096.
+    #[arg(long = "pids-limit", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pids_limit: Option<u64>,
+    /// A namespaced sysctl KEY=VALUE (net.* without host networking, kernel.shm* with --ipc private). Repeatable.
+    #[arg(long = "sysctl", value_name = "KEY=VALUE", value_parser = parse_sysctl)]
+    pub sysctls: Vec<(String, String)>,
+    /// Mount the image's root file system read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// A tmpfs mount PATH[:OPTIONS] (/run:size=64m). Repeatable.
+    #[arg(long = "tmpfs", value_name = "PATH[:OPTS]", value_parser = crate::runtime::privileges::Tmpfs::parse)]
+    pub tmpfs: Vec<crate::runtime::privileges::Tmpfs>,
     /// `host` (default) or `private`.
     #[arg(long, value_name = "MODE", default_value = "host", value_parser = parse_ipc)]
     pub ipc: crate::base::IpcMode,
@@ -181,6 +212,26 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+fn parse_cap(s: &str) -> Result<String, String> {
+    crate::runtime::spec::parse_capability(s)
+        .map(crate::runtime::spec::capability_name)
+        .ok_or_else(|| format!("`{s}` is not a Linux capability (e.g. NET_ADMIN)"))
+}
+
+fn parse_cap_drop(s: &str) -> Result<String, String> {
+    if s.trim().eq_ignore_ascii_case("all") {
+        return Ok("ALL".into());
+    }
+    parse_cap(s)
+}
+
+fn parse_sysctl(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{s}` must be KEY=VALUE, e.g. net.ipv4.ping_group_range=0 2147483647"))
+}
+
 pub(super) fn parse_ipc(s: &str) -> Result<crate::base::IpcMode, String> {
     match s {
         "host" => Ok(crate::base::IpcMode::Host),
@@ -198,7 +249,7 @@ pub(super) fn parse_network(s: &str) -> Result<crate::base::NetworkMode, String>
 }
 
 /// A size such as `64m`, `1g`, `512k` or plain bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
     let (num, mult) = match t.chars().last() {
@@ -215,7 +266,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// `HOST:CONTAINER[:ro|:rw]`, both absolute.
-pub fn parse_volume(s: &str) -> Result<crate::runtime::Volume, String> {
+pub(crate) fn parse_volume(s: &str) -> Result<crate::runtime::Volume, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let (host, ctr, ro) = match parts.as_slice() {
         [h, c] => (*h, *c, false),

@@ -7,6 +7,11 @@ use super::*;
 /// the container's code, or print the id with `-d`. SIGINT/SIGTERM stop the container with the grace period.
 pub(super) fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, args: RunArgs) -> anyhow::Result<i32> {
     use crate::runtime::{self, labels, ContainerConfig};
+    for (k, v) in &args.sysctls {
+        if let Some(problem) = runtime::privileges::sysctl_problem(k, v, args.ipc, args.network) {
+            anyhow::bail!("--sysctl {k}: {problem}");
+        }
+    }
     let cfg = image_config(config, log_level)?;
     let (vars, _) = host_vars(&cfg, None);
     let opts = crate::image::pull::PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
@@ -58,8 +63,22 @@ pub(super) fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, a
             volumes: args.volumes.clone(),
             gpu: args.gpu.clone(),
             cameras: args.cameras.clone(),
+            devices: args.devices.clone(),
+            privileged: args.privileged,
+            cap_drop: args.cap_drop.clone(),
+            group_add: args.group_add.clone(),
+            ulimits: args.ulimits.clone(),
+            sysctls: args.sysctls.iter().cloned().collect(),
+            read_only_rootfs: args.read_only,
+            tmpfs: args.tmpfs.clone(),
+            confinement: runtime::Confinement {
+                cap_add: args.cap_add.clone(),
+                pids_limit: Some(args.pids_limit.unwrap_or(runtime::DEFAULT_PIDS_LIMIT)),
+                ..Default::default()
+            },
             ..Default::default()
         };
+
         let deployment = args.name.clone().unwrap_or_else(|| id.clone());
         let labels = std::collections::BTreeMap::from([
             (labels::DEPLOYMENT.to_string(), deployment),

@@ -104,7 +104,7 @@ pub(super) fn run_pull(config: &Option<PathBuf>, log_level: Option<&str>, args: 
 }
 
 /// The summary line `jetship pull` prints: what was pulled, bytes, time, rate.
-pub fn pull_summary(r: &crate::image::pull::PullReport) -> String {
+pub(crate) fn pull_summary(r: &crate::image::pull::PullReport) -> String {
     let secs = r.elapsed.as_secs_f64().max(1e-6);
     format!(
         "pulled {}\n  {} in {} blobs: {} downloaded, {} reused, {:.1} s, {:.1} MB/s",
@@ -214,7 +214,7 @@ pub(super) fn run_resolve(config: &Option<PathBuf>, log_level: Option<&str>, arg
 }
 
 /// The per-candidate explanation lines of `jetship resolve`.
-pub fn explain(d: &crate::image::resolve::Decision) -> String {
+pub(crate) fn explain(d: &crate::image::resolve::Decision) -> String {
     let mut out = format!("host L4T {}, pattern `{}`\n", d.host, d.pattern);
     if let (Some(tag), Some(why)) = (&d.chosen, &d.chosen_because) {
         out.push_str(&format!("chosen {tag}: {why}\n"));

@@ -15,10 +15,25 @@ pub struct PolicyConfig {
     /// Absolute host directories that volumes may mount (a volume's host path must lie under one of them, with
     /// no symlink below it). `<state_dir>/volumes/` is always allowed. Defaults to none beyond that.
     pub allowed_host_paths: Vec<PathBuf>,
-    /// Whether a deployment may ask for a privileged container. Defaults to `false`.
+    /// Whether a deployment may ask for a privileged container (`privileged = true`: every capability, every
+    /// host device, no seccomp or AppArmor). Defaults to `false`.
     pub allow_privileged: bool,
-    /// Whether a deployment may ask for host devices beyond the GPU and cameras (`devices`). Defaults to `false`.
-    pub allow_devices: bool,
+    /// Host device nodes a deployment's `devices` may pass, as patterns of host paths (`/dev/ttyACM*`,
+    /// `/dev/i2c-[0-9]`, `/dev/bus/usb` for everything below it). Every node a request expands to must match
+    /// one. Defaults to none.
+    pub allowed_devices: Vec<String>,
+    /// Groups a deployment's `group_add` may name, as written there (`video`, `dialout`, `44`). Defaults to
+    /// none.
+    pub allowed_groups: Vec<String>,
+    /// Namespaced sysctls a deployment's `sysctls` may set, as patterns (`net.ipv4.ping_group_range`,
+    /// `net.ipv4.*`). Sysctls that are not namespaced are refused whatever this says. Defaults to none.
+    pub allowed_sysctls: Vec<String>,
+    /// Whether a deployment's `ulimits` may go above the agent's own hard limits. Defaults to `false`.
+    pub allow_raised_ulimits: bool,
+    /// Replaced by `allowed_devices`. `false` (what earlier example configs wrote) still loads and means
+    /// nothing; `true` is an error naming the replacement. Not part of the documented config.
+    #[serde(skip_serializing)]
+    pub allow_devices: Option<bool>,
 
     // Container access: what the seed use case needs is allowed by default, nothing beyond it.
     /// Whether a deployment may share the host's network namespace (`network = "host"`, the default of
@@ -65,7 +80,11 @@ impl Default for PolicyConfig {
             allowed_registries: Vec::new(),
             allowed_host_paths: Vec::new(),
             allow_privileged: false,
-            allow_devices: false,
+            allowed_devices: Vec::new(),
+            allowed_groups: Vec::new(),
+            allowed_sysctls: Vec::new(),
+            allow_raised_ulimits: false,
+            allow_devices: None,
             // Container access.
             allow_host_network: true,
             allow_host_ipc: true,
@@ -148,6 +167,7 @@ impl PolicyConfig {
                 );
             }
         }
+        super::policy_devices::check(self, bad);
         if self.pids_limit == 0 {
             bad("policy.pids_limit", "must be at least 1".into());
         }

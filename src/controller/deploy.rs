@@ -42,7 +42,7 @@ impl Target {
     }
 
     /// The retained `desired` topic.
-    pub fn desired_topic(&self) -> String {
+    pub(crate) fn desired_topic(&self) -> String {
         match self {
             Self::Device(d) => format!("{ROOT}/{d}/desired"),
             Self::Group(g) => protocol::group_desired(g),
@@ -59,7 +59,7 @@ impl Target {
 }
 
 /// The generation to publish: the file's own, else one past the document on the broker (1 when none).
-pub fn next_generation(file: Option<u64>, current: Option<&Document>) -> u64 {
+pub(crate) fn next_generation(file: Option<u64>, current: Option<&Document>) -> u64 {
     file.unwrap_or_else(|| current.and_then(|d| d.generation).map_or(1, |g| g + 1))
 }
 
@@ -85,13 +85,22 @@ pub async fn retained(access: &BrokerAccess, topic: &str, limit: Duration) -> Re
 }
 
 /// The document retained on `target`'s topic; an unreadable one counts as none (it is being replaced).
-pub async fn current_document(access: &BrokerAccess, target: &Target, limit: Duration) -> Result<Option<Document>> {
+pub(crate) async fn current_document(
+    access: &BrokerAccess,
+    target: &Target,
+    limit: Duration,
+) -> Result<Option<Document>> {
     let topic = target.desired_topic();
     Ok(retained(access, &topic, limit).await?.and_then(|b| document::parse(&b, Some(Format::Json), &topic).ok()))
 }
 
 /// Publishes `doc` retained on `target`'s topic and waits for the broker's acknowledgement.
-pub async fn publish_document(access: &BrokerAccess, target: &Target, doc: &Document, limit: Duration) -> Result<()> {
+pub(crate) async fn publish_document(
+    access: &BrokerAccess,
+    target: &Target,
+    doc: &Document,
+    limit: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + limit;
     let mut s = Session::connect(access, deadline).await.map_err(|e| timeout_as(e, limit))?;
     let json = serde_json::to_vec(doc).expect("document serializes");

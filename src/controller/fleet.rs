@@ -23,7 +23,7 @@ use crate::link::mqtt::{backoff, BrokerAccess};
 use crate::link::protocol::{self, DeviceTopic, Status, Topics, ROOT};
 
 /// The broker used when nothing else says: the embedded broker of an agent on this machine.
-pub const DEFAULT_BROKER: &str = "mqtt://127.0.0.1:1883";
+pub(crate) const DEFAULT_BROKER: &str = "mqtt://127.0.0.1:1883";
 
 /// Errors of the controller commands.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +85,7 @@ impl CliBroker {
 
 /// Where cli.toml is read: `JETSHIP_CLI_CONFIG`, else `$XDG_CONFIG_HOME/jetship/cli.toml`, else
 /// `~/.config/jetship/cli.toml`.
-pub fn cli_config_path() -> PathBuf {
+pub(crate) fn cli_config_path() -> PathBuf {
     if let Some(p) = std::env::var_os("JETSHIP_CLI_CONFIG").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
@@ -98,7 +98,7 @@ pub fn cli_config_path() -> PathBuf {
 }
 
 /// Reads cli.toml; a missing file is an empty one.
-pub fn load_cli_file(path: &Path) -> Result<CliFile> {
+pub(crate) fn load_cli_file(path: &Path) -> Result<CliFile> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let file: CliFile = toml::from_str(&text)
@@ -118,7 +118,7 @@ pub fn load_cli_file(path: &Path) -> Result<CliFile> {
 }
 
 /// Merges flag/env values over the file: each `Some` in `over` wins (the broker list as a whole).
-pub fn resolve_access(file: &CliBroker, over: &CliBroker) -> BrokerAccess {
+pub(crate) fn resolve_access(file: &CliBroker, over: &CliBroker) -> BrokerAccess {
     fn pick<T: Clone>(a: &Option<T>, b: &Option<T>) -> Option<T> {
         a.clone().or_else(|| b.clone())
     }
@@ -137,7 +137,7 @@ pub fn resolve_access(file: &CliBroker, over: &CliBroker) -> BrokerAccess {
 /// `access` with the local agent's embedded-broker credentials (`<state_dir>/broker-password`, readable only by
 /// root) when it names a broker on loopback and carries no username or client certificate of its own: root's
 /// CLI on a device talks to that device's embedded broker without further setup.
-pub fn with_local_credentials(mut access: BrokerAccess, state_dir: &Path) -> BrokerAccess {
+pub(crate) fn with_local_credentials(mut access: BrokerAccess, state_dir: &Path) -> BrokerAccess {
     let loopback = crate::base::BrokerUrl::parse(&access.url).is_ok_and(|u| {
         let host = u.host.trim_start_matches('[').trim_end_matches(']');
         host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -265,7 +265,7 @@ impl DeviceView {
 
     /// Whether the device says it is online but its last sample's time is off from `now_ms` by more than a
     /// working device's samples can be: in the future, or older than [`STALE_MS`]. Its clock is then measured.
-    pub fn time_looks_wrong(&self, now_ms: u64) -> bool {
+    pub(crate) fn time_looks_wrong(&self, now_ms: u64) -> bool {
         let online = self.status.as_ref().is_some_and(|s| s.online);
         let ts = self.telemetry.as_ref().and_then(|t| t.get("ts")).and_then(Value::as_u64);
         online && ts.is_some_and(|ts| ts > now_ms + FUTURE_MS || now_ms.saturating_sub(ts) > STALE_MS)
@@ -274,9 +274,9 @@ impl DeviceView {
 
 /// A sample this much older than now, from a device that is online, means its clock is off (or its sampler is
 /// stuck; the clock measurement tells which).
-pub const STALE_MS: u64 = 60_000;
+pub(crate) const STALE_MS: u64 = 60_000;
 /// A sample this far in the future means the device's clock is ahead.
-pub const FUTURE_MS: u64 = 5_000;
+pub(crate) const FUTURE_MS: u64 = 5_000;
 /// Skews up to this are not shown: network and sampling jitter.
 const SKEW_SHOWN_MS: i64 = 5_000;
 /// How long `devices`/`status` wait for clock answers.
@@ -448,7 +448,7 @@ pub fn table(rows: &[DeviceRow], now_ms: u64) -> String {
 }
 
 /// `jetship status <device>` for people (pure).
-pub fn detail(view: &DeviceView, now_ms: u64) -> String {
+pub(crate) fn detail(view: &DeviceView, now_ms: u64) -> String {
     let r = view.row();
     let mut out = String::new();
     out.push_str(&format!("device:       {}\n", view.id));

@@ -7,4 +7,4 @@ pub mod deploy;
 pub mod exporter;
 pub mod fleet;
 pub mod power;
-pub mod sim;
+pub(crate) mod sim;

@@ -32,7 +32,7 @@ impl PowerRequest {
 }
 
 /// The devices a target names: the device itself, or every device whose retained `status` says it is in the group.
-pub async fn devices_of(access: &BrokerAccess, target: &Target, limit: Duration) -> Result<Vec<String>> {
+pub(crate) async fn devices_of(access: &BrokerAccess, target: &Target, limit: Duration) -> Result<Vec<String>> {
     match target {
         Target::Device(d) => Ok(vec![d.clone()]),
         Target::Group(g) => {

@@ -39,7 +39,7 @@ impl Source {
     }
 
     /// The source a store file name stands for; `None` for other files (temp files, strays).
-    pub fn from_file_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_file_name(name: &str) -> Option<Self> {
         let stem = name.strip_suffix(".json")?;
         if stem == "device" {
             return Some(Self::Device);
@@ -69,7 +69,7 @@ pub fn overlay(groups: &[(String, Document)], device: Option<&Document>) -> Docu
 }
 
 /// [`overlay`], keeping the generations and the source of every deployment for `reported`.
-pub fn overlay_with_origin(groups: &[(String, Document)], device: Option<&Document>) -> Overlay {
+pub(crate) fn overlay_with_origin(groups: &[(String, Document)], device: Option<&Document>) -> Overlay {
     let mut out = Overlay::default();
     let sources = groups.iter().map(|(g, d)| (Source::Group(g.clone()), d)).chain(device.map(|d| (Source::Device, d)));
     for (source, doc) in sources {
@@ -271,7 +271,8 @@ mod tests {
         let grp = doc("[deployments.mon]\nimage = \"busybox:mon\"\n");
         store.save(&Source::Device, &dev).unwrap();
         store.save(&Source::Group("lab".into()), &grp).unwrap();
-        std::fs::write(store.dir().join("group-broken.json"), b"{\"deployments\": {\"x\": {\"imagee\": 1}}}").unwrap();
+        let broken = b"{\"deployments\": {\"x\": {\"imagee\": 1}}}";
+        crate::os::fsutil::write_mirrored(&store.dir().join("group-broken.json"), broken).unwrap();
         std::fs::write(store.dir().join("group-trunc.json"), b"{\"deploym").unwrap();
         std::fs::write(store.dir().join("notes.txt"), b"ignored").unwrap();
         let loaded = store.load_all();

@@ -7,4 +7,5 @@ pub mod document;
 pub mod executor;
 pub mod plan;
 pub mod policy;
+mod policy_devices;
 pub mod report;

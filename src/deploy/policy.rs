@@ -20,7 +20,7 @@ use crate::deploy::document::{Document, Problem};
 use crate::image::reference::{Reference, TemplateVars, DOCKER_HUB};
 
 /// The folder under the state dir that volumes may always mount.
-pub const VOLUMES_DIR: &str = "volumes";
+pub(crate) const VOLUMES_DIR: &str = "volumes";
 
 /// Every way `doc` asks for more than `policy` allows, each with its field path and the config key that would
 /// allow it. Empty means the document is within policy.
@@ -60,15 +60,7 @@ pub fn check(doc: &Document, policy: &PolicyConfig, state_dir: &Path) -> Vec<Pro
                 "privileged containers are not allowed by this device's policy; set policy.allow_privileged = true in the agent config".into(),
             );
         }
-        if !d.devices.is_empty() && !policy.allow_devices {
-            bad(
-                "devices".into(),
-                format!(
-                    "devices beyond the GPU and cameras ({}) are not allowed by this device's policy; set policy.allow_devices = true in the agent config",
-                    d.devices.join(", ")
-                ),
-            );
-        }
+        crate::deploy::policy_devices::check(d, policy, &mut bad);
         container_access(d, policy, &mut bad);
     }
     problems
@@ -77,7 +69,7 @@ pub fn check(doc: &Document, policy: &PolicyConfig, state_dir: &Path) -> Vec<Pro
 /// Why `policy.allowed_registries` refuses the registry of `image`, or `None` when it is allowed (or the list
 /// is empty, or the reference does not parse: validation reports that). The one registry rule of documents and
 /// `cmd/resolve`.
-pub fn registry_refusal(image: &str, policy: &PolicyConfig) -> Option<String> {
+pub(crate) fn registry_refusal(image: &str, policy: &PolicyConfig) -> Option<String> {
     if policy.allowed_registries.is_empty() {
         return None;
     }
@@ -92,7 +84,7 @@ pub fn registry_refusal(image: &str, policy: &PolicyConfig) -> Option<String> {
 }
 
 /// The refusal text for `what`, naming the key that would allow it.
-fn refusal(what: &str, key: &str) -> String {
+pub(super) fn refusal(what: &str, key: &str) -> String {
     format!("{what} is not allowed by this device's policy; set {key} in the agent config")
 }
 
@@ -202,12 +194,13 @@ pub fn confine(config: &mut ContainerConfig, policy: &PolicyConfig, state_dir: &
     c.volume_sources = VolumeSources::Beneath(roots);
     c.refuse_root = !policy.allow_root;
     c.pids_limit = Some(c.pids_limit.unwrap_or(policy.pids_limit).min(policy.pids_limit));
+    c.allowed_devices = crate::runtime::devices::Allowed(Some(policy.allowed_devices.clone()));
 }
 
 /// The normalised registry an image reference names (`busybox` -> `docker.io`), template variables expanded
 /// with sample facts (they never stand for the registry in practice). `None` when the reference does not parse
 /// (validation reports that).
-pub fn registry_of(image: &str) -> Option<String> {
+pub(crate) fn registry_of(image: &str) -> Option<String> {
     let vars = TemplateVars::from_l4t(crate::host::l4t::L4tVersion::new(36, 4, 3));
     let expanded = crate::image::reference::expand(image, &vars).ok()?;
     Reference::parse(&expanded).ok().map(|r| normalise_registry(&r.registry))
@@ -223,7 +216,7 @@ fn normalise_registry(r: &str) -> String {
 
 /// `path` with `.` components and repeated or trailing slashes removed, lexically. `None` for a relative path
 /// or one with `..` (refused rather than resolved, so no path can climb out of an allowed folder).
-pub fn normalise(path: &Path) -> Option<PathBuf> {
+pub(crate) fn normalise(path: &Path) -> Option<PathBuf> {
     if !path.is_absolute() {
         return None;
     }
@@ -288,7 +281,7 @@ volumes = [
                 "deployments.a.volumes[1].host",
                 "deployments.a.volumes[2].host",
                 "deployments.a.privileged",
-                "deployments.a.devices"
+                "deployments.a.devices[0]"
             ]
         );
         assert!(problems[0].message.contains("policy.allowed_host_paths"), "{}", problems[0]);
@@ -307,7 +300,7 @@ volumes = [{ host = "/data/models/yolo", container = "/models" }]
         let policy = PolicyConfig {
             allowed_host_paths: vec!["/data/models".into()],
             allow_privileged: true,
-            allow_devices: true,
+            allowed_devices: vec!["/dev/ttyUSB*".into()],
             ..Default::default()
         };
         assert_eq!(check(&d, &policy, Path::new(STATE)), []);

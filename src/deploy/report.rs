@@ -50,7 +50,7 @@ pub struct ReportedRepair {
 
 impl Reported {
     /// Adds repairs, keeping the newest [`REPAIRS_KEPT`].
-    pub fn add_repairs(&mut self, repairs: impl IntoIterator<Item = ReportedRepair>) {
+    pub(crate) fn add_repairs(&mut self, repairs: impl IntoIterator<Item = ReportedRepair>) {
         self.repairs.extend(repairs);
         let extra = self.repairs.len().saturating_sub(REPAIRS_KEPT);
         self.repairs.drain(..extra);
@@ -71,7 +71,7 @@ pub struct Rejected {
 
 impl Rejected {
     /// The rejection of a document that failed to parse or validate.
-    pub fn from_error(
+    pub(crate) fn from_error(
         source: &str,
         generation: Option<u64>,
         err: &crate::deploy::document::Error,
@@ -81,7 +81,7 @@ impl Rejected {
     }
 
     /// The rejection of a valid document that asks for more than the local policy allows.
-    pub fn from_problems(
+    pub(crate) fn from_problems(
         source: &str,
         generation: Option<u64>,
         problems: &[crate::deploy::document::Problem],
@@ -116,7 +116,7 @@ pub struct ReportedDeployment {
 }
 
 /// The digest part of a pinned reference (`name@sha256:...` -> `sha256:...`).
-pub fn digest_of(pinned: &str) -> Option<String> {
+pub(crate) fn digest_of(pinned: &str) -> Option<String> {
     pinned.rsplit_once('@').map(|(_, d)| d.to_owned()).filter(|d| d.starts_with("sha256:"))
 }
 
@@ -133,7 +133,7 @@ pub struct Event {
 
 /// The events between two rounds' states. A change of state, or of a state's reason, is an event; progress
 /// within `pulling` and the countdown within `restarting` are not.
-pub fn transitions(
+pub(crate) fn transitions(
     before: &BTreeMap<String, DeploymentState>,
     after: &BTreeMap<String, DeploymentState>,
     at: DateTime<Utc>,

@@ -4,7 +4,6 @@
 //! Pure functions over strings: no file system access here (the host probe reads the files and hands the text in),
 //! so every rule is unit-tested exhaustively. Facts come from `shared/jetson-facts.md`.
 
-use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
@@ -39,7 +38,7 @@ impl L4tVersion {
 
     /// Parses the version token found in image tags and files: `36.4.3`, `36.4`, `r36.4.0`, `R32.7.1`.
     /// Returns `None` for anything else, including versions with more than three parts.
-    pub fn parse_token(token: &str) -> Option<Self> {
+    pub(crate) fn parse_token(token: &str) -> Option<Self> {
         let s = token.strip_prefix(['r', 'R']).unwrap_or(token);
         let mut parts = s.split('.');
         let major = parse_part(parts.next()?)?;
@@ -98,7 +97,7 @@ impl L4tVersion {
     /// Whether a container image built for `image` runs on a host with this L4T, by the jetson-containers rule:
     /// R38/R39 hosts take any image; R36 hosts take R36 images on the same side of 36.4; R35 and R34 hosts take
     /// any image of their major; R32.7+ hosts take any R32 image from 32.7 on; otherwise the versions must be equal.
-    pub fn accepts_image(&self, image: &L4tVersion) -> bool {
+    pub(crate) fn accepts_image(&self, image: &L4tVersion) -> bool {
         let host = *self;
         let boundary = L4tVersion::new(36, 4, 0);
         match host.major {
@@ -146,7 +145,7 @@ impl<'de> Deserialize<'de> for L4tVersion {
 
 /// Reads an `L4T_VERSION` override like [`L4tVersion::from_str`]; the error also says what a rejected value looks
 /// like: a bare major (`36` spans releases that take different images) or a JetPack release (`6.2`).
-pub fn parse_override(value: &str) -> Result<L4tVersion, Error> {
+pub(crate) fn parse_override(value: &str) -> Result<L4tVersion, Error> {
     let value = value.trim();
     if let Some(v) = L4tVersion::parse_token(value) {
         return Ok(v);
@@ -215,7 +214,7 @@ pub struct SoftwareStack {
 
 /// Reads the L4T version from the text of `/etc/nv_tegra_release`. Only the first line counts: R32/R35 files are
 /// one line, R36 files add `# KERNEL_VARIANT: oot` and similar lines after it.
-pub fn parse_nv_tegra_release(text: &str) -> Result<L4tVersion, Error> {
+pub(crate) fn parse_nv_tegra_release(text: &str) -> Result<L4tVersion, Error> {
     let first = text.lines().next().unwrap_or("").trim();
     let bad = || Error::BadTegraRelease(first.chars().take(120).collect());
     let rest = first.strip_prefix('#').ok_or_else(bad)?.trim_start();
@@ -235,7 +234,7 @@ pub fn parse_nv_tegra_release(text: &str) -> Result<L4tVersion, Error> {
 
 /// The installed packages of dpkg's status file (`/var/lib/dpkg/status`) as `(package, version)`: stanzas whose
 /// `Status` ends in ` installed` (removed packages keep a stanza with `deinstall ok config-files`).
-pub fn dpkg_installed(text: &str) -> impl Iterator<Item = (&str, &str)> {
+pub(crate) fn dpkg_installed(text: &str) -> impl Iterator<Item = (&str, &str)> {
     text.split("\n\n").filter_map(|stanza| {
         let (mut name, mut version, mut installed) = (None, None, true);
         for line in stanza.lines() {
@@ -253,14 +252,9 @@ pub fn dpkg_installed(text: &str) -> impl Iterator<Item = (&str, &str)> {
 
 /// Reads the `nvidia-l4t-core` version from the text of dpkg's status file (`/var/lib/dpkg/status`), keeping the
 /// part before `-` (`36.4.3-20250107174145` -> 36.4.3). `None` when the package is absent or not installed.
-pub fn parse_dpkg_status(text: &str) -> Option<L4tVersion> {
+pub(crate) fn parse_dpkg_status(text: &str) -> Option<L4tVersion> {
     let (_, v) = dpkg_installed(text).find(|(name, _)| *name == "nvidia-l4t-core")?;
     L4tVersion::parse_token(v.split('-').next()?)
-}
-
-/// Compares two L4T versions for "newest first" sorting.
-pub fn newest_first(a: &L4tVersion, b: &L4tVersion) -> Ordering {
-    b.cmp(a)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! `crate::image::store`, the tag choice in `crate::image::resolve`. It does not unpack layers (the runtime does).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -24,11 +24,11 @@ use crate::image::resolve::{self, Created, Decision};
 use crate::image::store::{self as image_store, ImageRecord, ImageStore, LayerRecord};
 
 /// OCI image config media type.
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// Docker image config media type.
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub(crate) const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 /// Layer media types the store accepts (the runtime can unpack these).
-pub const LAYER_TYPES: &[&str] = &[
+pub(crate) const LAYER_TYPES: &[&str] = &[
     "application/vnd.oci.image.layer.v1.tar",
     "application/vnd.oci.image.layer.v1.tar+gzip",
     "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -37,9 +37,9 @@ pub const LAYER_TYPES: &[&str] = &[
 ];
 
 /// Image configs larger than this are refused before they are downloaded (they are read into memory).
-pub const CONFIG_LIMIT: u64 = 16 << 20;
+pub(crate) const CONFIG_LIMIT: u64 = 16 << 20;
 /// Manifests naming more layers than this are refused (Docker's own limit is 127).
-pub const MAX_LAYERS: usize = 500;
+pub(crate) const MAX_LAYERS: usize = 500;
 
 /// Pull errors; every one names the image.
 #[derive(Debug, thiserror::Error)]
@@ -128,45 +128,7 @@ pub enum Progress {
 }
 
 /// Receives progress events. Called from the pull's tasks: keep it quick.
-pub type ProgressSink = Arc<dyn Fn(&Progress) + Send + Sync>;
-
-/// Overall progress, as the agent reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PullStatus {
-    pub total_bytes: u64,
-    pub done_bytes: u64,
-    pub blobs: usize,
-    pub blobs_done: usize,
-}
-
-/// Wraps `emit` so it is called at most once per `period` (plus once when the last blob is done): the agent's
-/// progress events.
-pub fn throttled(period: Duration, emit: impl Fn(PullStatus) + Send + Sync + 'static) -> ProgressSink {
-    let state = Mutex::new((None::<Instant>, PullStatus { total_bytes: 0, done_bytes: 0, blobs: 0, blobs_done: 0 }));
-    Arc::new(move |p: &Progress| {
-        let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
-        let (last, status) = &mut *guard;
-        let mut force = false;
-        match p {
-            Progress::Planned { blobs, total_bytes, present_bytes, .. } => {
-                *status =
-                    PullStatus { total_bytes: *total_bytes, done_bytes: *present_bytes, blobs: *blobs, blobs_done: 0 };
-            }
-            Progress::BlobStarted { offset, .. } => status.done_bytes += offset,
-            Progress::BlobBytes { bytes, .. } => status.done_bytes += bytes,
-            Progress::BlobRetry { .. } => {}
-            Progress::BlobDone { .. } => {
-                status.blobs_done += 1;
-                force = status.blobs_done == status.blobs;
-            }
-        }
-        let due = last.is_none_or(|t| t.elapsed() >= period);
-        if due || force {
-            *last = Some(Instant::now());
-            emit(*status);
-        }
-    })
-}
+pub(crate) type ProgressSink = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 /// A resolved reference: what the input named, what it resolved to, and why.
 #[derive(Debug, Clone)]
@@ -455,7 +417,7 @@ async fn pull_inner(
 
 /// For an index or manifest list, the platform's manifest (fetched by digest) and the index digest; for a
 /// manifest, itself.
-pub async fn platform_manifest(
+pub(crate) async fn platform_manifest(
     client: &Client,
     reference: &Reference,
     top: &FetchedManifest,
@@ -519,7 +481,7 @@ pub async fn platform_manifest(
 }
 
 /// Parses an image manifest and checks media types, digests and sizes of what it names.
-pub fn validate_manifest(image: &str, m: &FetchedManifest) -> Result<ImageManifest> {
+pub(crate) fn validate_manifest(image: &str, m: &FetchedManifest) -> Result<ImageManifest> {
     let bad = |detail: String| Error::BadManifest { image: image.to_owned(), digest: m.digest.clone(), detail };
     if !matches!(m.media_type.as_str(), registry::OCI_MANIFEST | registry::DOCKER_MANIFEST) {
         return Err(Error::WrongMediaType {
@@ -580,7 +542,7 @@ pub fn validate_manifest(image: &str, m: &FetchedManifest) -> Result<ImageManife
 
 /// The disk needed for a pull, and the decision. Pure: `free` is passed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DiskNeed {
+pub(crate) struct DiskNeed {
     pub download: u64,
     pub unpack: u64,
     pub reserve: u64,
@@ -773,24 +735,6 @@ mod tests {
         }
         let h = Platform::host();
         assert_eq!(h.os, "linux");
-    }
-
-    #[test]
-    fn throttle_emits_at_most_once_per_period_and_at_the_end() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s2 = seen.clone();
-        let sink = throttled(Duration::from_secs(3600), move |st| s2.lock().unwrap().push(st));
-        sink(&Progress::Planned { image: "x".into(), blobs: 2, total_bytes: 100, present_bytes: 10 });
-        for _ in 0..50 {
-            sink(&Progress::BlobBytes { digest: "d".into(), bytes: 1 });
-        }
-        sink(&Progress::BlobDone { digest: "d".into(), cached: false });
-        assert_eq!(seen.lock().unwrap().len(), 1, "only the first event within the period");
-        sink(&Progress::BlobDone { digest: "e".into(), cached: true });
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 2, "the last blob forces a final event");
-        assert_eq!(seen[1].done_bytes, 60);
-        assert_eq!(seen[1].blobs_done, 2);
     }
 
     #[test]

@@ -9,11 +9,11 @@ use std::fmt;
 use crate::host::probe::HostFacts;
 
 /// The registry a reference without a registry part names.
-pub const DOCKER_HUB: &str = "docker.io";
+pub(crate) const DOCKER_HUB: &str = "docker.io";
 /// The host that actually serves Docker Hub's registry API.
-pub const DOCKER_HUB_ENDPOINT: &str = "registry-1.docker.io";
+pub(crate) const DOCKER_HUB_ENDPOINT: &str = "registry-1.docker.io";
 /// The placeholder in a tag that `crate::image::resolve` replaces with the best tag for the host.
-pub const AUTO: &str = "{auto}";
+pub(crate) const AUTO: &str = "{auto}";
 
 /// Errors parsing a reference or filling in its template variables. Each names the reference.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,22 +97,22 @@ impl Reference {
     }
 
     /// The tag or digest to ask the registry's manifest endpoint for: the digest when pinned.
-    pub fn manifest_ref(&self) -> &str {
+    pub(crate) fn manifest_ref(&self) -> &str {
         self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
     }
 
     /// Whether the tag still carries `{auto}` and must be resolved against the repository's tag list.
-    pub fn has_auto(&self) -> bool {
+    pub(crate) fn has_auto(&self) -> bool {
         self.tag.as_deref().is_some_and(|t| t.contains(AUTO))
     }
 
     /// The same reference with the tag replaced.
-    pub fn with_tag(&self, tag: &str) -> Self {
+    pub(crate) fn with_tag(&self, tag: &str) -> Self {
         Self { tag: Some(tag.to_owned()), ..self.clone() }
     }
 
     /// The same reference pinned to `digest`.
-    pub fn with_digest(&self, digest: &str) -> Self {
+    pub(crate) fn with_digest(&self, digest: &str) -> Self {
         Self { digest: Some(digest.to_owned()), ..self.clone() }
     }
 
@@ -136,7 +136,7 @@ impl fmt::Display for Reference {
 }
 
 /// Checks `sha256:<64 lowercase hex>` (the only algorithm the store accepts).
-pub fn validate_digest(d: &str) -> std::result::Result<(), String> {
+pub(crate) fn validate_digest(d: &str) -> std::result::Result<(), String> {
     match d.split_once(':') {
         Some(("sha256", hex))
             if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
@@ -194,7 +194,7 @@ pub struct TemplateVars {
 
 impl TemplateVars {
     /// The variables of a probed host.
-    pub fn from_facts(facts: &HostFacts) -> Self {
+    pub(crate) fn from_facts(facts: &HostFacts) -> Self {
         Self {
             l4t: facts.l4t.as_ref().map(|i| i.version),
             jetpack: facts.jetpack.clone().filter(|j| j != "unknown"),

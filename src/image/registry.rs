@@ -37,10 +37,10 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Docker schema 2 manifest media type.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker schema 2 manifest list media type.
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Manifests larger than this are refused (the distribution spec suggests registries accept at least 4 MiB).
-pub const MANIFEST_LIMIT: usize = 4 << 20;
+pub(crate) const MANIFEST_LIMIT: usize = 4 << 20;
 /// Token answers larger than this are refused.
 const TOKEN_LIMIT: usize = 1 << 20;
 /// Bytes of an error answer read (only its start is shown).
@@ -93,7 +93,7 @@ pub enum Error {
 
 impl Error {
     /// Whether trying again may help: connection problems, timeouts, 429 and 5xx answers.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             Error::Http { .. } => true,
             Error::Status { status, .. } => *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error(),
@@ -188,7 +188,7 @@ impl ClientOptions {
 
 /// Reads the `auths` of a Docker `config.json`: `auth` (base64 `user:password`) or `username`/`password`
 /// (`identitytoken` is not supported). Keys may be URLs (`https://index.docker.io/v1/` means docker.io).
-pub fn read_docker_config(path: &Path) -> Result<HashMap<String, Credential>> {
+pub(crate) fn read_docker_config(path: &Path) -> Result<HashMap<String, Credential>> {
     #[derive(Deserialize)]
     struct File {
         #[serde(default)]
@@ -257,7 +257,7 @@ pub struct BlobResponse {
 
 impl BlobResponse {
     /// The body as a stream of chunks.
-    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes>> {
+    pub(crate) fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes>> {
         let url = self.url;
         self.response.bytes_stream().map(move |r| r.map_err(|source| Error::Http { url: url.clone(), source }))
     }
@@ -307,12 +307,12 @@ impl Client {
     }
 
     /// The time limit of one manifest, tag-list or token request (`registry.limits.request_timeout_s`).
-    pub fn request_timeout(&self) -> Duration {
+    pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.opts.limits.request_timeout_s)
     }
 
     /// Base URLs to try for `registry`, mirrors first.
-    pub fn endpoints(&self, registry: &str) -> Vec<Url> {
+    pub(crate) fn endpoints(&self, registry: &str) -> Vec<Url> {
         let mut out: Vec<Url> = self.opts.mirrors.get(registry).cloned().unwrap_or_default();
         let host = if registry == DOCKER_HUB { DOCKER_HUB_ENDPOINT } else { registry };
         let scheme = if self.plain_http(registry) { "http" } else { "https" };
@@ -323,7 +323,7 @@ impl Client {
     }
 
     /// Plain HTTP only for configured insecure registries and loopback ones.
-    pub fn plain_http(&self, registry: &str) -> bool {
+    pub(crate) fn plain_http(&self, registry: &str) -> bool {
         plain_http_host(&self.opts.insecure, registry)
     }
 
@@ -726,7 +726,7 @@ pub fn backoff(attempt: u32, cap: Duration) -> Duration {
 
 /// Parses `Bearer realm="...",service="...",scope="..."` (or `Basic realm="..."`) into the lowercase scheme
 /// and its parameters.
-pub fn parse_challenge(header: &str) -> Option<(String, HashMap<String, String>)> {
+pub(crate) fn parse_challenge(header: &str) -> Option<(String, HashMap<String, String>)> {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
     if scheme.is_empty() {
@@ -752,7 +752,7 @@ pub fn parse_challenge(header: &str) -> Option<(String, HashMap<String, String>)
 }
 
 /// The target of a `Link: <url>; rel="next"` header.
-pub fn next_link(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn next_link(headers: &HeaderMap) -> Option<String> {
     for value in headers.get_all(LINK) {
         let value = value.to_str().ok()?;
         for part in value.split(',') {
@@ -776,7 +776,7 @@ fn parse_content_range_start(v: &str) -> Option<u64> {
 }
 
 /// Whether a registry host (`127.0.0.1:5000`, `localhost`, `[::1]:5000`) is on the loopback interface.
-pub fn is_loopback(registry: &str) -> bool {
+pub(crate) fn is_loopback(registry: &str) -> bool {
     let host = strip_port(registry);
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
@@ -806,7 +806,7 @@ fn plain_http_host(insecure: &[String], host_port: &str) -> bool {
 }
 
 /// `sha256:<hex>` of `data`.
-pub fn sha256_digest(data: &[u8]) -> String {
+pub(crate) fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 

@@ -50,7 +50,8 @@ impl fmt::Display for Token {
 
 /// Reads the release token of a tag: the first `-`/`_`-separated part that starts with `r`/`R` and parses as an
 /// L4T version (the jetson-containers rule), else the first `jetpackN[.M]` / `jpN[.M]` part.
-pub fn read_token(tag: &str) -> Option<Token> {
+#[cfg(test)]
+pub(crate) fn read_token(tag: &str) -> Option<Token> {
     let parts: Vec<&str> = tag.split(['-', '_']).collect();
     find_token(&parts).map(|(_, token)| token)
 }
@@ -183,7 +184,7 @@ pub enum Created {
 }
 
 /// Whether `tag` matches `pattern` (one `{auto}` standing for a non-empty run of characters).
-pub fn matches_pattern(pattern: &str, tag: &str) -> bool {
+pub(crate) fn matches_pattern(pattern: &str, tag: &str) -> bool {
     let Some((prefix, suffix)) = pattern.split_once(AUTO) else {
         return pattern == tag;
     };
@@ -199,7 +200,7 @@ fn wildcard_range(pattern: &str, tag: &str) -> std::ops::Range<usize> {
 }
 
 /// Describes which images a host release accepts, in the words of the rule in `L4tVersion::accepts_image`.
-pub fn accepted_range(host: L4tVersion) -> String {
+pub(crate) fn accepted_range(host: L4tVersion) -> String {
     match host.major {
         38 | 39 => format!("host L4T {host} takes any image"),
         36 if host >= L4tVersion::new(36, 4, 0) => {
@@ -606,7 +607,8 @@ pub fn resolve_with_created(
 }
 
 /// Orders two tags by the tag rules (no creation time), then byte order; `None` when one has no release token.
-pub fn compare_tags(host: L4tVersion, pattern: &str, a: &str, b: &str) -> Option<Ordering> {
+#[cfg(test)]
+pub(crate) fn compare_tags(host: L4tVersion, pattern: &str, a: &str, b: &str) -> Option<Ordering> {
     let key = |t: &str| read_tag(pattern, t).map(|(token, version, reading)| rank(host, &token, version, &reading));
     Some(key(a)?.cmp(&key(b)?).then_with(|| a.cmp(b)))
 }

@@ -305,7 +305,7 @@ impl SnapshotStore {
 
     /// [`SnapshotStore::ensure`], calling `finish` with the blob reader after the layer was unpacked and before
     /// it is committed (to check the blob's own digest): an error there commits nothing.
-    pub fn ensure_checked<R: Read>(
+    pub(crate) fn ensure_checked<R: Read>(
         &self,
         parents: &[Snapshot],
         layer: &LayerSpec,
@@ -403,7 +403,7 @@ impl SnapshotStore {
     }
 
     /// [`SnapshotStore::ensure_all`] with `finish(i, reader)` after each unpack ([`SnapshotStore::ensure_checked`]).
-    pub fn ensure_all_checked<R: Read>(
+    pub(crate) fn ensure_all_checked<R: Read>(
         &self,
         layers: &[LayerSpec],
         mut open: impl FnMut(usize, &LayerSpec) -> io::Result<R>,
@@ -619,7 +619,7 @@ fn overlay_path(p: &Path) -> Result<String> {
 
 /// Applies one snapshot (overlay-style whiteouts) onto a flattened tree: whiteouts delete, opaque directories
 /// drop what lower layers put there, hardlinks within the snapshot stay hardlinks.
-pub fn flatten_snapshot(snapshot: &Path, dest: &Path) -> Result<()> {
+pub(crate) fn flatten_snapshot(snapshot: &Path, dest: &Path) -> Result<()> {
     let copy_err =
         |reason: String| SnapshotError::Copy { snapshot: snapshot.to_path_buf(), dest: dest.to_path_buf(), reason };
     let d = Destination { root: dest.to_path_buf(), lowers: Vec::new(), whiteouts: WhiteoutMode::Apply };

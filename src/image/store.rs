@@ -57,7 +57,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 }
 
 /// The hex part of a `sha256:<hex>` digest, validated so it is safe as a file name.
-pub fn digest_hex(digest: &str) -> Result<&str> {
+pub(crate) fn digest_hex(digest: &str) -> Result<&str> {
     match digest.strip_prefix("sha256:") {
         Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => Ok(h),
         _ => Err(Error::BadDigest(digest.to_owned())),
@@ -149,7 +149,7 @@ impl ImageStore {
     }
 
     /// Where a partial download of a blob lives.
-    pub fn partial_path(&self, digest: &str) -> Result<PathBuf> {
+    pub(crate) fn partial_path(&self, digest: &str) -> Result<PathBuf> {
         Ok(self.root.join("ingest").join(format!("{}.partial", digest_hex(digest)?)))
     }
 
@@ -218,7 +218,7 @@ impl ImageStore {
 
     /// Whether blob `digest` is present and hashes to its digest, reading it whole; a damaged one is removed (and
     /// the repair noted).
-    pub fn verify_full(&self, digest: &str) -> bool {
+    pub(crate) fn verify_full(&self, digest: &str) -> bool {
         let Ok(p) = self.blob_path(digest) else { return false };
         match hash_file(&p) {
             Ok(actual) if actual == digest => true,
@@ -232,7 +232,7 @@ impl ImageStore {
 
     /// Opens a layer blob for unpacking through a reader that hashes what it hands out:
     /// [`VerifiedBlob::finish`] says whether the blob was sound (and removes it when not).
-    pub fn open_verified(&self, digest: &str) -> Result<VerifiedBlob> {
+    pub(crate) fn open_verified(&self, digest: &str) -> Result<VerifiedBlob> {
         Ok(VerifiedBlob {
             file: self.open_blob(digest)?,
             hasher: Sha256::new(),
@@ -323,7 +323,6 @@ impl ImageStore {
             digest: digest.to_owned(),
             size,
             written,
-            resumed_from: written,
             hasher,
             out: BufWriter::with_capacity(1 << 20, file),
             writeback_from: written,
@@ -331,7 +330,7 @@ impl ImageStore {
     }
 
     /// Records an image under its name; the manifest it pointed at before becomes `previous_manifest_digest`.
-    pub fn write_record(&self, mut record: ImageRecord) -> Result<ImageRecord> {
+    pub(crate) fn write_record(&self, mut record: ImageRecord) -> Result<ImageRecord> {
         let path = self.record_path(&record.name);
         if let Ok(Some(old)) = self.record(&record.name) {
             record.previous_manifest_digest = if old.manifest_digest != record.manifest_digest {
@@ -402,7 +401,7 @@ impl ImageStore {
     }
 
     /// Removes the record `name` (its blobs go at the next GC). Returns whether it existed.
-    pub fn remove_record(&self, name: &str) -> Result<bool> {
+    pub(crate) fn remove_record(&self, name: &str) -> Result<bool> {
         let path = self.record_path(name);
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
@@ -800,7 +799,6 @@ pub struct Ingest {
     digest: String,
     size: u64,
     written: u64,
-    resumed_from: u64,
     hasher: Sha256,
     out: BufWriter<File>,
     /// Start of the range not yet handed to the kernel for writeback.
@@ -832,11 +830,6 @@ impl Ingest {
     /// Bytes already in the partial file.
     pub fn written(&self) -> u64 {
         self.written
-    }
-
-    /// Bytes that were kept from an earlier attempt when this ingest was opened.
-    pub fn resumed_from(&self) -> u64 {
-        self.resumed_from
     }
 
     /// The blob's digest.
@@ -915,7 +908,7 @@ mod tests {
         drop(ing); // a cut connection or a killed agent
         assert_eq!(store.partial_len(&d), 40_000);
         let mut ing = store.ingest(&d, data.len() as u64, "test").unwrap().unwrap();
-        assert_eq!(ing.resumed_from(), 40_000);
+        assert_eq!(ing.written(), 40_000, "the kept bytes are resumed from");
         ing.write(&data[40_000..]).unwrap();
         ing.commit().unwrap();
         assert!(store.has_blob(&d));

@@ -24,7 +24,7 @@ use crate::os::fsutil;
 /// The user the agent and the local CLI authenticate as to the embedded broker.
 pub const EMBEDDED_USER: &str = "jetship";
 /// The embedded broker's password file in the state dir: one line, the password of [`EMBEDDED_USER`].
-pub const EMBEDDED_PASSWORD_FILE: &str = "broker-password";
+pub(crate) const EMBEDDED_PASSWORD_FILE: &str = "broker-password";
 /// Largest password file read.
 const PASSWORD_FILE_LIMIT: u64 = 1 << 20;
 
@@ -139,7 +139,7 @@ fn run_blocking(listen: SocketAddr, auth: &Auth) {
 
 /// Parses a broker password file: one `user:password` per line; blank lines and `#` comments are skipped.
 /// Pure.
-pub fn parse_password_file(text: &str) -> std::result::Result<HashMap<String, String>, String> {
+pub(crate) fn parse_password_file(text: &str) -> std::result::Result<HashMap<String, String>, String> {
     let mut users = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
@@ -161,7 +161,7 @@ pub fn parse_password_file(text: &str) -> std::result::Result<HashMap<String, St
 }
 
 /// Reads a password file for `jetship broker`. A file that others can read is used, with a warning.
-pub fn read_password_file(path: &Path) -> Result<HashMap<String, String>> {
+pub(crate) fn read_password_file(path: &Path) -> Result<HashMap<String, String>> {
     let bad = |message: String| Error::Credentials { path: path.to_path_buf(), message };
     let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
     if meta.permissions().mode() & 0o077 != 0 {
@@ -172,14 +172,14 @@ pub fn read_password_file(path: &Path) -> Result<HashMap<String, String>> {
 }
 
 /// The embedded broker's password file in `state_dir`.
-pub fn embedded_password_path(state_dir: &Path) -> PathBuf {
+pub(crate) fn embedded_password_path(state_dir: &Path) -> PathBuf {
     state_dir.join(EMBEDDED_PASSWORD_FILE)
 }
 
 /// The embedded broker's password, from `<state_dir>/broker-password`; created at first start: 32 random
 /// bytes, hex, written atomically with mode 0600 from the first moment. An existing file must be a regular
 /// file (a symlink there is refused); a mode that lets others read it is fixed to 0600, with a warning.
-pub fn embedded_password(state_dir: &Path) -> Result<String> {
+pub(crate) fn embedded_password(state_dir: &Path) -> Result<String> {
     let path = embedded_password_path(state_dir);
     let bad = |message: String| Error::Credentials { path: path.clone(), message };
     match read_embedded(&path) {
@@ -224,7 +224,7 @@ fn read_embedded(path: &Path) -> std::result::Result<Option<String>, String> {
 
 /// The embedded broker's password for a client on this device (the CLI), if this user can read it: `None`
 /// when there is no such file or it is not readable (only root can read it).
-pub fn local_embedded_password(state_dir: &Path) -> Option<String> {
+pub(crate) fn local_embedded_password(state_dir: &Path) -> Option<String> {
     read_embedded(&embedded_password_path(state_dir)).ok().flatten()
 }
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 use rumqttc::MqttOptions;
 
 /// First reconnect delay of the controller commands and the exporter (the agent's default `reconnect_min_ms`).
-pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// Cap on their reconnect delay (the agent's default `reconnect_max_ms`).
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// The brokers of one client, in the configured order, and the one in use.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ impl Brokers {
 
     /// Moves to the next broker in list order (wrapping) after a lost connection or a failed attempt, and
     /// returns its options. With one broker it stays on it.
-    pub fn advance(&mut self) -> &MqttOptions {
+    pub(crate) fn advance(&mut self) -> &MqttOptions {
         self.current = (self.current + 1) % self.list.len();
         self.current()
     }
@@ -50,12 +50,12 @@ impl Brokers {
     }
 
     /// Whether there is more than one broker to fail over to.
-    pub fn has_failover(&self) -> bool {
+    pub(crate) fn has_failover(&self) -> bool {
         self.list.len() > 1
     }
 
     /// Applies `f` to every broker's options (e.g. the last will, which every connection must carry).
-    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut MqttOptions)) {
+    pub(crate) fn for_each_mut(&mut self, mut f: impl FnMut(&mut MqttOptions)) {
         self.list.iter_mut().for_each(|(_, o)| f(o));
     }
 

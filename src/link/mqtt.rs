@@ -204,7 +204,7 @@ impl LinkHandle {
     }
 
     /// Sets a retained state topic: published now if connected and again after every reconnect.
-    pub fn set_state(&self, topic: String, payload: Vec<u8>) {
+    pub(crate) fn set_state(&self, topic: String, payload: Vec<u8>) {
         if self.tx.try_send(LinkRequest::State { topic, payload }).is_err() {
             warn!("mqtt link is busy or stopped; state update dropped");
         }
@@ -675,7 +675,7 @@ pub fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
 
 /// Makes the spool durable every `interval` (fsync of the active segment, cursor written atomically), on a
 /// blocking thread, until `shutdown`.
-pub async fn flush_spool(spool: Arc<Mutex<Spool>>, interval: Duration, shutdown: CancellationToken) {
+pub(crate) async fn flush_spool(spool: Arc<Mutex<Spool>>, interval: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

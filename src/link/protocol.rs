@@ -9,14 +9,14 @@ use serde::{Deserialize, Serialize};
 use crate::base::valid_id;
 
 /// Topic prefix of protocol version 1.
-pub const ROOT: &str = "jetship/v1";
+pub(crate) const ROOT: &str = "jetship/v1";
 
 /// Largest `desired` or `cmd` payload the agent accepts. Larger messages are refused with an error report.
-pub const MAX_INCOMING_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_INCOMING_BYTES: usize = 1024 * 1024;
 
 /// Topic level under `cmd/` and `reply/` used to answer a command whose request id is not valid: the bad id
 /// cannot become a topic level, so the reply goes here and carries the id in its body.
-pub const INVALID_REQUEST_ID_REPLY: &str = "_invalid";
+pub(crate) const INVALID_REQUEST_ID_REPLY: &str = "_invalid";
 
 /// Why an incoming message was refused. The text is sent back to the controller in the reply or report.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,9 +44,6 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// Both streams, in their on-disk order.
-    pub const ALL: [Stream; 2] = [Stream::Telemetry, Stream::Events];
-
     /// The topic level under the device root.
     pub fn name(self) -> &'static str {
         match self {
@@ -64,7 +61,7 @@ impl Stream {
     }
 
     /// The stream stored as `index`, if any.
-    pub fn from_index(i: u8) -> Option<Stream> {
+    pub(crate) fn from_index(i: u8) -> Option<Stream> {
         match i {
             0 => Some(Stream::Telemetry),
             1 => Some(Stream::Events),
@@ -114,7 +111,7 @@ impl Topics {
     }
     /// The filter the agent subscribes to for commands. `#` rather than `+` so that malformed ids (with a `/`)
     /// still reach the agent and get an error reply instead of silence.
-    pub fn cmd_filter(&self) -> String {
+    pub(crate) fn cmd_filter(&self) -> String {
         format!("{}/cmd/#", self.base)
     }
     /// Where a command is sent.
@@ -128,13 +125,13 @@ impl Topics {
 }
 
 /// The desired topic shared by the devices of `group`.
-pub fn group_desired(group: &str) -> String {
+pub(crate) fn group_desired(group: &str) -> String {
     format!("{ROOT}/groups/{group}/desired")
 }
 
 /// What an incoming message on the agent's subscriptions is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// `desired` for this device (`group == None`) or for one of its groups.
     Desired { group: Option<String> },
     /// `cmd/<request_id>`; `Err` carries the refused id (already explained by `Error::InvalidId`).
@@ -144,7 +141,7 @@ pub enum Incoming {
 }
 
 /// Classifies a topic the agent received.
-pub fn classify(topics: &Topics, groups: &[String], topic: &str) -> Incoming {
+pub(crate) fn classify(topics: &Topics, groups: &[String], topic: &str) -> Incoming {
     if topic == topics.desired() {
         return Incoming::Desired { group: None };
     }
@@ -166,7 +163,7 @@ pub fn classify(topics: &Topics, groups: &[String], topic: &str) -> Incoming {
 
 /// What a device topic seen by a controller is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceTopic {
+pub(crate) enum DeviceTopic {
     Status,
     Host,
     Telemetry,
@@ -177,7 +174,7 @@ pub enum DeviceTopic {
 
 /// Splits `jetship/v1/<device_id>/<kind>` into the device id and the kind. `None` for other topics and for
 /// device ids that are not valid (a controller never trusts a topic level it did not check).
-pub fn parse_device_topic(topic: &str) -> Option<(&str, DeviceTopic)> {
+pub(crate) fn parse_device_topic(topic: &str) -> Option<(&str, DeviceTopic)> {
     let rest = topic.strip_prefix(ROOT)?.strip_prefix('/')?;
     let (id, kind) = rest.split_once('/')?;
     if !valid_id(id) || id == "groups" {
@@ -233,14 +230,14 @@ pub enum Command {
 /// The longest `follow_s` of a `logs` command: a reply must not wait on a device forever.
 pub const MAX_FOLLOW_S: u64 = 60;
 /// The largest `tail` of a `logs` command.
-pub const MAX_TAIL: u64 = 10_000;
+pub(crate) const MAX_TAIL: u64 = 10_000;
 /// The longest image reference a `resolve` command may name.
-pub const MAX_IMAGE_LEN: usize = 512;
+pub(crate) const MAX_IMAGE_LEN: usize = 512;
 
 const KNOWN_COMMANDS: &str = "`ping`, `logs`, `restart`, `resolve`, `power-mode`, `clocks`";
 
 /// Longest power mode name or id a command may carry (nvpmodel.conf names are short words such as MAXN_SUPER).
-pub const MAX_MODE_LEN: usize = 64;
+pub(crate) const MAX_MODE_LEN: usize = 64;
 
 /// `args.mode`: a name or an id, as a string or a whole number; printable, without spaces, at most
 /// [`MAX_MODE_LEN`] bytes.
@@ -291,7 +288,7 @@ fn number_arg(args: Option<&serde_json::Value>, name: &str) -> Result<Option<u64
 }
 
 /// Checks a `cmd/<request_id>` payload: `{"cmd": "<name>", "args": {...}?}`.
-pub fn parse_command(payload: &[u8]) -> Result<Command> {
+pub(crate) fn parse_command(payload: &[u8]) -> Result<Command> {
     let value = parse_json_object(payload)?;
     let name = match value.get("cmd") {
         Some(serde_json::Value::String(s)) => s.as_str(),
@@ -373,7 +370,7 @@ impl Reply {
 
 /// Builds a stream message: `{"seq":N,"ts":MS,"dropped":N?, ...fields}`. `fields` must serialize to an object;
 /// its own keys come after the envelope's and never replace them.
-pub fn stream_body<T: Serialize>(seq: u64, ts_ms: u64, dropped: u64, fields: &T) -> Vec<u8> {
+pub(crate) fn stream_body<T: Serialize>(seq: u64, ts_ms: u64, dropped: u64, fields: &T) -> Vec<u8> {
     let mut m = serde_json::Map::new();
     m.insert("seq".into(), seq.into());
     m.insert("ts".into(), ts_ms.into());

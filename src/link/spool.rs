@@ -61,7 +61,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 /// A position in the spool: the index of the next record and where it starts on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pos {
+pub(crate) struct Pos {
     /// Index of the record at this position.
     pub index: u64,
     seg: u64,
@@ -70,7 +70,7 @@ pub struct Pos {
 
 /// One record read for delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub(crate) struct Record {
     pub index: u64,
     pub stream: Stream,
     pub seq: u64,
@@ -217,7 +217,12 @@ impl Spool {
     /// [`Spool::open`] on the boot `boot_id` (the host's `/proc/sys/kernel/random/boot_id`; `None`: unknown,
     /// taken as the boot the spool was written in). On another boot, or when a segment is damaged, seqs go on
     /// after the reserved block so that a record delivered before a power cut never shares its seq.
-    pub fn open_on_boot(dir: &Path, max_bytes: u64, sync_each_append: bool, boot_id: Option<&str>) -> Result<Spool> {
+    pub(crate) fn open_on_boot(
+        dir: &Path,
+        max_bytes: u64,
+        sync_each_append: bool,
+        boot_id: Option<&str>,
+    ) -> Result<Spool> {
         use crate::base::Repair;
         use crate::os::journal;
         fs::create_dir_all(dir).map_err(io(dir))?;
@@ -622,7 +627,7 @@ impl Spool {
     }
 
     /// The next record not yet handed out since the last [`Spool::rewind`], in order; `None` when all are out.
-    pub fn next_unsent(&mut self) -> Result<Option<Record>> {
+    pub(crate) fn next_unsent(&mut self) -> Result<Option<Record>> {
         loop {
             self.send = self.normalize(self.send);
             let Some(seg) = self.segments.iter().find(|s| s.base == self.send.seg) else {
@@ -668,7 +673,7 @@ impl Spool {
 
     /// Marks every record before `end` as delivered; fully delivered segments are deleted. Positions older
     /// than the cursor (records already dropped by the bound) are ignored.
-    pub fn ack_through(&mut self, end: Pos) -> Result<()> {
+    pub(crate) fn ack_through(&mut self, end: Pos) -> Result<()> {
         if end.index <= self.cursor.index {
             return Ok(());
         }
@@ -691,7 +696,7 @@ impl Spool {
     }
 
     /// Hands out records again from the first unacknowledged one (after a reconnect).
-    pub fn rewind(&mut self) {
+    pub(crate) fn rewind(&mut self) {
         self.send = self.cursor;
     }
 
@@ -728,13 +733,14 @@ impl Spool {
     }
 
     /// Records that a delivered (acknowledged) telemetry message reported `n` dropped records.
-    pub fn reported_dropped(&mut self, n: u64) {
+    pub(crate) fn reported_dropped(&mut self, n: u64) {
         self.dropped_unreported = self.dropped_unreported.saturating_sub(n);
         self.cursor_dirty = true;
     }
 
     /// The seq the next record of `stream` will get.
-    pub fn next_seq(&self, stream: Stream) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn next_seq(&self, stream: Stream) -> u64 {
         self.next_seq[stream.index()]
     }
 

@@ -17,16 +17,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// First wait before a poisoned filter is subscribed again; doubles per strike up to [`POISON_MAX`].
-pub const POISON_MIN: Duration = Duration::from_secs(30);
+pub(crate) const POISON_MIN: Duration = Duration::from_secs(30);
 /// Longest wait before a poisoned filter is subscribed again.
-pub const POISON_MAX: Duration = Duration::from_secs(600);
+pub(crate) const POISON_MAX: Duration = Duration::from_secs(600);
 /// How long after its SUBACK a filter is still blamed for an oversized packet (its retained messages follow the
 /// SUBACK at once; an oversized live message later is not pinned on it).
 const SUSPECT_WINDOW: Duration = Duration::from_secs(5);
 
 /// A filter left out because its retained message is larger than the link's packet limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Poisoned {
+pub(crate) struct Poisoned {
     /// Size of the packet that ended the connection.
     pub bytes: usize,
     /// Times in a row it did.
@@ -45,7 +45,7 @@ pub struct Refusal {
 
 /// The subscription plan of one link.
 #[derive(Debug)]
-pub struct Subscriptions {
+pub(crate) struct Subscriptions {
     filters: Vec<String>,
     poisoned: BTreeMap<String, Poisoned>,
     /// Subscribe one filter at a time on the next connection (an oversized packet was not pinned on a filter).
@@ -93,7 +93,7 @@ impl Subscriptions {
     }
 
     /// A SUBACK arrived: the filters of the next SUBSCRIBE (empty: none).
-    pub fn acked(&mut self, now: Instant) -> Vec<String> {
+    pub(crate) fn acked(&mut self, now: Instant) -> Vec<String> {
         let Some(filter) = self.in_flight.take() else { return Vec::new() };
         // Subscribed again after a strike: healed unless its retained message still breaks the connection.
         let strikes = self.poisoned.remove(&filter).map_or(0, |p| p.strikes);
@@ -106,7 +106,7 @@ impl Subscriptions {
 
     /// The connection ended on a packet of `bytes` over the limit: the filter it is pinned on, if any. Without
     /// one, the next connection subscribes one filter at a time to find it.
-    pub fn oversized(&mut self, bytes: usize, now: Instant) -> Option<Refusal> {
+    pub(crate) fn oversized(&mut self, bytes: usize, now: Instant) -> Option<Refusal> {
         let culprit = match (self.in_flight.take(), self.suspect.take()) {
             // Sent alone and not acknowledged yet: a broker may send retained messages before the SUBACK.
             (Some(f), _) => Some((f.clone(), self.poisoned.get(&f).map_or(0, |p| p.strikes))),
@@ -126,20 +126,20 @@ impl Subscriptions {
     }
 
     /// The connection ended for another reason: what was in flight is forgotten (resubscribed on connect).
-    pub fn disconnected(&mut self) {
+    pub(crate) fn disconnected(&mut self) {
         self.queue.clear();
         self.in_flight = None;
         self.suspect = None;
     }
 
     /// When the next poisoned filter is due to be subscribed again.
-    pub fn next_retry(&self) -> Option<Instant> {
+    pub(crate) fn next_retry(&self) -> Option<Instant> {
         self.poisoned.values().map(|p| p.retry_at).min()
     }
 
     /// When the link should look for a due retry: the next retry time, unless a single SUBSCRIBE is still
     /// under way (then its SUBACK comes first).
-    pub fn retry_timer(&self) -> Option<Instant> {
+    pub(crate) fn retry_timer(&self) -> Option<Instant> {
         if self.in_flight.is_some() || !self.queue.is_empty() {
             return None;
         }
@@ -148,7 +148,7 @@ impl Subscriptions {
 
     /// On a live connection: a poisoned filter whose retry is due, to subscribe alone now (none while another
     /// single SUBSCRIBE is in flight).
-    pub fn due(&mut self, now: Instant) -> Option<String> {
+    pub(crate) fn due(&mut self, now: Instant) -> Option<String> {
         if self.in_flight.is_some() || !self.queue.is_empty() {
             return None;
         }
@@ -158,7 +158,8 @@ impl Subscriptions {
     }
 
     /// The filters left out now.
-    pub fn poisoned(&self) -> &BTreeMap<String, Poisoned> {
+    #[cfg(test)]
+    pub(crate) fn poisoned(&self) -> &BTreeMap<String, Poisoned> {
         &self.poisoned
     }
 }

@@ -54,7 +54,7 @@ pub fn open(root: impl AsFd, path: &Path, symlinks: Symlinks, flags: OFlag) -> i
 }
 
 /// [`open`] with the method chosen by the caller (tests run both).
-pub fn open_with(
+pub(crate) fn open_with(
     root: impl AsFd,
     path: &Path,
     symlinks: Symlinks,

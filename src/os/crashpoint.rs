@@ -7,7 +7,7 @@
 //! function and the variable is ignored. The points are listed in [`POINTS`] and in docs/reliability.md.
 
 /// Every crash point, as the variable names them.
-pub const POINTS: &[&str] = &[
+pub(crate) const POINTS: &[&str] = &[
     "blob-downloaded",
     "mid-unpack",
     "snapshot-renamed",
@@ -18,10 +18,17 @@ pub const POINTS: &[&str] = &[
 ];
 
 /// The environment variable that arms a crash point.
-pub const VAR: &str = "JETSHIP_CRASH_AT";
+pub(crate) const VAR: &str = "JETSHIP_CRASH_AT";
+
+/// Says once per process that the variable names no crash point (a typo would otherwise never fire).
+#[cfg(debug_assertions)]
+fn warn_unknown(name: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| eprintln!("jetship: {VAR}={name} names no crash point; the points are {}", POINTS.join(", ")));
+}
 
 /// Whether `point` is armed to fire at this hit (counting hits per process). Always false in release builds.
-pub fn armed(point: &str) -> bool {
+pub(crate) fn armed(point: &str) -> bool {
     #[cfg(debug_assertions)]
     {
         use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +40,9 @@ pub fn armed(point: &str) -> bool {
             None => (spec.as_ref(), 1),
         };
         if name != point {
+            if !POINTS.contains(&name) {
+                warn_unknown(name);
+            }
             return false;
         }
         HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth
@@ -46,7 +56,7 @@ pub fn armed(point: &str) -> bool {
 
 /// Kills the process with SIGKILL (no destructor, no flush: what `kill -9` does) when `point` is armed.
 #[inline]
-pub fn hit(point: &str) {
+pub(crate) fn hit(point: &str) {
     if armed(point) {
         die(point);
     }

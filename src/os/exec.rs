@@ -33,7 +33,7 @@ fn render_args<S: AsRef<OsStr>>(args: &[S]) -> String {
 }
 
 /// Trims a program's stderr to its last lines, the part that says what went wrong.
-pub fn trim_stderr(stderr: &[u8]) -> String {
+pub(crate) fn trim_stderr(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let text = text.trim();
     if text.len() <= STDERR_KEEP {
@@ -67,7 +67,11 @@ pub fn run<S: AsRef<OsStr>>(program: &Path, args: &[S]) -> Result<Output> {
 
 /// [`run`] for async callers, bounded in time: the program (and its stdin, /dev/null) gets `limit`, then it is
 /// killed. Its output is read whole: use it for programs that print a few lines.
-pub async fn run_limited<S: AsRef<OsStr>>(program: &Path, args: &[S], limit: std::time::Duration) -> Result<Output> {
+pub(crate) async fn run_limited<S: AsRef<OsStr>>(
+    program: &Path,
+    args: &[S],
+    limit: std::time::Duration,
+) -> Result<Output> {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
     let output = match tokio::time::timeout(limit, cmd.output()).await {
@@ -89,11 +93,11 @@ pub async fn run_limited<S: AsRef<OsStr>>(program: &Path, args: &[S], limit: std
 }
 
 /// Binary directories searched for runtimes and tools, in order.
-pub const BIN_DIRS: &[&str] = &["/usr/bin", "/usr/local/bin", "/usr/sbin"];
+pub(crate) const BIN_DIRS: &[&str] = &["/usr/bin", "/usr/local/bin", "/usr/sbin"];
 
 /// The first executable regular file called `name` in `dirs` under `root`, as a host path (not prefixed by the
 /// root): what the host would run.
-pub fn find_program(root: &Path, name: &str, dirs: &[&str]) -> Option<PathBuf> {
+pub(crate) fn find_program(root: &Path, name: &str, dirs: &[&str]) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     dirs.iter().map(|d| Path::new(d).join(name)).find(|p| {
         std::fs::metadata(crate::os::fsutil::under_root(root, &p.to_string_lossy()))

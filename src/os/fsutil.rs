@@ -9,7 +9,7 @@ use std::path::Path;
 /// Writes `data` to `path` so that after a power cut the file holds either the old or the new content:
 /// write a temp file in the same directory, fsync it, rename it over `path`, fsync the directory. The file is
 /// made 0600 (only root reads what the agent keeps: deployment env values, container specs, credentials).
-pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
@@ -33,7 +33,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 /// Like [`write_atomic`], for secrets: the temp file is created new (`O_EXCL`, never following a symlink) with
 /// mode 0600 from the first moment, so the content is never readable by anyone but the owner, not even while
 /// it is being written; then fsync, rename over `path`, fsync the directory.
-pub fn write_atomic_private(path: &Path, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic_private(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -57,7 +57,7 @@ pub fn write_atomic_private(path: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 /// The second copy of a mirrored file ([`write_mirrored`]): `<path>.bak`.
-pub fn mirror_path(path: &Path) -> std::path::PathBuf {
+pub(crate) fn mirror_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".bak");
     path.with_file_name(name)
@@ -76,12 +76,14 @@ fn seal(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The content of a sealed file, or why it is not sound. A file without a seal (written before seals) is taken
-/// as it is.
+/// The content of a sealed file, or why it is not sound. A file without its seal was cut short: cut right after
+/// the content it would still parse, so it is refused like any other torn file.
 fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
     use sha2::Digest;
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let Some(at) = body.windows(SEAL.len()).rposition(|w| w == SEAL) else { return Ok(bytes) };
+    let Some(at) = body.windows(SEAL.len()).rposition(|w| w == SEAL) else {
+        return Err("it has no checksum: cut short".into());
+    };
     let (data, hash) = (&body[..at], &body[at + SEAL.len()..]);
     if hash != hex::encode(sha2::Sha256::digest(data)).as_bytes() {
         return Err("its content does not match its checksum".into());
@@ -91,14 +93,13 @@ fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
 
 /// Writes `data` to `path` sealed with a checksum ([`write_atomic`]): for small files that can be rebuilt but
 /// must not be trusted when a bit flipped (the spool's cursor, image records). Read it with [`read_sealed`].
-pub fn write_sealed(path: &Path, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_sealed(path: &Path, data: &[u8]) -> io::Result<()> {
     write_atomic(path, &seal(data))
 }
 
 /// Reads a file written with [`write_sealed`] (at most `limit` bytes): `Ok(None)` when it does not exist,
-/// `Err` with the reason when it is longer than `limit` or its checksum fails. A file without a seal (written
-/// before seals) is returned as it is.
-pub fn read_sealed(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
+/// `Err` with the reason when it is longer than `limit`, or its checksum is missing or fails.
+pub(crate) fn read_sealed(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
     let mut buf = Vec::new();
     match File::open(path) {
         Ok(f) => f.take(limit + 1).read_to_end(&mut buf).map_err(|e| e.to_string())?,
@@ -115,14 +116,14 @@ pub fn read_sealed(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
 /// [`write_atomic`]: for the few small files that cannot be rebuilt offline (the last desired documents, resolved
 /// digests), so a torn or bit-flipped copy is detected and still leaves a good one. Read them with
 /// [`read_mirrored`].
-pub fn write_mirrored(path: &Path, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_mirrored(path: &Path, data: &[u8]) -> io::Result<()> {
     let sealed = seal(data);
     write_atomic(path, &sealed)?;
     write_atomic(&mirror_path(path), &sealed)
 }
 
 /// Removes a mirrored file and its copy; absent files are fine.
-pub fn remove_mirrored(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_mirrored(path: &Path) -> io::Result<()> {
     for p in [path.to_path_buf(), mirror_path(path)] {
         match fs::remove_file(&p) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -134,7 +135,7 @@ pub fn remove_mirrored(path: &Path) -> io::Result<()> {
 
 /// What [`read_mirrored`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MirrorRead {
+pub(crate) enum MirrorRead {
     /// The file is sound. Its mirror is rewritten from it when it was not; `copy_problem` says what was wrong
     /// with a mirror that existed (`None`: it was sound, or absent).
     Sound { bytes: Vec<u8>, copy_problem: Option<String> },
@@ -148,7 +149,7 @@ pub enum MirrorRead {
 
 /// Reads a file written with [`write_mirrored`] (at most `limit` bytes each), checking each copy's seal and
 /// then `check` on its content; a bad copy is rewritten from the good one. Returns the content (unsealed).
-pub fn read_mirrored(path: &Path, limit: u64, check: impl Fn(&[u8]) -> Result<(), String>) -> MirrorRead {
+pub(crate) fn read_mirrored(path: &Path, limit: u64, check: impl Fn(&[u8]) -> Result<(), String>) -> MirrorRead {
     let read = |p: &Path| -> Result<Vec<u8>, String> {
         let mut buf = Vec::new();
         let f =
@@ -190,26 +191,26 @@ pub fn read_mirrored(path: &Path, limit: u64, check: impl Fn(&[u8]) -> Result<()
 }
 
 /// Fsyncs a directory so a rename or create inside it survives a power cut.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Reads at most `limit` bytes of a small text file (sysfs, procfs, /etc). Longer files are cut, which keeps a
 /// garbage or hostile file from costing memory. Invalid UTF-8 is replaced, not an error.
-pub fn read_small(path: &Path, limit: u64) -> io::Result<String> {
+pub(crate) fn read_small(path: &Path, limit: u64) -> io::Result<String> {
     let mut buf = Vec::new();
     File::open(path)?.take(limit).read_to_end(&mut buf)?;
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// Joins an absolute host path such as `/sys/class/thermal` under a host root such as `/` or a fixture tree.
-pub fn under_root(root: &Path, abs: &str) -> std::path::PathBuf {
+pub(crate) fn under_root(root: &Path, abs: &str) -> std::path::PathBuf {
     root.join(abs.trim_start_matches('/'))
 }
 
 /// Resolves `.` and `..` lexically, never above `/`, without touching the file system
 /// (`/dev/v4l/by-id/../../video0` -> `/dev/video0`). For host paths read from symlinks and config.
-pub fn normalize_abs(p: &Path) -> std::path::PathBuf {
+pub(crate) fn normalize_abs(p: &Path) -> std::path::PathBuf {
     use std::path::Component;
     let mut out = std::path::PathBuf::from("/");
     for c in p.components() {
@@ -265,13 +266,13 @@ mod tests {
         fs::write(&p, &sealed[..4]).unwrap();
         assert_eq!(
             read_mirrored(&p, 1024, check),
-            MirrorRead::Restored { bytes: b"{good}".to_vec(), problem: "torn".into() }
+            MirrorRead::Restored { bytes: b"{good}".to_vec(), problem: "it has no checksum: cut short".into() }
         );
         assert_eq!(fs::read(&p).unwrap(), sealed, "the file is rewritten from its copy");
         fs::write(mirror_path(&p), b"x").unwrap();
         assert_eq!(
             read_mirrored(&p, 1024, check),
-            MirrorRead::Sound { bytes: b"{good}".to_vec(), copy_problem: Some("torn".into()) }
+            MirrorRead::Sound { bytes: b"{good}".to_vec(), copy_problem: Some("it has no checksum: cut short".into()) }
         );
         assert_eq!(fs::read(mirror_path(&p)).unwrap(), sealed, "the copy is rewritten too");
         // A flipped bit that still reads as valid content is caught by the seal.
@@ -281,13 +282,14 @@ mod tests {
         assert!(
             matches!(read_mirrored(&p, 1024, check), MirrorRead::Restored { problem, .. } if problem.contains("checksum"))
         );
-        // Files written before seals are read as they are.
-        fs::write(&p, b"{legacy}").unwrap();
-        fs::remove_file(mirror_path(&p)).unwrap();
-        assert_eq!(
-            read_mirrored(&p, 1024, check),
-            MirrorRead::Sound { bytes: b"{legacy}".to_vec(), copy_problem: None }
+        // Cut right after its content (the seal gone), the file would still parse: it is refused all the same.
+        fs::write(&p, &sealed[..b"{good}\n".len()]).unwrap();
+        assert!(
+            matches!(read_mirrored(&p, 1024, check), MirrorRead::Restored { problem, .. } if problem.contains("no checksum"))
         );
+        fs::write(&p, b"{good}").unwrap();
+        fs::remove_file(mirror_path(&p)).unwrap();
+        assert!(matches!(read_mirrored(&p, 1024, check), MirrorRead::Damaged { .. }));
         let q = dir.path().join("cursor.json");
         write_sealed(&q, b"{\"next\":7}").unwrap();
         assert_eq!(read_sealed(&q, 1024), Ok(Some(b"{\"next\":7}".to_vec())));

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use crate::base::Repair;
 
 /// Repairs kept until the agent drains them; later ones only count.
-pub const MAX_PENDING: usize = 256;
+pub(crate) const MAX_PENDING: usize = 256;
 
 struct Journal {
     pending: Vec<Repair>,
@@ -55,12 +55,12 @@ pub fn note(repair: Repair) {
 }
 
 /// How many repairs were noted since the process started (drained or not).
-pub fn noted() -> usize {
+pub(crate) fn noted() -> usize {
     with(|j| j.total)
 }
 
 /// Takes every repair noted since the last call, oldest first, and how many were dropped over the bound.
-pub fn drain() -> (Vec<Repair>, u64) {
+pub(crate) fn drain() -> (Vec<Repair>, u64) {
     with(|j| (std::mem::take(&mut j.pending), std::mem::take(&mut j.overflow)))
 }
 

@@ -6,7 +6,7 @@ use crate::base::LogFormat;
 
 /// Installs the global subscriber. `RUST_LOG` wins over `level`. Safe to call more than once (later calls
 /// are ignored), which keeps tests that run several commands in one process simple.
-pub fn init(level: &str, format: LogFormat) {
+pub(crate) fn init(level: &str, format: LogFormat) {
     // The embedded broker (rumqttd) logs every connection at info: keep it to warnings unless asked.
     let level = if level.contains("rumqttd") { level.to_owned() } else { format!("{level},rumqttd=warn") };
     let filter = EnvFilter::try_from_default_env()

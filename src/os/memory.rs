@@ -12,7 +12,7 @@
 const MALLOC_ARENAS: i32 = 2;
 
 /// Caps glibc's malloc arenas (two: enough for the blocking pool). Call once at start, before threads allocate.
-pub fn limit_malloc_arenas() {
+pub(crate) fn limit_malloc_arenas() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets a tunable of the allocator; it is documented as safe to call at any time.
     unsafe {
@@ -22,7 +22,7 @@ pub fn limit_malloc_arenas() {
 
 /// Hands the heap's free pages back to the kernel (glibc keeps freed memory for reuse otherwise). Cheap: call it
 /// after bursts of allocation such as a host probe or a telemetry sample.
-pub fn release_free_heap() {
+pub(crate) fn release_free_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free memory of the allocator's own arenas to the kernel.
     unsafe {
@@ -38,7 +38,7 @@ pub fn release_free_heap() {
 /// was never written (relocated data, RELRO, has copied pages and is left alone), so dropping its page-table
 /// entries loses nothing (`MADV_DONTNEED` on a private file mapping reverts to the file's pages, which is what they
 /// are). The page cache keeps the pages, so a page used again is a minor fault, not a disk read.
-pub fn unmap_startup_code() -> std::io::Result<u64> {
+pub(crate) fn unmap_startup_code() -> std::io::Result<u64> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut advised = 0;
     for (start, end) in clean_read_only_file_ranges(&smaps) {

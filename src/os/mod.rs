@@ -5,9 +5,9 @@
 //! format and no other module of the crate but `base`.
 
 pub mod beneath;
-pub mod crashpoint;
+pub(crate) mod crashpoint;
 pub mod exec;
-pub mod fsutil;
-pub mod journal;
+pub(crate) mod fsutil;
+pub(crate) mod journal;
 pub mod logging;
 pub mod memory;

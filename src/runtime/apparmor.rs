@@ -29,7 +29,7 @@ pub enum Error {
 }
 
 /// Whether the host's kernel enforces AppArmor (`/sys/module/apparmor/parameters/enabled` is `Y`).
-pub fn host_enforces(host_root: &Path) -> bool {
+pub(crate) fn host_enforces(host_root: &Path) -> bool {
     read_small(&under_root(host_root, "/sys/module/apparmor/parameters/enabled"), 16).is_ok_and(|s| s.trim() == "Y")
 }
 
@@ -42,7 +42,7 @@ pub fn loaded(host_root: &Path, name: &str) -> bool {
 
 /// The profile text. `abi3` adds the `abi <abi/3.0>` line (AppArmor 3 hosts: JetPack 6's Ubuntu 22.04); the
 /// includes are added when the host has them.
-pub fn profile_text(abi3: bool, tunables: bool, base: bool) -> String {
+pub(crate) fn profile_text(abi3: bool, tunables: bool, base: bool) -> String {
     let mut s =
         String::from("# jetship-default: moby's default container profile (github.com/moby/profiles/apparmor).\n");
     if abi3 {
@@ -99,7 +99,7 @@ const BODY: &str = r#"  network,
 
 /// The profile a native container with AppArmor confinement runs under: `None` when the host does not enforce
 /// AppArmor (nothing to apply), else [`PROFILE`], loaded first when it is not loaded yet.
-pub fn ensure_loaded(host_root: &Path, state_dir: &Path) -> Result<Option<String>, Error> {
+pub(crate) fn ensure_loaded(host_root: &Path, state_dir: &Path) -> Result<Option<String>, Error> {
     if !host_enforces(host_root) {
         return Ok(None);
     }

@@ -215,7 +215,7 @@ impl Supervisor {
     /// The runtime's `exec` of the process described by `process_file` (an OCI `process` object) in container
     /// `id`, writing the new process's host pid to `pid_file`: what runs a command inside the container with
     /// the container's own confinement (the caller spawns and waits for it).
-    pub fn exec_command(&self, id: &str, process_file: &Path, pid_file: &Path) -> Command {
+    pub(crate) fn exec_command(&self, id: &str, process_file: &Path, pid_file: &Path) -> Command {
         let mut cmd = Command::new(&self.runtime.path);
         cmd.arg(format!("--root={}", self.runtime_root().display()))
             .arg("exec")
@@ -228,7 +228,7 @@ impl Supervisor {
     }
 
     /// The container's directory (metadata, logs, exit codes).
-    pub fn container_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn container_dir(&self, id: &str) -> PathBuf {
         self.dir(id)
     }
 
@@ -349,7 +349,7 @@ impl Supervisor {
     /// Deletes the container from the runtime (killing its process if it still runs) and creates it again from
     /// its bundle under a new conmon, left `created`: for a stopped container before a start, and for one whose
     /// conmon is gone. The writable layer, logs and metadata are kept.
-    pub fn recreate(&self, id: &str) -> Result<()> {
+    pub(crate) fn recreate(&self, id: &str) -> Result<()> {
         let dir = self.dir(id);
         let meta: Meta =
             serde_json::from_slice(&std::fs::read(dir.join("meta.json")).map_err(Self::io(id, "reading meta.json"))?)
@@ -415,7 +415,7 @@ impl Supervisor {
     }
 
     /// Whether the container's conmon still runs (a zombie does not).
-    pub fn monitor_alive(&self, id: &str) -> bool {
+    pub(crate) fn monitor_alive(&self, id: &str) -> bool {
         self.conmon_alive(id)
     }
 
@@ -560,7 +560,7 @@ impl Supervisor {
 
 /// Parses conmon's k8s-file lines (`<ts> <stream> <F|P> <text>`) into `out`, joining partial lines
 /// ([`super::follow::LineJoiner`]).
-pub fn parse_k8s_log(reader: impl BufRead, out: &mut Vec<LogLine>) {
+pub(crate) fn parse_k8s_log(reader: impl BufRead, out: &mut Vec<LogLine>) {
     let mut joiner = super::follow::LineJoiner::default();
     let mut push = |l: LogLine| out.push(l);
     for line in reader.split(b'\n').map_while(|l| l.ok()) {

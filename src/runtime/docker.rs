@@ -48,10 +48,11 @@ use crate::image::registry::Credential;
 use crate::os::fsutil::under_root;
 
 /// The Engine socket when neither `runtime.docker_socket` nor `DOCKER_HOST` names one.
-pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
 /// The daemon.json entry that registers the NVIDIA runtime, quoted in preflight errors.
-pub const NVIDIA_RUNTIME_ENTRY: &str = r#"{"runtimes":{"nvidia":{"path":"nvidia-container-runtime","args":[]}}}"#;
+pub(crate) const NVIDIA_RUNTIME_ENTRY: &str =
+    r#"{"runtimes":{"nvidia":{"path":"nvidia-container-runtime","args":[]}}}"#;
 
 /// Seconds a plain Engine request may take (pull streams and stops get their own limits).
 const REQUEST_TIMEOUT_S: u64 = 120;
@@ -63,7 +64,7 @@ mod interactive;
 /// The Engine socket to use: `explicit` (`runtime.docker_socket`), else a `unix://` `DOCKER_HOST`, else
 /// [`DEFAULT_SOCKET`]. A `DOCKER_HOST` of another scheme (tcp://, ssh://) is refused: jetship only speaks to a
 /// local daemon over its socket.
-pub fn socket_path(explicit: Option<&Path>, docker_host: Option<&str>) -> Result<PathBuf> {
+pub(crate) fn socket_path(explicit: Option<&Path>, docker_host: Option<&str>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
@@ -144,11 +145,14 @@ pub fn plan_gpu(mode: GpuMode, request: Option<&GpuRequest>, daemon: &DaemonGpu)
 }
 
 /// Turns the Engine's pull messages (per layer: `Pulling fs layer`, `Downloading` with current/total,
-/// `Pull complete`, `Already exists`) into jetship's [`Progress`] events. Layers are named by the Engine's short
-/// layer id, not a full digest. The Engine does not announce totals up front, so no `Planned` event is made.
+/// `Download complete`, `Pull complete`, `Already exists`) into jetship's [`Progress`] events. Layers are named by
+/// the Engine's short layer id, not a full digest. The Engine does not announce totals up front, so no `Planned`
+/// event is made. Its transfer manager passes on only each layer's latest message, so a layer that downloads
+/// quickly may skip `Downloading` updates: `Download complete` credits what the last known total says is left.
 #[derive(Debug, Default)]
-pub struct ProgressMapper {
-    downloaded: HashMap<String, u64>,
+pub(crate) struct ProgressMapper {
+    /// Per layer: bytes credited so far and the total the Engine last gave.
+    layers: HashMap<String, (u64, Option<u64>)>,
 }
 
 impl ProgressMapper {
@@ -162,15 +166,25 @@ impl ProgressMapper {
     ) -> Option<Progress> {
         let id = id.filter(|i| !i.is_empty())?;
         let digest = id.to_owned();
+        let total = total.filter(|t| *t > 0).map(|t| t as u64);
         match status {
             "Pulling fs layer" => {
-                self.downloaded.insert(digest.clone(), 0);
-                Some(Progress::BlobStarted { digest, size: total.unwrap_or(0).max(0) as u64, offset: 0 })
+                self.layers.insert(digest.clone(), (0, total));
+                Some(Progress::BlobStarted { digest, size: total.unwrap_or(0), offset: 0 })
             }
             "Downloading" => {
                 let now = current.unwrap_or(0).max(0) as u64;
-                let before = self.downloaded.insert(digest.clone(), now).unwrap_or(0);
+                let layer = self.layers.entry(digest.clone()).or_default();
+                let before = layer.0;
+                layer.0 = before.max(now);
+                layer.1 = total.or(layer.1);
                 (now > before).then(|| Progress::BlobBytes { digest, bytes: now - before })
+            }
+            "Download complete" => {
+                let layer = self.layers.entry(digest.clone()).or_default();
+                let rest = layer.1.map_or(0, |t| t.saturating_sub(layer.0));
+                layer.0 += rest;
+                (rest > 0).then_some(Progress::BlobBytes { digest, bytes: rest })
             }
             "Pull complete" => Some(Progress::BlobDone { digest, cached: false }),
             "Already exists" => Some(Progress::BlobDone { digest, cached: true }),
@@ -337,7 +351,7 @@ impl DockerBackend {
         let edits = tokio::task::spawn_blocking(move || cameras::edits(&root, &selectors, gpu_given))
             .await
             .map_err(|e| backend_err(format!("camera discovery task: {e}")))??;
-        let devices = edits
+        let mut devices: Vec<DeviceMapping> = edits
             .devices
             .iter()
             .map(|n| DeviceMapping {
@@ -348,6 +362,19 @@ impl DockerBackend {
                 cgroup_permissions: Some(n.access.clone()),
             })
             .collect();
+        // `devices` expanded as on the native backend; `privileged` is the Engine's own (every host device).
+        let (root, requests, allowed) =
+            (self.options.host_root.clone(), config.devices.clone(), config.confinement.allowed_devices.clone());
+        let nodes = tokio::task::spawn_blocking(move || super::devices::expand_all(&root, &requests, &allowed))
+            .await
+            .map_err(|e| backend_err(format!("device discovery task: {e}")))??;
+        devices.extend(nodes.iter().map(|n| DeviceMapping {
+            path_on_host: Some(
+                under_root(&self.options.host_root, &n.host_path.to_string_lossy()).display().to_string(),
+            ),
+            path_in_container: Some(n.node.path.display().to_string()),
+            cgroup_permissions: Some(n.node.access.clone()),
+        }));
         let mut requests = mounts::volume_requests(&config.volumes, &config.confinement.volume_sources)?;
         // nvargus-daemon's socket lies in the host's world-writable /tmp: only root's socket passes.
         requests.extend(edits.mounts.iter().map(|m| mounts::Request {
@@ -479,6 +506,7 @@ pub fn create_body(
         restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
         ..Default::default()
     };
+    privileges(config, &mut host);
     match gpu {
         DockerGpu::None => {}
         DockerGpu::NvidiaRuntime { visible } => {
@@ -506,6 +534,31 @@ pub fn create_body(
         host_config: Some(host),
         ..Default::default()
     }
+}
+
+/// The privilege fields in the Engine's terms: `Privileged`, `CapDrop`, `GroupAdd` (the daemon resolves names
+/// in the image's /etc/group), `Ulimits` (-1 for unlimited), `Sysctls`, `ReadonlyRootfs`, `Tmpfs`.
+fn privileges(config: &ContainerConfig, host: &mut HostConfig) {
+    use super::privileges as p;
+    host.privileged = config.privileged.then_some(true);
+    host.cap_drop = (!config.cap_drop.is_empty()).then(|| config.cap_drop.clone());
+    host.group_add = (!config.group_add.is_empty()).then(|| config.group_add.clone());
+    let engine_limit = |v: u64| if v == u64::MAX { -1 } else { v.min(i64::MAX as u64) as i64 };
+    host.ulimits = (!config.ulimits.is_empty()).then(|| {
+        config
+            .ulimits
+            .iter()
+            .map(|u| bollard::models::ResourcesUlimits {
+                name: Some(u.name.clone()),
+                soft: Some(engine_limit(u.soft)),
+                hard: Some(engine_limit(u.hard)),
+            })
+            .collect()
+    });
+    host.sysctls = p::sysctl_map(&config.sysctls);
+    host.readonly_rootfs = config.read_only_rootfs.then_some(true);
+    host.tmpfs = (!config.tmpfs.is_empty())
+        .then(|| config.tmpfs.iter().map(|t| (t.path.clone(), t.mount_options().join(","))).collect());
 }
 
 /// One log frame, `<RFC 3339 timestamp> <text>` (the Engine's `timestamps=true` format), as lines.
@@ -890,6 +943,16 @@ mod tests {
             Some(Progress::BlobBytes { digest: "a1b2".into(), bytes: 200 })
         );
         assert_eq!(m.map(Some("a1b2"), "Download complete", None, None), None);
+        // A layer whose last `Downloading` update was passed over: completion credits the rest of its total.
+        m.map(Some("d4"), "Pulling fs layer", None, None);
+        assert_eq!(
+            m.map(Some("d4"), "Downloading", Some(10), Some(500)),
+            Some(Progress::BlobBytes { digest: "d4".into(), bytes: 10 })
+        );
+        assert_eq!(
+            m.map(Some("d4"), "Download complete", None, None),
+            Some(Progress::BlobBytes { digest: "d4".into(), bytes: 490 })
+        );
         assert_eq!(
             m.map(Some("a1b2"), "Pull complete", None, None),
             Some(Progress::BlobDone { digest: "a1b2".into(), cached: false })

@@ -11,7 +11,7 @@ use super::ContainerConfig;
 /// when the caller names none), the pinned image, the settings' hash and, from a backend, the agent that owns
 /// it (`agent`, which wins over the caller's). The planner and both backends call this, so a container carries
 /// the same labels whichever made it, and stamping twice changes nothing.
-pub fn stamp(
+pub(crate) fn stamp(
     mut labels: BTreeMap<String, String>,
     id: &str,
     config: &ContainerConfig,

@@ -11,12 +11,14 @@
 pub mod apparmor;
 pub mod attach;
 pub mod conmon;
+pub mod devices;
 pub mod docker;
 pub mod exec;
 pub mod follow;
 pub mod labels;
 pub mod mounts;
 pub mod oci;
+pub mod privileges;
 pub mod seccomp;
 pub mod spec;
 
@@ -50,6 +52,9 @@ pub enum Error {
     /// A requested camera is not connected: the deployment waits for it (`waiting-for-device`).
     #[error(transparent)]
     Camera(#[from] crate::host::devices::cameras::CameraError),
+    /// A requested device node is not present (the deployment waits for it), not usable, or not allowed.
+    #[error(transparent)]
+    Device(#[from] devices::Error),
     #[error("image {image}: {message}")]
     Image { image: String, message: String },
     #[error("container {id}: {message}")]
@@ -84,6 +89,22 @@ pub struct ContainerConfig {
     pub gpu: Option<String>,
     /// Camera selectors: `all`, `/dev/video0`, a by-id name, or a name substring.
     pub cameras: Vec<String>,
+    /// Host device nodes by path, pattern or directory ([`devices`]).
+    pub devices: Vec<devices::DeviceRequest>,
+    /// Docker's `--privileged`: every capability, every host device, no seccomp or AppArmor, a writable /sys.
+    pub privileged: bool,
+    /// Capabilities taken from Docker's default set (`CAP_...` names, or `ALL`).
+    pub cap_drop: Vec<String>,
+    /// Supplementary groups of the process: gids, or names in the image's /etc/group.
+    pub group_add: Vec<String>,
+    /// Resource limits.
+    pub ulimits: Vec<privileges::Ulimit>,
+    /// Namespaced sysctls (checked by [`privileges::sysctl_problem`]).
+    pub sysctls: BTreeMap<String, String>,
+    /// Mount the image's root file system read-only.
+    pub read_only_rootfs: bool,
+    /// tmpfs mounts.
+    pub tmpfs: Vec<privileges::Tmpfs>,
     /// What confines the container. Defaults to Docker's confinement plus no_new_privs and a pids limit.
     pub confinement: Confinement,
 }
@@ -110,6 +131,9 @@ pub struct Confinement {
     pub refuse_root: bool,
     /// Where volume host paths may come from. Defaults to [`VolumeSources::AsNamed`] (a local caller's paths).
     pub volume_sources: VolumeSources,
+    /// The patterns every passed device node must match (`policy.allowed_devices`). Defaults to any (a local
+    /// caller's devices).
+    pub allowed_devices: devices::Allowed,
 }
 
 impl Default for Confinement {
@@ -122,6 +146,7 @@ impl Default for Confinement {
             cap_add: Vec::new(),
             refuse_root: false,
             volume_sources: VolumeSources::AsNamed,
+            allowed_devices: devices::Allowed(None),
         }
     }
 }
@@ -148,9 +173,21 @@ pub struct Volume {
     pub read_only: bool,
 }
 
+impl Error {
+    /// The camera selector or device pattern a create failed for because it is not present: the deployment
+    /// waits for it (`waiting-for-device`) instead of failing.
+    pub fn missing_device(&self) -> Option<&str> {
+        match self {
+            Self::Camera(crate::host::devices::cameras::CameraError::Missing { selector }) => Some(selector),
+            Self::Device(devices::Error::Missing { pattern }) => Some(pattern),
+            _ => None,
+        }
+    }
+}
+
 impl ContainerConfig {
     /// The GPU request, parsed.
-    pub fn gpu_request(&self) -> Result<Option<GpuRequest>> {
+    pub(crate) fn gpu_request(&self) -> Result<Option<GpuRequest>> {
         self.gpu.as_deref().map(GpuRequest::parse).transpose().map_err(Error::from)
     }
 
@@ -341,7 +378,7 @@ pub async fn adopt(backend: &dyn ContainerRuntime) -> Result<Vec<ContainerInfo>>
 }
 
 /// Rotates container logs every `period` until `shutdown` (the agent spawns this next to adoption).
-pub async fn rotate_loop(
+pub(crate) async fn rotate_loop(
     backend: std::sync::Arc<dyn ContainerRuntime>,
     period: Duration,
     shutdown: tokio_util::sync::CancellationToken,

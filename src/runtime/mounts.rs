@@ -67,7 +67,7 @@ pub fn dir(state_dir: &Path, id: &str) -> PathBuf {
 
 /// The requests for a deployment's `volumes`: each with the root it must lie beneath (the longest of
 /// `sources` that contains it lexically) or as named. A path under no root is refused.
-pub fn volume_requests(volumes: &[Volume], sources: &VolumeSources) -> Result<Vec<Request>> {
+pub(crate) fn volume_requests(volumes: &[Volume], sources: &VolumeSources) -> Result<Vec<Request>> {
     volumes
         .iter()
         .map(|v| {
@@ -212,7 +212,7 @@ fn create_beneath(rootfd: &OwnedFd, rel: &Path, host: &Path, root: &Path) -> Res
 }
 
 /// The mounts to give the runtime for `requests` staged in `dir`: the staging points `dir/<n>` as sources.
-pub fn staging_points(dir: &Path, requests: &[Request]) -> Vec<BindMount> {
+pub(crate) fn staging_points(dir: &Path, requests: &[Request]) -> Vec<BindMount> {
     requests
         .iter()
         .enumerate()
@@ -226,7 +226,7 @@ pub fn staging_points(dir: &Path, requests: &[Request]) -> Vec<BindMount> {
 
 /// Resolves every request and bind-mounts each at `dir/<n>`; returns [`staging_points`]. `plan.json` records
 /// the requests for [`restage`].
-pub fn stage_all(dir: &Path, requests: &[Request]) -> Result<Vec<BindMount>> {
+pub(crate) fn stage_all(dir: &Path, requests: &[Request]) -> Result<Vec<BindMount>> {
     let plan_io = io_err(dir, "writing the staging plan");
     create_private_dir(dir).map_err(io_err(dir, "creating the staging directory"))?;
     let json = serde_json::to_vec_pretty(requests).expect("requests serialize");
@@ -239,7 +239,7 @@ pub fn stage_all(dir: &Path, requests: &[Request]) -> Result<Vec<BindMount>> {
 
 /// Stages the requests recorded in `dir` again (each path resolved anew): before a stopped container starts,
 /// since a reboot took the staged mounts away. Nothing to do without a plan.
-pub fn restage(dir: &Path) -> Result<()> {
+pub(crate) fn restage(dir: &Path) -> Result<()> {
     let bytes = match std::fs::read(dir.join("plan.json")) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -36,11 +36,11 @@ mod repair;
 pub const RUNTIME_LABEL: &str = "io.jetship.oci-runtime";
 
 /// Largest image metadata file (`/etc/passwd`, `/etc/group`) read to resolve the user.
-pub const MAX_IMAGE_FILE_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_IMAGE_FILE_BYTES: u64 = 1 << 20;
 
 /// The cgroup path (relative to each hierarchy's mount point) given to a container: jetship's own subtree, so
 /// its use can be found and nothing else writes there.
-pub fn cgroup_path(parent: &Path, id: &str) -> PathBuf {
+pub(crate) fn cgroup_path(parent: &Path, id: &str) -> PathBuf {
     parent.join(id)
 }
 
@@ -153,11 +153,6 @@ impl OciBackend {
     /// The OCI runtime containers get by default (runc or crun).
     pub fn oci_runtime(&self) -> &OciRuntime {
         self.inner.sup.runtime()
-    }
-
-    /// The bundle directory of container `id`.
-    pub fn bundle_dir(&self, id: &str) -> PathBuf {
-        self.inner.bundle_dir(id)
     }
 
     /// The log file of container `id` (k8s-file format).
@@ -376,6 +371,7 @@ impl Inner {
             None => None,
         };
         let camera_edits = cameras::edits(root, &config.cameras, gpu_plan.is_some())?;
+        let nodes = super::devices::for_container(root, config)?;
         if let Some(plan) = &gpu_plan {
             for s in &plan.skipped {
                 tracing::info!(container = %id, mode = %s.mode, reason = %s.reason, "gpu mode skipped");
@@ -403,7 +399,7 @@ impl Inner {
         };
         let staging = mounts::dir(&self.settings.state_dir, id);
         let result = self.stage(id, config, &camera_edits, &staging).and_then(|staged| {
-            self.write_bundle(id, config, &stored, rootfs.path(), &bundle, gpu_plan.as_ref(), staged)
+            self.write_bundle(id, config, &stored, rootfs.path(), &bundle, gpu_plan.as_ref(), staged, &nodes)
         });
         let runtime = match result {
             Ok(r) => r,
@@ -481,6 +477,7 @@ impl Inner {
         bundle: &Path,
         gpu_plan: Option<&gpu::GpuPlan>,
         (volumes, camera_edits): (Vec<BindMount>, spec::DeviceEdits),
+        nodes: &[super::devices::HostNode],
     ) -> Result<Option<PathBuf>> {
         let image = image_process(stored);
         let user = config.user.as_deref().or(image.user.as_deref());
@@ -498,7 +495,22 @@ impl Inner {
         let mut run = run_spec(config);
         run.seccomp = run.seccomp.map(|m| m.for_platform(&stored.record.platform));
         run.mounts = volumes;
-        if config.confinement.apparmor {
+        if !config.group_add.is_empty() {
+            run.additional_gids =
+                super::privileges::resolve_groups(&config.group_add, &image_file(id, rootfs, "etc/group")?)?;
+        }
+        if config.privileged {
+            run.own_capabilities =
+                std::fs::read_to_string("/proc/self/status").ok().and_then(|t| super::privileges::own_capabilities(&t));
+        }
+        for n in nodes {
+            run.device_owners.push((n.node.path.clone(), n.uid, n.gid));
+        }
+        spec::inject(
+            &mut run,
+            &spec::DeviceEdits { devices: nodes.iter().map(|n| n.node.clone()).collect(), ..Default::default() },
+        );
+        if config.confinement.apparmor && !config.privileged {
             run.apparmor_profile = super::apparmor::ensure_loaded(&self.settings.host_root, &self.settings.state_dir)
                 .map_err(|e| ctr_err(id, e.to_string()))?;
         }
@@ -659,7 +671,7 @@ fn cleanup_bundle(bundle: &Path) {
 }
 
 /// The process settings of a stored image config.
-pub fn image_process(stored: &StoredImage) -> ImageProcess {
+pub(crate) fn image_process(stored: &StoredImage) -> ImageProcess {
     match stored.config.config() {
         Some(c) => ImageProcess {
             entrypoint: c.entrypoint().clone().unwrap_or_default(),
@@ -674,10 +686,16 @@ pub fn image_process(stored: &StoredImage) -> ImageProcess {
 
 /// The run spec of a container config (before device edits and staging: `mounts` holds the volumes as
 /// named, which [`OciBackend`] replaces with their staged sources).
-pub fn run_spec(config: &ContainerConfig) -> RunSpec {
+pub(crate) fn run_spec(config: &ContainerConfig) -> RunSpec {
     let c = &config.confinement;
     RunSpec {
-        seccomp: c.seccomp.then(super::seccomp::Machine::host),
+        seccomp: (c.seccomp && !config.privileged).then(super::seccomp::Machine::host),
+        privileged: config.privileged,
+        cap_drop: config.cap_drop.clone(),
+        ulimits: config.ulimits.clone(),
+        sysctls: config.sysctls.clone(),
+        read_only_rootfs: config.read_only_rootfs,
+        tmpfs: config.tmpfs.clone(),
         no_new_privileges: c.no_new_privileges,
         pids_limit: c.pids_limit,
         cap_add: c.cap_add.clone(),
@@ -701,7 +719,7 @@ pub fn run_spec(config: &ContainerConfig) -> RunSpec {
 }
 
 /// The backend-neutral state of a supervisor status.
-pub fn run_state(status: Status) -> RunState {
+pub(crate) fn run_state(status: Status) -> RunState {
     match status {
         Status::Created => RunState::Created,
         Status::Running => RunState::Running,

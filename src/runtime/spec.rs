@@ -54,7 +54,7 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
 ];
 
 /// Paths Docker masks in every non-privileged container.
-pub const MASKED_PATHS: [&str; 12] = [
+pub(crate) const MASKED_PATHS: [&str; 12] = [
     "/proc/asound",
     "/proc/acpi",
     "/proc/kcore",
@@ -70,13 +70,13 @@ pub const MASKED_PATHS: [&str; 12] = [
 ];
 
 /// Paths Docker makes read-only in every non-privileged container.
-pub const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub(crate) const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Docker's default /dev/shm size when the deployment sets none (64 MiB).
-pub const DEFAULT_SHM_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_SHM_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The PATH Docker gives a container whose image sets none.
-pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The parts of an OCI image config (`config` object) that shape the process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -140,15 +140,35 @@ pub struct RunSpec {
     pub pids_limit: Option<u64>,
     /// Capabilities beyond [`DEFAULT_CAPABILITIES`] (`CAP_...` names).
     pub cap_add: Vec<String>,
+    /// Docker's `--privileged` ([`super::privileges::apply`]); the backend adds the host's devices and leaves
+    /// seccomp and AppArmor out.
+    pub privileged: bool,
+    /// The agent's own bounding set (`CapBnd` of /proc/self/status) as a bit mask: what `privileged` gives,
+    /// as no container gets more than the process that makes it. `None`: every capability jetship knows.
+    pub own_capabilities: Option<u64>,
+    /// Capabilities taken from the set (`CAP_...` names, or `ALL`).
+    pub cap_drop: Vec<String>,
+    /// Supplementary gids of the process (`group_add`, resolved).
+    pub additional_gids: Vec<u32>,
+    /// Resource limits over `nofile` and the inherited ones.
+    pub ulimits: Vec<super::privileges::Ulimit>,
+    /// Namespaced sysctls.
+    pub sysctls: BTreeMap<String, String>,
+    /// Mount the root file system read-only.
+    pub read_only_rootfs: bool,
+    /// tmpfs mounts.
+    pub tmpfs: Vec<super::privileges::Tmpfs>,
+    /// Owner and group of passed device nodes by container path (kept from the host node, as Docker does).
+    pub device_owners: super::privileges::DeviceOwners,
 }
 
 /// The `CAP_...` name of a capability.
-pub fn capability_name(c: Capability) -> String {
+pub(crate) fn capability_name(c: Capability) -> String {
     serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// The capability `name` names (`CAP_NET_ADMIN` or `NET_ADMIN`, any case).
-pub fn parse_capability(name: &str) -> Option<Capability> {
+pub(crate) fn parse_capability(name: &str) -> Option<Capability> {
     serde_json::from_value(serde_json::Value::String(crate::base::capability_key(name))).ok()
 }
 
@@ -219,7 +239,7 @@ pub fn resolve_user(user: Option<&str>, passwd: &str, group: &str) -> Result<Res
 }
 
 /// Merges environment lists: later entries replace earlier ones with the same key, order of first appearance kept.
-pub fn merge_env(layers: &[&[String]]) -> Result<Vec<String>> {
+pub(crate) fn merge_env(layers: &[&[String]]) -> Result<Vec<String>> {
     let mut order: Vec<String> = Vec::new();
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     for layer in layers {
@@ -238,7 +258,7 @@ pub fn merge_env(layers: &[&[String]]) -> Result<Vec<String>> {
 }
 
 /// The process arguments: Docker's rule (deployment entrypoint replaces the image's and drops its cmd).
-pub fn process_args(image: &ImageProcess, run: &RunSpec) -> Result<Vec<String>> {
+pub(crate) fn process_args(image: &ImageProcess, run: &RunSpec) -> Result<Vec<String>> {
     let entrypoint = run.entrypoint.clone().unwrap_or_else(|| image.entrypoint.clone());
     let cmd = match (&run.args, &run.entrypoint) {
         (Some(args), _) => args.clone(),
@@ -288,16 +308,7 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
         return Err(Error::Invalid { field: "working_dir", reason: format!("`{cwd}` must be an absolute path") });
     }
 
-    let mut bounding: Vec<Capability> = DEFAULT_CAPABILITIES.to_vec();
-    for name in &run.cap_add {
-        let cap = parse_capability(name).ok_or_else(|| Error::Invalid {
-            field: "cap_add",
-            reason: format!("`{name}` is not a Linux capability (e.g. CAP_NET_ADMIN)"),
-        })?;
-        if !bounding.contains(&cap) {
-            bounding.push(cap);
-        }
-    }
+    let bounding: Vec<Capability> = super::privileges::capabilities(run)?;
     let caps: oci_spec::runtime::Capabilities = bounding.iter().copied().collect();
     let rlimits = match run.nofile {
         Some(n) => vec![PosixRlimitBuilder::default().typ(PosixRlimitType::RlimitNofile).soft(n).hard(n).build()?],
@@ -463,6 +474,7 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
         spec = spec.hooks(HooksBuilder::default().create_container(hooks).build()?);
     }
     let mut spec = spec.build()?;
+    super::privileges::apply(&mut spec, run)?;
     // A new UTS namespace starts with the host's hostname, which is what host networking should show; an
     // isolated container gets its own name.
     let hostname = match (&run.hostname, run.network) {

@@ -153,16 +153,25 @@ impl LoopFs {
     }
 
     /// Fills the file system to the last block with `fill` (what a runaway log would do); returns its path.
+    /// ext4 reserves blocks for delayed allocation and gives back what it did not need at sync, so it writes
+    /// and syncs until nothing more fits.
     pub fn fill(&self) -> PathBuf {
         use std::io::Write;
         let path = self.mount.join("fill");
-        let mut f = std::fs::File::create(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
         let chunk = vec![0u8; 1 << 20];
         while f.write_all(&chunk).is_ok() {}
-        let small = vec![0u8; 4096];
-        while f.write_all(&small).is_ok() {}
-        let _ = f.sync_all();
-        path
+        let small = vec![0u8; 512];
+        loop {
+            let mut wrote = false;
+            while f.write_all(&small).is_ok() {
+                wrote = true;
+            }
+            let _ = f.sync_all();
+            if !wrote && self.free_bytes() == 0 {
+                return path;
+            }
+        }
     }
 
     pub fn free_bytes(&self) -> u64 {

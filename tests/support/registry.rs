@@ -297,6 +297,8 @@ pub struct Faults {
     pub ignore_range: bool,
     /// Throttle blob bodies to this many bytes per second.
     pub throttle_bps: Option<u64>,
+    /// The registry is down: every connection is closed before an answer.
+    pub down: bool,
     /// Demand `Authorization: Bearer <token>` on /v2/ and serve /token (Basic creds required if set).
     pub bearer: Option<(String, Option<(String, String)>)>,
     /// Served as-is for an exact path: (status, content type, extra headers, body).
@@ -319,6 +321,8 @@ pub struct ProxyState {
     pub seen: Mutex<Vec<Seen>>,
     pub token_requests: Mutex<Vec<String>>,
     pub generation: std::sync::atomic::AtomicU64,
+    /// Blob body bytes written so far, requests in flight included.
+    pub streamed: std::sync::atomic::AtomicU64,
 }
 
 impl ProxyState {
@@ -404,6 +408,9 @@ async fn handle(
     http: &reqwest::Client,
     me: &str,
 ) -> std::io::Result<()> {
+    if st.faults.lock().unwrap().down {
+        return Ok(()); // the connection closes unanswered
+    }
     let (rd, mut wr) = conn.into_split();
     let super::hostile::Request { method, path, headers } = super::hostile::read_request(rd).await?;
     let is_blob = path.contains("/blobs/sha256:");
@@ -537,6 +544,7 @@ async fn handle(
             }
             wr.write_all(&chunk).await?;
             pos += chunk.len() as u64;
+            st.streamed.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::SeqCst);
             if let Some(bps) = throttle {
                 wr.flush().await?;
                 tokio::time::sleep(Duration::from_secs_f64(chunk.len() as f64 / bps as f64)).await;

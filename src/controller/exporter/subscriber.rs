@@ -39,7 +39,7 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// Follows the broker until `shutdown`.
-pub(crate) async fn run(
+pub async fn run(
     access: BrokerAccess,
     shared: Arc<Shared>,
     shutdown: CancellationToken,

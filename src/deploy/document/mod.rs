@@ -19,14 +19,15 @@ use crate::base::{IpcMode, NetworkMode};
 pub use crate::config::Problem;
 use crate::runtime::{Confinement, ContainerConfig, Volume, VolumeSources, DEFAULT_PIDS_LIMIT};
 
+mod devices;
 mod values;
 
 pub use values::{ByteSize, DurationSpec, Env, Gpu, TcpTarget};
 
 /// Largest document accepted, in bytes (after the wire or the file, before parsing).
-pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Most deployments one document may hold.
-pub const MAX_DEPLOYMENTS: usize = 64;
+pub(crate) const MAX_DEPLOYMENTS: usize = 64;
 
 /// Errors reading or parsing a document. Each names the document (file path or `desired` source).
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +82,7 @@ impl fmt::Display for Format {
 
 impl Format {
     /// The format a file name says: `.toml`, `.yaml`/`.yml`, `.json`; `None` for anything else.
-    pub fn from_path(path: &Path) -> Option<Self> {
+    pub(crate) fn from_path(path: &Path) -> Option<Self> {
         match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
             "toml" => Some(Self::Toml),
             "yaml" | "yml" => Some(Self::Yaml),
@@ -101,14 +102,6 @@ pub struct Document {
     /// Deployments by name (`[a-z0-9][a-z0-9_-]{0,62}`). Defaults to none (an empty document removes all).
     #[serde(default)]
     pub deployments: BTreeMap<String, Deployment>,
-}
-
-impl Document {
-    /// Gives a document without a generation the next one after `last` (the highest the target reported or was
-    /// sent; 1 when none): what `jetship deploy` does. A generation the file sets is kept.
-    pub fn fill_generation(&mut self, last: Option<u64>) -> u64 {
-        *self.generation.get_or_insert_with(|| last.map_or(1, |g| g.saturating_add(1)))
-    }
 }
 
 /// One deployment: a container and how to keep it running.
@@ -162,10 +155,33 @@ pub struct Deployment {
     /// Privileged container. Defaults to `false`; the local policy must allow it.
     #[serde(default, skip_serializing_if = "is_default")]
     pub privileged: bool,
-    /// Host device nodes beyond the GPU and cameras (`/dev/ttyUSB0`). Defaults to none; the local policy must
-    /// allow them.
+    /// Host device nodes beyond the GPU and cameras, `HOST[:CONTAINER][:PERMS]`: a node (`/dev/ttyACM0`), a
+    /// renamed one (`/dev/i2c-1:/dev/i2c-7:rw`), a glob (`/dev/ttyUSB*`) or a directory (`/dev/bus/usb`).
+    /// Defaults to none; each must be covered by the local policy.allowed_devices.
     #[serde(default, skip_serializing_if = "is_default")]
     pub devices: Vec<String>,
+    /// Capabilities taken from Docker's default set (`NET_RAW`, or `ALL`). Defaults to none.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub cap_drop: Vec<String>,
+    /// Supplementary groups of the process (`video`, `dialout` or gids; names from the image's /etc/group).
+    /// Defaults to none; each must be listed in the local policy.allowed_groups.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub group_add: Vec<String>,
+    /// Resource limits `NAME=SOFT[:HARD]` (`nofile=1024:4096`, `memlock=-1`). Defaults to the agent's own;
+    /// above the agent's own hard limit needs policy.allow_raised_ulimits.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub ulimits: Vec<String>,
+    /// Namespaced sysctls (`"net.ipv4.ping_group_range" = "0 2147483647"`). Defaults to none; each must match
+    /// the local policy.allowed_sysctls.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub sysctls: BTreeMap<String, String>,
+    /// Mount the image's root file system read-only. Defaults to `false`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub read_only_rootfs: bool,
+    /// tmpfs mounts `PATH[:OPTIONS]` (`/run:size=64m`), `nosuid,nodev,noexec` unless the options say
+    /// otherwise. Defaults to none.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tmpfs: Vec<String>,
     /// `always`, `on-failure` or `never`. Defaults to `always`.
     #[serde(default, skip_serializing_if = "is_default")]
     pub restart: RestartPolicy,
@@ -288,6 +304,9 @@ impl Default for HealthCheck {
 /// Errors turning a valid deployment into a container config.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
+    /// A field that does not parse (the document was not validated).
+    #[error("deployment {deployment}: {field}: {message}")]
+    Invalid { deployment: String, field: String, message: String },
     /// The runtime backends cannot grant this yet; the document is valid but cannot run here.
     #[error(
         "deployment {deployment}: {what} is not supported by the container backends yet; remove it from the document"
@@ -308,13 +327,7 @@ impl Deployment {
     /// The container config for this deployment with `image` as the pinned reference the pull engine resolved
     /// the deployment's `image` to.
     pub fn container_config(&self, name: &str, image: &str) -> std::result::Result<ContainerConfig, ConvertError> {
-        if self.privileged {
-            return Err(ConvertError::Unsupported { deployment: name.into(), what: "privileged = true" });
-        }
-        if !self.devices.is_empty() {
-            return Err(ConvertError::Unsupported { deployment: name.into(), what: "devices" });
-        }
-        Ok(ContainerConfig {
+        let mut config = ContainerConfig {
             image: image.to_owned(),
             entrypoint: self.command.clone(),
             args: self.args.clone(),
@@ -331,7 +344,10 @@ impl Deployment {
             gpu: self.gpu.0.clone(),
             cameras: self.cameras.clone(),
             confinement: self.confinement(),
-        })
+            ..Default::default()
+        };
+        devices::convert(self, name, &mut config)?;
+        Ok(config)
     }
 
     /// What the document says about its confinement. Volume roots and root refusal are the local policy's
@@ -352,13 +368,14 @@ impl Deployment {
                 .collect(),
             refuse_root: false,
             volume_sources: VolumeSources::Beneath(Vec::new()),
+            ..Default::default()
         }
     }
 }
 
 /// Whether `name` is a valid deployment name: `[a-z0-9][a-z0-9_-]{0,62}` (it becomes part of container ids
 /// and MQTT payload keys).
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
     (1..=63).contains(&b.len())
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
@@ -391,7 +408,7 @@ pub fn parse(bytes: &[u8], format: Option<Format>, source_name: &str) -> Result<
 }
 
 /// Parses the syntax only (size limit included) into a JSON value.
-pub fn parse_value(bytes: &[u8], format: Option<Format>, source_name: &str) -> Result<serde_json::Value> {
+pub(crate) fn parse_value(bytes: &[u8], format: Option<Format>, source_name: &str) -> Result<serde_json::Value> {
     if bytes.len() > MAX_DOCUMENT_BYTES {
         return Err(Error::TooLarge { source_name: source_name.into(), size: bytes.len(), limit: MAX_DOCUMENT_BYTES });
     }
@@ -529,7 +546,7 @@ fn name_problem(name: &str) -> Problem {
 
 /// Checks the rules types cannot: names, image references, paths, limits and health checks. Returns every
 /// problem, each with its field path (`deployments.yolo.health.interval`); empty means valid.
-pub fn validate(doc: &Document) -> Vec<Problem> {
+pub(crate) fn validate(doc: &Document) -> Vec<Problem> {
     let mut problems = Vec::new();
     if doc.deployments.len() > MAX_DEPLOYMENTS {
         problems.push(Problem {
@@ -614,13 +631,7 @@ pub fn validate(doc: &Document) -> Vec<Problem> {
                 bad(&format!("volumes[{i}].container"), "must not be `/`".into());
             }
         }
-        for (i, dev) in d.devices.iter().enumerate() {
-            if let Err(m) = check_abs_path(Path::new(dev)).and_then(|_| {
-                dev.starts_with("/dev/").then_some(()).ok_or_else(|| format!("`{dev}` must be under /dev/"))
-            }) {
-                bad(&format!("devices[{i}]"), m);
-            }
-        }
+        devices::validate(d, &mut bad);
         for (i, c) in d.cap_add.iter().enumerate() {
             if crate::runtime::spec::parse_capability(c).is_none() {
                 bad(&format!("cap_add[{i}]"), format!("`{c}` is not a Linux capability (e.g. NET_ADMIN)"));
@@ -965,10 +976,12 @@ retries = 0
     }
 
     #[test]
-    fn privileged_and_devices_are_not_converted_silently() {
-        let doc = parse_toml("[deployments.x]\nimage = \"busybox\"\nprivileged = true\n").unwrap();
-        let err = doc.deployments["x"].container_config("x", "busybox").unwrap_err();
-        assert!(err.to_string().contains("privileged"), "{err}");
+    fn privileged_and_devices_reach_the_container_config() {
+        let doc = parse_toml("[deployments.x]\nimage = \"busybox\"\nprivileged = true\ndevices = [\"/dev/ttyACM0\"]\n")
+            .unwrap();
+        let c = doc.deployments["x"].container_config("x", "busybox").unwrap();
+        assert!(c.privileged);
+        assert_eq!(c.devices[0].host, "/dev/ttyACM0");
     }
 
     #[test]
@@ -982,17 +995,6 @@ retries = 0
         let mut i = d.clone();
         i.image = "busybox".into();
         assert_ne!(d.doc_hash(), i.doc_hash());
-    }
-
-    #[test]
-    fn deploy_fills_the_next_generation_only_when_left_out() {
-        let mut d = Document::default();
-        assert_eq!(d.fill_generation(None), 1);
-        let mut d = Document::default();
-        assert_eq!(d.fill_generation(Some(41)), 42);
-        assert_eq!(d.generation, Some(42));
-        let mut d = Document { generation: Some(7), ..Default::default() };
-        assert_eq!(d.fill_generation(Some(41)), 7);
     }
 
     #[test]

@@ -34,7 +34,6 @@ use crate::config::Config;
 use crate::deploy::document::Document;
 use crate::deploy::plan::{self, Action, Actual, Backoff, ContainerView, DeploymentState, Health, Outcome, Task, Time};
 use crate::deploy::report::{self, Event, ReportedDeployment};
-use crate::host::devices::cameras::CameraError;
 use crate::runtime::{self, labels, ContainerInfo, ContainerRuntime, RunState};
 
 /// How long a deployment waits for a missing device before the executor tries to create it again (default).
@@ -111,7 +110,7 @@ struct Done {
 /// The desired state handed to [`Executor::run`]: the overlaid document and the generation of each source it
 /// was made from (`device`, `group:<name>`), reported with the states planned from it.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Desired {
+pub(crate) struct Desired {
     pub document: Document,
     pub sources: BTreeMap<String, Option<u64>>,
     /// The source (`device`, `group:<name>`) each deployment was taken from.
@@ -123,7 +122,7 @@ pub struct Desired {
 pub struct Output {
     /// The generation of the document this round planned for (the device document's).
     pub generation: Option<u64>,
-    /// The source generations of that document (filled in by [`Executor::run`]).
+    /// The source generations of that document (filled in by the executor's `run`).
     pub sources: BTreeMap<String, Option<u64>>,
     /// Every desired deployment, and removed ones still being cleaned up.
     pub deployments: BTreeMap<String, ReportedDeployment>,
@@ -257,7 +256,7 @@ impl Executor {
 
     /// Runs rounds for the latest desired document until `shutdown`, handing each round's output to
     /// `publish`. `None` means "no desired state yet": containers are left as they are.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         mut desired: watch::Receiver<Option<Desired>>,
         mut requests: mpsc::Receiver<Request>,
@@ -343,7 +342,8 @@ impl Executor {
         }
     }
 
-    /// Waits up to `limit` for one long step to finish and applies it; false when none did.
+    /// Waits up to `limit` for one long step to finish and applies it; false when none did (tests drive rounds
+    /// with it).
     pub async fn wait_done(&mut self, limit: Duration) -> bool {
         match tokio::time::timeout(limit, self.done_rx.recv()).await {
             Ok(Some(d)) => {
@@ -631,13 +631,14 @@ impl Executor {
         ok
     }
 
-    /// A create or start failed: a missing camera waits for the device, anything else retries with backoff.
+    /// A create or start failed: a missing camera or device node waits for the device, anything else retries
+    /// with backoff.
     fn start_failed(&mut self, deployment: &str, err: runtime::Error) -> Outcome {
-        if let runtime::Error::Camera(CameraError::Missing { selector }) = &err {
-            info!(deployment, camera = %selector, "waiting for a camera");
+        if let Some(device) = err.missing_device().map(str::to_owned) {
+            info!(deployment, %device, "waiting for a device");
             self.notes.entry(deployment.to_owned()).or_default().device_missing_since = Some(Instant::now());
             self.note_error(deployment, err.to_string());
-            return Outcome::DeviceMissing { device: selector.clone() };
+            return Outcome::DeviceMissing { device };
         }
         Outcome::Failed { error: err.to_string() }
     }
@@ -802,7 +803,9 @@ mod tests {
             labels: BTreeMap<String, String>,
         ) -> runtime::Result<()> {
             if self.camera_missing.load(Ordering::SeqCst) {
-                return Err(CameraError::Missing { selector: "/dev/video0".into() }.into());
+                return Err(
+                    crate::host::devices::cameras::CameraError::Missing { selector: "/dev/video0".into() }.into()
+                );
             }
             assert_eq!(labels.get(labels::IMAGE), Some(&config.image), "image label");
             assert!(labels.contains_key(labels::SPEC_HASH), "spec hash label");

@@ -8,7 +8,7 @@ use crate::deploy::document::HealthCheck;
 
 /// What the checker does after a probe result.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Nothing to report: probe again after the interval.
     Wait,
     /// Report this health and keep probing.
@@ -20,7 +20,7 @@ pub enum Verdict {
 /// Counts probe results for one container: `Healthy` on the first success, `Unhealthy` (final) after
 /// `retries` consecutive failures outside the start period; failures inside it do not count.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gate {
+pub(crate) struct Gate {
     retries: u32,
     start_period: Duration,
     failures: u32,
@@ -34,7 +34,7 @@ impl Gate {
     }
 
     /// Takes one probe result, `elapsed` after checking began.
-    pub fn observe(&mut self, result: Result<(), String>, elapsed: Duration) -> Verdict {
+    pub(crate) fn observe(&mut self, result: Result<(), String>, elapsed: Duration) -> Verdict {
         match result {
             Ok(()) => {
                 self.failures = 0;

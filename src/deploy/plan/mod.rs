@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub mod effect;
+pub(crate) mod effect;
 pub mod health;
 
 pub use effect::{record, restart_target, Outcome};
@@ -83,7 +83,7 @@ pub struct ContainerView {
 impl ContainerView {
     /// The view of a container a backend lists, placing its wall-clock start on the monotonic scale
     /// (`now` is `now_wall` on that scale). Health starts as [`Health::NotChecked`].
-    pub fn from_info(info: &ContainerInfo, now: Time, now_wall: chrono::DateTime<chrono::Utc>) -> Self {
+    pub(crate) fn from_info(info: &ContainerInfo, now: Time, now_wall: chrono::DateTime<chrono::Utc>) -> Self {
         let running_since = match (info.state, info.started_at) {
             (RunState::Running, Some(at)) => {
                 let ago = (now_wall - at).to_std().unwrap_or_default();
@@ -309,7 +309,7 @@ impl DeploymentState {
     }
 
     /// Whether the deployment reached what was asked (`running`, or `completed` for a run-once container).
-    pub fn is_converged(&self) -> bool {
+    pub(crate) fn is_converged(&self) -> bool {
         matches!(self, Self::Running | Self::Completed)
     }
 }
@@ -380,7 +380,7 @@ fn stop_and_remove(name: &str, c: &ContainerView, actions: &mut Vec<Action>) {
 }
 
 /// The container id of a deployment version: `<name>-<first 12 of the doc hash>`.
-pub fn container_id(name: &str, doc_hash: &str) -> String {
+pub(crate) fn container_id(name: &str, doc_hash: &str) -> String {
     format!("{name}-{}", &doc_hash[..doc_hash.len().min(12)])
 }
 
@@ -746,6 +746,13 @@ mod tests {
 
     const HEALTH: &str = "[deployments.app.health]\nexec = [\"true\"]\n";
 
+    /// A document built in code, past validation, that does not convert into a container config.
+    fn unconvertible() -> Document {
+        let mut d = app("2", "");
+        d.deployments.get_mut(APP).unwrap().devices.push("nonsense".into());
+        d
+    }
+
     fn hash(d: &Document) -> String {
         d.deployments[APP].doc_hash()
     }
@@ -970,7 +977,11 @@ mod tests {
                 actual: ready(&v1, vec![exited(&v1, 0)]),
                 now: t(5),
                 actions: &["schedule app"],
-                state: DeploymentState::Restarting { attempt: 1, backoff_ms: 1000, reason: "exited with code 0".into() },
+                state: DeploymentState::Restarting {
+                    attempt: 1,
+                    backoff_ms: 1000,
+                    reason: "exited with code 0".into(),
+                },
             },
             Case {
                 name: "clean exit under on-failure completes",
@@ -986,7 +997,11 @@ mod tests {
                 actual: ready(&v1onf, vec![exited(&v1onf, 2)]),
                 now: t(5),
                 actions: &["schedule app"],
-                state: DeploymentState::Restarting { attempt: 1, backoff_ms: 1000, reason: "exited with code 2".into() },
+                state: DeploymentState::Restarting {
+                    attempt: 1,
+                    backoff_ms: 1000,
+                    reason: "exited with code 2".into(),
+                },
             },
             Case {
                 name: "failed exit under never fails",
@@ -1012,7 +1027,11 @@ mod tests {
                 }),
                 now: t(5),
                 actions: &[],
-                state: DeploymentState::Restarting { attempt: 4, backoff_ms: 8000, reason: "exited with code 1".into() },
+                state: DeploymentState::Restarting {
+                    attempt: 4,
+                    backoff_ms: 8000,
+                    reason: "exited with code 1".into(),
+                },
             },
             Case {
                 name: "scheduled restart due starts",
@@ -1323,7 +1342,10 @@ mod tests {
                 doc: v1.clone(),
                 actual: ready(
                     &v1,
-                    vec![container(&v1, RunState::Running), ContainerView { id: "app-dup".into(), ..container(&v1, RunState::Running) }],
+                    vec![
+                        container(&v1, RunState::Running),
+                        ContainerView { id: "app-dup".into(), ..container(&v1, RunState::Running) },
+                    ],
                 ),
                 now: t(5),
                 actions: &["stop old", "remove old"],
@@ -1331,12 +1353,12 @@ mod tests {
             },
             Case {
                 name: "a document the backends cannot run fails without touching the old container",
-                doc: app("2", "privileged = true"),
-                actual: ready(&app("2", "privileged = true"), vec![old(RunState::Running)]),
+                doc: unconvertible(),
+                actual: ready(&unconvertible(), vec![old(RunState::Running)]),
                 now: t(5),
                 actions: &[],
                 state: DeploymentState::Failed {
-                    reason: "deployment app: privileged = true is not supported by the container backends yet; remove it from the document".into(),
+                    reason: "deployment app: devices[0]: host path `nonsense` must be a path under /dev/".into(),
                 },
             },
         ]

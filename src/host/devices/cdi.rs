@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::os::fsutil::under_root;
 
 /// The directories the CDI standard reads specs from, in priority order (later overrides earlier).
-pub const SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
+pub(crate) const SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
 
 /// Largest spec file read. Generated Jetson specs are ~100 KiB; anything this big is not a CDI spec.
 const MAX_SPEC_BYTES: u64 = 4 * 1024 * 1024;
@@ -73,7 +73,7 @@ pub enum Format {
 
 impl Format {
     /// The format for a file name, or `None` for a file the CDI standard ignores.
-    pub fn from_path(path: &Path) -> Option<Self> {
+    pub(crate) fn from_path(path: &Path) -> Option<Self> {
         match path.extension()?.to_str()? {
             "yaml" | "yml" => Some(Self::Yaml),
             "json" => Some(Self::Json),
@@ -210,7 +210,7 @@ const HOOK_NAMES: [&str; 6] =
 
 impl Spec {
     /// The spec's device names, in file order.
-    pub fn device_names(&self) -> Vec<String> {
+    pub(crate) fn device_names(&self) -> Vec<String> {
         self.devices.iter().map(|d| d.name.clone()).collect()
     }
 
@@ -221,7 +221,7 @@ impl Spec {
 
     /// Checks the rules of the CDI standard that a consumer relies on; returns the first problem with its field
     /// path.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         if self.cdi_version.trim().is_empty() {
             return Err("`cdiVersion` is empty".into());
         }

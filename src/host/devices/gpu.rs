@@ -24,7 +24,7 @@ use crate::base::GpuMode;
 use crate::os::fsutil::under_root;
 
 /// The CDI kind of NVIDIA GPUs.
-pub const NVIDIA_GPU_KIND: &str = "nvidia.com/gpu";
+pub(crate) const NVIDIA_GPU_KIND: &str = "nvidia.com/gpu";
 
 /// The `createContainer` hook script of CSV mode. runc and crun run `createContainer` hooks in the container's
 /// mount namespace before `pivot_root`, with the container's root file system as the working directory and the
@@ -78,7 +78,7 @@ impl GpuRequest {
     }
 
     /// The CDI kind and device name asked for.
-    pub fn cdi_name(&self) -> (&str, &str) {
+    pub(crate) fn cdi_name(&self) -> (&str, &str) {
         match self {
             Self::All => (NVIDIA_GPU_KIND, "all"),
             Self::Named { kind, name } => (kind, name),
@@ -86,7 +86,7 @@ impl GpuRequest {
     }
 
     /// The value of `NVIDIA_VISIBLE_DEVICES` for `nvidia-container-runtime`: `all` or the device name.
-    pub fn visible_devices(&self) -> &str {
+    pub(crate) fn visible_devices(&self) -> &str {
         self.cdi_name().1
     }
 }

@@ -82,7 +82,7 @@ impl PowerModes {
     }
 
     /// The name of mode `id`.
-    pub fn name_of(&self, id: u32) -> Option<&str> {
+    pub(crate) fn name_of(&self, id: u32) -> Option<&str> {
         self.modes.iter().find(|m| m.id == id).map(|m| m.name.as_str())
     }
 }
@@ -112,7 +112,7 @@ pub fn read_power_modes(root: &Path, w: &mut Vec<String>) -> Option<PowerModes> 
 const EEPROM_BUSES: [u32; 4] = [0, 1, 2, 7];
 
 /// The serial number and the EEPROM's part number.
-pub fn read_inventory(root: &Path, w: &mut Vec<String>) -> Inventory {
+pub(crate) fn read_inventory(root: &Path, w: &mut Vec<String>) -> Inventory {
     let serial_number = super::read_text(root, "/proc/device-tree/serial-number", w);
     let part_number = EEPROM_BUSES.iter().find_map(|bus| read_part_number(root, *bus, w));
     let part_module = part_number.as_deref().and_then(module_of_part_number);
@@ -156,7 +156,7 @@ fn module_of_part_number(part: &str) -> Option<String> {
 }
 
 /// The installed versions from the text of dpkg's status file.
-pub fn installed_from_dpkg(text: &str, w: &mut Vec<String>) -> Installed {
+pub(crate) fn installed_from_dpkg(text: &str, w: &mut Vec<String>) -> Installed {
     // Per field: (rank, numeric version, version). The newest of several wins (two CUDA toolkits, say), except
     // that JetPack's own OpenCV build (`libopencv`, rank 1) wins over Ubuntu's.
     let mut found: [Option<(u8, Vec<u64>, String)>; 6] = Default::default();

@@ -27,7 +27,7 @@ use crate::os::fsutil::under_root;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// The CDI kind whose specs the probe reports.
-pub const NVIDIA_GPU_KIND: &str = "nvidia.com/gpu";
+pub(crate) const NVIDIA_GPU_KIND: &str = "nvidia.com/gpu";
 
 /// Everything the probe found. Field names are a public contract: see docs/probe.md.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -354,7 +354,7 @@ fn module_token(v: &str) -> Option<String> {
 }
 
 /// CUDA compute capability of a Tegra SoC's integrated GPU.
-pub fn cuda_arch_for(soc: &str) -> Option<&'static str> {
+pub(crate) fn cuda_arch_for(soc: &str) -> Option<&'static str> {
     match soc {
         "tegra234" => Some("8.7"),
         "tegra194" => Some("7.2"),

@@ -127,7 +127,7 @@ impl UnpackBudget {
 
     /// Whether a file of `size` bytes still fits the byte limits after `layer`: checked before any of it is
     /// written, so a declared 3 GiB sparse file is refused at once. Pure.
-    pub fn check_file(&self, layer: Usage, size: u64) -> Option<UnpackError> {
+    pub(crate) fn check_file(&self, layer: Usage, size: u64) -> Option<UnpackError> {
         let after = Usage { bytes: layer.bytes.saturating_add(size), ..layer };
         let image = self.image_used.plus(after);
         let over = |what: &'static str, used: u64, limit: u64, key: &'static str| {

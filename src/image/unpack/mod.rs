@@ -183,7 +183,7 @@ impl std::fmt::Display for Compression {
 
 impl Compression {
     /// The compression an OCI or Docker layer media type names, or an error for non-tar media types.
-    pub fn from_media_type(media_type: &str) -> Result<Compression> {
+    pub(crate) fn from_media_type(media_type: &str) -> Result<Compression> {
         let mt = media_type.trim();
         let base = mt.split(';').next().unwrap_or("").trim();
         match base {
@@ -202,7 +202,7 @@ impl Compression {
     }
 
     /// The compression that the first bytes of a blob show, if any (gzip `1f 8b`, zstd `28 b5 2f fd`).
-    pub fn sniff(head: &[u8]) -> Option<Compression> {
+    pub(crate) fn sniff(head: &[u8]) -> Option<Compression> {
         if head.starts_with(&[0x1f, 0x8b]) {
             Some(Compression::Gzip)
         } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {

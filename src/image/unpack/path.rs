@@ -7,7 +7,7 @@ pub type Components = Vec<OsString>;
 
 /// Cleans a tar path lexically: `/` and `.` components are dropped, `..` removes the previous component.
 /// Returns the reason when a `..` would climb above the root. Pure; never touches the file system.
-pub fn clean_path(raw: &[u8]) -> std::result::Result<Components, String> {
+pub(crate) fn clean_path(raw: &[u8]) -> std::result::Result<Components, String> {
     let mut out: Components = Vec::new();
     for part in raw.split(|b| *b == b'/') {
         match part {
@@ -25,7 +25,7 @@ pub fn clean_path(raw: &[u8]) -> std::result::Result<Components, String> {
 
 /// What a whiteout-style name means.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Special {
+pub(crate) enum Special {
     /// An ordinary entry.
     None,
     /// `.wh..wh..opq`: the parent directory hides everything lower layers have in it.
@@ -37,7 +37,7 @@ pub enum Special {
 }
 
 /// Classifies the last component of an entry path. Pure.
-pub fn classify_name(name: &OsStr) -> std::result::Result<Special, String> {
+pub(crate) fn classify_name(name: &OsStr) -> std::result::Result<Special, String> {
     let b = name.as_bytes();
     if b == b".wh..wh..opq" {
         return Ok(Special::Opaque);

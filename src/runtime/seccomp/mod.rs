@@ -12,7 +12,7 @@ use oci_spec::runtime::{
 use serde::Deserialize;
 
 /// The profile as moby publishes it.
-pub const DEFAULT_PROFILE: &str = include_str!("default.json");
+pub(crate) const DEFAULT_PROFILE: &str = include_str!("default.json");
 
 /// The profile's file format (moby's `Seccomp` type; only what the default profile uses).
 #[derive(Debug, Deserialize)]
@@ -93,7 +93,7 @@ impl Machine {
     /// This machine running a container built for `platform` (`os/arch[/variant]`, the image's): the filter
     /// must match the architecture of the syscalls the container makes, which is the image's (an amd64 image
     /// run by an emulated arm64 agent, say). A platform with an unknown architecture keeps this machine's.
-    pub fn for_platform(self, platform: &str) -> Self {
+    pub(crate) fn for_platform(self, platform: &str) -> Self {
         let arch = match platform.split('/').nth(1) {
             Some("amd64") => "amd64",
             Some("arm64") => "arm64",
@@ -110,13 +110,13 @@ impl Machine {
 }
 
 /// `CAP_...` names of `caps`.
-pub fn cap_names(caps: &[Capability]) -> Vec<String> {
+pub(crate) fn cap_names(caps: &[Capability]) -> Vec<String> {
     caps.iter().filter_map(|c| serde_json::to_value(c).ok()?.as_str().map(str::to_owned)).collect()
 }
 
 /// The running kernel's (major, minor), from `uname`; (0, 0) when it cannot be read (rules that need a newer
 /// kernel are then left out, which only refuses more).
-pub fn running_kernel() -> (u32, u32) {
+pub(crate) fn running_kernel() -> (u32, u32) {
     let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     parse_kernel(&release).unwrap_or((0, 0))
 }
@@ -145,12 +145,12 @@ fn at_least(kernel: (u32, u32), min: &str) -> bool {
 }
 
 /// Docker's default profile for `target`.
-pub fn default_profile(target: &Target) -> LinuxSeccomp {
+pub(crate) fn default_profile(target: &Target) -> LinuxSeccomp {
     translate(DEFAULT_PROFILE, target).expect("the bundled default seccomp profile translates")
 }
 
 /// Translates a profile in moby's format for `target`.
-pub fn translate(profile: &str, target: &Target) -> Result<LinuxSeccomp, String> {
+pub(crate) fn translate(profile: &str, target: &Target) -> Result<LinuxSeccomp, String> {
     let p: Profile = serde_json::from_str(profile).map_err(|e| format!("seccomp profile: {e}"))?;
     let mut architectures = Vec::new();
     if let Some(native) = seccomp_arch(target.arch) {
