@@ -18,7 +18,7 @@ pub use policy::{PolicyConfig, PowerPolicy};
 /// Where the agent looks for its config when neither `--config` nor `JETSHIP_CONFIG` says otherwise.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/jetship/agent.toml";
 /// Where the agent keeps everything it writes unless `state_dir` or `JETSHIP_STATE_DIR` says otherwise.
-pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/jetship";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/jetship";
 
 /// Errors loading or validating the config. Each names the file and, where there is one, the key path.
 #[derive(Debug, thiserror::Error)]

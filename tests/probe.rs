@@ -62,8 +62,8 @@ fn paths(v: &[PathBuf]) -> Vec<&str> {
     v.iter().map(|p| p.to_str().unwrap()).collect()
 }
 
-fn camera_summary(c: &Camera) -> (String, Option<&str>, bool, &str) {
-    (c.node.display().to_string(), c.name.as_deref(), c.capture, c.detected_by.as_str())
+fn camera_summary(c: &Camera) -> (String, Option<&str>, bool, &str, &str) {
+    (c.node.display().to_string(), c.name.as_deref(), c.capture, c.detected_by.as_str(), c.interface.name())
 }
 
 #[test]
@@ -110,10 +110,10 @@ fn orin_nano_super_jp62_is_probed_exactly() {
     assert_eq!(
         cams,
         [
-            ("/dev/video0".to_string(), Some("HD Pro Webcam C920"), true, "sysfs-index"),
-            ("/dev/video1".to_string(), Some("HD Pro Webcam C920"), false, "sysfs-index"),
-            ("/dev/video2".to_string(), Some("USB 2.0 Camera: USB Camera"), true, "sysfs-index"),
-            ("/dev/video3".to_string(), Some("USB 2.0 Camera: USB Camera"), false, "sysfs-index"),
+            ("/dev/video0".to_string(), Some("HD Pro Webcam C920"), true, "sysfs-index", "usb"),
+            ("/dev/video1".to_string(), Some("HD Pro Webcam C920"), false, "sysfs-index", "usb"),
+            ("/dev/video2".to_string(), Some("USB 2.0 Camera: USB Camera"), true, "sysfs-index", "usb"),
+            ("/dev/video3".to_string(), Some("USB 2.0 Camera: USB Camera"), false, "sysfs-index", "usb"),
         ]
     );
     assert_eq!(f.cameras[1].index, Some(1));
@@ -351,7 +351,7 @@ fn orin_nx_jp512_reads_one_line_release_and_a_csi_camera() {
     assert!(f.gpu.cdi_specs.is_empty());
     assert_eq!(f.runtimes.runc.as_deref(), Some(Path::new("/usr/sbin/runc")));
     let cams: Vec<_> = f.cameras.iter().map(camera_summary).collect();
-    assert_eq!(cams, [("/dev/video0".to_string(), Some("vi-output, imx219 9-0010"), true, "sysfs-index")]);
+    assert_eq!(cams, [("/dev/video0".to_string(), Some("vi-output, imx219 9-0010"), true, "sysfs-index", "csi")]);
     assert!(f.cameras[0].by_id.is_empty());
     assert_eq!(paths(&f.cameras[0].by_path), ["/dev/v4l/by-path/platform-tegra-capture-vi-video-index0"]);
     assert!(f.warnings.is_empty(), "{:?}", f.warnings);
@@ -495,7 +495,7 @@ fn broken_device_files_give_partial_results_naming_each_file() {
     let csv = &f.gpu.csv_files[0];
     assert_eq!((csv.dev, csv.lib, csv.sym, csv.invalid), (1, 0, 1, 3));
     let cams: Vec<_> = f.cameras.iter().map(camera_summary).collect();
-    assert_eq!(cams, [("/dev/video0".to_string(), Some("HD Pro Webcam C920"), true, "sysfs-index")]);
+    assert_eq!(cams, [("/dev/video0".to_string(), Some("HD Pro Webcam C920"), true, "sysfs-index", "usb")]);
     let w = &f.warnings;
     assert_eq!(w.len(), 6, "{w:#?}");
     assert!(
@@ -710,8 +710,8 @@ fn real_char_devices_are_queried_only_when_sysfs_agrees() {
     let f = probe::probe(root.path(), root.path());
     assert!(started.elapsed() < Duration::from_secs(5));
     let cams: Vec<_> = f.cameras.iter().map(camera_summary).collect();
-    assert_eq!(cams[0], ("/dev/video0".to_string(), Some("HD Pro Webcam C920"), true, "sysfs-index"));
-    assert_eq!(cams[1], ("/dev/video1".to_string(), Some("HD Pro Webcam C920"), false, "sysfs-index"));
+    assert_eq!(cams[0], ("/dev/video0".to_string(), Some("HD Pro Webcam C920"), true, "sysfs-index", "usb"));
+    assert_eq!(cams[1], ("/dev/video1".to_string(), Some("HD Pro Webcam C920"), false, "sysfs-index", "usb"));
     assert_eq!(f.warnings.len(), 2, "{:#?}", f.warnings);
     assert!(f.warnings[0].starts_with("/dev/video0: VIDIOC_QUERYCAP failed ("), "{:#?}", f.warnings);
     assert_eq!(

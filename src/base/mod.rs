@@ -8,6 +8,7 @@
 pub(crate) mod broker_url;
 pub(crate) mod capability;
 pub mod ids;
+pub mod jetson;
 pub mod labels;
 pub mod modes;
 pub mod platform;

@@ -138,7 +138,8 @@ pub struct RunArgs {
     /// Give the container the GPU: `--gpu` for all, `--gpu=nvidia.com/gpu=0` for one CDI device.
     #[arg(long, value_name = "DEVICE", num_args = 0..=1, require_equals = true, default_missing_value = "all")]
     pub gpu: Option<String>,
-    /// A camera: `all`, `/dev/video0`, a /dev/v4l/by-id name, or a name substring. Repeatable.
+    /// A camera: `all`, `csi` (the CSI cameras, with nvargus-daemon's socket), `/dev/video0`, a /dev/v4l/by-id
+    /// name, or a name substring. Repeatable.
     #[arg(long = "camera", value_name = "SEL")]
     pub cameras: Vec<String>,
     /// A host device HOST[:CONTAINER][:PERMS]: a node (/dev/ttyACM0), renamed (/dev/i2c-1:/dev/i2c-7:rw), a
@@ -172,6 +173,10 @@ pub struct RunArgs {
     /// A tmpfs mount PATH[:OPTIONS] (/run:size=64m). Repeatable.
     #[arg(long = "tmpfs", value_name = "PATH[:OPTS]", value_parser = crate::runtime::privileges::Tmpfs::parse)]
     pub tmpfs: Vec<crate::runtime::privileges::Tmpfs>,
+    /// Jetson conveniences, comma-separated: argus, display, audio, usb, localtime, l4t-release, model (each
+    /// what jetson-containers' run.sh passes for it; docs/runtime.md). Repeatable.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = crate::base::jetson::Convenience::parse)]
+    pub jetson: Vec<crate::base::jetson::Convenience>,
     /// `host` (default) or `private`.
     #[arg(long, value_name = "MODE", default_value = "host", value_parser = parse_ipc)]
     pub ipc: crate::base::IpcMode,

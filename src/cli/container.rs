@@ -76,6 +76,7 @@ pub(super) fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, a
                 pids_limit: Some(args.pids_limit.unwrap_or(runtime::DEFAULT_PIDS_LIMIT)),
                 ..Default::default()
             },
+            jetson: args.jetson.clone(),
             ..Default::default()
         };
 

@@ -50,6 +50,10 @@ pub struct PolicyConfig {
     pub allow_exec_health: bool,
     /// Whether a deployment may ask for cameras. Defaults to `true`.
     pub allow_cameras: bool,
+    /// The Jetson conveniences a deployment may ask for (`jetson = [...]`; the camera selector `csi` needs
+    /// `argus`). Defaults to `["argus", "localtime", "l4t-release", "model"]`: `display` (the X11 socket),
+    /// `audio` (`/dev/snd`) and `usb` (`/dev/bus/usb`) widen what a container reaches and must be added here.
+    pub allowed_jetson: Vec<crate::base::jetson::Convenience>,
     /// Whether a deployment may ask for the GPU. Defaults to `true`.
     pub allow_gpu: bool,
     /// CDI device names a deployment's `gpu` may name (`vendor/class=name`; `name` may be `*`). `gpu = true` is
@@ -91,6 +95,7 @@ impl Default for PolicyConfig {
             allow_root: true,
             allow_exec_health: true,
             allow_cameras: true,
+            allowed_jetson: crate::base::jetson::Convenience::default_allowed(),
             allow_gpu: true,
             allowed_cdi_devices: vec!["nvidia.com/gpu=*".into()],
             allowed_capabilities: Vec::new(),

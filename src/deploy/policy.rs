@@ -114,6 +114,9 @@ fn container_access(
     if !d.cameras.is_empty() && !policy.allow_cameras {
         bad("cameras".into(), refusal("cameras", "policy.allow_cameras = true"));
     }
+    for (field, message) in crate::base::jetson::refusals(&d.jetson, &d.cameras, &policy.allowed_jetson) {
+        bad(field, message);
+    }
     if let Some(gpu) = &d.gpu.0 {
         if !policy.allow_gpu {
             bad("gpu".into(), refusal("the GPU", "policy.allow_gpu = true"));

@@ -146,6 +146,13 @@ impl std::fmt::Display for DeviceRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allowed(pub Option<Vec<String>>);
 
+impl Allowed {
+    /// Whether every node is allowed (no policy patterns apply).
+    pub fn is_any(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
 const MATCH: glob::MatchOptions =
     glob::MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: true };
 

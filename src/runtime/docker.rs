@@ -345,12 +345,18 @@ impl DockerBackend {
             None => DockerGpu::None,
             Some(req) => plan_gpu(self.options.gpu_mode, Some(&req), &self.daemon_gpu().await?)?,
         };
-        // Cameras (and, with the GPU, nvargus-daemon's socket for CSI cameras) as on the native backend.
+        // Cameras (and, with the GPU, nvargus-daemon's socket for CSI cameras) and the Jetson conveniences, as on
+        // the native backend.
         let (root, selectors, gpu_given) =
             (self.options.host_root.clone(), config.cameras.clone(), gpu != DockerGpu::None);
-        let edits = tokio::task::spawn_blocking(move || cameras::edits(&root, &selectors, gpu_given))
-            .await
-            .map_err(|e| backend_err(format!("camera discovery task: {e}")))??;
+        let (jetson, env) = (config.jetson.clone(), config.env.clone());
+        let edits = tokio::task::spawn_blocking(move || {
+            let mut edits = cameras::edits(&root, &selectors, gpu_given)?;
+            crate::host::devices::jetson::add_edits(&mut edits, &root, &jetson, &env)?;
+            Ok::<_, Error>(edits)
+        })
+        .await
+        .map_err(|e| backend_err(format!("camera discovery task: {e}")))??;
         let mut devices: Vec<DeviceMapping> = edits
             .devices
             .iter()
@@ -377,15 +383,12 @@ impl DockerBackend {
         }));
         let mut requests = mounts::volume_requests(&config.volumes, &config.confinement.volume_sources)?;
         // nvargus-daemon's socket lies in the host's world-writable /tmp: only root's socket passes.
-        requests.extend(edits.mounts.iter().map(|m| mounts::Request {
-            host: m.host.clone(),
-            container: m.container.clone(),
-            read_only: m.read_only,
-            how: mounts::Resolve::RootSocket { root: self.options.host_root.clone() },
-        }));
+        requests.extend(mounts::edit_requests(&edits, &self.options.host_root));
         let staged = mounts::staging_points(&mounts::dir(&self.options.state_dir, id), &requests);
         let all_labels = labels::stamp(extra_labels, id, config, Some(&self.options.agent_id));
-        Ok((create_body(config, &gpu, devices, staged, all_labels), requests))
+        // The conveniences' environment (DISPLAY, XAUTHORITY) after the deployment's, as the native spec has it.
+        let with_env = ContainerConfig { env: [config.env.clone(), edits.env].concat(), ..config.clone() };
+        Ok((create_body(&with_env, &gpu, devices, staged, all_labels), requests))
     }
 
     /// Fails when the container's process would run as root: by the deployment's `user`, else the image's.

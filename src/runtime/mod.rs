@@ -55,6 +55,9 @@ pub enum Error {
     /// A requested device node is not present (the deployment waits for it), not usable, or not allowed.
     #[error(transparent)]
     Device(#[from] devices::Error),
+    /// A Jetson convenience this host cannot give (no X server, not a Jetson, nvargus-daemon down).
+    #[error(transparent)]
+    Jetson(#[from] crate::host::devices::jetson::JetsonError),
     #[error("image {image}: {message}")]
     Image { image: String, message: String },
     #[error("container {id}: {message}")]
@@ -87,24 +90,38 @@ pub struct ContainerConfig {
     pub volumes: Vec<Volume>,
     /// `None`: no GPU; `Some("all")` or a CDI device name such as `nvidia.com/gpu=0`.
     pub gpu: Option<String>,
-    /// Camera selectors: `all`, `/dev/video0`, a by-id name, or a name substring.
+    /// Camera selectors: `all`, `csi`, `/dev/video0`, a by-id name, or a name substring.
     pub cameras: Vec<String>,
+    // The fields below are left out of the JSON at their defaults, so the spec hash of a container that uses
+    // none of them stays what it was before they existed (no recreation after an upgrade).
     /// Host device nodes by path, pattern or directory ([`devices`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<devices::DeviceRequest>,
     /// Docker's `--privileged`: every capability, every host device, no seccomp or AppArmor, a writable /sys.
+    #[serde(skip_serializing_if = "is_false")]
     pub privileged: bool,
     /// Capabilities taken from Docker's default set (`CAP_...` names, or `ALL`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_drop: Vec<String>,
     /// Supplementary groups of the process: gids, or names in the image's /etc/group.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub group_add: Vec<String>,
     /// Resource limits.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ulimits: Vec<privileges::Ulimit>,
     /// Namespaced sysctls (checked by [`privileges::sysctl_problem`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctls: BTreeMap<String, String>,
     /// Mount the image's root file system read-only.
+    #[serde(skip_serializing_if = "is_false")]
     pub read_only_rootfs: bool,
     /// tmpfs mounts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<privileges::Tmpfs>,
+    /// Jetson conveniences: what jetson-containers' run.sh passes for each ([`crate::host::devices::jetson`]).
+    /// Left out of the JSON when empty, so the spec hash of a container without any stays what it was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jetson: Vec<crate::base::jetson::Convenience>,
     /// What confines the container. Defaults to Docker's confinement plus no_new_privs and a pids limit.
     pub confinement: Confinement,
 }
@@ -133,6 +150,7 @@ pub struct Confinement {
     pub volume_sources: VolumeSources,
     /// The patterns every passed device node must match (`policy.allowed_devices`). Defaults to any (a local
     /// caller's devices).
+    #[serde(skip_serializing_if = "devices::Allowed::is_any")]
     pub allowed_devices: devices::Allowed,
 }
 
@@ -149,6 +167,10 @@ impl Default for Confinement {
             allowed_devices: devices::Allowed(None),
         }
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// How a volume's host path is resolved before it is bind-mounted ([`mounts`]).

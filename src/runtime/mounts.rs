@@ -1,7 +1,8 @@
 //! Bind-mount sources a container may not redirect. A volume's host path is resolved beneath the allowed root
 //! it lies in without following any symlink below that root ([`crate::os::beneath`]; missing directories are
-//! created the same way), the nvargus socket in the host's world-writable `/tmp` must be a socket owned by root,
-//! and each source is then bind-mounted from the descriptor that resolution gave (`/proc/self/fd/N`) onto a
+//! created the same way), the nvargus socket in the host's world-writable `/tmp` must be a socket owned by root
+//! (and the Jetson conveniences' other `/tmp` sources root's; their `/etc` and `/proc` files resolve with
+//! symlinks kept inside the host root), and each source is then bind-mounted from the descriptor that resolution gave (`/proc/self/fd/N`) onto a
 //! staging point under `<state_dir>/mounts/<id>/`, which only root can reach. The container runtime (runc, crun
 //! or dockerd) is handed the staging point, never the original path: a container that swaps a component for
 //! a symlink between the check and the mount gains nothing, because what is mounted is what was resolved.
@@ -20,6 +21,7 @@ use nix::sys::stat::{fstat, Mode};
 use serde::{Deserialize, Serialize};
 
 use super::{BindMount, Volume, VolumeSources};
+use crate::host::devices::inject::{DeviceEdits, HostFileCheck};
 use crate::os::beneath::{self, Symlinks};
 
 /// Errors preparing a bind mount; each names the host path and what to do.
@@ -48,6 +50,10 @@ pub enum Resolve {
     Beneath { root: PathBuf },
     /// A Unix socket owned by root beneath `root`, no symlink below it (nvargus-daemon's socket).
     RootSocket { root: PathBuf },
+    /// Owned by root beneath `root`, no symlink below it (the X11 socket directory in `/tmp`).
+    RootOwned { root: PathBuf },
+    /// An existing file beneath `root` with symlinks resolved as if `root` were `/` (`/etc/localtime`).
+    InRoot { root: PathBuf },
 }
 
 /// One bind mount to stage.
@@ -90,6 +96,26 @@ pub(crate) fn volume_requests(volumes: &[Volume], sources: &VolumeSources) -> Re
             };
             Ok(Request { host: v.host.clone(), container: v.container.clone(), read_only: v.read_only, how })
         })
+        .collect()
+}
+
+/// The requests for the bind mounts of a container's device edits, each checked as it must be beneath
+/// `host_root`: the camera edits' `mounts` (nvargus-daemon's socket) as root's sockets, the Jetson
+/// conveniences' `host_files` as each names. The one mapping both backends use.
+pub fn edit_requests(edits: &DeviceEdits, host_root: &Path) -> Vec<Request> {
+    let root = host_root.to_path_buf();
+    let sockets = edits.mounts.iter().map(|m| (m, Resolve::RootSocket { root: root.clone() }));
+    let files = edits.host_files.iter().map(|f| {
+        let how = match f.check {
+            HostFileCheck::RootSocket => Resolve::RootSocket { root: root.clone() },
+            HostFileCheck::RootOwned => Resolve::RootOwned { root: root.clone() },
+            HostFileCheck::InRoot => Resolve::InRoot { root: root.clone() },
+        };
+        (&f.mount, how)
+    });
+    sockets
+        .chain(files)
+        .map(|(m, how)| Request { host: m.host.clone(), container: m.container.clone(), read_only: m.read_only, how })
         .collect()
 }
 
@@ -154,13 +180,14 @@ pub fn resolve(req: &Request) -> Result<OwnedFd> {
                 other => other.map_err(|e| beneath_error(e, host, root)),
             }
         }
-        Resolve::RootSocket { root } => {
+        Resolve::RootSocket { root } | Resolve::RootOwned { root } => {
             let rel = host.strip_prefix(root).map_err(|_| refused(host, format!("is not under {}", root.display())))?;
             let rootfd = open_root(root, host)?;
             let fd = beneath::open(&rootfd, rel, Symlinks::Refuse, OFlag::O_PATH)
                 .map_err(|e| beneath_error(e, host, root))?;
             let st = fstat(&fd).map_err(|e| io_err(host, "stat")(e.into()))?;
-            if st.st_mode & libc::S_IFMT != libc::S_IFSOCK || st.st_uid != 0 {
+            let socket = matches!(req.how, Resolve::RootSocket { .. });
+            if socket && (st.st_mode & libc::S_IFMT != libc::S_IFSOCK || st.st_uid != 0) {
                 return Err(refused(
                     host,
                     format!(
@@ -170,7 +197,25 @@ pub fn resolve(req: &Request) -> Result<OwnedFd> {
                     ),
                 ));
             }
+            if st.st_uid != 0 {
+                return Err(refused(
+                    host,
+                    format!(
+                        "is owned by uid {}, not root: in a directory any user can write, only root's is passed to \
+                         containers",
+                        st.st_uid
+                    ),
+                ));
+            }
             Ok(fd)
+        }
+        Resolve::InRoot { root } => {
+            let rel = host.strip_prefix(root).map_err(|_| refused(host, format!("is not under {}", root.display())))?;
+            let rootfd = open_root(root, host)?;
+            beneath::open(&rootfd, rel, Symlinks::InRoot, OFlag::O_PATH).map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENOTDIR) => refused(host, "does not exist on this host (any more)"),
+                _ => beneath_error(e, host, root),
+            })
         }
     }
 }
@@ -412,5 +457,33 @@ mod tests {
         assert!(resolve(&req("link")).unwrap_err().to_string().contains("symlink"));
         let owned_by_root = nix::unistd::geteuid().is_root();
         assert_eq!(resolve(&req("sock")).is_ok(), owned_by_root);
+    }
+
+    #[test]
+    fn root_owned_refuses_symlinks_and_other_owners_and_in_root_keeps_symlinks_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir_all(root.join("tmp/.X11-unix")).unwrap();
+        std::fs::create_dir_all(root.join("usr/share/zoneinfo")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("usr/share/zoneinfo/UTC"), "TZif").unwrap();
+        std::os::unix::fs::symlink("/usr/share/zoneinfo/UTC", root.join("etc/localtime")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("tmp/etc-link")).unwrap();
+        let req = |p: &str, how: Resolve| Request { host: root.join(p), container: "/x".into(), read_only: true, how };
+        let owned = |p: &str| req(p, Resolve::RootOwned { root: root.clone() });
+        let in_root = |p: &str| req(p, Resolve::InRoot { root: root.clone() });
+        assert!(resolve(&owned("tmp/etc-link")).unwrap_err().to_string().contains("symlink"));
+        if nix::unistd::geteuid().is_root() {
+            assert!(resolve(&owned("tmp/.X11-unix")).is_ok());
+            nix::unistd::chown(&root.join("tmp/.X11-unix"), Some(nix::unistd::Uid::from_raw(1000)), None).unwrap();
+            let err = resolve(&owned("tmp/.X11-unix")).unwrap_err().to_string();
+            assert!(err.contains("owned by uid 1000"), "{err}");
+        }
+        // The absolute target is taken inside the root: the fixture's zoneinfo, not this machine's.
+        let fd = resolve(&in_root("etc/localtime")).unwrap();
+        assert_eq!(std::fs::read_to_string(beneath::proc_fd_path(&fd)).unwrap(), "TZif");
+        let err = resolve(&in_root("etc/timezone")).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(!root.join("etc/timezone").exists(), "nothing is created");
     }
 }

@@ -24,7 +24,7 @@ use super::mounts;
 use super::spec::{self, BindMount, HostFiles, ImageProcess, RunSpec};
 use super::{labels, ContainerConfig, ContainerInfo, ContainerRuntime, Error, ExecSink, LogLine, Result, RunState};
 use crate::config::{Config, RegistryConfig};
-use crate::host::devices::{cameras, gpu};
+use crate::host::devices::{cameras, gpu, jetson};
 use crate::image::snapshot::{self, LayerSpec, RootfsMode, SnapshotStore};
 use crate::image::store::{ImageStore, StoredImage};
 use crate::image::unpack::{UnpackBudget, UnpackPolicy};
@@ -370,7 +370,8 @@ impl Inner {
             Some(req) => Some(gpu::plan_gpu(root, self.settings.gpu_mode, &req)?),
             None => None,
         };
-        let camera_edits = cameras::edits(root, &config.cameras, gpu_plan.is_some())?;
+        let mut camera_edits = cameras::edits(root, &config.cameras, gpu_plan.is_some())?;
+        jetson::add_edits(&mut camera_edits, root, &config.jetson, &config.env)?;
         let nodes = super::devices::for_container(root, config)?;
         if let Some(plan) = &gpu_plan {
             for s in &plan.skipped {
@@ -442,19 +443,14 @@ impl Inner {
     ) -> Result<(Vec<BindMount>, spec::DeviceEdits)> {
         let mut requests = mounts::volume_requests(&config.volumes, &config.confinement.volume_sources)?;
         let volumes = requests.len();
-        requests.extend(camera_edits.mounts.iter().map(|m| mounts::Request {
-            host: m.host.clone(),
-            container: m.container.clone(),
-            read_only: m.read_only,
-            how: mounts::Resolve::RootSocket { root: self.settings.host_root.clone() },
-        }));
+        requests.extend(mounts::edit_requests(camera_edits, &self.settings.host_root));
         if requests.is_empty() {
             return Ok((Vec::new(), camera_edits.clone()));
         }
         let mut staged = mounts::stage_all(staging, &requests)?;
         let camera = staged.split_off(volumes);
         tracing::debug!(container = %id, mounts = requests.len(), "bind sources staged");
-        Ok((staged, spec::DeviceEdits { mounts: camera, ..camera_edits.clone() }))
+        Ok((staged, spec::DeviceEdits { mounts: camera, host_files: Vec::new(), ..camera_edits.clone() }))
     }
 
     fn start(&self, id: &str) -> Result<()> {

@@ -504,6 +504,7 @@ mod tests {
             env: vec!["A=1".into()],
             devices: vec![node("/dev/v4l2-nvenc", 5), node("/dev/nvmap", 0)],
             mounts: vec![BindMount { host: "/x/lib.so".into(), container: "/lib.so".into(), read_only: true }],
+            host_files: vec![],
             hooks: vec![HookSpec { path: "/bin/sh".into(), args: vec![], env: vec![] }],
             symlinks: vec![],
         };

@@ -134,6 +134,11 @@ pub struct Deployment {
     /// Camera selectors: `all`, `/dev/video0`, a by-id name or a name substring. Defaults to none.
     #[serde(default, skip_serializing_if = "is_default")]
     pub cameras: Vec<String>,
+    /// Jetson conveniences, each what jetson-containers' run.sh passes for it (docs/runtime.md): `argus`,
+    /// `display`, `audio`, `usb`, `localtime`, `l4t-release`, `model`. Defaults to none; beyond `argus`,
+    /// `localtime`, `l4t-release` and `model` the local policy must allow each (`policy.allowed_jetson`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub jetson: Vec<crate::base::jetson::Convenience>,
     /// `host` or `private`. Defaults to `host` (what the Jetson multimedia stack and ROS 2 expect).
     #[serde(default, skip_serializing_if = "is_default")]
     pub ipc: IpcMode,
@@ -343,6 +348,7 @@ impl Deployment {
             volumes: self.volumes.clone(),
             gpu: self.gpu.0.clone(),
             cameras: self.cameras.clone(),
+            jetson: self.jetson.clone(),
             confinement: self.confinement(),
             ..Default::default()
         };

@@ -5,6 +5,12 @@
 //! whose numbers match what sysfs says for that entry, so a stray file or a fixture placeholder is never opened;
 //! otherwise sysfs `index` decides (0 = capture). Nothing here streams video or changes device settings.
 //!
+//! Each camera is told to be a CSI sensor behind the Tegra video input (`tegra-capture-vi` on JetPack 5/6, a
+//! `*.vi` platform device before; driver `tegra-video`; raw Bayer formats such as `RG10`; NVIDIA names its nodes
+//! `vi-output, <sensor> <bus>`), a USB (UVC) webcam (below a `usbN` root hub; driver `uvcvideo`) or neither
+//! ([`CameraInterface`]). The selector `csi` takes the CSI cameras and nvargus-daemon's socket, which libargus
+//! reaches them through. `VIDIOC_ENUM_FMT` is the other ioctl a node may get, under the same condition.
+//!
 //! [`resolve`] turns a deployment's `cameras = [...]` selectors into the device nodes to create in the
 //! container (each capture node with its metadata sibling, numbers from the live node); a selector that matches
 //! nothing is [`CameraError::Missing`], which the agent maps to the `waiting-for-device` state instead of
@@ -24,6 +30,30 @@ use crate::os::fsutil::under_root;
 /// The char-device major of video4linux nodes.
 const V4L_MAJOR: u64 = 81;
 
+/// How a camera is attached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraInterface {
+    /// A MIPI CSI sensor behind the Tegra VI: used through nvargus-daemon (libargus), raw Bayer on its node.
+    Csi,
+    /// A USB Video Class webcam.
+    Usb,
+    /// Neither could be told (a virtual or PCIe capture device, or sysfs lacks the device link).
+    #[default]
+    Other,
+}
+
+impl CameraInterface {
+    /// `csi`, `usb` or `other`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CameraInterface::Csi => "csi",
+            CameraInterface::Usb => "usb",
+            CameraInterface::Other => "other",
+        }
+    }
+}
+
 /// A V4L2 video node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Camera {
@@ -39,6 +69,10 @@ pub struct Camera {
     /// How `capture` was decided: `querycap` (the driver said), `sysfs-index` (index 0 = capture) or
     /// `assumed` (no index in sysfs: older kernels have no metadata nodes, so the node captures).
     pub detected_by: String,
+    /// CSI sensor, USB webcam or other: from the driver's name when the node answered `VIDIOC_QUERYCAP`, else
+    /// from the sysfs device the node belongs to and the node's name.
+    #[serde(default)]
+    pub interface: CameraInterface,
     /// Stable names in `/dev/v4l/by-id` that point to this node (host paths).
     pub by_id: Vec<PathBuf>,
     /// Stable names in `/dev/v4l/by-path` that point to this node (host paths).
@@ -79,12 +113,14 @@ pub fn discover(root: &Path, warnings: &mut Vec<String>) -> Vec<Camera> {
         let sys_name = read_attr(&sys.join("name"));
         let index = read_attr(&sys.join("index")).and_then(|s| s.parse::<u32>().ok());
         let sys_dev = read_attr(&sys.join("dev"));
+        let interface = sysfs_interface(sysfs_parent(root, &node).as_deref(), sys_name.as_deref());
         let mut cam = Camera {
             node: node.clone(),
             name: sys_name.clone(),
             index,
             capture: index.is_none_or(|i| i == 0),
             detected_by: if index.is_some() { "sysfs-index" } else { "assumed" }.into(),
+            interface,
             by_id: links_to(&by_id, &node),
             by_path: links_to(&by_path, &node),
         };
@@ -108,6 +144,8 @@ pub fn discover(root: &Path, warnings: &mut Vec<String>) -> Vec<Camera> {
                     Ok(caps) => {
                         cam.capture = caps.capture;
                         cam.detected_by = "querycap".into();
+                        let bayer = caps.bayer.then_some(CameraInterface::Csi);
+                        cam.interface = driver_interface(&caps.driver).or(bayer).unwrap_or(cam.interface);
                         if cam.name.is_none() && !caps.card.is_empty() {
                             cam.name = Some(caps.card);
                         }
@@ -142,6 +180,47 @@ fn parse_dev(s: &str) -> Option<(u64, u64)> {
 struct Caps {
     capture: bool,
     card: String,
+    driver: String,
+    /// The node offers a raw Bayer format (`RG10`, ...): a raw sensor, which on a Jetson is a CSI camera.
+    bayer: bool,
+}
+
+/// Whether a V4L2 fourcc is a raw Bayer format (8, 10, 12 and 16 bit, plain and packed): what raw CSI sensors
+/// deliver (jetson-containers tells CSI cameras by `RG10`); webcams deliver YUYV or MJPG.
+fn is_bayer(fourcc: [u8; 4]) -> bool {
+    const BAYER: &[&[u8; 4]] = &[
+        b"BA81", b"GBRG", b"GRBG", b"RGGB", b"BG10", b"GB10", b"BA10", b"RG10", b"BG12", b"GB12", b"BA12", b"RG12",
+        b"pBAA", b"pGAA", b"pgAA", b"pRAA", b"pBCC", b"pGCC", b"pgCC", b"pRCC", b"BYR2", b"GB16", b"GR16", b"RG16",
+    ];
+    BAYER.contains(&&fourcc)
+}
+
+/// The interface a V4L2 driver name stands for: NVIDIA's VI driver or the UVC driver.
+fn driver_interface(driver: &str) -> Option<CameraInterface> {
+    match driver {
+        "tegra-video" | "tegra-vi" | "tegra_vi" => Some(CameraInterface::Csi),
+        "uvcvideo" => Some(CameraInterface::Usb),
+        _ => None,
+    }
+}
+
+/// The interface the sysfs device of a node (its host path, `/sys/devices/...`) and the node's name tell: a
+/// `usbN` root hub above it is USB; the Tegra VI (`tegra-capture-vi`, `<addr>.vi`, `vi`) or the name NVIDIA's
+/// driver gives (`vi-output, imx219 9-0010`) is CSI.
+fn sysfs_interface(device: Option<&Path>, name: Option<&str>) -> CameraInterface {
+    let parts: Vec<String> = device
+        .map(|d| d.components().filter_map(|c| c.as_os_str().to_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let root_hub =
+        |p: &str| p.strip_prefix("usb").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if parts.iter().any(|p| root_hub(p)) {
+        return CameraInterface::Usb;
+    }
+    let vi = |p: &str| p == "tegra-capture-vi" || p == "vi" || p.ends_with(".vi") || p.starts_with("tegra-vi");
+    if parts.iter().any(|p| vi(p)) || name.is_some_and(|n| n.starts_with("vi-output")) {
+        return CameraInterface::Csi;
+    }
+    CameraInterface::Other
 }
 
 /// Opens the node read-only and non-blocking (QUERYCAP needs no write access, and a busy camera must not stall
@@ -168,7 +247,38 @@ fn query_caps(node: &Path) -> std::io::Result<Caps> {
     let flags = if caps.capabilities & DEVICE_CAPS != 0 { caps.device_caps } else { caps.capabilities };
     // Not the v4l crate's Capabilities: its conversion panics on a card name that is not UTF-8.
     let card = String::from_utf8_lossy(&caps.card).trim_end_matches('\0').trim().to_owned();
-    Ok(Caps { capture: flags & CAPTURE != 0, card })
+    let driver = String::from_utf8_lossy(&caps.driver).trim_end_matches('\0').trim().to_owned();
+    let capture = flags & CAPTURE != 0;
+    let bayer = capture && capture_formats(&file).into_iter().any(is_bayer);
+    Ok(Caps { capture, card, driver, bayer })
+}
+
+/// The pixel formats (fourccs) a capture node offers (`VIDIOC_ENUM_FMT`, single-plane capture, at most 64);
+/// empty when the driver refuses to list them.
+fn capture_formats(file: &std::fs::File) -> Vec<[u8; 4]> {
+    use v4l::v4l2;
+    use v4l::v4l_sys::v4l2_fmtdesc;
+    const VIDEO_CAPTURE: u32 = 1; // V4L2_BUF_TYPE_VIDEO_CAPTURE
+    let mut formats = Vec::new();
+    for index in 0..64 {
+        // SAFETY: v4l2_fmtdesc is plain old data (zeroes are valid) and lives for the whole call; the fd is open.
+        let desc = unsafe {
+            let mut desc: v4l2_fmtdesc = std::mem::zeroed();
+            desc.index = index;
+            desc.type_ = VIDEO_CAPTURE;
+            match v4l2::ioctl(
+                file.as_raw_fd(),
+                v4l2::vidioc::VIDIOC_ENUM_FMT,
+                &mut desc as *mut v4l2_fmtdesc as *mut std::os::raw::c_void,
+            ) {
+                Ok(()) => desc,
+                // EINVAL past the last format; any other error ends the list too.
+                Err(_) => break,
+            }
+        };
+        formats.push(desc.pixelformat.to_le_bytes());
+    }
+    formats
 }
 
 /// The symlinks in a `/dev/v4l/by-*` directory as (host link path, host target path).
@@ -196,13 +306,16 @@ fn links_to(links: &[(PathBuf, PathBuf)], node: &Path) -> Vec<PathBuf> {
     links.iter().filter(|(_, t)| t == node).map(|(l, _)| l.clone()).collect()
 }
 
-/// The cameras a selector names: `all` (every node), a path (`/dev/video0` or a `/dev/v4l/by-*` name), or
+/// The cameras a selector names: `all` (every node), `csi` (every CSI camera), a path (`/dev/video0` or a `/dev/v4l/by-*` name), or
 /// otherwise a case-insensitive substring of the camera name or of a by-id name. Both nodes of a UVC camera
 /// match a name, which is harmless: passing the metadata node too does no harm.
 pub fn select<'a>(cameras: &'a [Camera], selector: &str) -> Vec<&'a Camera> {
     let selector = selector.trim();
     if selector == "all" {
         return cameras.iter().collect();
+    }
+    if selector == CSI {
+        return cameras.iter().filter(|c| c.interface == CameraInterface::Csi).collect();
     }
     if selector.starts_with('/') {
         let p = Path::new(selector);
@@ -226,6 +339,9 @@ pub fn select<'a>(cameras: &'a [Camera], selector: &str) -> Vec<&'a Camera> {
 /// The libargus socket of `nvargus-daemon`, which CSI cameras are reached through.
 pub const ARGUS_SOCKET: &str = "/tmp/argus_socket";
 
+/// The selector of every CSI camera, which also brings [`ARGUS_SOCKET`] and needs nvargus-daemon to answer.
+pub const CSI: &str = "csi";
+
 /// Why the requested cameras cannot be given to a container.
 #[derive(Debug, thiserror::Error)]
 pub enum CameraError {
@@ -245,6 +361,13 @@ pub enum CameraError {
         node: PathBuf,
         /// What is there instead.
         found: String,
+    },
+    /// The selector `csi` needs nvargus-daemon, and its socket is missing, not root's, or does not answer. The
+    /// start fails and is retried with backoff, like any failed start, until the daemon is back.
+    #[error("camera selector `csi`: {ARGUS_SOCKET} {reason}")]
+    ArgusDown {
+        /// What is wrong with the socket and what to do.
+        reason: String,
     },
 }
 
@@ -319,10 +442,19 @@ pub fn resolve(
     Ok(nodes)
 }
 
-/// The real sysfs device a video node belongs to (`/sys/class/video4linux/videoN/device`, resolved).
+/// The real sysfs device a video node belongs to (`/sys/class/video4linux/videoN/device` resolved with
+/// symlinks kept inside `root`), as a host path (`/sys/devices/platform/tegra-capture-vi`).
 fn sysfs_parent(root: &Path, node: &Path) -> Option<PathBuf> {
+    use crate::os::beneath::{self, Symlinks};
+    use nix::fcntl::OFlag;
     let name = node.file_name()?.to_str()?;
-    std::fs::canonicalize(under_root(root, &format!("/sys/class/video4linux/{name}/device"))).ok()
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let rootfd = nix::fcntl::open(root, flags, nix::sys::stat::Mode::empty()).ok()?;
+    let rel = format!("sys/class/video4linux/{name}/device");
+    let fd = beneath::open(&rootfd, Path::new(&rel), Symlinks::InRoot, OFlag::O_PATH | OFlag::O_DIRECTORY).ok()?;
+    let real = std::fs::read_link(beneath::proc_fd_path(&fd)).ok()?;
+    let real_root = std::fs::canonicalize(root).ok()?;
+    Some(Path::new("/").join(real.strip_prefix(&real_root).ok()?))
 }
 
 /// What a container asking for the cameras `selectors` gets, found fresh under `root`: the selected nodes
@@ -340,7 +472,17 @@ pub fn edits(root: &Path, selectors: &[String], gpu: bool) -> std::result::Resul
         tracing::debug!(warning = %w, "camera discovery");
     }
     out.devices = resolve(&found, root, selectors)?;
-    out.mounts.extend(argus_mount(root, gpu, selectors));
+    if selectors.iter().any(|s| s.trim() == CSI) {
+        super::jetson::check_argus(root).map_err(|reason| CameraError::ArgusDown { reason })?;
+        out.push_mount(BindMount {
+            host: under_root(root, ARGUS_SOCKET),
+            container: PathBuf::from(ARGUS_SOCKET),
+            read_only: false,
+        });
+    }
+    if let Some(m) = argus_mount(root, gpu, selectors) {
+        out.push_mount(m);
+    }
     Ok(out)
 }
 
@@ -365,6 +507,7 @@ mod tests {
             index: Some(if capture { 0 } else { 1 }),
             capture,
             detected_by: "sysfs-index".into(),
+            interface: if name.starts_with("vi-output") { CameraInterface::Csi } else { CameraInterface::Usb },
             by_id: vec![PathBuf::from(format!("/dev/v4l/by-id/{by_id}"))],
             by_path: vec![PathBuf::from(format!("/dev/v4l/by-path/platform-usb-0:{n}:1.0-video-index0"))],
         }
@@ -387,5 +530,28 @@ mod tests {
         assert_eq!(nodes("sonix"), ["/dev/video2"], "by-id names match too");
         assert!(nodes("/dev/video9").is_empty());
         assert!(nodes("  ").is_empty());
+        assert!(nodes("csi").is_empty(), "no CSI camera among USB webcams");
+        let mixed = [cam(0, "vi-output, imx219 9-0010", true, "x"), cam(1, "USB Camera csi", true, "y")];
+        let csi: Vec<_> = select(&mixed, "csi").iter().map(|c| c.node.display().to_string()).collect();
+        assert_eq!(csi, ["/dev/video0"], "`csi` is the interface, not a name substring");
+    }
+
+    #[test]
+    fn interface_from_driver_then_sysfs_device_then_name() {
+        assert!(is_bayer(*b"RG10") && is_bayer(*b"pRAA") && is_bayer(*b"BA81"));
+        assert!(!is_bayer(*b"YUYV") && !is_bayer(*b"MJPG") && !is_bayer(*b"NV12"));
+        assert_eq!(driver_interface("tegra-video"), Some(CameraInterface::Csi));
+        assert_eq!(driver_interface("uvcvideo"), Some(CameraInterface::Usb));
+        assert_eq!(driver_interface("vivid"), None);
+        let iface = |d: &str, n: &str| sysfs_interface(Some(Path::new(d)), Some(n));
+        assert_eq!(iface("/sys/devices/platform/tegra-capture-vi", "vi-output, imx219 9-0010"), CameraInterface::Csi);
+        assert_eq!(iface("/sys/devices/50000000.host1x/54080000.vi", "imx219"), CameraInterface::Csi, "JetPack 4");
+        assert_eq!(
+            iface("/sys/devices/platform/bus@0/3610000.usb/usb1/1-2/1-2.1/1-2.1:1.0", "HD Pro Webcam C920"),
+            CameraInterface::Usb
+        );
+        assert_eq!(iface("/sys/devices/virtual/video4linux", "Dummy video device"), CameraInterface::Other);
+        assert_eq!(sysfs_interface(None, Some("vi-output, imx477 10-001a")), CameraInterface::Csi);
+        assert_eq!(sysfs_interface(None, None), CameraInterface::Other);
     }
 }

@@ -1,5 +1,6 @@
 //! Host devices a container may be given: the GPU injection descriptions the NVIDIA container toolkit leaves on
-//! a Jetson (CDI specs in `cdi`, Jetson CSV mount lists in `csv`) and V4L2 cameras (`cameras`).
+//! a Jetson (CDI specs in `cdi`, Jetson CSV mount lists in `csv`), V4L2 cameras (`cameras`) and the Jetson
+//! conveniences (`jetson`: the host files, sockets and device trees jetson-containers passes).
 //!
 //! `gpu` decides how a container gets the GPU (CDI, CSV, nvidia-container-runtime) and turns the parsed files
 //! into edits of a runtime spec; `cameras::resolve` does the same for camera selectors.
@@ -15,6 +16,7 @@ pub mod cdi;
 pub mod csv;
 pub mod gpu;
 pub mod inject;
+pub mod jetson;
 
 use std::io;
 use std::path::Path;

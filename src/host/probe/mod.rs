@@ -645,8 +645,13 @@ impl HostFacts {
         }
         for c in &self.cameras {
             let role = if c.capture { "capture" } else { "metadata" };
-            let mut line =
-                format!("{} {role} \"{}\" [{}]", c.node.display(), c.name.as_deref().unwrap_or("?"), c.detected_by);
+            let mut line = format!(
+                "{} {role} \"{}\" [{}] {}",
+                c.node.display(),
+                c.name.as_deref().unwrap_or("?"),
+                c.detected_by,
+                c.interface.name()
+            );
             for l in c.by_id.iter().chain(&c.by_path) {
                 line.push_str(&format!("\n{:<13}{}", "", l.display()));
             }
