@@ -45,6 +45,30 @@ pub enum Command {
     /// Run a command in a running container on this device, confined as the container is (its user,
     /// capabilities, seccomp, AppArmor, no_new_privs, cgroup, environment); exits with the command's code.
     Exec(ExecArgs),
+    /// List the containers on this device that the agent or `jetship run` made: name, deployment, state, image,
+    /// uptime, restarts.
+    Ps(PsArgs),
+    /// Stop a container on this device (SIGTERM, SIGKILL after the grace period) and remove it.
+    Stop(StopArgs),
+}
+
+/// `jetship ps`: what the backend owns, read from it (no agent needed). Needs root, like the agent.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Print JSON (an array of rows).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `jetship stop NAME`: stop and remove. A deployment's container comes back while the agent runs it: remove the
+/// deployment (`jetship rm DEVICE DEPLOYMENT`) to keep it stopped.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds between SIGTERM and SIGKILL [default: runtime.stop_grace_s].
+    #[arg(short = 't', long = "time", value_name = "SECONDS")]
+    pub time: Option<u64>,
+    /// A container id, or a deployment's name (its containers).
+    pub name: String,
 }
 
 /// `jetship exec NAME -- CMD...`: the backend's exec (runc/crun exec, or the Docker Engine's), never a host
@@ -54,6 +78,12 @@ pub struct ExecArgs {
     /// Kill the command after this many seconds [default: no limit].
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
+    /// Keep stdin open: this process's stdin goes to the command.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the command a terminal (this process's, which is set raw meanwhile; needs one).
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// A deployment's name (its running container) or a container id.
     pub name: String,
     /// The command and its arguments, after `--`.
@@ -342,16 +372,19 @@ pub enum FleetCommand {
         #[command(flatten)]
         broker: BrokerArgs,
     },
-    /// Print a deployment's container output from a device.
+    /// Print a deployment's container output from a device (`logs DEVICE DEPLOYMENT`, over the broker), or a
+    /// container's on this device (`logs NAME`: a container id or a deployment's name; needs root).
     Logs {
-        /// Device id.
+        /// Device id; with no DEPLOYMENT, the local container or deployment NAME.
+        #[arg(value_name = "DEVICE|NAME")]
         device: String,
-        /// Deployment name.
-        deployment: String,
+        /// Deployment name (on the device).
+        deployment: Option<String>,
         /// Only the last N lines.
         #[arg(long, value_name = "N")]
         tail: Option<usize>,
-        /// Also collect what it writes for --follow-secs seconds (one answer at the end).
+        /// Also collect what it writes for --follow-secs seconds (one answer at the end); for a local container,
+        /// follow its output until it exits or Ctrl-C.
         #[arg(short = 'f', long)]
         follow: bool,
         /// How long -f follows (at most 60).

@@ -24,8 +24,14 @@ pub(super) fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, a
     let backend = rt.block_on(runtime::open(&cfg, None))?;
     rt.block_on(async {
         let cancel = tokio_util::sync::CancellationToken::new();
+        // A digest-pinned image already here (in the store, or the Engine's own for Docker, which ensure_image
+        // asks first) starts without any registry request.
+        let offline = crate::image::offline::pinned(&args.image, &vars)
+            .filter(|p| backend.name() == "docker" || crate::image::offline::stored(&store, p, &opts.platform));
         // The Docker Engine keeps its own image store: resolve and pin here, let the Engine pull the digest.
-        let pulled = if backend.name() == "docker" {
+        let pulled = if let Some(pinned) = offline {
+            Ok(pinned.to_string())
+        } else if backend.name() == "docker" {
             crate::image::pull::resolve(&client, &args.image, &vars).await.map(|r| r.reference.to_string())
         } else {
             crate::image::pull::pull(&client, &store, &args.image, &vars, &opts, None, cancel)
@@ -75,7 +81,10 @@ pub(super) fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, a
         };
 
         let deployment = args.name.clone().unwrap_or_else(|| id.clone());
-        let labels = std::collections::BTreeMap::from([(labels::DEPLOYMENT.to_string(), deployment)]);
+        let labels = std::collections::BTreeMap::from([
+            (labels::DEPLOYMENT.to_string(), deployment),
+            (labels::OWNER.to_string(), labels::OWNER_RUN.to_string()),
+        ]);
         backend.create(&id, &container, labels).await.with_context(|| format!("cannot create container {id}"))?;
         if let Err(e) = backend.start(&id).await {
             let _ = backend.remove(&id).await;
@@ -85,7 +94,7 @@ pub(super) fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, a
             println!("{id}");
             return Ok(0);
         }
-        let code = follow(backend.as_ref(), &id, grace).await?;
+        let code = follow(backend.clone(), &id, grace).await?;
         if args.rm {
             backend.remove(&id).await.with_context(|| format!("cannot remove container {id}"))?;
         }
@@ -105,9 +114,10 @@ pub(super) fn local_image(
     store.record(&name).ok().flatten().map(|r| r.resolved)
 }
 
-/// Streams the container's output until it exits; stops it on SIGINT/SIGTERM. Returns its exit code.
+/// Streams the container's output until it exits (followed by byte offset, `ContainerRuntime::follow_logs`);
+/// stops it on SIGINT/SIGTERM. Returns its exit code.
 pub(super) async fn follow(
-    backend: &dyn crate::runtime::ContainerRuntime,
+    backend: std::sync::Arc<dyn crate::runtime::ContainerRuntime>,
     id: &str,
     grace: Duration,
 ) -> anyhow::Result<i32> {
@@ -115,50 +125,40 @@ pub(super) async fn follow(
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    let mut printed = 0usize;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let follower = {
+        let (backend, id, stop) = (backend.clone(), id.to_owned(), stop.clone());
+        let sink: crate::runtime::LogSink = std::sync::Arc::new(super::local::print_line);
+        tokio::spawn(async move { backend.follow_logs(&id, None, sink, stop).await })
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        let stop = tokio::select! {
+    let code = loop {
+        let signalled = tokio::select! {
             _ = tick.tick() => false,
             _ = term.recv() => true,
             _ = int.recv() => true,
         };
-        if stop {
+        if signalled {
             eprintln!("stopping {id} (grace {} s)", grace.as_secs());
             backend.stop(id, grace).await?;
         }
-        let state = backend.inspect(id).await?;
-        let lines = backend.logs(id, None).await?;
-        // A second rotation drops the oldest file: the count then restarts from what is left.
-        if lines.len() < printed {
-            printed = 0;
-        }
-        {
-            let mut out = std::io::stdout().lock();
-            let mut err = std::io::stderr().lock();
-            for l in &lines[printed..] {
-                if l.stream == "stderr" {
-                    writeln!(err, "{}", l.text)?;
-                } else {
-                    writeln!(out, "{}", l.text)?;
-                }
-            }
-            out.flush()?;
-        }
-        printed = lines.len();
-        match state {
-            None => anyhow::bail!("container {id} disappeared while running"),
+        match backend.inspect(id).await? {
+            None => break Err(anyhow::anyhow!("container {id} disappeared while running")),
             Some(s) if matches!(s.state, RunState::Exited | RunState::Missing) => {
                 if let Some(code) = s.exit_code {
-                    return Ok(code);
+                    break Ok(code);
                 }
                 if s.state == RunState::Missing {
-                    anyhow::bail!("container {id} is gone from the runtime without an exit code");
+                    break Err(anyhow::anyhow!("container {id} is gone from the runtime without an exit code"));
                 }
             }
             Some(_) => {}
         }
-    }
+    };
+    // What the container wrote before it exited is read to the end, then the follower stops.
+    stop.cancel();
+    follower.await.context("the log follower failed")??;
+    code
 }
 
 /// `jetship exec`: runs the command in `args.name` (a container id, else the running container of that
@@ -168,7 +168,7 @@ pub(super) fn exec_in_container(
     log_level: Option<&str>,
     args: ExecArgs,
 ) -> anyhow::Result<i32> {
-    use crate::runtime::{self, labels, ExecStream, RunState};
+    use crate::runtime::{self, ExecStream, RunState};
     let cfg = image_config(config, log_level)?;
     let timeout = match args.timeout {
         Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
@@ -179,21 +179,20 @@ pub(super) fn exec_in_container(
     rt.block_on(async {
         let backend = runtime::open(&cfg, None).await?;
         let owned = backend.list_owned().await?;
-        let id = match owned.iter().find(|c| c.id == args.name) {
-            Some(c) => c.id.clone(),
-            None => owned
-                .iter()
-                .find(|c| {
-                    c.state == RunState::Running && c.labels.get(labels::DEPLOYMENT).is_some_and(|d| *d == args.name)
-                })
-                .map(|c| c.id.clone())
-                .with_context(|| {
-                    format!(
-                        "no container `{}` and no running container of a deployment `{}` here",
-                        args.name, args.name
-                    )
-                })?,
-        };
+        let id = super::local::find(&owned, &args.name)?
+            .into_iter()
+            .find(|c| c.id == args.name || c.state == RunState::Running)
+            .map(|c| c.id.clone())
+            .with_context(|| format!("no running container of a deployment `{}` here (see `jetship ps`)", args.name))?;
+        if args.interactive || args.tty {
+            // Ctrl-C (without a terminal) reaches the command through the runtime; this process waits for its
+            // exit code instead of dying first.
+            let _int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("cannot install the SIGINT handler")?;
+            let io = runtime::ExecIo { stdin: args.interactive, tty: args.tty, timeout };
+            let code = backend.exec_attached(&id, &args.command, io).await.with_context(|| format!("exec in {id}"))?;
+            return Ok(code);
+        }
         let sink: runtime::ExecSink = std::sync::Arc::new(|stream, bytes: &[u8]| {
             let _ = match stream {
                 ExecStream::Stdout => std::io::stdout().lock().write_all(bytes).and_then(|_| std::io::stdout().flush()),

@@ -125,7 +125,10 @@ pub(super) fn run_fleet(
             println!("removed {deployment}: generation {} on {}", doc.generation.unwrap_or(0), target.desired_topic());
             Ok(0)
         }
-        FleetCommand::Logs { device, deployment, tail, follow, follow_secs, broker } => {
+        FleetCommand::Logs { device, deployment: None, tail, follow, .. } => {
+            super::local::logs(config, log_level, &device, tail, follow)
+        }
+        FleetCommand::Logs { device, deployment: Some(deployment), tail, follow, follow_secs, broker } => {
             let access = broker.access(config)?;
             let mut args = serde_json::json!({ "deployment": deployment, "tail": tail });
             if follow {

@@ -15,6 +15,7 @@ mod args;
 mod container;
 mod controller;
 mod image;
+mod local;
 
 pub use args::*;
 use container::*;
@@ -91,6 +92,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::ImageGc(args) => run_image_gc(&cli.config, cli.log_level.as_deref(), args),
         Command::Run(args) => run_container(&cli.config, cli.log_level.as_deref(), args),
         Command::Exec(args) => exec_in_container(&cli.config, cli.log_level.as_deref(), args),
+        Command::Ps(args) => local::ps(cli.config.as_deref(), cli.log_level.as_deref(), args),
+        Command::Stop(args) => local::stop(cli.config.as_deref(), cli.log_level.as_deref(), args),
         Command::CheckConfig { path } => {
             let path = path.or(cli.config);
             let loaded = config::load(path.as_deref())?;

@@ -138,6 +138,10 @@ pub struct State {
     pub exit_code: Option<i32>,
     /// Whether the kernel's OOM killer ended it.
     pub oom_killed: bool,
+    /// When the runtime created the container: just before its start, also for a start of a stopped container
+    /// (which [`Supervisor::start`] creates anew). `None` when the runtime does not know it.
+    #[serde(default)]
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A container jetship owns.
@@ -376,12 +380,14 @@ impl Supervisor {
         let conmon_alive = self.conmon_alive(id);
         let exit_code = std::fs::read_to_string(dir.join("exit").join(id)).ok().and_then(|s| s.trim().parse().ok());
         let oom_killed = dir.join("persist/oom").exists();
-        let (status, pid) = match self.runtime_cmd(&["state", id]) {
+        let (status, pid, created) = match self.runtime_cmd(&["state", id]) {
             Ok(out) => {
                 #[derive(Deserialize)]
                 struct RuntimeState {
                     status: String,
                     pid: Option<i32>,
+                    #[serde(default)]
+                    created: Option<chrono::DateTime<chrono::Utc>>,
                 }
                 let s: RuntimeState = serde_json::from_slice(&out.stdout)
                     .map_err(|e| Error::Create { id: id.into(), message: format!("unreadable runtime state: {e}") })?;
@@ -391,9 +397,11 @@ impl Supervisor {
                     "paused" | "pausing" => Status::Paused,
                     _ => Status::Stopped,
                 };
-                (status, s.pid.filter(|p| *p > 0 && status != Status::Stopped))
+                (status, s.pid.filter(|p| *p > 0 && status != Status::Stopped), s.created)
             }
-            Err(exec::Error::Failed { stderr, .. }) if stderr.contains("does not exist") => (Status::Missing, None),
+            Err(exec::Error::Failed { stderr, .. }) if stderr.contains("does not exist") => {
+                (Status::Missing, None, None)
+            }
             Err(e) => return Err(e.into()),
         };
         // conmon writes the exit file just after the process ends: trust it over a racing runtime status either
@@ -403,7 +411,7 @@ impl Supervisor {
             (Status::Stopped, None) if conmon_alive => Status::Running,
             (s, _) => s,
         };
-        Ok(State { status, pid, exit_code, oom_killed })
+        Ok(State { status, pid, exit_code, oom_killed, created })
     }
 
     /// Whether the container's conmon still runs (a zombie does not).
@@ -550,34 +558,15 @@ impl Supervisor {
     }
 }
 
-/// Parses conmon's k8s-file lines (`<ts> <stream> <F|P> <text>`) into `out`, joining partial lines.
+/// Parses conmon's k8s-file lines (`<ts> <stream> <F|P> <text>`) into `out`, joining partial lines
+/// ([`super::follow::LineJoiner`]).
 pub(crate) fn parse_k8s_log(reader: impl BufRead, out: &mut Vec<LogLine>) {
-    let mut partial: Option<LogLine> = None;
+    let mut joiner = super::follow::LineJoiner::default();
+    let mut push = |l: LogLine| out.push(l);
     for line in reader.split(b'\n').map_while(|l| l.ok()) {
-        let line = String::from_utf8_lossy(&line);
-        let mut parts = line.splitn(4, ' ');
-        let (Some(ts), Some(stream), Some(flag)) = (parts.next(), parts.next(), parts.next()) else { continue };
-        let text = parts.next().unwrap_or("");
-        let piece = match partial.take() {
-            Some(mut p) if p.stream == stream => {
-                p.text.push_str(text);
-                p
-            }
-            Some(p) => {
-                out.push(p);
-                LogLine { ts: ts.into(), stream: stream.into(), text: text.into() }
-            }
-            None => LogLine { ts: ts.into(), stream: stream.into(), text: text.into() },
-        };
-        if flag == "P" {
-            partial = Some(piece);
-        } else {
-            out.push(piece);
-        }
+        joiner.feed(&line, &mut push);
     }
-    if let Some(p) = partial {
-        out.push(p);
-    }
+    joiner.finish(&mut push);
 }
 
 struct SyncReply {

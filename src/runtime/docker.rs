@@ -59,6 +59,8 @@ const REQUEST_TIMEOUT_S: u64 = 120;
 
 const BACKEND: &str = "docker";
 
+mod interactive;
+
 /// The Engine socket to use: `explicit` (`runtime.docker_socket`), else a `unix://` `DOCKER_HOST`, else
 /// [`DEFAULT_SOCKET`]. A `DOCKER_HOST` of another scheme (tcp://, ssh://) is refused: jetship only speaks to a
 /// local daemon over its socket.
@@ -714,6 +716,20 @@ impl ContainerRuntime for DockerBackend {
             }
         }
         Ok(inspect.exit_code.map_or(-1, |c| c as i32))
+    }
+
+    async fn exec_attached(&self, id: &str, cmd: &[String], io: super::ExecIo) -> Result<i32> {
+        interactive::exec_attached(self, id, cmd, io).await
+    }
+
+    async fn follow_logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+        sink: super::LogSink,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<()> {
+        interactive::follow_logs(self, id, tail, sink, stop).await
     }
 
     /// `docker stop -t <grace>` (the grace rounded up to whole seconds, as the Engine takes it).

@@ -49,13 +49,7 @@ pub async fn run(
                 kill_from_pid_file(pid_file);
                 let _ = child.start_kill();
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                return Err(Error::Container {
-                    id: id.to_owned(),
-                    message: format!(
-                        "the exec'd command did not finish within {} s and was killed",
-                        limit.as_secs_f64()
-                    ),
-                });
+                return Err(timed_out(id, limit));
             }
         },
     };
@@ -68,8 +62,21 @@ pub async fn run(
             message: format!("{program} exec failed ({status}): {}", crate::os::exec::trim_stderr(&stderr)),
         });
     }
+    Ok(exit_code(status))
+}
+
+/// The error of an exec'd command killed at its time limit.
+pub(super) fn timed_out(id: &str, limit: Duration) -> Error {
+    Error::Container {
+        id: id.to_owned(),
+        message: format!("the exec'd command did not finish within {} s and was killed", limit.as_secs_f64()),
+    }
+}
+
+/// The exit code of a finished runtime exec: the command's, or 128+signal.
+pub(super) fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    Ok(status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1))
+    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1)
 }
 
 async fn pump(
@@ -96,7 +103,7 @@ async fn pump(
     }
 }
 
-fn kill_from_pid_file(pid_file: &Path) {
+pub(super) fn kill_from_pid_file(pid_file: &Path) {
     let pid = std::fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()).filter(|p| *p > 1);
     if let Some(pid) = pid {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);

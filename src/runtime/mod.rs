@@ -9,10 +9,12 @@
 //! policy's answers (which roots volumes may come from, whether root is refused) arrive in [`Confinement`].
 
 pub mod apparmor;
+pub mod attach;
 pub mod conmon;
 pub mod devices;
 pub mod docker;
 pub mod exec;
+pub mod follow;
 pub mod labels;
 pub mod mounts;
 pub mod oci;
@@ -28,7 +30,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::host::devices::gpu::GpuRequest;
+pub use attach::ExecIo;
 pub use conmon::LogLine;
+pub use follow::LogSink;
 pub use spec::BindMount;
 
 use crate::base::{IpcMode, NetworkMode};
@@ -283,6 +287,38 @@ pub trait ContainerRuntime: Send + Sync {
     async fn exec(&self, id: &str, cmd: &[String], timeout: Option<Duration>, sink: ExecSink) -> Result<i32> {
         let _ = (cmd, timeout, sink);
         Err(Error::Container { id: id.to_owned(), message: format!("the {} backend cannot exec", self.name()) })
+    }
+    /// Runs `cmd` in running container `id` as [`ContainerRuntime::exec`] confines it, attached to this process:
+    /// its stdin when `io.stdin`, a terminal when `io.tty` (`jetship exec -i -t`). Returns the command's exit code.
+    async fn exec_attached(&self, id: &str, cmd: &[String], io: ExecIo) -> Result<i32> {
+        let _ = (cmd, io);
+        Err(Error::Container { id: id.to_owned(), message: format!("the {} backend cannot attach", self.name()) })
+    }
+    /// Hands the container's output to `sink` line by line: the last `tail` lines (all when `None`), then what it
+    /// writes, until `stop` (then what was written up to that moment). Backends read by offset; this default
+    /// reads the whole log every 100 ms and hands out what is past the lines seen.
+    async fn follow_logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+        sink: LogSink,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<()> {
+        let mut seen = self.logs(id, None).await?.len().saturating_sub(tail.unwrap_or(usize::MAX));
+        loop {
+            let last = stop.is_cancelled();
+            let lines = self.logs(id, None).await?;
+            seen = seen.min(lines.len());
+            lines[seen..].iter().for_each(|l| sink(l));
+            seen = lines.len();
+            if last {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
     }
     /// Repairs what a kill or a power cut left behind: a container whose monitor is gone is never left running
     /// unsupervised, damaged records and half-made containers are cleaned up. Each repair is noted in

@@ -168,7 +168,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 impl Inner {
     /// The runtime command that execs `cmd` in running container `id` with the container's process spec, and
     /// the files it uses (process spec, pid file) for the caller to remove.
-    fn prepare_exec(&self, id: &str, cmd: &[String]) -> Result<(std::process::Command, PathBuf, PathBuf)> {
+    fn prepare_exec(&self, id: &str, cmd: &[String], tty: bool) -> Result<(std::process::Command, PathBuf, PathBuf)> {
         if !conmon::valid_id(id) {
             return Err(conmon::Error::BadId(id.to_owned()).into());
         }
@@ -185,7 +185,8 @@ impl Inner {
             .map_err(|e| ctr_err(id, format!("{} is unreadable: {e}", config.display())))?;
         let mut process = spec.get("process").cloned().ok_or_else(|| ctr_err(id, "its config.json has no process"))?;
         process["args"] = serde_json::json!(cmd);
-        process["terminal"] = serde_json::Value::Bool(false);
+        // A terminal only for an attached `exec -t`: the runtime sizes it from the caller's terminal.
+        process["terminal"] = serde_json::Value::Bool(tty);
         if let Some(p) = process.as_object_mut() {
             p.remove("consoleSize");
         }
@@ -597,8 +598,10 @@ fn info(meta: conmon::Meta, state: conmon::State) -> ContainerInfo {
         pid: state.pid,
         exit_code: state.exit_code,
         oom_killed: state.oom_killed,
-        // Creation time: `create` and `start` follow each other in every caller (jetship run, the reconciler).
-        started_at: Some(meta.created_at),
+        // The runtime's creation time: `create` and `start` follow each other in every caller (jetship run, the
+        // reconciler), and a stopped container is created anew when started again. The record's time when the
+        // runtime has none (a missing container).
+        started_at: Some(state.created.unwrap_or(meta.created_at)),
     }
 }
 
@@ -790,11 +793,42 @@ impl ContainerRuntime for OciBackend {
     async fn exec(&self, id: &str, cmd: &[String], timeout: Option<Duration>, sink: ExecSink) -> Result<i32> {
         let inner = self.inner.clone();
         let (owned, args) = (id.to_owned(), cmd.to_vec());
-        let (command, process_file, pid_file) = blocking(move || inner.prepare_exec(&owned, &args)).await?;
+        let (command, process_file, pid_file) = blocking(move || inner.prepare_exec(&owned, &args, false)).await?;
         let result = super::exec::run(id, command, &pid_file, timeout, sink).await;
         let _ = std::fs::remove_file(&process_file);
         let _ = std::fs::remove_file(&pid_file);
         result
+    }
+
+    /// The runtime's foreground exec with this process's stdio (stdin only with `io.stdin`); with `io.tty` the
+    /// process spec asks for a terminal, which runc/crun allocate and connect to this process's own.
+    async fn exec_attached(&self, id: &str, cmd: &[String], io: super::ExecIo) -> Result<i32> {
+        if io.tty && !super::attach::has_terminal() {
+            return Err(super::attach::no_terminal(id));
+        }
+        let inner = self.inner.clone();
+        let (owned, args) = (id.to_owned(), cmd.to_vec());
+        let (command, process_file, pid_file) = blocking(move || inner.prepare_exec(&owned, &args, io.tty)).await?;
+        let result = super::attach::run(id, command, &pid_file, io).await;
+        let _ = std::fs::remove_file(&process_file);
+        let _ = std::fs::remove_file(&pid_file);
+        result
+    }
+
+    /// Follows `ctr.log` by byte offset across rotations ([`super::follow`]).
+    async fn follow_logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+        sink: super::LogSink,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<()> {
+        if !conmon::valid_id(id) {
+            return Err(conmon::Error::BadId(id.to_owned()).into());
+        }
+        super::follow::follow_file(self.log_path(id), tail, sink, stop)
+            .await
+            .map_err(|e| ctr_err(id, format!("following its log: {e}")))
     }
 
     /// Rotates the log of every owned container that reached `runtime.log_max_bytes`.

@@ -27,8 +27,8 @@ mod state;
 
 use health::Probe;
 pub use meter::{PullMeter, PullProgress};
-pub use state::state_path;
-use state::StateFiles;
+pub use state::{recorded_restarts, state_path};
+use state::{Clock, StateFiles};
 
 use crate::config::Config;
 use crate::deploy::document::Document;
@@ -63,13 +63,13 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Turns a deployment's image reference into a pinned one (`name@sha256:...`) for this host.
 #[async_trait::async_trait]
-pub(crate) trait Resolver: Send + Sync {
+pub trait Resolver: Send + Sync {
     /// Resolves `image` (templates, `{auto}`, tag to digest). The error is the message to report.
     async fn resolve(&self, image: &str) -> std::result::Result<String, String>;
 }
 
 /// Resolves against registries with the pull engine and the host's template variables.
-pub(crate) struct RegistryResolver {
+pub struct RegistryResolver {
     client: crate::image::registry::Client,
     vars: crate::image::reference::TemplateVars,
 }
@@ -87,7 +87,12 @@ impl RegistryResolver {
 
 #[async_trait::async_trait]
 impl Resolver for RegistryResolver {
+    /// A digest-pinned reference is its own answer, without a request: the device may be offline, and the pull
+    /// checks every byte against that digest anyway.
     async fn resolve(&self, image: &str) -> std::result::Result<String, String> {
+        if let Some(pinned) = crate::image::offline::pinned(image, &self.vars) {
+            return Ok(pinned.to_string());
+        }
         match crate::image::pull::resolve(&self.client, image, &self.vars).await {
             Ok(r) => Ok(r.reference.to_string()),
             Err(e) => Err(e.to_string()),
@@ -140,7 +145,7 @@ pub enum Request {
 
 /// Settings of an [`Executor`].
 #[derive(Debug, Clone)]
-pub(crate) struct Options {
+pub struct Options {
     /// Where `deployments/` is kept (`state_dir`).
     pub state_dir: PathBuf,
     /// SIGTERM to SIGKILL when stopping (`runtime.stop_grace_s`).
@@ -175,7 +180,7 @@ struct Notes {
 }
 
 /// Runs plans against a backend. See the module doc.
-pub(crate) struct Executor {
+pub struct Executor {
     runtime: Arc<dyn ContainerRuntime>,
     resolver: Arc<dyn Resolver>,
     files: StateFiles,
@@ -209,17 +214,28 @@ impl Executor {
         opts: Options,
     ) -> Self {
         let files = StateFiles { dir: state_path(&opts.state_dir) };
-        let actual = Actual { deployments: files.load(), ..Default::default() };
+        let origin = Instant::now();
+        // A restart scheduled before the agent stopped keeps its time; the backoff cap bounds a clock jump.
+        let loaded = files.load(Clock { now: Time::ZERO, wall: Utc::now() }, opts.backoff.cap);
+        let mut notes = BTreeMap::new();
+        let mut deployments = BTreeMap::new();
+        for (name, l) in loaded {
+            if l.last_exit.is_some() {
+                notes.insert(name.clone(), Notes { exit_code: l.last_exit, ..Default::default() });
+            }
+            deployments.insert(name, l.observed);
+        }
+        let actual = Actual { deployments, ..Default::default() };
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
             runtime,
             resolver,
             files,
             opts,
-            origin: Instant::now(),
+            origin,
             actual,
             health: HashMap::new(),
-            notes: BTreeMap::new(),
+            notes,
             started: BTreeMap::new(),
             states: BTreeMap::new(),
             applied: None,
@@ -240,7 +256,7 @@ impl Executor {
 
     /// Runs rounds for the latest desired document until `shutdown`, handing each round's output to
     /// `publish`. `None` means "no desired state yet": containers are left as they are.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         mut desired: watch::Receiver<Option<Desired>>,
         mut requests: mpsc::Receiver<Request>,
@@ -320,16 +336,15 @@ impl Executor {
     }
 
     /// Applies every finished long step without waiting.
-    #[cfg(test)]
     fn drain(&mut self) {
         while let Ok(d) = self.done_rx.try_recv() {
             self.apply_done(d);
         }
     }
 
-    /// Waits up to `limit` for one long step to finish and applies it; false when none did.
-    #[cfg(test)]
-    pub(crate) async fn wait_done(&mut self, limit: Duration) -> bool {
+    /// Waits up to `limit` for one long step to finish and applies it; false when none did (tests drive rounds
+    /// with it).
+    pub async fn wait_done(&mut self, limit: Duration) -> bool {
         match tokio::time::timeout(limit, self.done_rx.recv()).await {
             Ok(Some(d)) => {
                 self.apply_done(d);
@@ -409,7 +424,14 @@ impl Executor {
         };
         let (now, now_wall) = (self.now(), Utc::now());
         let mut by_dep: BTreeMap<String, Vec<ContainerView>> = BTreeMap::new();
-        for info in &listed {
+        // Deployments whose last exit code changed: persisted, so a restarted agent reports it.
+        let mut exits = Vec::new();
+        // `jetship run`'s containers are no deployment's: never planned for, so never stopped or removed here.
+        let listed: Vec<&ContainerInfo> = listed
+            .iter()
+            .filter(|i| i.labels.get(labels::OWNER).map(String::as_str) != Some(labels::OWNER_RUN))
+            .collect();
+        for info in listed.iter().copied() {
             let Some(dep) = info.labels.get(labels::DEPLOYMENT) else { continue };
             let mut view = ContainerView::from_info(info, now, now_wall);
             // Keep a running container's monotonic start stable between rounds (the backoff reset needs it).
@@ -427,7 +449,11 @@ impl Executor {
                 }
             }
             if let Some(code) = info.exit_code.filter(|_| info.state == RunState::Exited) {
-                self.notes.entry(dep.clone()).or_default().exit_code = Some(code);
+                let notes = self.notes.entry(dep.clone()).or_default();
+                if notes.exit_code != Some(code) {
+                    notes.exit_code = Some(code);
+                    exits.push(dep.clone());
+                }
             }
             by_dep.entry(dep.clone()).or_default().push(view);
         }
@@ -446,6 +472,9 @@ impl Executor {
         }
         for (dep, containers) in by_dep {
             self.actual.deployments.entry(dep).or_default().containers = containers;
+        }
+        for dep in exits {
+            self.persist(&dep);
         }
         let retry = self.opts.device_retry;
         for (name, obs) in self.actual.deployments.iter_mut() {
@@ -466,7 +495,9 @@ impl Executor {
 
     fn persist(&self, deployment: &str) {
         if let Some(obs) = self.actual.deployments.get(deployment) {
-            if let Err(err) = self.files.save(deployment, obs) {
+            let last_exit = self.notes.get(deployment).and_then(|n| n.exit_code);
+            let clock = Clock { now: self.now(), wall: Utc::now() };
+            if let Err(err) = self.files.save(deployment, obs, last_exit, clock) {
                 warn!(deployment, %err, "cannot persist deployment state");
             }
         }
@@ -623,7 +654,11 @@ impl Executor {
             (action, &outcome),
             (Action::MarkRolledBack { .. }, Outcome::Done) | (Action::Resolve { .. }, Outcome::Resolved { .. })
         );
+        let book = |a: &Actual| a.deployments.get(&deployment).map(|o| o.restart.clone());
+        let before = book(&self.actual);
         plan::record(&mut self.actual, action, outcome, now, &self.opts.backoff);
+        // The restart book survives agent restarts: a restart counted, scheduled or reset is written at once.
+        let persist = persist || (before != book(&self.actual) && !matches!(action, Action::Forget { .. }));
         if persist {
             self.persist(&deployment);
         }
@@ -1040,6 +1075,89 @@ mod tests {
             out.deployments["app"].state,
             DeploymentState::Restarting { attempt: 2, backoff_ms: 400, .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn restart_count_backoff_and_last_exit_survive_an_executor_restart() {
+        let rig = Rig::new();
+        let d = doc("[deployments.app]\nimage = \"busybox:1\"\n");
+        let id = plan::container_id("app", &d.deployments["app"].doc_hash());
+        let starts = |f: &Fake| f.calls().iter().filter(|c| c.starts_with("start")).count();
+        {
+            let mut exec = rig.executor();
+            settle(&mut exec, &d, |o| o.converged).await;
+            rig.fake.crash(&id, 3);
+            exec.round(&d).await;
+            tokio::time::sleep(BASE).await;
+            let out = settle(&mut exec, &d, |o| o.converged).await;
+            assert_eq!(out.deployments["app"].restarts, 1);
+            // A second crash schedules attempt 2 (400 ms); the agent stops before it is due.
+            rig.fake.crash(&id, 5);
+            let out = exec.round(&d).await;
+            assert!(matches!(out.deployments["app"].state, DeploymentState::Restarting { attempt: 2, .. }));
+        }
+        let mut again = rig.executor();
+        let out = again.round(&d).await;
+        let r = &out.deployments["app"];
+        assert!(
+            matches!(&r.state, DeploymentState::Restarting { attempt: 2, backoff_ms: 400, .. }),
+            "the backoff continues, not from zero: {:?}",
+            r.state
+        );
+        assert_eq!((r.restarts, r.exit_code), (1, Some(5)), "restarts and last exit as before the restart");
+        assert_eq!(starts(&rig.fake), 2, "the scheduled restart is not due yet");
+        let out = settle(&mut again, &d, |o| o.converged).await;
+        assert_eq!((out.deployments["app"].restarts, starts(&rig.fake)), (2, 3));
+        // And once more across a restart: the third crash waits 800 ms (capped at 1 s in these tests).
+        rig.fake.crash(&id, 1);
+        drop(again);
+        let out = rig.executor().round(&d).await;
+        assert!(matches!(
+            out.deployments["app"].state,
+            DeploymentState::Restarting { attempt: 3, backoff_ms: 800, .. }
+        ));
+        assert_eq!(out.deployments["app"].restarts, 2);
+    }
+
+    #[tokio::test]
+    async fn containers_jetship_run_made_are_left_alone_even_under_a_deployments_name() {
+        let rig = Rig::new();
+        for (id, deployment) in [("cam", "cam"), ("app-run", "app")] {
+            let labels = BTreeMap::from([
+                (labels::DEPLOYMENT.to_owned(), deployment.to_owned()),
+                (labels::OWNER.to_owned(), labels::OWNER_RUN.to_owned()),
+            ]);
+            let info = ContainerInfo {
+                id: id.into(),
+                labels,
+                state: RunState::Running,
+                pid: Some(1),
+                exit_code: None,
+                oom_killed: false,
+                started_at: Some(Utc::now()),
+            };
+            rig.fake.containers.lock().unwrap().insert(id.into(), info);
+        }
+        let mut exec = rig.executor();
+        let out = settle(&mut exec, &app("1", PASSES), |o| o.converged).await;
+        assert_eq!(out.deployments.keys().collect::<Vec<_>>(), ["app"], "`cam` is no deployment");
+        let calls = rig.fake.calls();
+        assert!(calls.iter().all(|c| !c.ends_with(" cam") && !c.ends_with(" app-run")), "{calls:?}");
+        assert_eq!(rig.fake.state("cam"), RunState::Running);
+        assert_eq!(rig.fake.state("app-run"), RunState::Running);
+    }
+
+    #[tokio::test]
+    async fn a_state_file_without_restart_state_still_loads() {
+        let rig = Rig::new();
+        let dir = rig.dir.path().join("deployments");
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = br#"{"resolved":["h","registry.local/busybox@sha256:00"],"rolled_back":null}"#;
+        crate::os::fsutil::write_mirrored(&dir.join("app.json"), old).unwrap();
+        let exec = rig.executor();
+        let obs = &exec.actual.deployments["app"];
+        assert_eq!(obs.resolved.as_ref().map(|r| r.image.as_str()), Some("registry.local/busybox@sha256:00"));
+        assert_eq!(obs.restart, plan::RestartBook::default());
     }
 
     #[tokio::test]
