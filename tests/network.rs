@@ -113,11 +113,9 @@ fn web(image: &str, port: u16, local_port: u16) -> ContainerConfig {
     ContainerConfig {
         image: image.to_owned(),
         entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
-        args: Some(vec![
-            "/bin/busybox mkdir -p /www && echo hello-from-the-bridge > /www/index.html && \
+        args: Some(vec!["/bin/busybox mkdir -p /www && echo hello-from-the-bridge > /www/index.html && \
              exec /bin/busybox httpd -f -p 80 -h /www"
-                .into(),
-        ]),
+            .into()]),
         network: NetworkMode::Bridge,
         ports: vec![format!("{port}:80").parse().unwrap(), format!("127.0.0.1:{local_port}:80").parse().unwrap()],
         ..Default::default()
@@ -131,7 +129,10 @@ async fn serves_on_published_ports(backend: &dyn ContainerRuntime, image: &str, 
     let (port, local) = (support::reserve_port(), support::reserve_port());
     let host = host_address();
     backend.ensure_image(image).await.unwrap_or_else(|e| panic!("{name}: ensure_image: {e}"));
-    backend.create(id, &web(image, port.port, local.port), BTreeMap::new()).await.unwrap_or_else(|e| panic!("{name}: create: {e}"));
+    backend
+        .create(id, &web(image, port.port, local.port), BTreeMap::new())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: create: {e}"));
     backend.start(id).await.unwrap_or_else(|e| panic!("{name}: start: {e}"));
     wait_for_state(backend, id, RunState::Running, Duration::from_secs(20)).await;
     let hello = "hello-from-the-bridge\n";

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -381,8 +381,9 @@ pub fn docker_port_bindings(ports: &[PortMapping]) -> HashMap<String, Option<Vec
     map
 }
 
-/// The bridge files of a spec at `dir` (for unit tests of [`super::spec`]).
-pub fn files_in(dir: &Path) -> BridgeFiles {
+#[cfg(test)]
+/// The bridge files named after `dir` (the unit tests' spec input).
+fn files_in(dir: &std::path::Path) -> BridgeFiles {
     BridgeFiles {
         netns: dir.join("netns"),
         resolv_conf: dir.join("resolv.conf"),
@@ -394,6 +395,7 @@ pub fn files_in(dir: &Path) -> BridgeFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn a_stub_resolver_is_replaced_by_what_a_bridge_can_reach() {
@@ -441,5 +443,34 @@ mod tests {
         let r = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.89.0.9/24", "gateway": "10.89.0.1"}]});
         assert_eq!(address(&r), Some("10.89.0.9".parse().unwrap()));
         assert_eq!(address(&json!({})), None);
+    }
+
+    #[test]
+    fn a_bridge_spec_joins_the_named_namespace_and_mounts_its_own_etc_files() {
+        use super::super::spec::{self, HostFiles, ImageProcess, ResolvedUser, RunSpec};
+        let image = ImageProcess { cmd: vec!["sh".into()], ..Default::default() };
+        let files = files_in(Path::new("/state/network/containers/web"));
+        let run = RunSpec {
+            network: crate::base::NetworkMode::Bridge,
+            bridge: Some(files.clone()),
+            hostname: Some("web".into()),
+            ..Default::default()
+        };
+        let host = HostFiles::under(Path::new("/"));
+        let oci = spec::build(&image, &run, ResolvedUser::default(), Path::new("/rootfs"), &host).unwrap();
+        let json = serde_json::to_value(&oci).unwrap();
+        let net: Vec<&Value> =
+            json["linux"]["namespaces"].as_array().unwrap().iter().filter(|n| n["type"] == "network").collect();
+        assert_eq!(net.len(), 1, "{net:?}");
+        assert_eq!(net[0]["path"], json!(files.netns));
+        let source = |dest: &str| {
+            json["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == dest).map(|m| m["source"].clone())
+        };
+        assert_eq!(source("/etc/resolv.conf"), Some(json!(files.resolv_conf)), "not the host's resolv.conf");
+        assert_eq!(source("/etc/hosts"), Some(json!(files.hosts)));
+        assert_eq!(source("/etc/hostname"), Some(json!(files.hostname)));
+        assert_eq!(json["hostname"], "web");
+        let without = RunSpec { bridge: None, ..run };
+        assert!(spec::build(&image, &without, ResolvedUser::default(), Path::new("/rootfs"), &host).is_err());
     }
 }

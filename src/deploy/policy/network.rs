@@ -71,4 +71,29 @@ mod tests {
         assert!(r[0].1.contains("policy.allow_bridge_network = true"), "{}", r[0].1);
         assert!(r[1].1.contains("allowed: none"), "{}", r[1].1);
     }
+
+    #[test]
+    fn documents_with_bad_ports_are_refused_by_validation_with_the_field_path() {
+        let doc = "[deployments.web]\nimage = \"nginx:1\"\nnetwork = \"bridge\"\nports = [\"8080:80\", \"80\", \"8080:81\"]\n\
+                   [deployments.host]\nimage = \"nginx:1\"\nports = [\"9000:9000\"]\n";
+        let err = crate::deploy::document::parse(doc.as_bytes(), Some(crate::deploy::document::Format::Toml), "t")
+            .unwrap_err();
+        let crate::deploy::document::Error::Invalid { problems, .. } = err else { panic!("{err}") };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["deployments.host.ports[0]", "deployments.web.ports[1]", "deployments.web.ports[2]"],
+            "{problems:?}"
+        );
+        assert!(problems[0].message.contains("network = \"bridge\""), "{}", problems[0].message);
+        let ok = crate::deploy::document::parse(
+            b"[deployments.web]\nimage = \"nginx:1\"\nnetwork = \"bridge\"\nports = [\"8080:80\"]\n",
+            Some(crate::deploy::document::Format::Toml),
+            "t",
+        )
+        .unwrap();
+        let config = ok.deployments["web"].container_config("web", "nginx@sha256:00").unwrap();
+        assert_eq!((config.network, config.ports.len()), (NetworkMode::Bridge, 1));
+        assert_eq!(config.ports[0].to_string(), "8080:80/tcp");
+    }
 }
