@@ -432,7 +432,7 @@ impl Inner {
             drop(rootfs);
             cleanup_bundle(&bundle);
             release_staging(&staging);
-            return Err(e.into());
+            return Err(e);
         }
         // The container outlives this call (and this process): leave the overlay mounted.
         rootfs.keep();
