@@ -4,7 +4,9 @@
 //! under conmon with the real CNI plugins (Debian's containernetworking-plugins) on a bridge and subnet unique
 //! to the test; after a stop, a crash and an agent-style restart, `ip`, `iptables-save`, the mount table and
 //! host-local's lease dir show nothing of the container left. The Docker backend runs on a private dockerd
-//! whose default bridge is one the test made. Needs root (scripts/test runs as root).
+//! whose default bridge is one the test made. The real agent runs a bridge document end to end: its tcp health
+//! gate through the published port, a low port refused by the default policy, everything detached when the
+//! deployment is removed. Needs root (scripts/test runs as root).
 
 mod support;
 
@@ -368,4 +370,49 @@ async fn docker_bridge_container_answers_on_published_ports() {
     backend.remove(&id).await.unwrap();
     drop(daemon);
     drop(guard);
+}
+
+#[test]
+fn the_agent_runs_a_bridge_document_on_its_port_refuses_a_low_port_and_detaches_what_it_removes() {
+    use support::device::{deploy, push, reported, text, wait_until, Agent, Device};
+    let (broker, registry) = (support::mosquitto::Mosquitto::start(), Registry::start());
+    push(&registry, "v1", "net-agent");
+    let device = Device::native(&broker, &registry.addr);
+    let (bridge, subnet, _) = unique_network("jsa");
+    let _bridge = BridgeGuard(bridge.clone());
+    device.add_registry_config(&format!("[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\""));
+    let agent = Agent::start(&device.config);
+    let port = support::reserve_port();
+    let doc = |ports: &str| {
+        format!(
+            "[deployments.web]\nimage = \"{}/hello:v1\"\ncommand = [\"sh\", \"-c\"]\n\
+             args = [\"/bin/busybox mkdir -p /www && echo hello-from-the-bridge > /www/index.html && exec /bin/busybox httpd -f -p 80 -h /www\"]\n\
+             network = \"bridge\"\nports = [{ports}]\n[deployments.web.health]\ntcp = {}\ninterval = \"1s\"\n",
+            registry.addr, port.port
+        )
+    };
+    // Port 80 on the host is below policy.allowed_host_ports' default range: refused, naming the key.
+    let low = device.write_doc("low.toml", &doc("\"80:80\""));
+    let out = deploy(&broker, &device, &low);
+    assert!(!out.status.success(), "a low port was accepted: {}", text(&out));
+    let reasons = reported(&broker, &device.id)["rejected"]["reasons"].to_string();
+    assert!(reasons.contains("deployments.web.ports[0]") && reasons.contains("policy.allowed_host_ports"), "{reasons}");
+
+    let web = device.write_doc("web.toml", &doc(&format!("\"{}:80\"", port.port)));
+    let out = deploy(&broker, &device, &web);
+    assert!(out.status.success(), "deploy --wait: {}\nagent log:\n{}", text(&out), agent.log());
+    assert_eq!(curl_soon("127.0.0.1", port.port), "hello-from-the-bridge\n", "the health gate passed through the port");
+    assert_eq!(curl_soon(&host_address(), port.port), "hello-from-the-bridge\n");
+
+    let empty = device.write_doc("empty.toml", "");
+    let out = deploy(&broker, &device, &empty);
+    assert!(out.status.success(), "{}", text(&out));
+    let veths = || tool("ip", "iproute2", &["-o", "link", "show", "master", &bridge]);
+    wait_until("the container and its network gone", Duration::from_secs(30), || {
+        device.containers(false).is_empty() && veths().trim().is_empty()
+    });
+    let netns = device.run.join("netns");
+    let left: Vec<_> = std::fs::read_dir(&netns).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    assert_eq!(left, Vec::<PathBuf>::new(), "namespaces left");
+    assert!(curl("127.0.0.1", port.port).is_err(), "the port still answers after the deployment was removed");
 }
