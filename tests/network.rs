@@ -416,3 +416,40 @@ fn the_agent_runs_a_bridge_document_on_its_port_refuses_a_low_port_and_detaches_
     assert_eq!(left, Vec::<PathBuf>::new(), "namespaces left");
     assert!(curl("127.0.0.1", port.port).is_err(), "the port still answers after the deployment was removed");
 }
+
+#[tokio::test]
+async fn a_container_that_exited_keeps_a_sound_attachment_and_gets_a_new_one_when_check_fails() {
+    let env = Native::new().await;
+    let backend = env.backend();
+    let id = format!("again-{:08x}", rand::random::<u32>());
+    let (_, hosts) = serves_on_published_ports(&backend, &env.image, &id).await;
+    let ip = address_in(&hosts, &id);
+    let kill = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    let leases = || env.leftovers(&id, "-").into_iter().filter(|l| l.starts_with("lease")).collect::<Vec<_>>();
+
+    // Exited by itself and started again before any sweep: CHECK passes, the same attachment serves.
+    kill(backend.inspect(&id).await.unwrap().unwrap().pid.unwrap()).unwrap();
+    wait_for_state(&backend, &id, RunState::Exited, Duration::from_secs(20)).await;
+    backend.start(&id).await.unwrap();
+    wait_for_state(&backend, &id, RunState::Running, Duration::from_secs(20)).await;
+    assert_eq!(curl_soon("127.0.0.1", backend_ports(&env, &id)), "hello-from-the-bridge\n");
+    assert_eq!(address_in(&exec(&backend, &id, &["cat", "/etc/hosts"]).await, &id), ip, "the attachment was kept");
+    assert_eq!(leases(), [format!("lease {ip}")]);
+
+    // Exited again, and its veth taken off the bridge meanwhile: CHECK fails, it is detached and attached anew.
+    kill(backend.inspect(&id).await.unwrap().unwrap().pid.unwrap()).unwrap();
+    wait_for_state(&backend, &id, RunState::Exited, Duration::from_secs(20)).await;
+    let veths = tool("ip", "iproute2", &["-o", "link", "show", "master", &env.bridge]);
+    let veth = veths.split(": ").nth(1).and_then(|n| n.split('@').next()).expect("a veth on the bridge").to_owned();
+    tool("ip", "iproute2", &["link", "set", &veth, "nomaster"]);
+    backend.start(&id).await.unwrap();
+    wait_for_state(&backend, &id, RunState::Running, Duration::from_secs(20)).await;
+    assert_eq!(curl_soon("127.0.0.1", backend_ports(&env, &id)), "hello-from-the-bridge\n", "attached anew");
+    let new_ip = address_in(&exec(&backend, &id, &["cat", "/etc/hosts"]).await, &id);
+    assert_ne!(new_ip, ip, "host-local hands out the next address to a new attachment");
+    assert_eq!(leases(), [format!("lease {new_ip}")], "one lease: the old one was freed");
+
+    backend.stop(&id, Duration::from_secs(2)).await.unwrap();
+    backend.remove(&id).await.unwrap();
+    assert_eq!(env.leftovers(&id, &new_ip), Vec::<String>::new());
+}

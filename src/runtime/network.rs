@@ -199,11 +199,22 @@ impl Network {
     }
 
     /// Attaches container `id` (prepared before): a new namespace, loopback up, ADD of the bridge list with
-    /// its ports, then its /etc files. An attachment left by a crash or a reboot is detached first. Returns
-    /// the container's address.
+    /// its ports, then its /etc files. An attachment that is still there is kept when CHECK passes; one left
+    /// half made, or taken apart (a reboot, a deleted veth), is detached first. Returns the container's address.
     pub fn attach(&self, id: &str) -> Result<Option<IpAddr>> {
         if self.is_attached(id) {
-            return Ok(self.read(id)?.and_then(|r| r.attached?.result.as_ref().and_then(address)));
+            // Still attached (a container that exited by itself, started again before a sweep): kept when CHECK
+            // finds it as ADD left it, else made anew.
+            let record = self.read(id)?.and_then(|r| r.attached).filter(|a| a.result.is_some());
+            if let Some(Attached { conflist, runtime_config, result: Some(result) }) = record {
+                let path = netns::path(&self.run_dir, id);
+                let at = cni::Attachment { container_id: id, netns: &path, ifname: IFNAME, cni_path: &self.cni_path };
+                match cni::check(&conflist, &runtime_config, &result, &at) {
+                    Ok(()) => return Ok(address(&result)),
+                    Err(e) if portmap_ipv6_check_bug(&e, &result) => return Ok(address(&result)),
+                    Err(e) => tracing::warn!(container = %id, err = %e, "CNI CHECK failed; attaching it anew"),
+                }
+            }
         }
         self.detach(id)?;
         let Some(mut record) = self.read(id)? else {
@@ -294,6 +305,17 @@ impl Network {
         ids.sort();
         ids
     }
+}
+
+/// portmap before 1.2 fails CHECK on an IPv4-only attachment looking for IPv6 rules it never made
+/// (containernetworking/plugins#819). The plugins before it in the list (bridge: the veth, the address) have
+/// passed by then, so the attachment is taken as sound.
+fn portmap_ipv6_check_bug(e: &cni::Error, result: &Value) -> bool {
+    let ipv4_only = result["ips"]
+        .as_array()
+        .is_some_and(|ips| ips.iter().all(|ip| ip["address"].as_str().is_some_and(|a| !a.contains(':'))));
+    matches!(e, cni::Error::Failed { plugin, command: "CHECK", message } if plugin == "portmap" && message.contains("ipv6"))
+        && ipv4_only
 }
 
 /// The address ADD gave the container (the first of `ips`).
@@ -436,6 +458,22 @@ mod tests {
         assert_eq!((tcp[0].host_ip.as_deref(), tcp[0].host_port.as_deref()), (Some("127.0.0.1"), Some("8080")));
         assert_eq!(tcp[1].host_ip, None);
         assert_eq!(b["5000/udp"].as_ref().unwrap()[0].host_port.as_deref(), Some("5000"));
+    }
+
+    #[test]
+    fn only_portmaps_ipv6_check_on_an_ipv4_attachment_is_forgiven() {
+        let v4 = json!({"ips": [{"address": "10.89.0.9/24"}]});
+        let v6 = json!({"ips": [{"address": "fd00::9/64"}]});
+        let err = |plugin: &str, message: &str| cni::Error::Failed {
+            plugin: plugin.into(),
+            command: "CHECK",
+            message: message.into(),
+        };
+        let bug = err("portmap", "could not check ipv6 dnat: chain CNI-DN-1 not found in iptables table nat");
+        assert!(portmap_ipv6_check_bug(&bug, &v4));
+        assert!(!portmap_ipv6_check_bug(&bug, &v6));
+        assert!(!portmap_ipv6_check_bug(&err("portmap", "could not check ipv4 dnat"), &v4));
+        assert!(!portmap_ipv6_check_bug(&err("bridge", "ipv6 missing"), &v4));
     }
 
     #[test]
