@@ -187,11 +187,12 @@ impl Native {
             &config,
             format!(
                 "state_dir = \"{}\"\ndevice_id = \"net-test\"\n[registry]\ndisk_reserve_bytes = 0\nretries = 1\n\
-                 [host]\nroot = \"{}\"\n[runtime]\nrun_dir = \"{}\"\nstop_grace_s = 2\ncgroup_parent = \"/jetship-net-{bridge}\"\n\
+                 [host]\nroot = \"{}\"\n[runtime]\nrun_dir = \"{}\"\nstop_grace_s = 2\ncgroup_parent = \"/jetship-net-{pid}\"\n\
                  [network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n",
                 state.display(),
                 host.display(),
                 run_dir.display(),
+                pid = std::process::id(),
             ),
         )
         .unwrap();
@@ -240,6 +241,24 @@ impl Native {
             }
         }
         left
+    }
+}
+
+impl Drop for Native {
+    /// A failed test's containers are stopped and removed through the backend, so their attachments go too.
+    fn drop(&mut self) {
+        let backend = self.backend();
+        // Dropped inside the test's runtime: the cleanup gets a thread and a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                for c in backend.list_owned().await.unwrap_or_default() {
+                    let _ = backend.stop(&c.id, Duration::ZERO).await;
+                    let _ = backend.remove(&c.id).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 
