@@ -472,3 +472,43 @@ async fn a_container_that_exited_keeps_a_sound_attachment_and_gets_a_new_one_whe
     backend.remove(&id).await.unwrap();
     assert_eq!(env.leftovers(&id, &new_ip), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn jetship_run_publishes_ports_with_network_bridge_and_refuses_them_without() {
+    let env = Native::new().await;
+    let port = support::reserve_port();
+    let run = |args: &[&str]| support::jetship_with_config(&env.config, args).output().unwrap();
+    let out = run(&["run", "-d", "-p", &format!("{}:80", port.port), &env.image, "true"]);
+    assert!(!out.status.success(), "ports without the bridge were accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--network bridge"), "{err}");
+    let out = run(&["run", "-p", "0:80", "--network", "bridge", &env.image]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host port `0`"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let name = format!("cli-{:08x}", rand::random::<u32>());
+    let script = "/bin/busybox mkdir -p /www && echo hello-from-the-bridge > /www/index.html && \
+                  exec /bin/busybox httpd -f -p 80 -h /www";
+    let publish = format!("{}:80", port.port);
+    let out = run(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "bridge",
+        "-p",
+        &publish,
+        "--entrypoint",
+        "/bin/sh",
+        &env.image,
+        "-c",
+        script,
+    ]);
+    assert!(out.status.success(), "jetship run: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(curl_soon("127.0.0.1", port.port), "hello-from-the-bridge\n");
+    assert_eq!(curl_soon(&host_address(), port.port), "hello-from-the-bridge\n");
+    let backend = env.backend();
+    backend.stop(&name, Duration::from_secs(2)).await.unwrap();
+    backend.remove(&name).await.unwrap();
+    assert!(curl("127.0.0.1", port.port).is_err());
+}
