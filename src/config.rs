@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::{valid_id, GpuMode, LogFormat};
 
+mod network;
 mod policy;
 mod policy_devices;
+pub use network::NetworkConfig;
 pub use policy::{PolicyConfig, PowerPolicy};
 
 /// Where the agent looks for its config when neither `--config` nor `JETSHIP_CONFIG` says otherwise.
@@ -72,6 +74,7 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub registry: RegistryConfig,
     pub runtime: RuntimeConfig,
+    pub network: NetworkConfig,
     pub policy: PolicyConfig,
     pub unpack: UnpackConfig,
     pub commands: CommandsConfig,
@@ -91,6 +94,7 @@ impl Default for Config {
             spool: SpoolConfig::default(),
             registry: RegistryConfig::default(),
             runtime: RuntimeConfig::default(),
+            network: NetworkConfig::default(),
             policy: PolicyConfig::default(),
             unpack: UnpackConfig::default(),
             commands: CommandsConfig::default(),
@@ -692,6 +696,7 @@ impl Config {
         if self.runtime.log_max_bytes < 4096 {
             bad("runtime.log_max_bytes", format!("{} is too small; use at least 4096", self.runtime.log_max_bytes));
         }
+        self.network.check(&mut bad);
         self.policy.check(&mut bad);
         match self.runtime.oci_runtime.as_str() {
             "auto" | "crun" | "runc" => {}

@@ -49,7 +49,11 @@ pub enum IpcMode {
 pub enum NetworkMode {
     #[default]
     Host,
+    /// A network namespace of its own with only loopback.
     None,
+    /// A network namespace of its own on the agent's bridge (native: the CNI bridge plugin; Docker: the
+    /// Engine's default bridge), reachable from the host through published ports.
+    Bridge,
 }
 
 /// Log line format.

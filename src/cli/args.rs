@@ -180,9 +180,13 @@ pub struct RunArgs {
     /// `host` (default) or `private`.
     #[arg(long, value_name = "MODE", default_value = "host", value_parser = parse_ipc)]
     pub ipc: crate::base::IpcMode,
-    /// `host` (default) or `none`.
+    /// `host` (default), `none`, or `bridge` (the agent's bridge; publish ports with `-p`).
     #[arg(long, value_name = "MODE", default_value = "host", value_parser = parse_network)]
     pub network: crate::base::NetworkMode,
+    /// Publish a port of a `--network bridge` container: `[IP:]HOST:CONTAINER[/tcp|udp]` (`8080:80`,
+    /// `127.0.0.1:5000:5000/udp`). Repeatable.
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR[/PROTO]", value_parser = parse_port)]
+    pub ports: Vec<crate::base::PortMapping>,
     /// Size of a private /dev/shm (`64m`, `1g`); only with `--ipc private`.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub shm_size: Option<u64>,
@@ -249,8 +253,13 @@ pub(super) fn parse_network(s: &str) -> Result<crate::base::NetworkMode, String>
     match s {
         "host" => Ok(crate::base::NetworkMode::Host),
         "none" => Ok(crate::base::NetworkMode::None),
-        other => Err(format!("`{other}`: use host or none")),
+        "bridge" => Ok(crate::base::NetworkMode::Bridge),
+        other => Err(format!("`{other}`: use host, none or bridge")),
     }
+}
+
+fn parse_port(s: &str) -> Result<crate::base::PortMapping, String> {
+    s.parse()
 }
 
 /// A size such as `64m`, `1g`, `512k` or plain bytes.

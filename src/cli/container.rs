@@ -13,6 +13,7 @@ pub(super) fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, a
         }
     }
     let cfg = image_config(config, log_level)?;
+    crate::base::ports::require_bridge(args.network, &args.ports).map_err(anyhow::Error::msg)?;
     let (vars, _) = host_vars(&cfg, None);
     let opts = crate::image::pull::PullOptions::from_config(&cfg.registry, args.platform.as_deref())?;
     let client =
@@ -59,6 +60,7 @@ pub(super) fn run_container(config: &Option<PathBuf>, log_level: Option<&str>, a
             user: args.user.clone(),
             ipc: args.ipc,
             network: args.network,
+            ports: args.ports.clone(),
             shm_size_bytes: args.shm_size,
             volumes: args.volumes.clone(),
             gpu: args.gpu.clone(),

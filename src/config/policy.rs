@@ -39,6 +39,13 @@ pub struct PolicyConfig {
     /// Whether a deployment may share the host's network namespace (`network = "host"`, the default of
     /// documents). Defaults to `true`.
     pub allow_host_network: bool,
+    /// Whether a deployment may join the agent's bridge (`network = "bridge"`): a network namespace of its
+    /// own with outbound access through the host (masqueraded). Defaults to `true`.
+    pub allow_bridge_network: bool,
+    /// Host ports a bridge deployment may publish (`ports`), as `LOW-HIGH` ranges or single ports: the host
+    /// listens on them (on every address unless the mapping names one) and forwards to the container. Defaults
+    /// to `["1024-65535"]`: no port below 1024 (ssh, http, DNS of the host's own services); `[]` allows none.
+    pub allowed_host_ports: Vec<String>,
     /// Whether a deployment may share the host's IPC namespace and its `/dev/shm` read-write (`ipc = "host"`,
     /// the default of documents). Defaults to `true`.
     pub allow_host_ipc: bool,
@@ -91,6 +98,8 @@ impl Default for PolicyConfig {
             allow_devices: None,
             // Container access.
             allow_host_network: true,
+            allow_bridge_network: true,
+            allowed_host_ports: vec!["1024-65535".into()],
             allow_host_ipc: true,
             allow_root: true,
             allow_exec_health: true,
@@ -173,6 +182,11 @@ impl PolicyConfig {
             }
         }
         super::policy_devices::check(self, bad);
+        for (i, r) in self.allowed_host_ports.iter().enumerate() {
+            if let Err(m) = crate::base::ports::parse_range(r) {
+                bad(&format!("policy.allowed_host_ports[{i}]"), format!("{m} (e.g. \"1024-65535\" or \"8080\")"));
+            }
+        }
         if self.pids_limit == 0 {
             bad("policy.pids_limit", "must be at least 1".into());
         }

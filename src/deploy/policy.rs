@@ -1,6 +1,6 @@
 //! The device's local policy applied to deployment documents: which registries images may come from, which host
 //! paths volumes may mount, whether privileged containers or extra devices are allowed, and every other widening
-//! of a container's access (host network and IPC, root, exec health checks, cameras, the GPU and its CDI
+//! of a container's access (host network and IPC, the bridge and published ports, root, exec health checks, cameras, the GPU and its CDI
 //! names, capabilities, seccomp, AppArmor, no_new_privs, the pids limit). Each refusal names the key that would
 //! allow it. [`confine`] puts what only the policy knows into a container's [`Confinement`](crate::runtime::Confinement): the roots volumes
 //! must resolve beneath (the runtime refuses a symlink below them), whether root is refused, the pids limit.
@@ -11,6 +11,8 @@
 //! `crate::deploy::plan`'s planning).
 
 use crate::deploy::document::Profile;
+
+mod network;
 use crate::runtime::{ContainerConfig, VolumeSources};
 
 use std::path::{Component, Path, PathBuf};
@@ -62,6 +64,7 @@ pub fn check(doc: &Document, policy: &PolicyConfig, state_dir: &Path) -> Vec<Pro
         }
         crate::deploy::policy_devices::check(d, policy, &mut bad);
         container_access(d, policy, &mut bad);
+        network::check(d, policy, &mut bad);
     }
     problems
 }

@@ -480,6 +480,7 @@ pub fn create_body(
             match config.network {
                 NetworkMode::Host => "host",
                 NetworkMode::None => "none",
+                NetworkMode::Bridge => "bridge",
             }
             .into(),
         ),
@@ -502,6 +503,7 @@ pub fn create_body(
                 })
                 .collect(),
         ),
+        port_bindings: (!config.ports.is_empty()).then(|| super::network::docker_port_bindings(&config.ports)),
         security_opt: Some(security),
         pids_limit: c.pids_limit.map(|p| p.min(i64::MAX as u64) as i64),
         cap_add: (!c.cap_add.is_empty()).then(|| c.cap_add.clone()),
@@ -533,6 +535,7 @@ pub fn create_body(
         working_dir: config.working_dir.clone(),
         user: config.user.clone(),
         hostname: config.hostname.clone(),
+        exposed_ports: (!config.ports.is_empty()).then(|| super::network::docker_exposed_ports(&config.ports)),
         labels: Some(labels.into_iter().collect()),
         host_config: Some(host),
         ..Default::default()

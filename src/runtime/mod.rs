@@ -3,13 +3,15 @@
 //! trait, [`ContainerRuntime`], chosen by `runtime.backend`, so the reconciler and `jetship run` see one API.
 //! What confines a container is [`Confinement`]: `seccomp` (Docker's default profile, kept as data),
 //! `apparmor` (the native backend's profile), `mounts` (bind sources resolved beneath their allowed root and
-//! mounted from what was resolved); `exec` runs a runtime's exec command with a time limit and bounded capture.
+//! mounted from what was resolved); `network` joins bridge containers to the agent's bridge through the CNI
+//! plugins (`cni`) in a namespace of their own (`netns`); `exec` runs a runtime's exec command with a time limit and bounded capture.
 //!
 //! Must not decide policy: requests arrive here already checked against the agent's local policy, and the
 //! policy's answers (which roots volumes may come from, whether root is refused) arrive in [`Confinement`].
 
 pub mod apparmor;
 pub mod attach;
+pub mod cni;
 pub mod conmon;
 pub mod devices;
 pub mod docker;
@@ -17,6 +19,8 @@ pub mod exec;
 pub mod follow;
 pub mod labels;
 pub mod mounts;
+pub mod netns;
+pub mod network;
 pub mod oci;
 pub mod privileges;
 pub mod seccomp;
@@ -47,6 +51,9 @@ pub enum Error {
     /// A bind source that cannot be resolved as its confinement demands (a symlink, outside its root).
     #[error(transparent)]
     Mount(#[from] mounts::Error),
+    /// Attaching a container to the bridge or detaching it failed (a CNI plugin, its namespace).
+    #[error(transparent)]
+    Network(#[from] network::Error),
     #[error(transparent)]
     Gpu(#[from] crate::host::devices::gpu::GpuError),
     /// A requested camera is not connected: the deployment waits for it (`waiting-for-device`).
@@ -84,6 +91,10 @@ pub struct ContainerConfig {
     pub hostname: Option<String>,
     pub ipc: IpcMode,
     pub network: NetworkMode,
+    /// Published ports (only with [`NetworkMode::Bridge`]). Left out of the JSON when empty, so the spec hash
+    /// of containers without ports stays what it was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::base::PortMapping>,
     pub shm_size_bytes: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub cpus: Option<f64>,

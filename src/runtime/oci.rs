@@ -29,6 +29,7 @@ use crate::image::snapshot::{self, LayerSpec, RootfsMode, SnapshotStore};
 use crate::image::store::{ImageStore, StoredImage};
 use crate::image::unpack::{UnpackBudget, UnpackPolicy};
 
+mod network;
 mod repair;
 
 /// Metadata key (not a user label) naming the OCI runtime a container was created with, when it is not the
@@ -67,6 +68,8 @@ pub struct OciSettings {
     pub cgroup_parent: PathBuf,
     /// `runtime.log_max_bytes`.
     pub log_max_bytes: u64,
+    /// `[network]` and where its state lives: the bridge `network = "bridge"` containers join.
+    pub network: super::network::Network,
     /// How a root file system is built. Defaults to overlay with a copy fallback.
     pub rootfs_mode: RootfsMode,
     /// `[unpack]` and `registry.disk_reserve_bytes`: what unpacking an image's layers may write.
@@ -87,6 +90,7 @@ impl OciSettings {
             run_dir: cfg.runtime.run_dir.clone(),
             cgroup_parent: cfg.runtime.cgroup_parent.clone(),
             log_max_bytes: cfg.runtime.log_max_bytes,
+            network: super::network::Network::from_config(cfg),
             rootfs_mode: RootfsMode::Auto,
             unpack: UnpackBudget::from_config(&cfg.unpack, cfg.registry.disk_reserve_bytes),
         }
@@ -408,6 +412,7 @@ impl Inner {
                 drop(rootfs);
                 cleanup_bundle(&bundle);
                 release_staging(&staging);
+                let _ = self.network_down(id, true);
                 return Err(e);
             }
         };
@@ -419,12 +424,13 @@ impl Inner {
             }
             None => self.sup.clone(),
         };
-        if let Err(e) = sup.create(id, &bundle, user_labels) {
+        if let Err(e) = self.network_up(id).and_then(|()| Ok(sup.create(id, &bundle, user_labels)?)) {
             let _ = sup.remove(id);
+            let _ = self.network_down(id, true);
             drop(rootfs);
             cleanup_bundle(&bundle);
             release_staging(&staging);
-            return Err(e.into());
+            return Err(e);
         }
         // The container outlives this call (and this process): leave the overlay mounted.
         rootfs.keep();
@@ -458,6 +464,7 @@ impl Inner {
         let sup = self.sup_of(id)?;
         if sup.state(id)?.status == Status::Stopped {
             mounts::restage(&mounts::dir(&self.settings.state_dir, id))?;
+            self.network_up(id)?;
         }
         Ok(sup.start(id)?)
     }
@@ -489,6 +496,7 @@ impl Inner {
             ));
         }
         let mut run = run_spec(config);
+        self.prepare_network(id, config, &mut run)?;
         run.seccomp = run.seccomp.map(|m| m.for_platform(&stored.record.platform));
         run.mounts = volumes;
         if !config.group_add.is_empty() {
@@ -545,6 +553,7 @@ impl Inner {
             Err(_) => self.sup.clone(),
         };
         sup.remove(id)?;
+        self.network_down(id, true)?;
         let staging = mounts::dir(&self.settings.state_dir, id);
         mounts::release(&staging)
             .map_err(|e| ctr_err(id, format!("releasing the staged bind mounts in {}: {e}", staging.display())))?;
@@ -761,7 +770,7 @@ impl ContainerRuntime for OciBackend {
     async fn stop(&self, id: &str, grace: Duration) -> Result<Option<i32>> {
         let inner = self.inner.clone();
         let id = id.to_owned();
-        blocking(move || Ok(inner.sup_of(&id)?.stop(&id, grace)?)).await
+        blocking(move || inner.stop(&id, grace)).await
     }
 
     async fn remove(&self, id: &str) -> Result<()> {

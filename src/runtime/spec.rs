@@ -120,6 +120,9 @@ pub struct RunSpec {
     pub hostname: Option<String>,
     pub ipc: IpcMode,
     pub network: NetworkMode,
+    /// With [`NetworkMode::Bridge`]: the namespace to join and the container's /etc files
+    /// ([`super::network`]).
+    pub bridge: Option<super::network::BridgeFiles>,
     pub shm_size_bytes: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub cpus: Option<f64>,
@@ -361,6 +364,19 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
         mounts.push(bind(&host.resolv_conf, "/etc/resolv.conf", true)?);
         mounts.push(bind(&host.hosts, "/etc/hosts", true)?);
     }
+    let bridge = match (run.network, &run.bridge) {
+        (NetworkMode::Bridge, Some(b)) => Some(b),
+        (NetworkMode::Bridge, None) => {
+            return Err(Error::Invalid { field: "network", reason: "bridge mode without a network namespace".into() })
+        }
+        _ => None,
+    };
+    if let Some(b) = bridge {
+        // Per-container copies, writable as Docker's are.
+        mounts.push(bind(&b.resolv_conf, "/etc/resolv.conf", false)?);
+        mounts.push(bind(&b.hosts, "/etc/hosts", false)?);
+        mounts.push(bind(&b.hostname, "/etc/hostname", false)?);
+    }
     for m in &run.mounts {
         let dest = m.container.to_str().filter(|d| d.starts_with('/')).ok_or_else(|| Error::Invalid {
             field: "volumes",
@@ -382,6 +398,9 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
     }
     if run.network == NetworkMode::None {
         ns(LinuxNamespaceType::Network)?;
+    }
+    if let Some(b) = bridge {
+        namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).path(&b.netns).build()?);
     }
 
     let mut devices = Vec::new();
@@ -479,7 +498,7 @@ pub fn build(image: &ImageProcess, run: &RunSpec, user: ResolvedUser, rootfs: &P
     // isolated container gets its own name.
     let hostname = match (&run.hostname, run.network) {
         (Some(h), _) => Some(h.clone()),
-        (None, NetworkMode::None) => Some("jetship".into()),
+        (None, NetworkMode::None | NetworkMode::Bridge) => Some("jetship".into()),
         (None, NetworkMode::Host) => None,
     };
     spec.set_hostname(hostname);

@@ -1,6 +1,7 @@
 //! Private Docker daemons for tests: Debian's `dockerd` (package `docker.io`) with its own data-root, exec-root,
 //! pidfile and unix socket in a short temp dir (`/tmp/jsd-XXXXXX`, unix socket paths are limited to 108 bytes),
-//! no bridge and no iptables, so it touches nothing of the machine's. [`Dockerd`] stops on drop; [`shared`] is one
+//! no bridge (or a bridge the test made, [`Dockerd::start_bridged`]) and no iptables, so it touches nothing of
+//! the machine's. [`Dockerd`] stops on drop; [`shared`] is one
 //! daemon per test binary, stopped when the test process exits. Stopping is SIGTERM (the daemon stops its
 //! containers and its managed containerd), then SIGKILL to the process group and to any containerd shim that
 //! still names this daemon's directory.
@@ -26,6 +27,16 @@ pub struct Dockerd {
 impl Dockerd {
     /// Starts a daemon; with `nvidia_runtime` its config registers a runtime named `nvidia` (runc).
     pub fn start(nvidia_runtime: bool) -> Self {
+        Self::start_with(nvidia_runtime, &["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+    }
+
+    /// Starts a daemon whose default bridge network is the existing bridge `bridge` (made and addressed by
+    /// the caller, named uniquely), without iptables: published ports go through docker-proxy.
+    pub fn start_bridged(bridge: &str) -> Self {
+        Self::start_with(false, &["--bridge", bridge, "--iptables=false", "--ip-masq=false"])
+    }
+
+    fn start_with(nvidia_runtime: bool, network: &[&str]) -> Self {
         let bin = super::require_tool("dockerd", "docker.io");
         super::require_tool("containerd", "containerd");
         super::require_tool("runc", "runc");
@@ -45,7 +56,7 @@ impl Dockerd {
             .arg(d.join("pid"))
             .arg("--host")
             .arg(format!("unix://{}", socket.display()))
-            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            .args(network)
             .arg("--config-file")
             .arg(&config)
             .stdin(Stdio::null())

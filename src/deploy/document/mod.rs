@@ -142,9 +142,13 @@ pub struct Deployment {
     /// `host` or `private`. Defaults to `host` (what the Jetson multimedia stack and ROS 2 expect).
     #[serde(default, skip_serializing_if = "is_default")]
     pub ipc: IpcMode,
-    /// `host` or `none`. Defaults to `host`.
+    /// `host`, `none` or `bridge`. Defaults to `host`.
     #[serde(default, skip_serializing_if = "is_default")]
     pub network: NetworkMode,
+    /// Published ports of a `bridge` container, `[IP:]HOST:CONTAINER[/tcp|udp]` (`"8080:80"`,
+    /// `"127.0.0.1:5000:5000/udp"`). Defaults to none; host ports must be in policy.allowed_host_ports.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub ports: Vec<String>,
     /// Size of /dev/shm when `ipc = "private"` (`"512m"`, `"1g"` or bytes). Defaults to the backend's (64 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<ByteSize>,
@@ -342,6 +346,11 @@ impl Deployment {
             hostname: self.hostname.clone(),
             ipc: self.ipc,
             network: self.network,
+            ports: crate::base::ports::parse_list(&self.ports).map_err(|p| ConvertError::Invalid {
+                deployment: name.into(),
+                field: "ports".into(),
+                message: p.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "),
+            })?,
             shm_size_bytes: self.shm_size.map(|s| s.0),
             memory_bytes: self.memory.map(|s| s.0),
             cpus: self.cpus,
@@ -612,6 +621,7 @@ pub(crate) fn validate(doc: &Document) -> Vec<Problem> {
                 bad(&format!("cameras[{i}]"), "must not be empty; use \"all\", \"/dev/video0\" or a name".into());
             }
         }
+        crate::base::ports::problems(d.network, &d.ports, &mut |i, m| bad(&format!("ports[{i}]"), m));
         if let Some(s) = d.shm_size {
             if s.0 < 1 << 20 {
                 bad("shm_size", format!("{} bytes is too small; use at least \"1m\"", s.0));

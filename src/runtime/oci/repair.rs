@@ -83,6 +83,7 @@ impl Inner {
             ));
             repairs += 1;
         }
+        repairs += self.sweep_network();
         Ok(repairs)
     }
 
