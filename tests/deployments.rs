@@ -94,3 +94,24 @@ fn corrupt_stored_document_is_reported_and_the_rest_still_loads() {
     assert_eq!(loaded.problems.len(), 1);
     assert!(loaded.problems[0].contains("group-lab.json"), "{:?}", loaded.problems);
 }
+
+#[test]
+fn the_ros2_robot_example_validates_is_refused_by_the_default_policy_and_runs_with_its_commented_keys() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ros2-robot.toml");
+    let doc = document::read_file(&path).unwrap_or_else(|e| panic!("examples/ros2-robot.toml must validate: {e}"));
+    assert_eq!(doc.deployments.keys().collect::<Vec<_>>(), ["dashboard", "imu", "micro-ros"]);
+    let state = Path::new("/var/lib/jetship");
+    // The default policy refuses the devices and groups, naming the keys that allow them.
+    let refused = jetship::deploy::policy::check(&doc, &PolicyConfig::default(), state);
+    let text = format!("{refused:?}");
+    for key in ["policy.allowed_devices", "policy.allowed_groups"] {
+        assert!(text.contains(key), "{key} not named: {text}");
+    }
+    assert!(!text.contains("dashboard"), "the bridge network and port 8080 are within the default policy: {text}");
+    // The [policy] block the example shows (commented) allows exactly what it needs.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let shown: Vec<&str> =
+        text.lines().skip_while(|l| *l != "#   [policy]").skip(1).map_while(|l| l.strip_prefix("#   ")).collect();
+    let policy: PolicyConfig = toml::from_str(&shown.join("\n")).unwrap_or_else(|e| panic!("{shown:?}: {e}"));
+    assert_eq!(jetship::deploy::policy::check(&doc, &policy, state), [], "{shown:?}");
+}
