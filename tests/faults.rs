@@ -570,3 +570,53 @@ fn a_device_whose_clock_is_an_hour_behind_is_shown_online_and_seen_just_now_with
     println!("clock skew: {line}");
     drop(agent);
 }
+
+// ---- restart state across an agent restart ----------------------------------------------------------------------
+
+#[test]
+fn restart_counts_and_the_last_exit_survive_a_killed_agent() {
+    let broker = Mosquitto::start();
+    let registry = Registry::start();
+    push(&registry, "v1", "restarts");
+    let device = Device::native(&broker, &registry.addr);
+    let mut agent = Agent::start(&device.config);
+    let doc = format!(
+        "[deployments.app]\nimage = \"{}/hello:v1\"\ncommand = [\"sh\", \"-c\"]\nargs = [\"echo up; sleep 1; exit 3\"]\n\
+         restart = \"always\"\n",
+        registry.addr
+    );
+    let file = device.write_doc("crashy.toml", &doc);
+    let out = support::jetship(&["deploy", &device.id, "-f", file.to_str().unwrap(), "--broker", &broker.url()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let app = |rep: &Value| rep["deployments"]["app"].clone();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let before = loop {
+        let a = app(&reported_soon(&broker, &device.id));
+        if a["restarts"].as_u64() >= Some(2) && a["exit_code"] == 3 {
+            break a["restarts"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no restarts counted: {a}\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(300));
+    };
+
+    // SIGKILL, then a new agent on the same state dir: what it reports goes on from the count, not from 0.
+    agent.kill();
+    let restarted = chrono::Utc::now();
+    let agent = Agent::start(&device.config);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (first, rep) = loop {
+        let rep = reported_soon(&broker, &device.id);
+        let at = rep["at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        if at.is_some_and(|t| t > restarted) && app(&rep)["restarts"].is_u64() {
+            break (app(&rep)["restarts"].as_u64().unwrap(), rep);
+        }
+        assert!(Instant::now() < deadline, "the new agent reported nothing: {rep}\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(first >= before, "restarts went from {before} back to {first} after the agent restart: {rep}");
+    assert_eq!(app(&rep)["exit_code"], 3, "the last exit code is kept: {rep}");
+    wait_until("the count to go on", Duration::from_secs(60), || {
+        app(&reported_soon(&broker, &device.id))["restarts"].as_u64() > Some(first)
+    });
+    println!("restart state: {before} restarts before the kill, {first} reported first by the new agent");
+}
