@@ -7,6 +7,7 @@
 //! function and the variable is ignored. The points are listed in [`POINTS`] and in docs/reliability.md.
 
 /// Every crash point, as the variable names them.
+#[cfg_attr(not(debug_assertions), allow(dead_code))] // release builds never read the variable
 pub(crate) const POINTS: &[&str] = &[
     "blob-downloaded",
     "mid-unpack",
@@ -18,6 +19,7 @@ pub(crate) const POINTS: &[&str] = &[
 ];
 
 /// The environment variable that arms a crash point.
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
 pub(crate) const VAR: &str = "JETSHIP_CRASH_AT";
 
 /// Says once per process that the variable names no crash point (a typo would otherwise never fire).
