@@ -39,7 +39,7 @@ impl BrokerUrl {
     }
 
     /// Parses a failover list (`mqtt.urls`, `--broker A,B`): at least one URL, each valid, no broker twice.
-    pub(crate) fn parse_list(urls: &[String]) -> Result<Vec<BrokerUrl>, BadBrokerUrl> {
+    pub fn parse_list(urls: &[String]) -> Result<Vec<BrokerUrl>, BadBrokerUrl> {
         if urls.is_empty() {
             return Err(BadBrokerUrl { url: String::new(), message: "the broker list is empty".into() });
         }

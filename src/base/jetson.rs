@@ -65,7 +65,7 @@ impl Convenience {
     /// The conveniences the local policy allows without being asked: the read-only information files and the
     /// argus socket (which cameras with the GPU get anyway). `display`, `audio` and `usb` widen what the
     /// container can reach (other X clients' windows and input, sound devices, raw USB devices).
-    pub fn default_allowed() -> Vec<Convenience> {
+    pub(crate) fn default_allowed() -> Vec<Convenience> {
         vec![Convenience::Argus, Convenience::Localtime, Convenience::L4tRelease, Convenience::Model]
     }
 }

@@ -15,6 +15,6 @@ pub const IMAGE: &str = "io.jetship.image";
 pub const DOC_HASH: &str = "io.jetship.doc-hash";
 /// `run` on a container `jetship run` made: the agent's executor leaves it alone (it is no deployment's, even
 /// when its deployment label names one), `jetship ps` shows it as `run`'s.
-pub const OWNER: &str = "io.jetship.owner";
+pub(crate) const OWNER: &str = "io.jetship.owner";
 /// The [`OWNER`] of `jetship run`'s containers.
-pub const OWNER_RUN: &str = "run";
+pub(crate) const OWNER_RUN: &str = "run";

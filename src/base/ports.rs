@@ -177,7 +177,7 @@ pub fn problems(network: NetworkMode, specs: &[String], bad: &mut impl FnMut(usi
 }
 
 /// An inclusive range of host ports (`1024-65535` or `8080`), the form of `policy.allowed_host_ports`.
-pub fn parse_range(s: &str) -> Result<(u16, u16), String> {
+pub(crate) fn parse_range(s: &str) -> Result<(u16, u16), String> {
     let (lo, hi) = s.split_once('-').unwrap_or((s, s));
     let lo = port(lo.trim(), "port")?;
     let hi = port(hi.trim(), "port")?;

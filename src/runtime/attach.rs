@@ -25,13 +25,13 @@ pub struct ExecIo {
 }
 
 /// Whether `fd` is a terminal.
-pub fn is_terminal(fd: BorrowedFd<'_>) -> bool {
+pub(crate) fn is_terminal(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: isatty only inspects the descriptor.
     unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
 }
 
 /// The error when `-t` is asked for without a terminal to attach it to.
-pub fn no_terminal(id: &str) -> Error {
+pub(crate) fn no_terminal(id: &str) -> Error {
     Error::Container {
         id: id.to_owned(),
         message: "-t needs a terminal, and none of stdin, stdout or stderr is one: run it from a terminal, or drop \
@@ -41,7 +41,7 @@ pub fn no_terminal(id: &str) -> Error {
 }
 
 /// Whether any of this process's stdin, stdout, stderr is a terminal (what runc's foreground `--tty` needs).
-pub fn has_terminal() -> bool {
+pub(crate) fn has_terminal() -> bool {
     [std::io::stdin().as_raw_fd(), std::io::stdout().as_raw_fd(), std::io::stderr().as_raw_fd()]
         .into_iter()
         // SAFETY: the standard descriptors stay open for the life of the process.

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 /// The protocol version jetship speaks (the newest the Debian 1.1 plugins accept).
-pub const CNI_VERSION: &str = "1.0.0";
+pub(crate) const CNI_VERSION: &str = "1.0.0";
 
 /// How long one plugin may run before it is killed (iptables under load can take seconds).
-pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const PLUGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most bytes of a plugin's stdout read (a result or an error object).
 const MAX_OUTPUT: u64 = 1 << 20;
@@ -52,7 +52,7 @@ pub struct Attachment<'a> {
 
 /// A CNI command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     Add,
     Del,
     Check,

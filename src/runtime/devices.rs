@@ -18,11 +18,11 @@ use crate::host::devices::inject::DeviceNode;
 use crate::os::fsutil::under_root;
 
 /// Most device requests one container may have.
-pub const MAX_REQUESTS: usize = 64;
+pub(crate) const MAX_REQUESTS: usize = 64;
 /// Most nodes one request (a glob, a directory) may expand to.
-pub const MAX_NODES: usize = 1024;
+pub(crate) const MAX_NODES: usize = 1024;
 /// Most nodes `privileged` passes (every node of the host's /dev).
-pub const MAX_HOST_NODES: usize = 8192;
+pub(crate) const MAX_HOST_NODES: usize = 8192;
 /// How deep a directory request (`/dev/bus/usb`) or the privileged walk descends.
 const MAX_DEPTH: usize = 8;
 /// Entries of /dev the privileged walk leaves out, as runc's `HostDevices` does: they are the container's own
@@ -68,7 +68,7 @@ pub struct DeviceRequest {
 }
 
 /// Whether `s` holds a glob metacharacter.
-pub fn is_pattern(s: &str) -> bool {
+pub(crate) fn is_pattern(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
@@ -148,7 +148,7 @@ pub struct Allowed(pub Option<Vec<String>>);
 
 impl Allowed {
     /// Whether every node is allowed (no policy patterns apply).
-    pub fn is_any(&self) -> bool {
+    pub(crate) fn is_any(&self) -> bool {
         self.0.is_none()
     }
 }
@@ -198,7 +198,7 @@ pub struct HostNode {
 }
 
 /// The nodes `requests` expand to beneath `root`'s /dev, in request order without duplicate container paths.
-pub fn expand_all(root: &Path, requests: &[DeviceRequest], allowed: &Allowed) -> Result<Vec<HostNode>> {
+pub(crate) fn expand_all(root: &Path, requests: &[DeviceRequest], allowed: &Allowed) -> Result<Vec<HostNode>> {
     let mut out: Vec<HostNode> = Vec::new();
     for r in requests {
         for n in expand(root, r, allowed)? {
@@ -378,7 +378,7 @@ fn walk(
 
 /// Every char and block node of `root`'s /dev, each at its own path with `rwm`: what `privileged` passes,
 /// as Docker does (runc's `HostDevices`: `pts`, `shm`, `mqueue`, `fd` and the console left out).
-pub fn host_devices(root: &Path) -> Result<Vec<HostNode>> {
+pub(crate) fn host_devices(root: &Path) -> Result<Vec<HostNode>> {
     let request = DeviceRequest { host: "/dev".into(), container: None, permissions: "rwm".into() };
     let mut found = Vec::new();
     walk(&under_root(root, "/dev"), "/dev", "/dev", 0, &request, &mut found, &HOST_WALK_SKIP)?;
@@ -388,7 +388,7 @@ pub fn host_devices(root: &Path) -> Result<Vec<HostNode>> {
 /// The nodes a container gets by `config`: its requests expanded beneath `root` (each covered by the
 /// confinement's allowed patterns) and, when privileged, every other node of the host's /dev. Both backends
 /// call this before creating anything, so a missing node fails the same way on each.
-pub fn for_container(root: &Path, config: &super::ContainerConfig) -> Result<Vec<HostNode>> {
+pub(crate) fn for_container(root: &Path, config: &super::ContainerConfig) -> Result<Vec<HostNode>> {
     let mut nodes = expand_all(root, &config.devices, &config.confinement.allowed_devices)?;
     if config.privileged {
         for n in host_devices(root)? {

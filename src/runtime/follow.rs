@@ -27,7 +27,7 @@ pub struct LineJoiner {
 impl LineJoiner {
     /// Feeds one line (without its newline); returns the log lines it completes (a line of another stream ends
     /// a pending partial one). Lines that are not k8s-file lines are skipped.
-    pub fn feed(&mut self, line: &[u8], out: &mut impl FnMut(LogLine)) {
+    pub(crate) fn feed(&mut self, line: &[u8], out: &mut impl FnMut(LogLine)) {
         let line = String::from_utf8_lossy(line);
         let mut parts = line.splitn(4, ' ');
         let (Some(ts), Some(stream), Some(flag)) = (parts.next(), parts.next(), parts.next()) else { return };
@@ -73,7 +73,7 @@ type FileId = (u64, Option<std::time::SystemTime>);
 const REMEMBERED: usize = 8;
 
 /// Follows `ctr.log` (and, from the start, `ctr.log.1`) of one container. See the module doc.
-pub struct Follower {
+pub(crate) struct Follower {
     path: PathBuf,
     current: Option<Open>,
     /// The rotated file, read before the current one on the first poll.
@@ -114,7 +114,7 @@ impl Follower {
     }
 
     /// Reads what was appended since the last poll (everything on the first) and hands out each complete line.
-    pub fn poll(&mut self, out: &mut impl FnMut(LogLine)) -> io::Result<()> {
+    pub(crate) fn poll(&mut self, out: &mut impl FnMut(LogLine)) -> io::Result<()> {
         if !self.started {
             self.started = true;
             // The current file is opened first: a rotation between the two opens then shows as both naming the
@@ -226,7 +226,7 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Follows the log at `path` into `sink`: the last `tail` lines there (all when `None`), then what is appended,
 /// until `stop`, after which what was written up to then is read and a trailing partial line handed out.
-pub async fn follow_file(
+pub(crate) async fn follow_file(
     path: PathBuf,
     tail: Option<usize>,
     sink: LogSink,

@@ -209,7 +209,7 @@ pub struct Volume {
 impl Error {
     /// The camera selector or device pattern a create failed for because it is not present: the deployment
     /// waits for it (`waiting-for-device`) instead of failing.
-    pub fn missing_device(&self) -> Option<&str> {
+    pub(crate) fn missing_device(&self) -> Option<&str> {
         match self {
             Self::Camera(crate::host::devices::cameras::CameraError::Missing { selector }) => Some(selector),
             Self::Device(devices::Error::Missing { pattern }) => Some(pattern),

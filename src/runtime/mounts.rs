@@ -102,7 +102,7 @@ pub(crate) fn volume_requests(volumes: &[Volume], sources: &VolumeSources) -> Re
 /// The requests for the bind mounts of a container's device edits, each checked as it must be beneath
 /// `host_root`: the camera edits' `mounts` (nvargus-daemon's socket) as root's sockets, the Jetson
 /// conveniences' `host_files` as each names. The one mapping both backends use.
-pub fn edit_requests(edits: &DeviceEdits, host_root: &Path) -> Vec<Request> {
+pub(crate) fn edit_requests(edits: &DeviceEdits, host_root: &Path) -> Vec<Request> {
     let root = host_root.to_path_buf();
     let sockets = edits.mounts.iter().map(|m| (m, Resolve::RootSocket { root: root.clone() }));
     let files = edits.host_files.iter().map(|f| {

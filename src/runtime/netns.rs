@@ -23,7 +23,7 @@ pub fn path(run_dir: &Path, id: &str) -> PathBuf {
 /// Whether `path` is a mounted namespace (not just the empty file a crash left).
 // `f_type` is signed on glibc and unsigned on musl: the cast is not a no-op everywhere.
 #[allow(clippy::unnecessary_cast)]
-pub fn is_mounted(path: &Path) -> bool {
+pub(crate) fn is_mounted(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
 }
 

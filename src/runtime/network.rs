@@ -21,13 +21,13 @@ use super::{cni, netns};
 use crate::base::PortMapping;
 
 /// The nameservers Docker gives a container when the host has none it could reach from a bridge.
-pub const FALLBACK_NAMESERVERS: [&str; 2] = ["8.8.8.8", "8.8.4.4"];
+pub(crate) const FALLBACK_NAMESERVERS: [&str; 2] = ["8.8.8.8", "8.8.4.4"];
 
 /// Most bytes of a host resolv.conf read.
 const MAX_RESOLV_BYTES: u64 = 64 * 1024;
 
 /// The interface name inside the container.
-pub const IFNAME: &str = "eth0";
+pub(crate) const IFNAME: &str = "eth0";
 
 /// A failure to attach or detach a container, with the container named.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +109,7 @@ impl Network {
     }
 
     /// host-local's lease directory (one file per address, named by it, holding the container id).
-    pub fn ipam_dir(&self) -> PathBuf {
+    pub(crate) fn ipam_dir(&self) -> PathBuf {
         self.state.join("ipam")
     }
 
@@ -127,7 +127,7 @@ impl Network {
     /// The CNI configuration list of the bridge: addresses from `subnet` with a default route through the
     /// bridge (masqueraded), published ports through portmap (also from the host's own 127.0.0.1), and the
     /// firewall plugin's forwarding rules.
-    pub fn conflist(&self) -> Value {
+    pub(crate) fn conflist(&self) -> Value {
         json!({
             "cniVersion": cni::CNI_VERSION,
             "name": self.bridge,
@@ -175,7 +175,7 @@ impl Network {
     }
 
     /// Records that container `id` is bridge-networked with `hostname` and `ports` (not attached yet).
-    pub fn prepare(&self, id: &str, hostname: &str, ports: &[PortMapping]) -> Result<BridgeFiles> {
+    pub(crate) fn prepare(&self, id: &str, hostname: &str, ports: &[PortMapping]) -> Result<BridgeFiles> {
         self.write(id, &Record { hostname: hostname.to_owned(), ports: ports.to_vec(), attached: None })?;
         Ok(self.files(id))
     }
@@ -186,7 +186,7 @@ impl Network {
     }
 
     /// Whether container `id` is attached: a mounted namespace and an ADD result.
-    pub fn is_attached(&self, id: &str) -> bool {
+    pub(crate) fn is_attached(&self, id: &str) -> bool {
         let finished =
             matches!(self.read(id), Ok(Some(Record { attached: Some(Attached { result: Some(_), .. }), .. })));
         finished && netns::is_mounted(&netns::path(&self.run_dir, id))
@@ -194,7 +194,7 @@ impl Network {
 
     /// Whether container `id` holds anything of the network: an attachment in its record (even one a reboot
     /// took the namespace of: its address lease is still taken) or a namespace file.
-    pub fn holds_anything(&self, id: &str) -> bool {
+    pub(crate) fn holds_anything(&self, id: &str) -> bool {
         matches!(self.read(id), Ok(Some(Record { attached: Some(_), .. }))) || netns::path(&self.run_dir, id).exists()
     }
 
@@ -347,7 +347,7 @@ fn has_usable_nameserver(text: &str) -> bool {
 /// 127.0.0.53 stub, a local dnsmasq) cannot be reached from the container's namespace, so it is dropped. When
 /// the host has no other, systemd-resolved's own upstream list (`upstream`,
 /// /run/systemd/resolve/resolv.conf) is used; when that has none either, Docker's fallback nameservers.
-pub fn resolv_conf(host: &str, upstream: Option<&str>) -> String {
+pub(crate) fn resolv_conf(host: &str, upstream: Option<&str>) -> String {
     let source = match upstream {
         Some(u) if !has_usable_nameserver(host) && has_usable_nameserver(u) => u,
         _ => host,
@@ -380,7 +380,7 @@ pub fn hostname(config_hostname: Option<&str>, id: &str) -> String {
 }
 
 /// The Docker Engine's `ExposedPorts` for `ports` (`80/tcp`).
-pub fn docker_exposed_ports(ports: &[PortMapping]) -> Vec<String> {
+pub(crate) fn docker_exposed_ports(ports: &[PortMapping]) -> Vec<String> {
     let mut out: Vec<String> = ports.iter().map(|p| format!("{}/{}", p.container_port, p.protocol)).collect();
     out.sort();
     out.dedup();
@@ -388,7 +388,9 @@ pub fn docker_exposed_ports(ports: &[PortMapping]) -> Vec<String> {
 }
 
 /// The Docker Engine's `HostConfig.PortBindings` for `ports`: each container port with its host bindings.
-pub fn docker_port_bindings(ports: &[PortMapping]) -> HashMap<String, Option<Vec<bollard::models::PortBinding>>> {
+pub(crate) fn docker_port_bindings(
+    ports: &[PortMapping],
+) -> HashMap<String, Option<Vec<bollard::models::PortBinding>>> {
     let mut map: HashMap<String, Option<Vec<bollard::models::PortBinding>>> = HashMap::new();
     for p in ports {
         let binding = bollard::models::PortBinding {

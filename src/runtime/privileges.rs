@@ -19,11 +19,11 @@ use super::spec::{parse_capability, Error, Result, RunSpec, DEFAULT_CAPABILITIES
 use crate::base::{IpcMode, NetworkMode};
 
 /// Most entries of each list field (`ulimits`, `sysctls`, `tmpfs`, `group_add`, `cap_drop`).
-pub const MAX_ENTRIES: usize = 64;
+pub(crate) const MAX_ENTRIES: usize = 64;
 
 /// Every capability by its number (`include/uapi/linux/capability.h`): what `privileged` gives, those the
 /// agent holds itself ([`own_capabilities`]).
-pub const ALL_CAPABILITIES: [&str; 41] = [
+pub(crate) const ALL_CAPABILITIES: [&str; 41] = [
     "CHOWN",
     "DAC_OVERRIDE",
     "DAC_READ_SEARCH",
@@ -78,7 +78,7 @@ pub struct Ulimit {
 }
 
 /// The resource names `ulimits` may set (Docker's set).
-pub const ULIMIT_NAMES: [&str; 16] = [
+pub(crate) const ULIMIT_NAMES: [&str; 16] = [
     "as",
     "core",
     "cpu",
@@ -127,7 +127,7 @@ impl Ulimit {
     }
 
     /// The OCI rlimit type (`RLIMIT_NOFILE`).
-    pub fn rlimit_type(&self) -> Option<PosixRlimitType> {
+    pub(crate) fn rlimit_type(&self) -> Option<PosixRlimitType> {
         format!("RLIMIT_{}", self.name.to_ascii_uppercase()).parse().ok()
     }
 }
@@ -143,7 +143,7 @@ pub struct Tmpfs {
 }
 
 /// What a tmpfs mount starts with, as Docker's `--tmpfs`: options written after these override them.
-pub const TMPFS_DEFAULTS: [&str; 3] = ["nosuid", "nodev", "noexec"];
+pub(crate) const TMPFS_DEFAULTS: [&str; 3] = ["nosuid", "nodev", "noexec"];
 
 impl Tmpfs {
     /// Parses `PATH[:OPTIONS]` (`docker run --tmpfs`). Options: `size=` (bytes, `k`/`m`/`g`), `mode=` (octal),
@@ -179,7 +179,7 @@ impl Tmpfs {
     }
 
     /// The mount options: [`TMPFS_DEFAULTS`] then the written ones.
-    pub fn mount_options(&self) -> Vec<String> {
+    pub(crate) fn mount_options(&self) -> Vec<String> {
         TMPFS_DEFAULTS
             .iter()
             .map(|s| s.to_string())
@@ -190,7 +190,7 @@ impl Tmpfs {
 
 /// The namespace a sysctl belongs to, which the container must have of its own to set it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SysctlNamespace {
+pub(crate) enum SysctlNamespace {
     /// `kernel.msg*`, `kernel.sem`, `kernel.shm*`, `fs.mqueue.*`: needs `ipc = "private"`.
     Ipc,
     /// `net.*`: needs a network namespace of its own (not `network = "host"`).
@@ -199,7 +199,7 @@ pub enum SysctlNamespace {
 
 /// The namespace of sysctl `name`, `None` when it is not namespaced (setting it would change the whole host),
 /// as runc and Docker judge it.
-pub fn sysctl_namespace(name: &str) -> Option<SysctlNamespace> {
+pub(crate) fn sysctl_namespace(name: &str) -> Option<SysctlNamespace> {
     const IPC: [&str; 8] = [
         "kernel.msgmax",
         "kernel.msgmnb",
@@ -242,7 +242,7 @@ pub fn sysctl_problem(name: &str, value: &str, ipc: IpcMode, network: NetworkMod
 }
 
 /// Whether `g` can name a group for `group_add`: a gid, or a name as /etc/group writes it.
-pub fn valid_group(g: &str) -> bool {
+pub(crate) fn valid_group(g: &str) -> bool {
     g.parse::<u32>().is_ok()
         || (!g.is_empty()
             && g.len() <= 32
@@ -251,7 +251,7 @@ pub fn valid_group(g: &str) -> bool {
 }
 
 /// The gids of `groups` (gids, or names looked up in the image's /etc/group text `group`).
-pub fn resolve_groups(groups: &[String], group: &str) -> Result<Vec<u32>> {
+pub(crate) fn resolve_groups(groups: &[String], group: &str) -> Result<Vec<u32>> {
     groups
         .iter()
         .map(|g| match g.parse::<u32>() {
@@ -270,7 +270,7 @@ pub fn resolve_groups(groups: &[String], group: &str) -> Result<Vec<u32>> {
 }
 
 /// The bounding set of `status` (the text of /proc/self/status) as a bit mask.
-pub fn own_capabilities(status: &str) -> Option<u64> {
+pub(crate) fn own_capabilities(status: &str) -> Option<u64> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
     u64::from_str_radix(hex.trim(), 16).ok()
 }
@@ -383,10 +383,10 @@ pub fn apply(spec: &mut Spec, run: &RunSpec) -> Result<()> {
 }
 
 /// Owners of passed device nodes by container path, for [`RunSpec::device_owners`].
-pub type DeviceOwners = Vec<(PathBuf, u32, u32)>;
+pub(crate) type DeviceOwners = Vec<(PathBuf, u32, u32)>;
 
 /// The sysctls as the Docker Engine takes them.
-pub fn sysctl_map(sysctls: &BTreeMap<String, String>) -> Option<std::collections::HashMap<String, String>> {
+pub(crate) fn sysctl_map(sysctls: &BTreeMap<String, String>) -> Option<std::collections::HashMap<String, String>> {
     (!sysctls.is_empty()).then(|| sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 

@@ -22,13 +22,13 @@ use crate::os::beneath::{self, Symlinks};
 use crate::os::fsutil::under_root;
 
 /// The X11 socket directory (`-v /tmp/.X11-unix/:/tmp/.X11-unix`).
-pub const X11_DIR: &str = "/tmp/.X11-unix";
+pub(crate) const X11_DIR: &str = "/tmp/.X11-unix";
 /// The X authority file run.sh writes for containers (`XAUTH=/tmp/.docker.xauth`).
-pub const DOCKER_XAUTH: &str = "/tmp/.docker.xauth";
+pub(crate) const DOCKER_XAUTH: &str = "/tmp/.docker.xauth";
 /// Where run.sh puts the board model for containers (`/proc` files cannot be mounted by Docker).
-pub const MODEL_IN_CONTAINER: &str = "/tmp/nv_jetson_model";
+pub(crate) const MODEL_IN_CONTAINER: &str = "/tmp/nv_jetson_model";
 /// The device-tree model the board model comes from.
-pub const MODEL_SOURCE: &str = "/proc/device-tree/model";
+pub(crate) const MODEL_SOURCE: &str = "/proc/device-tree/model";
 /// Most device nodes one convenience passes (a `/dev/bus/usb` with more is refused, not truncated).
 const MAX_NODES: usize = 1024;
 /// How deep a device directory is walked (`/dev/snd/by-path/...`, `/dev/bus/usb/001/002`).
@@ -68,7 +68,7 @@ pub fn edits(
 
 /// Adds what [`edits`] finds for `wanted` to `into` (a container's camera and GPU edits): the one call both
 /// backends make. Skipped parts are logged as warnings.
-pub fn add_edits(
+pub(crate) fn add_edits(
     into: &mut DeviceEdits,
     root: &Path,
     wanted: &[Convenience],
@@ -188,7 +188,7 @@ fn open_root_owned(root: &Path, abs: &str, kind: libc::mode_t) -> Result<OwnedFd
 
 /// Whether nvargus-daemon answers: its socket (root's, no symlink) accepts a connection. A full backlog
 /// (`EAGAIN`) counts as answering: the daemon is there, only busy. The connection is closed at once.
-pub fn check_argus(root: &Path) -> Result<(), String> {
+pub(crate) fn check_argus(root: &Path) -> Result<(), String> {
     let fd = open_root_owned(root, ARGUS_SOCKET, libc::S_IFSOCK)
         .map_err(|e| format!("{e}; nvargus-daemon makes it (`sudo systemctl restart nvargus-daemon`)"))?;
     match connect_nonblocking(&beneath::proc_fd_path(&fd)) {
