@@ -33,14 +33,7 @@ enum Entry<'a> {
 
 fn tar_of(entries: &[Entry<'_>]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    let header = |kind: tar::EntryType, mode: u32, size: u64| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_size(size);
-        h.set_mtime(1_700_000_000);
-        h
-    };
+    let header = support::backend_contract::tar_header;
     for e in entries {
         match e {
             Entry::Dir(p, m) => b.append_data(&mut header(tar::EntryType::Directory, *m, 0), p, std::io::empty()),

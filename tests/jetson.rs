@@ -29,14 +29,7 @@ fn image_layer() -> Vec<u8> {
     let busybox = std::fs::read(support::require_tool("busybox", "busybox-static")).unwrap();
     let socat = support::require_tool("socat", "socat");
     let mut b = tar::Builder::new(Vec::new());
-    let header = |kind: tar::EntryType, mode: u32, size: u64| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_size(size);
-        h.set_mtime(1_700_000_000);
-        h
-    };
+    let header = support::backend_contract::tar_header;
     for d in ["bin", "etc", "proc", "sys", "dev", "usr", "usr/bin"] {
         b.append_data(&mut header(tar::EntryType::Directory, 0o755, 0), d, std::io::empty()).unwrap();
     }

@@ -24,6 +24,16 @@ pub fn host_arch() -> &'static str {
     }
 }
 
+/// A GNU tar header of `kind`, `mode` and `size` with a fixed mtime (layers built twice are the same bytes).
+pub fn tar_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(1_700_000_000);
+    h
+}
+
 /// A one-layer image (gzip, Docker schema 2) holding the static /bin/busybox of Debian's `busybox-static`, its
 /// applet links, and `/etc/jetship-test` = `note` (a different note gives different layer bytes, so a fresh pull).
 /// Env `PATH=/bin`, Cmd `sh`.
@@ -31,14 +41,7 @@ pub fn busybox_image(note: &str) -> Image {
     use std::io::Write;
     let busybox = std::fs::read(super::require_tool("busybox", "busybox-static")).unwrap();
     let mut tar = tar::Builder::new(Vec::new());
-    let header = |kind: tar::EntryType, mode: u32, size: u64| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_size(size);
-        h.set_mtime(1_700_000_000);
-        h
-    };
+    let header = tar_header;
     for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "work"] {
         let mut h = header(tar::EntryType::Directory, if d == "tmp" { 0o1777 } else { 0o755 }, 0);
         tar.append_data(&mut h, format!("{d}/"), std::io::empty()).unwrap();
