@@ -494,6 +494,14 @@ impl Planner<'_> {
             }
         }
         let id = container_id(self.name, hash);
+        // Ids come from the version's hash, so a container under this id that reads as another version has a
+        // record that disagrees with its id (a flipped bit): it goes first, or the create could never succeed.
+        if let Some(stale) = old.iter().find(|c| c.id == id) {
+            if self.d.update.keep_old && matches!(stale.state, RunState::Running | RunState::Paused) {
+                self.push(Action::Stop { deployment: self.dep(), id: id.clone() });
+            }
+            self.push(Action::Remove { deployment: self.dep(), id: id.clone() });
+        }
         let version = BTreeMap::from([
             (labels::DEPLOYMENT.to_owned(), self.dep()),
             (labels::DOC_HASH.to_owned(), hash.to_owned()),
@@ -1200,6 +1208,17 @@ mod tests {
                 state: DeploymentState::Failed {
                     reason: "resolving the image failed (attempt 2): connection refused; retrying with backoff".into(),
                 },
+            },
+            Case {
+                name: "a container under the new version's id whose record names another version is removed first",
+                doc: v2.clone(),
+                actual: ready(
+                    &v2,
+                    vec![ContainerView { id: container_id(APP, &hash(&v2)), ..container(&v1, RunState::Missing) }],
+                ),
+                now: t(5),
+                actions: &["remove new", "create new"],
+                state: DeploymentState::Starting,
             },
             Case {
                 name: "update stops the old container before creating the new one",
