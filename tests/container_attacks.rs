@@ -515,6 +515,20 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // What the agent ran keeps running under conmon once the agent is gone: stopped and removed here, with
+        // the agent's own config, so no container outlives the test.
+        use jetship::runtime::ContainerRuntime;
+        let config = self.log.with_extension("toml");
+        let Ok(loaded) = jetship::config::load(Some(&config)) else { return };
+        use jetship::runtime::oci::{OciBackend, OciSettings};
+        let Ok(oci) = OciBackend::new(OciSettings::from_config(&loaded.config)) else { return };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            for c in oci.list_owned().await.unwrap_or_default() {
+                let _ = oci.stop(&c.id, Duration::from_millis(200)).await;
+                let _ = oci.remove(&c.id).await;
+            }
+        });
     }
 }
 
