@@ -677,7 +677,10 @@ fn a_state_dir_created_world_readable_is_narrowed_at_agent_start() {
     let state = dir.path().join("state");
     // What an older jetship (or `jetship run` under umask 022) left: a readable state dir and desired state.
     std::fs::create_dir_all(state.join("desired")).unwrap();
-    std::fs::write(state.join("desired/device.json"), r#"{"generation":1,"deployments":{}}"#).unwrap();
+    // Sealed as the store writes it: `<json>\n#sha256:<hex of the json>\n`.
+    let json = r#"{"generation":1,"deployments":{}}"#;
+    let seal = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(json.as_bytes()));
+    std::fs::write(state.join("desired/device.json"), format!("{json}\n#sha256:{seal}\n")).unwrap();
     let set = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
     set(&state, 0o755);
     set(&state.join("desired"), 0o755);

@@ -179,22 +179,29 @@ fn tiny_spool_drops_the_oldest_and_reports_the_count() {
     assert!(reported >= missing && reported <= missing + 1, "reported {reported}, missing {missing}: {order:?}");
     assert!(agent.running());
 
-    // Reported once: neither later messages nor a restarted agent report the same drops again.
+    // Reported once: neither later messages nor a restarted agent report the same drops again. A record the
+    // first agent dropped after its report (the bound is 1 KiB) is reported by the next one, rightly: over the
+    // whole run, what is reported must still match what is missing, where a repeat would count twice.
     let last = *order.last().unwrap();
     assert_eq!(agent.signal(nix::sys::signal::Signal::SIGTERM).and_then(|s| s.code()), Some(0));
-    // Restarted with room in its spool: a 1 KiB bound would drop anew whatever start-up spools before the first
-    // connection (a slow one under load), and those new drops are rightly reported. Any count now is a repeat.
+    // Restarted with room in its spool, so it drops nothing itself.
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, text.replace("max_bytes = 1024", "max_bytes = 1048576")).unwrap();
     let _agent = Agent::start(&cfg);
     obs.wait_for("telemetry from the restarted agent", Duration::from_secs(10), |l| max_seq(l, topic) >= last + 3);
-    let again: u64 = obs
-        .json(topic)
-        .iter()
-        .filter(|v| v["seq"].as_u64().is_some_and(|s| s > last))
-        .filter_map(|v| v["dropped"].as_u64())
-        .sum();
-    assert_eq!(again, 0, "drops reported twice");
+    let msgs = obs.json(topic);
+    let mut by_seq = std::collections::BTreeMap::new();
+    for v in &msgs {
+        by_seq.insert(v["seq"].as_u64(), v["dropped"].as_u64().unwrap_or(0));
+    }
+    let total: u64 = by_seq.values().sum();
+    let (order, missing) = check_order(&msgs.iter().filter_map(|v| v["seq"].as_u64()).collect::<Vec<_>>());
+    // + 2: each agent's events share the spool (agent_started, agent_stopping), and are counted but not seen here.
+    assert!(
+        total >= missing && total <= missing + 2,
+        "drops reported twice: {total} reported, {missing} missing: {order:?}"
+    );
+    assert!(reported > 2, "{reported} drops are too few for a repeat to show beyond the margin");
 }
 
 #[test]

@@ -80,7 +80,8 @@ fn seal(data: &[u8]) -> Vec<u8> {
 /// the content it would still parse, so it is refused like any other torn file.
 fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
     use sha2::Digest;
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    // The seal ends with a newline: a file without it lost its last byte, however sound the rest.
+    let Some(body) = bytes.strip_suffix(b"\n") else { return Err("it has no checksum: cut short".into()) };
     let Some(at) = body.windows(SEAL.len()).rposition(|w| w == SEAL) else {
         return Err("it has no checksum: cut short".into());
     };
@@ -284,6 +285,11 @@ mod tests {
         );
         // Cut right after its content (the seal gone), the file would still parse: it is refused all the same.
         fs::write(&p, &sealed[..b"{good}\n".len()]).unwrap();
+        assert!(
+            matches!(read_mirrored(&p, 1024, check), MirrorRead::Restored { problem, .. } if problem.contains("no checksum"))
+        );
+        // Cut by its last byte only (the seal's newline), it is refused too.
+        fs::write(&p, &sealed[..sealed.len() - 1]).unwrap();
         assert!(
             matches!(read_mirrored(&p, 1024, check), MirrorRead::Restored { problem, .. } if problem.contains("no checksum"))
         );
