@@ -157,15 +157,11 @@ fn torn_or_corrupt_state_files_are_repaired_reported_and_never_reuse_a_seq() {
         Kind { name: "partial's description", path: description, reported: truncation_only },
         Kind { name: "snapshot completion record", path: snap.join("meta.json"), reported: truncation_only },
         Kind { name: "file in a snapshot", path: snap.join("fs/bin/busybox"), reported: always },
-        Kind {
-            name: "bundle config",
-            path: PathBuf::from("bundles").join(&id).join("config.json"),
-            reported: truncation_only,
-        },
+        Kind { name: "bundle config", path: PathBuf::from("bundles").join(&id).join("config.json"), reported: always },
         Kind {
             name: "container record",
             path: PathBuf::from("containers").join(&id).join("meta.json"),
-            reported: truncation_only,
+            reported: always,
         },
         Kind { name: "spool segment", path: PathBuf::from("spool").join(&segment), reported: never },
         Kind { name: "spool cursor", path: "spool/cursor.json".into(), reported: always },

@@ -115,6 +115,34 @@ pub struct Meta {
     /// Ownership labels (deployment, spec hash, agent id).
     pub labels: BTreeMap<String, String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The SHA-256 of the bundle's `config.json` when the container was created: what the runtime was told, so
+    /// a damaged spec is found before the container is created again from it. Absent in an older agent's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_sha256: Option<String>,
+}
+
+/// The most a container record may hold (its labels are bounded far below this).
+const META_LIMIT: u64 = 1 << 20;
+
+impl Meta {
+    /// Reads `<dir>/meta.json`, sealed with a checksum by [`Meta::write`]: `Ok(None)` when there is none, `Err`
+    /// with why when it is cut short, damaged or not a record. Unsealed, a flipped bit that still parses would
+    /// pass with another deployment's labels or another bundle.
+    pub fn read(dir: &Path) -> std::result::Result<Option<Meta>, String> {
+        let Some(bytes) = fsutil::read_sealed(&dir.join("meta.json"), META_LIMIT)? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("it is not a container record ({e})"))
+    }
+
+    /// A record an older agent wrote without a checksum, when it is whole (a JSON object cut short never parses):
+    /// the repair seals it again.
+    pub(crate) fn read_unsealed(dir: &Path) -> Option<Meta> {
+        serde_json::from_str(&fsutil::read_small(&dir.join("meta.json"), META_LIMIT).ok()?).ok()
+    }
+
+    /// Writes `<dir>/meta.json` sealed, atomically and durably.
+    pub(crate) fn write(&self, dir: &Path) -> std::io::Result<()> {
+        fsutil::write_sealed(&dir.join("meta.json"), &serde_json::to_vec_pretty(self).expect("metadata serializes"))
+    }
 }
 
 /// The runtime's view of a container.
@@ -227,6 +255,15 @@ impl Supervisor {
         cmd
     }
 
+    /// The container's record ([`Meta::read`]).
+    fn meta(&self, id: &str) -> Result<Meta> {
+        match Meta::read(&self.dir(id)) {
+            Ok(Some(meta)) => Ok(meta),
+            Ok(None) => Err(Error::NotFound { id: id.to_owned() }),
+            Err(e) => Err(Error::Create { id: id.into(), message: format!("its record meta.json is unusable: {e}") }),
+        }
+    }
+
     /// The container's directory (metadata, logs, exit codes).
     pub(crate) fn container_dir(&self, id: &str) -> PathBuf {
         self.dir(id)
@@ -247,9 +284,18 @@ impl Supervisor {
             std::fs::create_dir_all(dir.join(sub)).map_err(Self::io(id, "creating the container directory"))?;
         }
         std::fs::create_dir_all(self.paths.run.join("sock")).map_err(Self::io(id, "creating the run directory"))?;
-        let meta = Meta { id: id.to_owned(), bundle: bundle.to_path_buf(), labels, created_at: chrono::Utc::now() };
-        let json = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
-        fsutil::write_atomic(&dir.join("meta.json"), &json).map_err(Self::io(id, "writing meta.json"))?;
+        let config_sha256 = std::fs::read(bundle.join("config.json")).ok().map(|b| {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(b))
+        });
+        let meta = Meta {
+            id: id.to_owned(),
+            bundle: bundle.to_path_buf(),
+            labels,
+            created_at: chrono::Utc::now(),
+            config_sha256,
+        };
+        meta.write(&dir).map_err(Self::io(id, "writing meta.json"))?;
 
         self.spawn_conmon(id, bundle)
     }
@@ -351,9 +397,7 @@ impl Supervisor {
     /// conmon is gone. The writable layer, logs and metadata are kept.
     pub(crate) fn recreate(&self, id: &str) -> Result<()> {
         let dir = self.dir(id);
-        let meta: Meta =
-            serde_json::from_slice(&std::fs::read(dir.join("meta.json")).map_err(Self::io(id, "reading meta.json"))?)
-                .map_err(|e| Error::Create { id: id.into(), message: format!("unreadable meta.json: {e}") })?;
+        let meta = self.meta(id)?;
         match self.runtime_cmd(&["delete", "--force", id]) {
             Ok(_) => {}
             Err(exec::Error::Failed { stderr, .. }) if stderr.contains("does not exist") => {}
@@ -502,10 +546,13 @@ impl Supervisor {
             if !valid_id(&id) {
                 continue;
             }
-            let Ok(text) = std::fs::read(entry.path().join("meta.json")) else { continue };
-            let Ok(meta) = serde_json::from_slice::<Meta>(&text) else {
-                tracing::warn!(container = %id, "unreadable meta.json; leaving the container alone");
-                continue;
+            let meta = match Meta::read(&entry.path()) {
+                Ok(Some(meta)) => meta,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(container = %id, %err, "unusable meta.json; leaving the container to the repair");
+                    continue;
+                }
             };
             let state = self.state(&id)?;
             owned.push(Owned { meta, state });
@@ -523,10 +570,7 @@ impl Supervisor {
             return Ok(false);
         }
         std::fs::rename(&log, log.with_extension("log.1")).map_err(Self::io(id, "rotating the log"))?;
-        let meta: Meta = serde_json::from_slice(
-            &std::fs::read(self.dir(id).join("meta.json")).map_err(Self::io(id, "reading meta.json"))?,
-        )
-        .map_err(|e| Error::Create { id: id.into(), message: format!("unreadable meta.json: {e}") })?;
+        let meta = self.meta(id)?;
         // conmon's control FIFO: message type 2 reopens the log files.
         let ctl = meta.bundle.join("ctl");
         let mut fifo = std::fs::OpenOptions::new()
@@ -636,6 +680,39 @@ fn clean_runtime_message(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_with_a_flipped_bit_that_still_parses_is_refused_and_an_unsealed_whole_one_is_read_for_resealing() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta {
+            id: "app-1".into(),
+            bundle: "/var/lib/jetship/bundles/app-1".into(),
+            labels: BTreeMap::from([("jetship.deployment".to_owned(), "app".to_owned())]),
+            created_at: chrono::Utc::now(),
+            config_sha256: Some("ab".repeat(32)),
+        };
+        meta.write(dir.path()).unwrap();
+        assert_eq!(Meta::read(dir.path()).unwrap(), Some(meta.clone()));
+        let path = dir.path().join("meta.json");
+        let sealed = std::fs::read(&path).unwrap();
+        // "app" -> "aqp": still JSON, still a record, another deployment's.
+        let at = sealed.windows(5).position(|w| w == b"\"app\"").unwrap() + 2;
+        let mut flipped = sealed.clone();
+        flipped[at] ^= 0x01;
+        std::fs::write(&path, &flipped).unwrap();
+        let err = Meta::read(dir.path()).unwrap_err();
+        assert!(err.contains("does not match its checksum"), "{err}");
+        assert!(Meta::read_unsealed(dir.path()).is_none(), "the seal is trailing data for a plain reader");
+        // An older agent's record: whole, unsealed.
+        std::fs::write(&path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+        assert!(Meta::read(dir.path()).unwrap_err().contains("cut short"));
+        assert_eq!(Meta::read_unsealed(dir.path()), Some(meta.clone()));
+        // Cut inside its content: neither.
+        std::fs::write(&path, &sealed[..sealed.len() / 2]).unwrap();
+        assert!(Meta::read(dir.path()).is_err() && Meta::read_unsealed(dir.path()).is_none());
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(Meta::read(dir.path()), Ok(None));
+    }
 
     #[test]
     fn ids_are_safe_file_names() {

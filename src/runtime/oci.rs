@@ -237,17 +237,18 @@ impl Inner {
     }
 
     fn meta_labels(&self, id: &str) -> Result<BTreeMap<String, String>> {
-        let path = self.settings.state_dir.join("containers").join(id).join("meta.json");
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(conmon::Error::NotFound { id: id.to_owned() }.into())
-            }
-            Err(e) => return Err(ctr_err(id, format!("reading {}: {e}", path.display()))),
-        };
-        let meta: conmon::Meta = serde_json::from_slice(&bytes)
-            .map_err(|e| ctr_err(id, format!("{} is unreadable: {e}; remove the container", path.display())))?;
-        Ok(meta.labels)
+        match self.record(id)? {
+            Some(meta) => Ok(meta.labels),
+            None => Err(conmon::Error::NotFound { id: id.to_owned() }.into()),
+        }
+    }
+
+    /// The container's record (`containers/<id>/meta.json`), `None` when there is none.
+    fn record(&self, id: &str) -> Result<Option<conmon::Meta>> {
+        let dir = self.settings.state_dir.join("containers").join(id);
+        conmon::Meta::read(&dir).map_err(|e| {
+            ctr_err(id, format!("{} is unusable: {e}; remove the container", dir.join("meta.json").display()))
+        })
     }
 
     fn sup_of(&self, id: &str) -> Result<Supervisor> {
@@ -584,13 +585,7 @@ impl Inner {
         if !conmon::valid_id(id) {
             return Err(conmon::Error::BadId(id.to_owned()).into());
         }
-        let path = self.settings.state_dir.join("containers").join(id).join("meta.json");
-        let meta: conmon::Meta = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| ctr_err(id, format!("{} is unreadable: {e}; remove the container", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(ctr_err(id, format!("reading {}: {e}", path.display()))),
-        };
+        let Some(meta) = self.record(id)? else { return Ok(None) };
         let state = self.sup_for(&meta.labels).state(id)?;
         Ok(Some(info(meta, state)))
     }

@@ -19,21 +19,28 @@ impl Inner {
             if !conmon::valid_id(&id) || !entry.path().is_dir() {
                 continue;
             }
-            let meta_path = entry.path().join("meta.json");
-            let meta = match std::fs::read(&meta_path) {
-                Ok(b) => serde_json::from_slice::<conmon::Meta>(&b).map_err(|e| format!("unreadable ({e})")),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("missing".to_owned()),
-                Err(e) => Err(e.to_string()),
-            };
-            let meta = match meta {
-                Ok(m) => m,
-                Err(problem) => {
-                    self.discard(&id, format!("container record (meta.json) {problem}"));
+            let meta = match conmon::Meta::read(&entry.path()) {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    self.discard(&id, "its record (meta.json) is missing".to_owned());
                     repairs += 1;
                     continue;
                 }
+                Err(problem) => {
+                    repairs += 1;
+                    match conmon::Meta::read_unsealed(&entry.path()) {
+                        Some(m) => {
+                            self.reseal(&m, &problem);
+                            m
+                        }
+                        None => {
+                            self.discard(&id, format!("its record (meta.json) is unusable: {problem}"));
+                            continue;
+                        }
+                    }
+                }
             };
-            if let Some(problem) = bundle_problem(&meta.bundle) {
+            if let Some(problem) = bundle_problem(&meta) {
                 self.discard(&id, problem);
                 repairs += 1;
                 continue;
@@ -87,6 +94,21 @@ impl Inner {
         Ok(repairs)
     }
 
+    /// Seals again a record that is whole but has no checksum (an older agent's, or one cut right after its
+    /// content), and notes it.
+    fn reseal(&self, meta: &conmon::Meta, problem: &str) {
+        let dir = self.settings.state_dir.join("containers").join(&meta.id);
+        let action = match meta.write(&dir) {
+            Ok(()) => "its content is whole: sealed again".to_owned(),
+            Err(e) => format!("its content is whole; sealing it again failed: {e}"),
+        };
+        crate::os::journal::note(crate::base::Repair::new(
+            format!("container {}", meta.id),
+            format!("its record (meta.json) is not sealed: {problem}"),
+            action,
+        ));
+    }
+
     /// Stops and removes container `id` whose record or bundle is unusable, with its bundle (the overlay
     /// unmounted), and notes the repair: its deployment creates it again.
     fn discard(&self, id: &str, problem: String) {
@@ -107,9 +129,10 @@ impl Inner {
     }
 }
 
-/// Why a container's bundle cannot be used to create it again: no bundle, no `config.json`, or one that is not
-/// an OCI runtime spec. `None` when it is sound.
-fn bundle_problem(bundle: &Path) -> Option<String> {
+/// Why a container's bundle cannot be used to create it again: no bundle, no `config.json`, one that is not
+/// a runtime spec, or one that differs from what the record says the runtime was told (a flipped bit).
+fn bundle_problem(meta: &conmon::Meta) -> Option<String> {
+    let bundle = &meta.bundle;
     let config = bundle.join("config.json");
     if !bundle.is_dir() {
         return Some(format!("its bundle {} is missing", bundle.display()));
@@ -122,8 +145,15 @@ fn bundle_problem(bundle: &Path) -> Option<String> {
         },
         Err(e) => return Some(format!("its bundle's config.json cannot be read ({e})")),
     };
-    match serde_json::from_slice::<oci_spec::runtime::Spec>(&bytes) {
-        Ok(_) => None,
-        Err(e) => Some(format!("its bundle's config.json is not a runtime spec ({e})")),
+    if let Err(e) = serde_json::from_slice::<oci_spec::runtime::Spec>(&bytes) {
+        return Some(format!("its bundle's config.json is not a runtime spec ({e})"));
+    }
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    match &meta.config_sha256 {
+        Some(want) if *want != digest => {
+            Some(format!("its bundle's config.json has sha256 {digest}, not the {want} it was created with"))
+        }
+        _ => None,
     }
 }
