@@ -43,15 +43,24 @@ pub enum Method {
 /// Opens `path` (relative to `root`; a leading `/` is ignored) with `flags` (`O_CLOEXEC` is added), resolving
 /// it as `symlinks` says. Errors: `ELOOP` for a refused symlink, `EXDEV` for a path that would leave the root,
 /// `ENOENT`/`ENOTDIR` as usual.
+///
+/// `openat2` answers `EAGAIN` when a rename or a mount anywhere on the host raced a `..` it resolved: it is tried
+/// again a few times, then the walk answers (on a busy host, with containers starting beside it, the race is
+/// common enough to fail a camera's sibling lookup or an image's `/etc/passwd`).
 pub fn open(root: impl AsFd, path: &Path, symlinks: Symlinks, flags: OFlag) -> io::Result<OwnedFd> {
-    match open_with(root.as_fd(), path, symlinks, flags, Method::Openat2) {
-        // No openat2 (kernel older than 5.6, or a seccomp filter of an outer container that refuses it).
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {
-            open_with(root, path, symlinks, flags, Method::Walk)
+    for _ in 0..OPENAT2_TRIES {
+        match open_with(root.as_fd(), path, symlinks, flags, Method::Openat2) {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
+            // No openat2 (kernel older than 5.6, or a seccomp filter of an outer container that refuses it).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => break,
+            other => return other,
         }
-        other => other,
     }
+    open_with(root, path, symlinks, flags, Method::Walk)
 }
+
+/// How often [`open`] asks `openat2` before the walk when it keeps answering `EAGAIN`.
+const OPENAT2_TRIES: usize = 8;
 
 /// [`open`] with the method chosen by the caller (tests run both).
 pub(crate) fn open_with(
@@ -233,6 +242,39 @@ mod tests {
             // `up -> ../../outside` stops at the root, where there is no `outside`.
             assert_eq!(errno(open("up/secret")), libc::ENOENT, "{m:?}");
         }
+        drop(dir);
+    }
+
+    #[test]
+    fn a_path_through_dotdot_opens_while_the_host_renames_beside_it() {
+        let (dir, r) = tree();
+        let rfd = root(&r);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Any rename on the host while openat2 resolves a `..` makes it answer EAGAIN.
+        let renamer = {
+            let (stop, d) = (stop.clone(), dir.path().to_path_buf());
+            std::fs::write(d.join("x"), "").unwrap();
+            std::thread::spawn(move || {
+                let mut renames = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::fs::rename(d.join("x"), d.join("y")).unwrap();
+                    std::fs::rename(d.join("y"), d.join("x")).unwrap();
+                    renames += 2;
+                }
+                renames
+            })
+        };
+        let (mut raced, tries) = (0, 20_000);
+        for _ in 0..tries {
+            let path = Path::new("a/b/../../a/../a/b/../b/file");
+            if errno(open_with(&rfd, path, Symlinks::InRoot, OFlag::O_RDONLY, Method::Openat2)) == libc::EAGAIN {
+                raced += 1;
+            }
+            assert_eq!(read(open(&rfd, path, Symlinks::InRoot, OFlag::O_RDONLY).unwrap()), "inside");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let renames = renamer.join().unwrap();
+        println!("{raced} of {tries} plain openat2 calls raced one of {renames} renames");
         drop(dir);
     }
 
