@@ -33,14 +33,15 @@ fn telemetry_moves_to_the_next_broker_when_one_is_killed_mid_stream_without_gaps
     let dir = tempfile::tempdir().unwrap();
     let root = "jetship/v1/fo-1";
     let (telemetry, status) = (format!("{root}/telemetry"), format!("{root}/status"));
-    let on_a = qos0_observer(&a, &[&telemetry, &status]);
-    let on_b = Observer::start(&b, &[&telemetry, &status], true, &[]);
+    let mut on_a = qos0_observer(&a, &[&telemetry, &status]);
+    let mut on_b = Observer::start(&b, &[&telemetry, &status], true, &[]);
     let cfg = agent_config(dir.path(), "fo-1", &urls(&[&a, &b]), "");
     let mut agent = Agent::start(&cfg);
 
     on_a.wait_for("telemetry on the first broker", Duration::from_secs(15), |l| max_seq(l, &telemetry) >= 3);
     assert!(on_b.lines().is_empty(), "the agent must use the first broker while it answers: {:?}", on_b.lines());
     a.kill();
+    on_a.finish();
     let last_on_a = max_seq(&on_a.lines(), &telemetry);
 
     on_b.wait_for("the agent online and its telemetry on the second broker", Duration::from_secs(15), |l| {
@@ -60,6 +61,7 @@ fn telemetry_moves_to_the_next_broker_when_one_is_killed_mid_stream_without_gaps
     a.restart();
     let again_on_a = qos0_observer(&a, &[&telemetry]);
     b.kill();
+    on_b.finish();
     let last_on_b = max_seq(&on_b.lines(), &telemetry);
     again_on_a.wait_for("telemetry back on the first broker", Duration::from_secs(15), |l| {
         max_seq(l, &telemetry) >= last_on_b + 3
@@ -99,7 +101,7 @@ fn a_full_window_in_flight_crosses_to_the_next_broker_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::new("burst-1").unwrap();
     let events = topics.stream(Stream::Events);
-    let on_a = qos0_observer(&a, &[&events]);
+    let mut on_a = qos0_observer(&a, &[&events]);
     let on_b = Observer::start(&b, &[&events], true, &[]);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -127,6 +129,7 @@ fn a_full_window_in_flight_crosses_to_the_next_broker_in_order() {
     // Killed while the link is sending: the first broker has some, the window holds unacknowledged ones.
     on_a.wait_for("the first records on the first broker", Duration::from_secs(20), |l| l.len() >= 300);
     a.kill();
+    on_a.finish();
     let got_a = seqs(&on_a, &events);
     assert!((got_a.len() as u64) < RECORDS, "all records went out before the kill: the test proves nothing");
 

@@ -167,6 +167,8 @@ impl Drop for Mosquitto {
 pub struct Observer {
     child: Child,
     lines: Arc<Mutex<Vec<(String, String)>>>,
+    port: u16,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Observer {
@@ -191,16 +193,33 @@ impl Observer {
         let out = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let l = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let (t, p) = line.split_once(' ').unwrap_or((&line, ""));
                 l.lock().unwrap().push((t.to_owned(), p.to_owned()));
             }
         });
-        let obs = Observer { child, lines };
+        let obs = Observer { child, lines, port, reader: Some(reader) };
         // mosquitto_sub has no "subscribed" signal: give it a moment to connect and subscribe.
         std::thread::sleep(Duration::from_millis(300));
         obs
+    }
+
+    /// For an observer whose broker was killed: waits until every client has read its connection to that
+    /// broker to the end (none is left established or half-closed on the broker's port, so mosquitto_sub has
+    /// printed all it got), then stops mosquitto_sub and reads its output to the end. [`Observer::lines`] is then
+    /// all the broker delivered; read right after the kill, it can miss what is still in the pipes.
+    pub fn finish(&mut self) {
+        let start = Instant::now();
+        while open_connections_to(self.port) > 0 {
+            assert!(start.elapsed() < Duration::from_secs(30), "clients of port {} never saw it close", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
     }
 
     /// Lines received so far.
@@ -245,6 +264,22 @@ impl Drop for Observer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How many TCP connections to 127.0.0.1:`port` are still established or half-closed (the peer closed, the
+/// client has not read to the end yet), from /proc/net/tcp.
+fn open_connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Fields: sl, local, remote, state (01 ESTABLISHED, 08 CLOSE_WAIT).
+            f.len() > 3 && f[2] == remote && (f[3] == "01" || f[3] == "08")
+        })
+        .count()
 }
 
 /// Publishes one message with `mosquitto_pub` at QoS 1 (the payload goes through a file, so any bytes and sizes work).
