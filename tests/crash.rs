@@ -45,7 +45,7 @@ fn crash_suite(native: bool, points: &[&str], rounds_each: usize) {
             );
             let started = Instant::now();
             let round_start = chrono::Utc::now();
-            let mut agent = Agent::start_with(&device.config, &[], &[("JETSHIP_CRASH_AT", point)]);
+            let mut agent = Agent::start_with(&device.config, &[("JETSHIP_CRASH_AT", point)]);
             let out = support::jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
             assert!(out.status.success(), "{}", text(&out));
             let status = agent.wait_exit(Duration::from_secs(90));
@@ -198,7 +198,7 @@ fn a_container_whose_monitor_is_gone_is_never_left_running_unsupervised() {
     push(&registry, "v2", "monitor-2");
     let image = format!("{}/hello:v2", registry.addr);
     let doc = device.write_doc("v2.toml", &deployment("app", &image, "two", "running_for = \"1s\""));
-    let mut agent = Agent::start_with(&device.config, &[], &[("JETSHIP_CRASH_AT", "container-created")]);
+    let mut agent = Agent::start_with(&device.config, &[("JETSHIP_CRASH_AT", "container-created")]);
     let out = support::jetship(&["deploy", &device.id, "-f", doc.to_str().unwrap(), "--broker", &broker.url()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(agent.wait_exit(Duration::from_secs(60)).is_some(), "no crash:\n{}", agent.log());

@@ -538,7 +538,13 @@ fn a_device_whose_clock_is_an_hour_behind_is_shown_online_and_seen_just_now_with
     let id = format!("skew-{}", support::agent::rand_suffix());
     let config = support::agent::agent_config(dir.path(), &id, &format!("url = \"{}\"", broker.url()), "");
     // libfaketime shifts the agent's wall clock (and its monotonic clock, by the same offset) an hour back.
-    let agent = Agent::start_with(&config, &["faketime", "-f", "-1h"], &[]);
+    let lib = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime.so.1 under /usr/lib/<arch>/faketime: apt-get install faketime");
+    let agent = Agent::start_with(&config, &[("LD_PRELOAD", lib.to_str().unwrap()), ("FAKETIME", "-1h")]);
     let row = |text: &str| -> Value {
         let rows: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         rows.as_array().into_iter().flatten().find(|r| r["device"] == id.as_str()).cloned().unwrap_or(Value::Null)

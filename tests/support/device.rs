@@ -20,21 +20,15 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(config: &Path) -> Agent {
-        Self::start_with(config, &[], &[])
+        Self::start_with(config, &[])
     }
 
-    /// The agent with extra environment variables (a crash point: `JETSHIP_CRASH_AT`), run through `wrapper`
-    /// when given (`faketime -f -1h`).
-    pub fn start_with(config: &Path, wrapper: &[&str], env: &[(&str, &str)]) -> Agent {
+    /// The agent with extra environment variables (a crash point: `JETSHIP_CRASH_AT`; libfaketime's
+    /// `LD_PRELOAD` and `FAKETIME`: preloaded, never through the `faketime` wrapper, which forks and would leave
+    /// the agent running when it is killed).
+    pub fn start_with(config: &Path, env: &[(&str, &str)]) -> Agent {
         let log = config.with_extension(format!("log-{:08x}", rand::random::<u32>()));
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(super::jetship_bin());
-                c
-            }
-            None => Command::new(super::jetship_bin()),
-        };
+        let mut cmd = Command::new(super::jetship_bin());
         let child = cmd
             .args(["--config", config.to_str().unwrap(), "agent"])
             .envs(env.iter().copied())
