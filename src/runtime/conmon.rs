@@ -125,7 +125,7 @@ pub struct Meta {
 const META_LIMIT: u64 = 1 << 20;
 
 impl Meta {
-    /// Reads `<dir>/meta.json`, sealed with a checksum by [`Meta::write`]: `Ok(None)` when there is none, `Err`
+    /// Reads `<dir>/meta.json`, sealed with a checksum (`Meta::write`): `Ok(None)` when there is none, `Err`
     /// with why when it is cut short, damaged or not a record. Unsealed, a flipped bit that still parses would
     /// pass with another deployment's labels or another bundle.
     pub fn read(dir: &Path) -> std::result::Result<Option<Meta>, String> {
