@@ -229,10 +229,26 @@ impl Drop for Device {
             }
             return;
         }
-        for name in self.containers(false) {
-            let _ = Command::new("docker")
-                .args(["-H", &format!("unix://{}", self.socket.display()), "rm", "-f", &name])
-                .output();
+        // Through the backend, as the agent removes them: the Engine's container and the staged bind sources
+        // (`docker rm` alone left two mounts behind per run of the Jetson conveniences test).
+        use jetship::runtime::ContainerRuntime;
+        let cfg = jetship::config::load(Some(&self.config)).unwrap().config;
+        let names = self.containers(false);
+        let removed = block_on(async {
+            let docker = jetship::runtime::docker::connect(&cfg).await.map_err(|e| e.to_string())?;
+            for name in &names {
+                let _ = docker.stop(name, Duration::from_millis(200)).await;
+                docker.remove(name).await.map_err(|e| format!("{name}: {e}"))?;
+            }
+            Ok::<_, String>(())
+        });
+        if let Err(e) = removed {
+            eprintln!("removing the test's Docker containers: {e}");
+            for name in names {
+                let _ = Command::new("docker")
+                    .args(["-H", &format!("unix://{}", self.socket.display()), "rm", "-f", &name])
+                    .output();
+            }
         }
     }
 }
