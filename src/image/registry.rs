@@ -24,7 +24,6 @@ use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, LINK, RANGE, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use crate::config::RegistryConfig;
@@ -807,7 +806,7 @@ fn plain_http_host(insecure: &[String], host_port: &str) -> bool {
 
 /// `sha256:<hex>` of `data`.
 pub(crate) fn sha256_digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+    format!("sha256:{}", crate::os::fsutil::sha256_hex(data))
 }
 
 async fn read_limited(resp: Response, limit: usize, url: &str) -> Result<Bytes> {

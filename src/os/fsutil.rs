@@ -63,15 +63,20 @@ pub(crate) fn mirror_path(path: &Path) -> std::path::PathBuf {
     path.with_file_name(name)
 }
 
+/// The lowercase hex SHA-256 of `data`.
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
 /// The trailer that seals a mirrored file: `\n#sha256:<hex of the content before it>\n`.
 const SEAL: &[u8] = b"\n#sha256:";
 
 fn seal(data: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
     let mut out = Vec::with_capacity(data.len() + SEAL.len() + 65);
     out.extend_from_slice(data);
     out.extend_from_slice(SEAL);
-    out.extend_from_slice(hex::encode(sha2::Sha256::digest(data)).as_bytes());
+    out.extend_from_slice(sha256_hex(data).as_bytes());
     out.push(b'\n');
     out
 }
@@ -79,14 +84,13 @@ fn seal(data: &[u8]) -> Vec<u8> {
 /// The content of a sealed file, or why it is not sound. A file without its seal was cut short: cut right after
 /// the content it would still parse, so it is refused like any other torn file.
 fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
-    use sha2::Digest;
     // The seal ends with a newline: a file without it lost its last byte, however sound the rest.
     let Some(body) = bytes.strip_suffix(b"\n") else { return Err("it has no checksum: cut short".into()) };
     let Some(at) = body.windows(SEAL.len()).rposition(|w| w == SEAL) else {
         return Err("it has no checksum: cut short".into());
     };
     let (data, hash) = (&body[..at], &body[at + SEAL.len()..]);
-    if hash != hex::encode(sha2::Sha256::digest(data)).as_bytes() {
+    if hash != sha256_hex(data).as_bytes() {
         return Err("its content does not match its checksum".into());
     }
     Ok(data)

@@ -284,10 +284,7 @@ impl Supervisor {
             std::fs::create_dir_all(dir.join(sub)).map_err(Self::io(id, "creating the container directory"))?;
         }
         std::fs::create_dir_all(self.paths.run.join("sock")).map_err(Self::io(id, "creating the run directory"))?;
-        let config_sha256 = std::fs::read(bundle.join("config.json")).ok().map(|b| {
-            use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(b))
-        });
+        let config_sha256 = std::fs::read(bundle.join("config.json")).ok().map(|b| fsutil::sha256_hex(&b));
         let meta = Meta {
             id: id.to_owned(),
             bundle: bundle.to_path_buf(),

@@ -145,15 +145,14 @@ fn bundle_problem(meta: &conmon::Meta) -> Option<String> {
         },
         Err(e) => return Some(format!("its bundle's config.json cannot be read ({e})")),
     };
-    if let Err(e) = serde_json::from_slice::<oci_spec::runtime::Spec>(&bytes) {
-        return Some(format!("its bundle's config.json is not a runtime spec ({e})"));
-    }
-    use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    // The spec it was created with (the usual case, every round): no need to parse it again.
+    let digest = crate::os::fsutil::sha256_hex(&bytes);
     match &meta.config_sha256 {
-        Some(want) if *want != digest => {
-            Some(format!("its bundle's config.json has sha256 {digest}, not the {want} it was created with"))
-        }
-        _ => None,
+        Some(want) if *want == digest => None,
+        Some(want) => Some(format!("its bundle's config.json has sha256 {digest}, not the {want} it was created with")),
+        // An older agent's record has no digest: at least the spec must parse.
+        None => serde_json::from_slice::<oci_spec::runtime::Spec>(&bytes)
+            .err()
+            .map(|e| format!("its bundle's config.json is not a runtime spec ({e})")),
     }
 }
